@@ -1,0 +1,99 @@
+/**
+ * Ambiguous-request refusal (SPEC §4 step 0). Works on `req.rawHeaders` because Node's
+ * `req.headers` has already folded duplicates (dropping a second `Authorization`, joining
+ * unknown headers with ", "), which is exactly the information this check needs.
+ */
+import type { RawConfig } from '../config/schema.js';
+
+/** What the guard needs to know; build it once per config with {@link guardOptionsFromConfig}. */
+export interface GuardOptions {
+  /** Lowercase names of the headers the gateway sets upstream, the assertion header included. */
+  identityHeaders: ReadonlySet<string>;
+  /** Lowercase header-name prefixes that belong to the gateway, e.g. `['x-auth-']`. */
+  identityPrefixes: readonly string[];
+  /** Lowercase names of headers that may carry a credential: `authorization` and the key headers. */
+  credentialHeaders: ReadonlySet<string>;
+  /** Largest accepted credential header value, in bytes. */
+  maxCredentialBytes: number;
+}
+
+/** SPEC §4: credentials over 8 KiB are refused. */
+export const DEFAULT_MAX_CREDENTIAL_BYTES = 8192;
+
+/**
+ * Returns why the request is ambiguous (a client-safe 400 `bad-request` detail), or null
+ * when it is fine. `rawHeaders` is Node's flat `[name, value, name, value, …]`.
+ */
+export function checkAmbiguity(rawHeaders: readonly string[], opts: GuardOptions): string | null {
+  let hosts = 0;
+  let authorizations = 0;
+  let contentLengths = 0;
+  let transferEncodings = 0;
+  let seenCredentials: string[] | undefined;
+
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!.toLowerCase();
+    switch (name) {
+      case 'host':
+        if (++hosts > 1) return 'duplicate Host header';
+        continue;
+      case 'content-length':
+        if (++contentLengths > 1) return 'duplicate Content-Length header';
+        continue;
+      case 'transfer-encoding':
+        // Only a lone, exact `chunked` has one reading; lists, repeats and unknown codings
+        // are where front ends and back ends disagree about where the body ends.
+        if (++transferEncodings > 1) return 'more than one Transfer-Encoding header';
+        if (!isExactlyChunked(rawHeaders[i + 1]!)) return 'unsupported Transfer-Encoding (only "chunked" is accepted)';
+        continue;
+    }
+    if (name === 'authorization' && ++authorizations > 1) return 'duplicate Authorization header';
+    if (opts.credentialHeaders.has(name)) {
+      // Node decodes header values as latin1, so one character is one byte.
+      if (rawHeaders[i + 1]!.length > opts.maxCredentialBytes) return `credential header too large (over ${opts.maxCredentialBytes} bytes)`;
+      if (seenCredentials === undefined) seenCredentials = [name];
+      else if (seenCredentials.includes(name)) return 'duplicate credential header';
+      else seenCredentials.push(name);
+    }
+    if (name.includes('_')) {
+      // Servers behind CGI-style header mapping (and some proxies) treat `_` and `-` alike,
+      // so this would reach them as one of our identity or credential headers without
+      // having been stripped or checked.
+      const dashed = name.replaceAll('_', '-');
+      if (isIdentityName(dashed, opts)) return 'header name in the identity namespace written with "_"';
+      if (opts.credentialHeaders.has(dashed)) return 'credential header name written with "_"';
+    }
+  }
+
+  if (hosts === 0) return 'missing Host header';
+  if (contentLengths > 0 && transferEncodings > 0) return 'both Content-Length and Transfer-Encoding';
+  return null;
+}
+
+/** `chunked`, any case, with only HTTP whitespace (SP, HTAB) around it: `trim()` would also eat \v, \f and NBSP. */
+function isExactlyChunked(value: string): boolean {
+  let from = 0;
+  let to = value.length;
+  while (from < to && (value.charCodeAt(from) === 0x20 || value.charCodeAt(from) === 0x09)) from++;
+  while (to > from && (value.charCodeAt(to - 1) === 0x20 || value.charCodeAt(to - 1) === 0x09)) to--;
+  return to - from === 7 && value.slice(from, to).toLowerCase() === 'chunked';
+}
+
+function isIdentityName(name: string, opts: GuardOptions): boolean {
+  if (opts.identityHeaders.has(name)) return true;
+  for (const prefix of opts.identityPrefixes) if (name.startsWith(prefix)) return true;
+  return false;
+}
+
+/** Builds the guard's options from a validated config; call once per config load. */
+export function guardOptionsFromConfig(config: Pick<RawConfig, 'identity' | 'apiKeys' | 'jwt'>): GuardOptions {
+  const h = config.identity.headers;
+  const identityHeaders = new Set([h.subject, h.role, h.scopes, h.keyId, h.method].map((n) => n.toLowerCase()));
+  if (config.identity.assertion !== undefined) identityHeaders.add(config.identity.assertion.header.toLowerCase());
+  return {
+    identityHeaders,
+    identityPrefixes: config.identity.namespace.map((p) => p.toLowerCase()),
+    credentialHeaders: new Set(['authorization', ...config.apiKeys.headers.map((n) => n.toLowerCase())]),
+    maxCredentialBytes: Math.max(DEFAULT_MAX_CREDENTIAL_BYTES, config.jwt.maxTokenBytes),
+  };
+}

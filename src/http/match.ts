@@ -1,0 +1,130 @@
+import type { RouteConfig } from '../config/schema.js';
+
+/** A route with its pattern compiled once at load. */
+export interface CompiledRoute {
+  readonly index: number;
+  readonly label: string;
+  readonly pattern: string;
+  /** Pattern segments without the trailing `**`. */
+  readonly segments: readonly string[];
+  /** The pattern ends in `**` (zero or more further segments). */
+  readonly tail: boolean;
+  readonly methods: ReadonlySet<string> | null;
+  readonly host: string | null;
+  readonly public: boolean;
+  readonly minRole: string | undefined;
+  /** Rank required; -Infinity when the route sets no minRole (any authenticated identity). */
+  readonly minRank: number;
+  readonly scopes: readonly string[];
+  readonly audiences: readonly string[] | null;
+  readonly allowJwt: boolean;
+  readonly allowApiKey: boolean;
+  readonly upstream: string;
+}
+
+export function compileRoutes(routes: readonly RouteConfig[], ranks: ReadonlyMap<string, number>): CompiledRoute[] {
+  return routes.map((r, index) => {
+    const parts = r.match.path.split('/').slice(1);
+    const tail = parts[parts.length - 1] === '**';
+    if (tail) parts.pop();
+    // A pattern's trailing slash is ignored, as it is for request paths (see splitPath).
+    if (parts.length > 0 && parts[parts.length - 1] === '') parts.pop();
+    const methods = r.match.methods ? new Set(r.match.methods) : null;
+    // GET routes also answer HEAD, as every HTTP server does.
+    if (methods?.has('GET')) methods.add('HEAD');
+    return {
+      index,
+      label: r.name ?? `${index}:${r.match.path}`,
+      pattern: r.match.path,
+      segments: parts,
+      tail,
+      methods,
+      host: r.match.host?.toLowerCase() ?? null,
+      public: r.public,
+      minRole: r.minRole,
+      minRank: r.minRole === undefined ? -Infinity : (ranks.get(r.minRole) ?? Infinity),
+      scopes: r.scopes,
+      audiences: r.audience === undefined ? null : Array.isArray(r.audience) ? r.audience : [r.audience],
+      allowJwt: r.auth.includes('jwt'),
+      allowApiKey: r.auth.includes('apiKey'),
+      upstream: r.upstream,
+    };
+  });
+}
+
+/**
+ * Segments of a normalized path. A trailing slash does not make a different path for
+ * matching: `/admin/` is matched as `/admin`, so a rule on one always covers the other.
+ */
+export function splitPath(path: string): string[] {
+  const end = path.length > 1 && path.endsWith('/') ? path.length - 1 : path.length;
+  return end <= 1 ? [] : path.slice(1, end).split('/');
+}
+
+/** Host without port, lower-cased; `undefined` stays undefined. */
+export function hostName(host: string | undefined): string | undefined {
+  if (host === undefined) return undefined;
+  const h = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':', 1)[0]!;
+  return h.toLowerCase();
+}
+
+function hostMatches(pattern: string, host: string | undefined): boolean {
+  if (host === undefined) return false;
+  if (pattern.startsWith('*.')) return host.endsWith(pattern.slice(1)) && host.length > pattern.length - 1;
+  return host === pattern;
+}
+
+function pathMatches(route: CompiledRoute, segs: readonly string[]): boolean {
+  const p = route.segments;
+  if (route.tail ? segs.length < p.length : segs.length !== p.length) return false;
+  for (let i = 0; i < p.length; i++) {
+    const want = p[i]!;
+    if (want === '*') {
+      if (segs[i] === '') return false;
+    } else if (want !== segs[i]) return false;
+  }
+  return true;
+}
+
+/** First route, in file order, whose method, host and path match. */
+export function matchRoute(
+  routes: readonly CompiledRoute[],
+  method: string,
+  host: string | undefined,
+  segs: readonly string[],
+): CompiledRoute | undefined {
+  for (const r of routes) {
+    if (r.methods !== null && !r.methods.has(method)) continue;
+    if (r.host !== null && !hostMatches(r.host, host)) continue;
+    if (pathMatches(r, segs)) return r;
+  }
+  return undefined;
+}
+
+function covers(a: CompiledRoute, b: CompiledRoute): boolean {
+  if (a.methods !== null && (b.methods === null || [...b.methods].some((m) => !a.methods!.has(m)))) return false;
+  if (a.host !== null && (b.host === null || !(b.host === a.host || (a.host.startsWith('*.') && hostMatches(a.host, b.host.replace(/^\*\./, 'x.')))))) return false;
+  if (a.tail) {
+    if (b.segments.length < a.segments.length) return false;
+  } else if (b.tail || b.segments.length !== a.segments.length) return false;
+  for (let i = 0; i < a.segments.length; i++) {
+    const x = a.segments[i]!;
+    const y = b.segments[i]!;
+    if (x !== '*' && x !== y) return false;
+  }
+  return true;
+}
+
+/** Routes that an earlier route always wins over: they can never match. */
+export function findShadowedRoutes(routes: readonly CompiledRoute[]): Array<{ index: number; by: number }> {
+  const out: Array<{ index: number; by: number }> = [];
+  for (let j = 0; j < routes.length; j++) {
+    for (let i = 0; i < j; i++) {
+      if (covers(routes[i]!, routes[j]!)) {
+        out.push({ index: j, by: i });
+        break;
+      }
+    }
+  }
+  return out;
+}

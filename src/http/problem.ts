@@ -1,0 +1,116 @@
+import type { ServerResponse } from 'node:http';
+
+/**
+ * The closed set of problems the gateway answers with itself (SPEC §5).
+ * `wwwAuthenticate` is the RFC 6750 error code carried in the challenge, `null` for a
+ * bare challenge (no credential was sent: RFC 6750 §3.1 says to name no error then).
+ */
+export const PROBLEMS = {
+  'bad-request': { status: 400, title: 'Bad request' },
+  'token-missing': { status: 401, title: 'Credential required', wwwAuthenticate: null },
+  'token-invalid': { status: 401, title: 'Invalid token', wwwAuthenticate: 'invalid_token' },
+  'token-expired': { status: 401, title: 'Token expired', wwwAuthenticate: 'invalid_token' },
+  'token-revoked': { status: 401, title: 'Token revoked', wwwAuthenticate: 'invalid_token' },
+  'key-invalid': { status: 401, title: 'Invalid API key', wwwAuthenticate: 'invalid_token' },
+  'key-expired': { status: 401, title: 'API key expired', wwwAuthenticate: 'invalid_token' },
+  'key-revoked': { status: 401, title: 'API key revoked', wwwAuthenticate: 'invalid_token' },
+  'refresh-invalid': { status: 401, title: 'Invalid refresh token', wwwAuthenticate: 'invalid_token' },
+  'authorisation-required': { status: 403, title: 'Not authorised for this route', wwwAuthenticate: 'insufficient_scope' },
+  'route-not-found': { status: 404, title: 'No route matches' },
+  'rate-limited': { status: 429, title: 'Too many requests' },
+  'upstream-unavailable': { status: 502, title: 'Upstream unavailable' },
+  'revocation-unavailable': { status: 503, title: 'Revocation check unavailable' },
+  'store-unavailable': { status: 503, title: 'Key store unavailable' },
+  'upstream-timeout': { status: 504, title: 'Upstream timed out' },
+} as const satisfies Record<string, { status: number; title: string; wwwAuthenticate?: string | null }>;
+
+export type ProblemCode = keyof typeof PROBLEMS;
+
+export const PROBLEM_CODES = Object.keys(PROBLEMS) as ProblemCode[];
+
+/** Base of the `type` member (RFC 9457 §3.1.1): a stable URN per code, documented in README.md → Errors. */
+export const PROBLEM_TYPE_BASE = 'urn:portcullis:problem:';
+
+/** The one error type the pipeline throws; `respond` turns it into problem+json. */
+export class GatewayError extends Error {
+  override readonly name = 'GatewayError';
+  readonly code: ProblemCode;
+  readonly status: number;
+  /** Extra response headers, e.g. `Retry-After`. */
+  readonly headers: Readonly<Record<string, string>> | undefined;
+  /** Route label and normalized path, when the request got that far (for logs and metrics). */
+  route: string | undefined;
+  path: string | undefined;
+
+  constructor(code: ProblemCode, detail: string, options?: { cause?: unknown; headers?: Record<string, string> }) {
+    super(detail, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.status = PROBLEMS[code].status;
+    this.headers = options?.headers;
+    this.route = undefined;
+    this.path = undefined;
+  }
+}
+
+export function isGatewayError(err: unknown): err is GatewayError {
+  return err instanceof GatewayError;
+}
+
+export interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: ProblemCode;
+  requestId: string;
+}
+
+/** Builds the RFC 9457 body for a problem; used by `respond` and by `explain`. */
+export function problemBody(err: GatewayError, requestId: string): ProblemBody {
+  const p = PROBLEMS[err.code];
+  return { type: PROBLEM_TYPE_BASE + err.code, title: p.title, status: p.status, detail: err.message, code: err.code, requestId };
+}
+
+function quote(s: string): string {
+  return s.replace(/["\\]/g, '').replace(/[^\x20-\x7e]/g, '');
+}
+
+/** The `WWW-Authenticate` value for a problem, or undefined when it carries none. */
+export function challengeFor(err: GatewayError, realm = 'portcullis'): string | undefined {
+  const p = PROBLEMS[err.code] as { wwwAuthenticate?: string | null };
+  if (p.wwwAuthenticate === undefined) return undefined;
+  if (p.wwwAuthenticate === null) return `Bearer realm="${realm}"`;
+  return `Bearer realm="${realm}", error="${p.wwwAuthenticate}", error_description="${quote(err.message)}"`;
+}
+
+/** Anything thrown that is not a GatewayError becomes a 502/503 class problem upstream of here; this maps the rest. */
+export function toGatewayError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  return new GatewayError('upstream-unavailable', 'The gateway could not complete the request.', { cause: err });
+}
+
+/**
+ * The only place the gateway writes an error response. Safe to call after headers were
+ * sent (it then just ends the response).
+ */
+export function respond(res: ServerResponse, error: unknown, requestId: string, headOnly = false): GatewayError {
+  const err = toGatewayError(error);
+  if (res.headersSent) {
+    res.destroy();
+    return err;
+  }
+  const body = JSON.stringify(problemBody(err, requestId));
+  const headers: Record<string, string | number> = {
+    'content-type': 'application/problem+json',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    'x-request-id': requestId,
+  };
+  const challenge = challengeFor(err);
+  if (challenge !== undefined && err.status === 401) headers['www-authenticate'] = challenge;
+  else if (challenge !== undefined && err.status === 403) headers['www-authenticate'] = challenge;
+  if (err.headers) Object.assign(headers, err.headers);
+  res.writeHead(err.status, headers);
+  res.end(headOnly ? undefined : body);
+  return err;
+}

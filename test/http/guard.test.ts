@@ -1,0 +1,83 @@
+import t from 'tap';
+import { checkAmbiguity, guardOptionsFromConfig, type GuardOptions } from '../../src/http/guard.js';
+import { configSchema } from '../../src/config/schema.js';
+
+const opts: GuardOptions = {
+  identityHeaders: new Set(['x-auth-subject', 'x-auth-role', 'x-auth-scopes', 'x-auth-key-id', 'x-auth-method', 'x-user-assertion']),
+  identityPrefixes: ['x-auth-'],
+  credentialHeaders: new Set(['authorization', 'x-api-key']),
+  maxCredentialBytes: 64,
+};
+
+const H = ['Host', 'api.example'];
+type Case = [name: string, rawHeaders: string[], want: RegExp | null];
+
+const cases: Case[] = [
+  ['minimal request', [...H], null],
+  ['chunked body', [...H, 'Transfer-Encoding', 'chunked'], null],
+  ['chunked, any case and padding', [...H, 'transfer-encoding', ' Chunked '], null],
+  ['content-length body', [...H, 'Content-Length', '12'], null],
+  ['repeated ordinary header', [...H, 'Accept', 'a', 'accept', 'b'], null],
+  ['authorization and key header together (extraction decides)', [...H, 'Authorization', 'Bearer x', 'X-Api-Key', 'y'], null],
+  ['credential at the limit', [...H, 'x-api-key', 'k'.repeat(64)], null],
+  ['large non-credential header', [...H, 'Cookie', 'c'.repeat(1000)], null],
+  ['underscore header outside our namespace', [...H, 'x_forwarded_for', '1.2.3.4'], null],
+  ['our identity header with dashes (stripped later, not refused)', [...H, 'X-Auth-Subject', 'alice'], null],
+  ['missing Host', ['Accept', '*/*'], /missing Host/],
+  ['no headers at all', [], /missing Host/],
+  ['duplicate Host', [...H, 'Host', 'evil.example'], /duplicate Host/],
+  ['duplicate Host, different case', ['Host', 'a', 'hOST', 'b'], /duplicate Host/],
+  ['duplicate Host, same value', ['host', 'a', 'host', 'a'], /duplicate Host/],
+  ['duplicate Authorization', [...H, 'Authorization', 'Bearer a', 'Authorization', 'Bearer b'], /duplicate Authorization/],
+  ['duplicate Authorization, different case', [...H, 'authorization', 'Bearer a', 'AUTHORIZATION', 'Bearer a'], /duplicate Authorization/],
+  ['duplicate Content-Length', [...H, 'Content-Length', '5', 'content-length', '5'], /duplicate Content-Length/],
+  ['Transfer-Encoding gzip, chunked', [...H, 'Transfer-Encoding', 'gzip, chunked'], /Transfer-Encoding/],
+  ['Transfer-Encoding chunked, chunked', [...H, 'Transfer-Encoding', 'chunked, chunked'], /Transfer-Encoding/],
+  ['Transfer-Encoding xchunked', [...H, 'Transfer-Encoding', 'xchunked'], /Transfer-Encoding/],
+  ['Transfer-Encoding chunked-false', [...H, 'Transfer-Encoding', 'chunked-false'], /Transfer-Encoding/],
+  ['Transfer-Encoding empty', [...H, 'Transfer-Encoding', ''], /Transfer-Encoding/],
+  ['Transfer-Encoding identity', [...H, 'Transfer-Encoding', 'identity'], /Transfer-Encoding/],
+  ['chunked with tab padding', [...H, 'Transfer-Encoding', '\tchunked\t'], null],
+  ['Transfer-Encoding with non-breaking space', [...H, 'Transfer-Encoding', 'chunked\u00a0'], /Transfer-Encoding/],
+  ['Transfer-Encoding with vertical tab', [...H, 'Transfer-Encoding', 'chunked\u000b'], /Transfer-Encoding/],
+  ['two Transfer-Encoding headers', [...H, 'Transfer-Encoding', 'chunked', 'transfer-encoding', 'chunked'], /more than one Transfer-Encoding/],
+  ['Content-Length and Transfer-Encoding', [...H, 'Content-Length', '3', 'Transfer-Encoding', 'chunked'], /both Content-Length and Transfer-Encoding/],
+  ['Transfer-Encoding then Content-Length', [...H, 'Transfer-Encoding', 'chunked', 'Content-Length', '3'], /both Content-Length and Transfer-Encoding/],
+  ['x_auth_subject', [...H, 'x_auth_subject', 'admin'], /identity namespace/],
+  ['X-Auth_Role', [...H, 'X-Auth_Role', 'admin'], /identity namespace/],
+  ['X_AUTH_SCOPES', [...H, 'X_AUTH_SCOPES', 'all'], /identity namespace/],
+  ['prefix with underscores, unknown suffix', [...H, 'x_auth_tenant', 't1'], /identity namespace/],
+  ['identity header outside the prefix, with underscores', [...H, 'x_user_assertion', 'forged'], /identity namespace/],
+  ['key header with underscores', [...H, 'x_api_key', 'k'], /credential header name written with "_"/],
+  ['duplicate key header', [...H, 'x-api-key', 'a', 'x-api-key', 'b'], /duplicate credential header/],
+  ['duplicate key header, different case', [...H, 'X-Api-Key', 'a', 'x-api-key', 'a'], /duplicate credential header/],
+  ['oversized key header', [...H, 'x-api-key', 'k'.repeat(65)], /too large/],
+  ['oversized Authorization', [...H, 'Authorization', 'Bearer ' + 't'.repeat(60)], /too large/],
+];
+
+for (const [name, raw, want] of cases) {
+  t.test(name, async (t) => {
+    const got = checkAmbiguity(raw, opts);
+    if (want === null) t.equal(got, null, 'accepted');
+    else t.match(got ?? '', want, 'refused for the right reason');
+  });
+}
+
+t.test('options from the config', async (t) => {
+  const config = configSchema.parse({
+    upstreams: { api: { url: 'http://127.0.0.1:3000' } },
+    apiKeys: { headers: ['x-api-key', 'x-legacy-token'] },
+    identity: { assertion: { header: 'x-gw-assertion' }, namespace: ['x-auth-'] },
+    routes: [{ match: { path: '/**' }, upstream: 'api' }],
+  });
+  const o = guardOptionsFromConfig(config);
+  t.same([...o.credentialHeaders].sort(), ['authorization', 'x-api-key', 'x-legacy-token']);
+  t.ok(o.identityHeaders.has('x-auth-subject') && o.identityHeaders.has('x-auth-key-id'), 'identity headers');
+  t.ok(o.identityHeaders.has('x-gw-assertion'), 'assertion header');
+  t.same(o.identityPrefixes, ['x-auth-']);
+  t.equal(o.maxCredentialBytes, 8192, 'SPEC: 8 KiB');
+  t.match(checkAmbiguity([...H, 'X_GW_Assertion', 'forged'], o), /identity namespace/);
+  t.match(checkAmbiguity([...H, 'x-legacy-token', 'a', 'X-Legacy-Token', 'b'], o), /duplicate credential/);
+  t.equal(checkAmbiguity([...H, 'x-legacy-token', 'k'.repeat(8192)], o), null);
+  t.match(checkAmbiguity([...H, 'x-legacy-token', 'k'.repeat(8193)], o), /too large/);
+});

@@ -1,0 +1,49 @@
+import t from 'tap';
+import { readFileSync, existsSync } from 'node:fs';
+import { PROBLEMS, PROBLEM_CODES, GatewayError, challengeFor, problemBody } from '../../src/http/problem.js';
+
+/** Reads `| `code`, `code` | status |` rows from a markdown table that follows `heading`. */
+function tableCodes(markdown: string, heading: RegExp): Map<string, number> {
+  const start = markdown.search(heading);
+  if (start === -1) throw new Error(`heading ${heading} not found`);
+  const out = new Map<string, number>();
+  const lines = markdown.slice(start).split('\n').slice(1);
+  let inTable = false;
+  for (const line of lines) {
+    if (line.startsWith('|')) {
+      inTable = true;
+      const cells = line.split('|').map((c) => c.trim());
+      const status = Number(cells[2]);
+      if (!Number.isInteger(status)) continue;
+      for (const m of cells[1]!.matchAll(/`([a-z-]+)`/g)) out.set(m[1]!, status);
+    } else if (inTable) break;
+  }
+  return out;
+}
+
+const table = new Map(PROBLEM_CODES.map((c) => [c, PROBLEMS[c].status]));
+
+t.test('README error table matches the code table', async (t) => {
+  const readme = readFileSync('README.md', 'utf8');
+  t.same(Object.fromEntries(tableCodes(readme, /^## Errors/m)), Object.fromEntries(table));
+});
+
+const spec = '../shared/SPEC.md';
+t.test('SPEC §5 matches the code table', { skip: existsSync(spec) ? false : 'the product contract is not beside this checkout' }, async (t) => {
+  const text = readFileSync(spec, 'utf8');
+  t.same(Object.fromEntries(tableCodes(text, /^## 5\. Responses/m)), Object.fromEntries(table));
+});
+
+t.test('every code has a title, a status class that fits, and 401s a challenge', async (t) => {
+  for (const code of PROBLEM_CODES) {
+    const p = PROBLEMS[code];
+    t.ok(p.title.length > 0, `${code} has a title`);
+    const err = new GatewayError(code, 'detail');
+    t.equal(err.status, p.status);
+    const body = problemBody(err, 'rid');
+    t.same(Object.keys(body).sort(), ['code', 'detail', 'requestId', 'status', 'title', 'type']);
+    t.equal(body.type, `urn:portcullis:problem:${code}`);
+    if (p.status === 401) t.match(challengeFor(err), /^Bearer realm="portcullis"/, `${code} has a challenge`);
+  }
+  t.equal(challengeFor(new GatewayError('token-expired', 'The "token" expired\r\n')), 'Bearer realm="portcullis", error="invalid_token", error_description="The token expired"', 'challenge text cannot break the header');
+});
