@@ -1,0 +1,52 @@
+/**
+ * Connection-string preambles and the JWS shape test (SPEC §4 step 3). Clients that were
+ * handed keys as `host:port:KEY` keep sending them that way; only the part after the last
+ * `:` is the credential. A compact JWS never contains `:`, so stripping is safe for tokens too.
+ */
+
+/** Removes everything up to and including the last `:`; returns `value` itself when there is none. */
+export function stripPreamble(value: string): string {
+  const at = value.lastIndexOf(':');
+  return at === -1 ? value : value.slice(at + 1);
+}
+
+/** 1 for the base64url alphabet (RFC 4648 §5), unpadded. */
+const B64URL = new Uint8Array(128);
+for (const ch of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_') B64URL[ch.charCodeAt(0)] = 1;
+
+function isBase64Url(s: string, from: number, to: number): boolean {
+  const n = to - from;
+  // A length of 1 mod 4 cannot come from any byte string.
+  if (n === 0 || n % 4 === 1) return false;
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 128 || B64URL[c] !== 1) return false;
+  }
+  return true;
+}
+
+/**
+ * True when `value` has the shape of a compact JWS: three non-empty unpadded base64url parts
+ * separated by `.`, the first decoding to a JSON object (the protected header). This only
+ * decides which authenticator gets the credential, so it stays cheap: no signature, and the
+ * header is checked to be `{…}` (JSON whitespace allowed around it) rather than parsed, which
+ * costs several times more and which the JWT verifier does anyway. Opaque keys that merely
+ * contain dots still go to the key authenticator.
+ */
+export function isCompactJws(value: string): boolean {
+  const d1 = value.indexOf('.');
+  if (d1 === -1) return false;
+  const d2 = value.indexOf('.', d1 + 1);
+  if (d2 === -1 || value.indexOf('.', d2 + 1) !== -1) return false;
+  if (!isBase64Url(value, 0, d1) || !isBase64Url(value, d1 + 1, d2) || !isBase64Url(value, d2 + 1, value.length)) return false;
+  const header = Buffer.from(value.slice(0, d1), 'base64url');
+  let from = 0;
+  let to = header.length - 1;
+  while (from < to && isJsonSpace(header[from]!)) from++;
+  while (to > from && isJsonSpace(header[to]!)) to--;
+  return to > from && header[from] === 0x7b && header[to] === 0x7d;
+}
+
+function isJsonSpace(b: number): boolean {
+  return b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d;
+}
