@@ -1,0 +1,445 @@
+import { StoreError } from './errors.js';
+import { runMigrations, type MigrationConn } from './migrate.js';
+import {
+  REVOCATION_CHANNEL,
+  type KeyFilter,
+  type KeyRecord,
+  type KeyStore,
+  type ListenHandlers,
+  type MigrationResult,
+  type NewKey,
+  type RevocationNotice,
+  type RevokedKey,
+  type StoreKind,
+  type SubjectRevocation,
+  type SubjectRevocationScope,
+  type TokenRevocation,
+} from './types.js';
+
+/** The part of a database connection the store's SQL needs. */
+export interface Sql {
+  query<T = Row>(text: string, params?: readonly unknown[]): Promise<T[]>;
+}
+
+/** What each backend provides; everything else is shared SQL in {@link SqlKeyStore}. */
+export interface SqlDriver extends Sql {
+  readonly kind: StoreKind;
+  /** Runs `fn` in one transaction on one connection; rolls back when it throws. */
+  transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
+  /** Runs `fn` while holding the cross-process migration lock. */
+  withMigrationLock<T>(fn: (conn: MigrationConn) => Promise<T>): Promise<T>;
+  listen(channel: string, handlers: ListenHandlers): Promise<() => Promise<void>>;
+  close(): Promise<void>;
+}
+
+export type Row = Record<string, unknown>;
+
+const CHANNEL_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** Channel names are identifiers in LISTEN; only plain lowercase ones are accepted. */
+export function checkChannel(channel: string): string {
+  if (!CHANNEL_NAME.test(channel)) throw new StoreError('conflict', `invalid notification channel name: ${channel}`);
+  return channel;
+}
+
+/**
+ * Maps a driver error to a StoreError: constraint violations are `conflict` (the caller's
+ * precondition failed), everything else means the database is not usable right now.
+ */
+export function mapDbError(err: unknown): StoreError {
+  if (err instanceof StoreError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === '23505' || code === '23503' || code === '23514') {
+    return new StoreError('conflict', `store constraint violated: ${(err as Error).message}`, { cause: err });
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return new StoreError('store-unavailable', `key store error: ${message}`, { cause: err });
+}
+
+function ms(v: unknown): number | null {
+  if (v === null || v === undefined) return null;
+  if (v instanceof Date) return v.getTime();
+  if (typeof v === 'number') return v;
+  const t = Date.parse(String(v));
+  return Number.isNaN(t) ? null : t;
+}
+
+function msReq(v: unknown): number {
+  const t = ms(v);
+  if (t === null) throw new StoreError('store-unavailable', 'key store returned a row without a required timestamp');
+  return t;
+}
+
+function date(v: number | null | undefined): Date | null {
+  return v === null || v === undefined ? null : new Date(v);
+}
+
+function strs(v: unknown): string[] {
+  return Array.isArray(v) ? v.map(String) : [];
+}
+
+function str(v: unknown): string | null {
+  return v === null || v === undefined ? null : String(v);
+}
+
+function toKey(r: Row): KeyRecord {
+  return {
+    id: String(r.id),
+    name: str(r.name),
+    subject: String(r.subject),
+    role: String(r.role),
+    scopes: strs(r.scopes),
+    audiences: strs(r.audiences),
+    allowedIps: strs(r.allowed_ips),
+    secretHash: str(r.secret_hash),
+    sha256: str(r.sha256),
+    createdAt: msReq(r.created_at),
+    notBefore: ms(r.not_before),
+    expiresAt: ms(r.expires_at),
+    lastUsedAt: ms(r.last_used_at),
+    revokedAt: ms(r.revoked_at),
+    successorId: str(r.successor_id),
+    graceUntil: ms(r.grace_until),
+    familyId: str(r.family_id),
+    refreshHash: str(r.refresh_hash),
+    refreshExpiresAt: ms(r.refresh_expires_at),
+    refreshSpentAt: ms(r.refresh_spent_at),
+  };
+}
+
+/** `key:<id>` for native keys, `legacy:<sha256>` for imported ones. */
+export function keyRevocationId(key: { id: string; sha256: string | null }): string {
+  return key.sha256 === null ? `key:${key.id}` : `legacy:${key.sha256}`;
+}
+
+// A rotated key stops at the end of its grace; any other key at its expiry.
+const EFFECTIVE_END = 'CASE WHEN successor_id IS NOT NULL THEN grace_until ELSE expires_at END';
+const REVOKED_COLUMNS = `id, sha256, subject, revoked_at, ${EFFECTIVE_END} AS effective_end`;
+
+function toRevoked(r: Row): RevokedKey {
+  const sha256 = str(r.sha256);
+  const id = String(r.id);
+  return { id, revocationId: keyRevocationId({ id, sha256 }), subject: String(r.subject), revokedAt: msReq(r.revoked_at), expiresAt: ms(r.effective_end) };
+}
+
+function toTokenRevocation(r: Row): TokenRevocation {
+  return { id: String(r.id), issuer: String(r.issuer), until: ms(r.until), createdAt: msReq(r.created_at) };
+}
+
+function toSubjectRevocation(r: Row): SubjectRevocation {
+  return { subject: String(r.subject), scope: String(r.scope) as SubjectRevocationScope, revokedBefore: msReq(r.revoked_before), updatedAt: msReq(r.updated_at) };
+}
+
+const INSERT_KEY = `INSERT INTO keys (id, name, subject, role, scopes, audiences, allowed_ips, secret_hash, sha256,
+  created_at, not_before, expires_at, family_id, refresh_hash, refresh_expires_at)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`;
+
+function keyParams(k: NewKey): unknown[] {
+  return [
+    k.id, k.name, k.subject, k.role, [...k.scopes], [...k.audiences], [...k.allowedIps], k.secretHash, k.sha256,
+    date(k.createdAt), date(k.notBefore), date(k.expiresAt), k.familyId, k.refreshHash, date(k.refreshExpiresAt),
+  ];
+}
+
+async function notice(tx: Sql, n: RevocationNotice): Promise<void> {
+  await tx.query('SELECT pg_notify($1, $2)', [REVOCATION_CHANNEL, JSON.stringify(n)]);
+}
+
+function keyNotice(k: RevokedKey, at: number): RevocationNotice {
+  return { kind: 'key', id: k.id, revocationId: k.revocationId, subject: k.subject, at, expiresAt: k.expiresAt };
+}
+
+/** The KeyStore over any SQL driver: one dialect for PostgreSQL and PGlite. */
+export class SqlKeyStore implements KeyStore {
+  readonly kind: StoreKind;
+  readonly #db: SqlDriver;
+  #closed = false;
+
+  constructor(driver: SqlDriver) {
+    this.#db = driver;
+    this.kind = driver.kind;
+  }
+
+  async #q<T = Row>(text: string, params?: readonly unknown[]): Promise<T[]> {
+    if (this.#closed) throw new StoreError('store-unavailable', 'key store is closed');
+    try {
+      return await this.#db.query<T>(text, params);
+    } catch (err) {
+      throw mapDbError(err);
+    }
+  }
+
+  async #tx<T>(fn: (tx: Sql) => Promise<T>): Promise<T> {
+    if (this.#closed) throw new StoreError('store-unavailable', 'key store is closed');
+    try {
+      return await this.#db.transaction(fn);
+    } catch (err) {
+      throw mapDbError(err);
+    }
+  }
+
+  async migrate(): Promise<MigrationResult> {
+    if (this.#closed) throw new StoreError('store-unavailable', 'key store is closed');
+    try {
+      return await this.#db.withMigrationLock((conn) => runMigrations(conn));
+    } catch (err) {
+      throw mapDbError(err);
+    }
+  }
+
+  async ping(): Promise<void> {
+    await this.#q('SELECT 1 AS ok');
+  }
+
+  async insertKey(key: NewKey): Promise<void> {
+    await this.#q(INSERT_KEY, keyParams(key));
+  }
+
+  async insertKeys(keys: readonly NewKey[]): Promise<void> {
+    if (keys.length === 0) return;
+    await this.#tx(async (tx) => {
+      for (const k of keys) await tx.query(INSERT_KEY, keyParams(k));
+    });
+  }
+
+  async getKey(id: string): Promise<KeyRecord | undefined> {
+    const rows = await this.#q('SELECT * FROM keys WHERE id = $1', [id]);
+    return rows[0] === undefined ? undefined : toKey(rows[0]);
+  }
+
+  async getKeyBySha256(sha256: string): Promise<KeyRecord | undefined> {
+    const rows = await this.#q('SELECT * FROM keys WHERE sha256 = $1', [sha256]);
+    return rows[0] === undefined ? undefined : toKey(rows[0]);
+  }
+
+  async existingSha256(digests: readonly string[]): Promise<string[]> {
+    if (digests.length === 0) return [];
+    const rows = await this.#q<{ sha256: string }>('SELECT sha256 FROM keys WHERE sha256 = ANY($1::text[])', [[...digests]]);
+    return rows.map((r) => r.sha256);
+  }
+
+  async listKeys(filter?: KeyFilter): Promise<KeyRecord[]> {
+    const rows =
+      filter?.subject === undefined
+        ? await this.#q('SELECT * FROM keys ORDER BY created_at, id')
+        : await this.#q('SELECT * FROM keys WHERE subject = $1 ORDER BY created_at, id', [filter.subject]);
+    return rows.map(toKey);
+  }
+
+  async revokeKey(id: string, at: number): Promise<{ key: KeyRecord; changed: boolean } | undefined> {
+    return this.#tx(async (tx) => {
+      const updated = await tx.query('UPDATE keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING *', [id, date(at)]);
+      if (updated[0] !== undefined) {
+        const key = toKey(updated[0]);
+        const end = key.successorId !== null ? key.graceUntil : key.expiresAt;
+        await notice(tx, { kind: 'key', id: key.id, revocationId: keyRevocationId(key), subject: key.subject, at, expiresAt: end });
+        return { key, changed: true };
+      }
+      const rows = await tx.query('SELECT * FROM keys WHERE id = $1', [id]);
+      return rows[0] === undefined ? undefined : { key: toKey(rows[0]), changed: false };
+    });
+  }
+
+  async revokeSubjectKeys(subject: string, at: number, opts?: { name?: string | null; exceptId?: string }): Promise<RevokedKey[]> {
+    const byName = opts !== undefined && 'name' in opts;
+    return this.#tx(async (tx) => {
+      const params: unknown[] = [subject, date(at)];
+      let where = 'subject = $1 AND revoked_at IS NULL';
+      if (byName) {
+        params.push(opts.name ?? null);
+        where += ` AND name IS NOT DISTINCT FROM $${params.length}::text`;
+      }
+      if (opts?.exceptId !== undefined) {
+        params.push(opts.exceptId);
+        where += ` AND id <> $${params.length}`;
+      }
+      const rows = (await tx.query(`UPDATE keys SET revoked_at = $2 WHERE ${where} RETURNING ${REVOKED_COLUMNS}`, params)).map(toRevoked);
+      if (byName) {
+        for (const k of rows) await notice(tx, keyNotice(k, at));
+      } else {
+        await upsertSubjectRevocation(tx, subject, 'keys', at, at);
+        await notice(tx, { kind: 'subject', subject, scope: 'keys', revokedBefore: at, at });
+      }
+      return rows;
+    });
+  }
+
+  async rotateKey(oldId: string, successor: NewKey, at: number, graceUntil: number): Promise<void> {
+    await this.#tx(async (tx) => {
+      const rows = await tx.query('SELECT * FROM keys WHERE id = $1 FOR UPDATE', [oldId]);
+      const old = rows[0] === undefined ? undefined : toKey(rows[0]);
+      if (old === undefined) throw new StoreError('conflict', `no key with id ${oldId}`);
+      if (old.revokedAt !== null) throw new StoreError('conflict', `key ${oldId} is revoked`);
+      if (old.successorId !== null) throw new StoreError('conflict', `key ${oldId} was already rotated (successor ${old.successorId})`);
+      await tx.query(INSERT_KEY, keyParams(successor));
+      const revokeNow = graceUntil <= at;
+      await tx.query('UPDATE keys SET successor_id = $2, grace_until = $3, revoked_at = $4 WHERE id = $1', [
+        oldId, successor.id, date(graceUntil), revokeNow ? date(at) : null,
+      ]);
+      if (revokeNow) {
+        await notice(tx, { kind: 'key', id: old.id, revocationId: keyRevocationId(old), subject: old.subject, at, expiresAt: graceUntil });
+      }
+    });
+  }
+
+  async refreshKey(oldId: string, successor: NewKey, at: number): Promise<boolean> {
+    return this.#tx(async (tx) => {
+      const rows = await tx.query(
+        `UPDATE keys SET refresh_spent_at = $2, revoked_at = $2
+          WHERE id = $1 AND refresh_spent_at IS NULL AND revoked_at IS NULL RETURNING ${REVOKED_COLUMNS}`,
+        [oldId, date(at)],
+      );
+      if (rows[0] === undefined) return false;
+      await tx.query(INSERT_KEY, keyParams(successor));
+      await notice(tx, keyNotice(toRevoked(rows[0]), at));
+      return true;
+    });
+  }
+
+  async revokeFamily(familyId: string, at: number): Promise<RevokedKey[]> {
+    return this.#tx(async (tx) => {
+      const rows = (
+        await tx.query(
+          `UPDATE keys SET revoked_at = COALESCE(revoked_at, $2), refresh_spent_at = COALESCE(refresh_spent_at, $2)
+            WHERE family_id = $1 AND (revoked_at IS NULL OR refresh_spent_at IS NULL)
+            RETURNING ${REVOKED_COLUMNS}, (revoked_at = $2) AS newly`,
+          [familyId, date(at)],
+        )
+      ).filter((r) => r.newly === true);
+      const revoked = rows.map(toRevoked);
+      for (const k of revoked) await notice(tx, keyNotice(k, at));
+      return revoked;
+    });
+  }
+
+  async touchLastUsed(entries: ReadonlyMap<string, number>): Promise<void> {
+    if (entries.size === 0) return;
+    const ids: string[] = [];
+    const times: number[] = [];
+    for (const [id, at] of entries) {
+      ids.push(id);
+      times.push(at);
+    }
+    await this.#q(
+      `UPDATE keys AS k SET last_used_at = to_timestamp(v.ms / 1000.0)
+         FROM unnest($1::text[], $2::float8[]) AS v(id, ms)
+        WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < to_timestamp(v.ms / 1000.0))`,
+      [ids, times],
+    );
+  }
+
+  async listRevokedKeysSince(since: number): Promise<RevokedKey[]> {
+    const rows = await this.#q(`SELECT ${REVOKED_COLUMNS} FROM keys WHERE revoked_at >= $1 ORDER BY revoked_at, id`, [date(since)]);
+    return rows.map(toRevoked);
+  }
+
+  async listActiveRevokedKeys(now: number): Promise<RevokedKey[]> {
+    const rows = await this.#q(
+      `SELECT ${REVOKED_COLUMNS} FROM keys
+        WHERE revoked_at IS NOT NULL AND (${EFFECTIVE_END} IS NULL OR ${EFFECTIVE_END} > $1) ORDER BY revoked_at, id`,
+      [date(now)],
+    );
+    return rows.map(toRevoked);
+  }
+
+  async insertTokenRevocation(rev: TokenRevocation): Promise<void> {
+    await this.#tx(async (tx) => {
+      await tx.query(
+        `INSERT INTO token_revocations (id, issuer, until, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (issuer, id) DO UPDATE SET
+           until = CASE WHEN token_revocations.until IS NULL OR EXCLUDED.until IS NULL THEN NULL
+                        ELSE GREATEST(token_revocations.until, EXCLUDED.until) END,
+           created_at = EXCLUDED.created_at`,
+        [rev.id, rev.issuer, date(rev.until), date(rev.createdAt)],
+      );
+      await notice(tx, { kind: 'token', id: rev.id, issuer: rev.issuer, until: rev.until, at: rev.createdAt });
+    });
+  }
+
+  async listActiveTokenRevocations(now: number): Promise<TokenRevocation[]> {
+    const rows = await this.#q('SELECT * FROM token_revocations WHERE until IS NULL OR until > $1 ORDER BY created_at, issuer, id', [date(now)]);
+    return rows.map(toTokenRevocation);
+  }
+
+  async listTokenRevocationsSince(since: number): Promise<TokenRevocation[]> {
+    const rows = await this.#q('SELECT * FROM token_revocations WHERE created_at >= $1 ORDER BY created_at, issuer, id', [date(since)]);
+    return rows.map(toTokenRevocation);
+  }
+
+  async pruneTokenRevocations(now: number): Promise<number> {
+    const rows = await this.#q('DELETE FROM token_revocations WHERE until IS NOT NULL AND until <= $1 RETURNING id', [date(now)]);
+    return rows.length;
+  }
+
+  async insertSubjectRevocation(rev: Omit<SubjectRevocation, 'updatedAt'> & { readonly at: number }): Promise<void> {
+    await this.#tx(async (tx) => {
+      await upsertSubjectRevocation(tx, rev.subject, rev.scope, rev.revokedBefore, rev.at);
+      await notice(tx, { kind: 'subject', subject: rev.subject, scope: rev.scope, revokedBefore: rev.revokedBefore, at: rev.at });
+    });
+  }
+
+  async listSubjectRevocations(): Promise<SubjectRevocation[]> {
+    return (await this.#q('SELECT * FROM subject_revocations ORDER BY updated_at, subject, scope')).map(toSubjectRevocation);
+  }
+
+  async listSubjectRevocationsSince(since: number): Promise<SubjectRevocation[]> {
+    const rows = await this.#q('SELECT * FROM subject_revocations WHERE updated_at >= $1 ORDER BY updated_at, subject, scope', [date(since)]);
+    return rows.map(toSubjectRevocation);
+  }
+
+  async getSubjectRevocations(subject: string): Promise<SubjectRevocation[]> {
+    return (await this.#q('SELECT * FROM subject_revocations WHERE subject = $1 ORDER BY scope', [subject])).map(toSubjectRevocation);
+  }
+
+  async getKv(name: string): Promise<string | undefined> {
+    const rows = await this.#q<{ value: string }>('SELECT value FROM kv WHERE name = $1', [name]);
+    return rows[0]?.value;
+  }
+
+  async setKv(name: string, value: string, at: number): Promise<void> {
+    await this.#q(
+      'INSERT INTO kv (name, value, updated_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at',
+      [name, value, date(at)],
+    );
+  }
+
+  async setKvIfAbsent(name: string, value: string, at: number): Promise<string> {
+    const inserted = await this.#q<{ value: string }>(
+      'INSERT INTO kv (name, value, updated_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING RETURNING value',
+      [name, value, date(at)],
+    );
+    if (inserted[0] !== undefined) return inserted[0].value;
+    const existing = await this.getKv(name);
+    if (existing === undefined) throw new StoreError('conflict', `kv entry ${name} vanished while being set`);
+    return existing;
+  }
+
+  async listen(channel: string, handlers: ListenHandlers): Promise<() => Promise<void>> {
+    if (this.#closed) throw new StoreError('store-unavailable', 'key store is closed');
+    try {
+      return await this.#db.listen(checkChannel(channel), handlers);
+    } catch (err) {
+      throw mapDbError(err);
+    }
+  }
+
+  async notify(channel: string, payload: string): Promise<void> {
+    await this.#q('SELECT pg_notify($1, $2)', [checkChannel(channel), payload]);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#db.close();
+  }
+}
+
+async function upsertSubjectRevocation(tx: Sql, subject: string, scope: SubjectRevocationScope, revokedBefore: number, at: number): Promise<void> {
+  await tx.query(
+    `INSERT INTO subject_revocations (subject, scope, revoked_before, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+     ON CONFLICT (subject, scope) DO UPDATE SET
+       revoked_before = GREATEST(subject_revocations.revoked_before, EXCLUDED.revoked_before),
+       updated_at = EXCLUDED.updated_at`,
+    [subject, scope, date(revokedBefore), date(at)],
+  );
+}

@@ -1,0 +1,237 @@
+/**
+ * The key store: the durable record of API keys and of every revocation (SPEC §6, §7).
+ *
+ * Two implementations share one SQL dialect and one set of migrations: PostgreSQL through
+ * `pg` (`postgres.ts`) and embedded PGlite (`pglite.ts`). Every time crosses this
+ * interface as milliseconds since the epoch (`number`), `null` meaning "not set"; the
+ * store never reads a clock itself, so callers with an injected clock stay consistent.
+ */
+
+/** A stored API key (native or imported legacy). */
+export interface KeyRecord {
+  /** Public key id: part of a native key, generated at import for a legacy one. */
+  readonly id: string;
+  readonly name: string | null;
+  readonly subject: string;
+  readonly role: string;
+  readonly scopes: readonly string[];
+  /** Audiences the key is restricted to; empty: none declared. */
+  readonly audiences: readonly string[];
+  /** IP addresses / CIDRs the key may be used from; empty: any. */
+  readonly allowedIps: readonly string[];
+  /** argon2id PHC string of the secret; null for legacy keys. */
+  readonly secretHash: string | null;
+  /** Lowercase hex SHA-256 of the whole key; legacy keys only (unique). */
+  readonly sha256: string | null;
+  readonly createdAt: number;
+  readonly notBefore: number | null;
+  readonly expiresAt: number | null;
+  readonly lastUsedAt: number | null;
+  readonly revokedAt: number | null;
+  /** Set when the key was rotated: the id of its successor. */
+  readonly successorId: string | null;
+  /** A rotated key keeps working until this time (then it is over, whatever `expiresAt` says). */
+  readonly graceUntil: number | null;
+  /** Refreshable keys: id of the first key of the refresh chain (shared by all descendants). */
+  readonly familyId: string | null;
+  /** argon2id PHC string of the refresh token's secret. */
+  readonly refreshHash: string | null;
+  readonly refreshExpiresAt: number | null;
+  /** When the refresh token was used; a second use revokes the family. */
+  readonly refreshSpentAt: number | null;
+}
+
+/** What `insertKey` needs: a record without the fields only later events set. */
+export type NewKey = Omit<KeyRecord, 'lastUsedAt' | 'revokedAt' | 'successorId' | 'graceUntil' | 'refreshSpentAt'>;
+
+/** One JWT revocation (by `jti`, or by token digest when the token has none). */
+export interface TokenRevocation {
+  /** The `jti`, or `sha256:<hex>` of the token. */
+  readonly id: string;
+  /** Issuer (`iss`) the jti belongs to; '' for digests. */
+  readonly issuer: string;
+  /** When the token would have expired anyway; null: keep forever. */
+  readonly until: number | null;
+  readonly createdAt: number;
+}
+
+/**
+ * Which credentials of a subject a subject-wide revocation covers: its API keys (and
+ * their refresh tokens), its JWTs, or both.
+ */
+export type SubjectRevocationScope = 'keys' | 'tokens' | 'all';
+
+/**
+ * Subject-wide revocation: every credential of the subject (within `scope`) issued
+ * before `revokedBefore` is revoked. One row per (subject, scope); a later revocation
+ * moves `revokedBefore` forward, never back.
+ */
+export interface SubjectRevocation {
+  readonly subject: string;
+  readonly scope: SubjectRevocationScope;
+  readonly revokedBefore: number;
+  /** When this row was last written (the catch-up cursor). */
+  readonly updatedAt: number;
+}
+
+/** A revoked key as the revocation layer needs it (for markers and catch-up). */
+export interface RevokedKey {
+  readonly id: string;
+  /** `key:<id>` or `legacy:<sha256>`: the Identity's `revocationId`. */
+  readonly revocationId: string;
+  readonly subject: string;
+  readonly revokedAt: number;
+  /** When the key would have stopped working anyway (null: never). */
+  readonly expiresAt: number | null;
+}
+
+/**
+ * Message published on {@link REVOCATION_CHANNEL} (PostgreSQL `NOTIFY`, in the same
+ * transaction as the durable write) whenever a revocation is recorded. Listeners evict
+ * caches on it; after a lost connection they catch up with the `…Since` reads.
+ */
+export type RevocationNotice =
+  | { readonly kind: 'key'; readonly id: string; readonly revocationId: string; readonly subject: string; readonly at: number; readonly expiresAt: number | null }
+  | { readonly kind: 'subject'; readonly subject: string; readonly scope: SubjectRevocationScope; readonly revokedBefore: number; readonly at: number }
+  | { readonly kind: 'token'; readonly id: string; readonly issuer: string; readonly until: number | null; readonly at: number };
+
+/** The PostgreSQL NOTIFY channel carrying {@link RevocationNotice} JSON payloads. */
+export const REVOCATION_CHANNEL = 'portcullis_revocations';
+
+/** Callbacks of a {@link KeyStore.listen} subscription. */
+export interface ListenHandlers {
+  onMessage(payload: string): void;
+  /**
+   * The listening connection was lost and is re-established: notifications may have been
+   * missed in between, so the listener should run a catch-up read.
+   */
+  onReconnect?(): void;
+  /** The connection failed (it is retried in the background). */
+  onError?(err: Error): void;
+}
+
+export interface MigrationResult {
+  /** Names (`001_initial`) of the migrations this call applied, in order. */
+  readonly applied: readonly string[];
+  /** Every migration now recorded in `schema_migrations`. */
+  readonly current: readonly string[];
+}
+
+/** Filter of `listKeys`. */
+export interface KeyFilter {
+  readonly subject?: string | undefined;
+}
+
+export type StoreKind = 'postgres' | 'pglite';
+
+export interface KeyStore {
+  readonly kind: StoreKind;
+
+  /**
+   * Applies pending migrations in order, each in its own transaction, recorded in
+   * `schema_migrations`. Idempotent; safe when several processes call it at once.
+   */
+  migrate(): Promise<MigrationResult>;
+
+  /** A trivial round trip, for readiness checks. Rejects when the store is unreachable. */
+  ping(): Promise<void>;
+
+  // ---- keys -----------------------------------------------------------------------
+
+  /** Inserts one key. Rejects on a duplicate id or legacy digest. */
+  insertKey(key: NewKey): Promise<void>;
+  /** Inserts keys atomically: all of them or (on any error) none. */
+  insertKeys(keys: readonly NewKey[]): Promise<void>;
+  getKey(id: string): Promise<KeyRecord | undefined>;
+  /** Legacy lookup by the lowercase hex SHA-256 of the whole key. */
+  getKeyBySha256(sha256: string): Promise<KeyRecord | undefined>;
+  /** Which of these legacy digests are already stored. */
+  existingSha256(digests: readonly string[]): Promise<string[]>;
+  /** Keys ordered by creation time (oldest first). */
+  listKeys(filter?: KeyFilter): Promise<KeyRecord[]>;
+
+  /**
+   * Revokes one key at `at` unless it is already revoked; notifies. Resolves to the key
+   * as stored afterwards (undefined when no such key), with `changed` telling whether
+   * this call revoked it.
+   */
+  revokeKey(id: string, at: number): Promise<{ key: KeyRecord; changed: boolean } | undefined>;
+  /**
+   * Revokes every not-yet-revoked key of `subject` (only those named `name` when given,
+   * never `exceptId`). Without `name` it also records a subject-wide revocation of scope
+   * `keys` at `at`, which stops the subject's refresh tokens too. Notifies; resolves to
+   * the keys it revoked.
+   */
+  revokeSubjectKeys(subject: string, at: number, opts?: { name?: string | null; exceptId?: string }): Promise<RevokedKey[]>;
+  /**
+   * Inserts `successor` and marks `oldId` rotated: `successor_id` set, working until
+   * `graceUntil`. With `graceUntil <= at` the old key is revoked outright (and notified).
+   * Atomic; rejects with StoreError `conflict` if the old key is missing, revoked or
+   * already rotated.
+   */
+  rotateKey(oldId: string, successor: NewKey, at: number, graceUntil: number): Promise<void>;
+  /**
+   * Spends the refresh token of `oldId` and replaces the key by `successor` (same family):
+   * the old key is revoked at `at`. Atomic; resolves false (and changes nothing) when the
+   * token was already spent or the key revoked meanwhile.
+   */
+  refreshKey(oldId: string, successor: NewKey, at: number): Promise<boolean>;
+  /** Revokes every key of a refresh family (a spent token was replayed). Notifies. */
+  revokeFamily(familyId: string, at: number): Promise<RevokedKey[]>;
+  /** Records `last used` times, one statement for the whole batch. */
+  touchLastUsed(entries: ReadonlyMap<string, number>): Promise<void>;
+  /** Keys revoked at or after `since` (catch-up after a lost notification connection). */
+  listRevokedKeysSince(since: number): Promise<RevokedKey[]>;
+  /** Revoked keys that would still be working otherwise (`expiresAt` null or > now). */
+  listActiveRevokedKeys(now: number): Promise<RevokedKey[]>;
+
+  // ---- token and subject revocations ----------------------------------------------
+
+  /**
+   * Records a JWT revocation (upsert on issuer+id; a longer or unbounded `until` wins).
+   * Notifies.
+   */
+  insertTokenRevocation(rev: TokenRevocation): Promise<void>;
+  /** Token revocations still in force at `now` (`until` null or > now). */
+  listActiveTokenRevocations(now: number): Promise<TokenRevocation[]>;
+  /** Token revocations written at or after `since` (catch-up). */
+  listTokenRevocationsSince(since: number): Promise<TokenRevocation[]>;
+  /** Deletes token revocations whose `until` has passed; resolves to how many. */
+  pruneTokenRevocations(now: number): Promise<number>;
+
+  /**
+   * Records a subject-wide revocation (upsert on subject+scope; `revokedBefore` only
+   * moves forward). Notifies.
+   */
+  insertSubjectRevocation(rev: Omit<SubjectRevocation, 'updatedAt'> & { readonly at: number }): Promise<void>;
+  /** Every subject revocation (they do not expire). */
+  listSubjectRevocations(): Promise<SubjectRevocation[]>;
+  /** Subject revocations written at or after `since` (catch-up). */
+  listSubjectRevocationsSince(since: number): Promise<SubjectRevocation[]>;
+  /** The subject's revocations (one per scope at most). */
+  getSubjectRevocations(subject: string): Promise<SubjectRevocation[]>;
+
+  // ---- small persistent values --------------------------------------------------------
+
+  getKv(name: string): Promise<string | undefined>;
+  setKv(name: string, value: string, at: number): Promise<void>;
+  /**
+   * Stores `value` unless `name` already has one; resolves to the value now stored.
+   * Lets several instances agree on one generated value (e.g. a signing key).
+   */
+  setKvIfAbsent(name: string, value: string, at: number): Promise<string>;
+
+  // ---- notifications -------------------------------------------------------------------
+
+  /**
+   * Subscribes to a notification channel (PostgreSQL LISTEN on a dedicated connection that
+   * reconnects by itself; PGlite: notifications of this same instance). Resolves to an
+   * unsubscribe function.
+   */
+  listen(channel: string, handlers: ListenHandlers): Promise<() => Promise<void>>;
+  /** Sends a notification (PostgreSQL NOTIFY). */
+  notify(channel: string, payload: string): Promise<void>;
+
+  /** Closes pools / the embedded database and releases the data-directory lock. */
+  close(): Promise<void>;
+}
