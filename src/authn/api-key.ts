@@ -1,0 +1,476 @@
+import { hash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import { systemClock, type Clock } from '../clock.js';
+import type { ApiKeysConfig } from '../config/schema.js';
+import { GatewayError } from '../http/problem.js';
+import { compileAllowIp } from '../keys/cidr.js';
+import { looksNative, parseKey, type ParsedKey } from '../keys/format.js';
+import { argon2Verifier, safeEqual, sha256Hex, type SecretVerifier } from '../keys/hash.js';
+import { effectiveEnd } from '../keys/service.js';
+import { keyRevocationId } from '../store/sql.js';
+import type { KeyRecord, KeyStore } from '../store/types.js';
+import type { AuthContext, Authenticator, Credential, Identity } from './types.js';
+
+/** Wiring of an ApiKeyAuthenticator beyond the config. */
+export interface ApiKeyAuthenticatorOptions {
+  /** Secret verifier (default argon2); tests inject a counting one. */
+  readonly verifier?: SecretVerifier;
+  /** Called when a batched `last used` write fails (the times are kept for the next flush). */
+  readonly onLastUsedError?: (err: unknown) => void;
+  /** Longest time (ms) a proven key/hash pair skips argon2 on re-verification. Default 24h. */
+  readonly provenTtl?: number;
+  /** Rejections and failure counters kept at most. Default 100 000. */
+  readonly limiterMax?: number;
+}
+
+/** Counters for `/metrics` and tests. */
+export interface ApiKeyStats {
+  /** Requests answered from the identity cache: no store access, no argon2. */
+  cacheHits: number;
+  /** Requests that ran or joined a verification. */
+  cacheMisses: number;
+  /** Requests that joined a verification already running for the same key. */
+  coalesced: number;
+  /** Requests refused from the negative cache. */
+  negativeHits: number;
+  /** Store lookups (by id or digest). */
+  storeLookups: number;
+  /** argon2 verifications run. */
+  verifications: number;
+  /** Re-verifications answered without argon2 because this exact key was proven before. */
+  provenReuses: number;
+  /** Refusals because a key id or client had too many failed attempts (429). */
+  rateLimited: number;
+  /** Refusals because the verification queue was full (503). */
+  overloaded: number;
+  /** Rejected before any store access: malformed key or checksum mismatch. */
+  malformed: number;
+}
+
+interface Cached {
+  readonly identity: Identity;
+  readonly keyId: string;
+}
+
+interface Attempts {
+  count: number;
+  resetAt: number;
+}
+
+const INVALID_DETAIL = 'The API key is not valid.';
+const MIN_LEGACY = 8;
+const MAX_KEY = 8192;
+// Printable ASCII without whitespace: anything else cannot be a key the import accepted.
+const LEGACY_SHAPE = /^[\x21-\x7e]+$/;
+
+function keyInvalid(detail = INVALID_DETAIL): GatewayError {
+  return new GatewayError('key-invalid', detail);
+}
+
+function digestOf(value: string): string {
+  return hash('sha256', value, 'base64');
+}
+
+/**
+ * A bounded argon2 runner: at most `max` verifications at once, at most `queueMax`
+ * waiting. Beyond that the request is refused at once with 503 `store-unavailable`
+ * (`Retry-After: 1`): a full queue means the gateway cannot verify keys fast enough,
+ * which is a capacity problem of this instance, not something the client did — so it is
+ * not a 429. Failed-attempt limiting (429) applies before anything is queued.
+ */
+class VerificationLimiter {
+  readonly #max: number;
+  readonly #queueMax: number;
+  #active = 0;
+  readonly #queue: Array<() => void> = [];
+
+  constructor(max: number, queueMax: number) {
+    this.#max = max;
+    this.#queueMax = queueMax;
+  }
+
+  get active(): number {
+    return this.#active;
+  }
+
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  /** Resolves when a slot is held; throws when the queue is full. */
+  acquire(): Promise<void> | undefined {
+    if (this.#active < this.#max) {
+      this.#active++;
+      return undefined;
+    }
+    if (this.#queue.length >= this.#queueMax) {
+      throw new GatewayError('store-unavailable', 'Key verification is overloaded; retry shortly.', { headers: { 'retry-after': '1' } });
+    }
+    return new Promise<void>((resolve) => this.#queue.push(resolve));
+  }
+
+  release(): void {
+    const next = this.#queue.shift();
+    if (next !== undefined) next();
+    else this.#active--;
+  }
+}
+
+/**
+ * API key authenticator (SPEC §6). Hot path: a SHA-256 digest of the presented key keys
+ * an LRU of verified identities — a hit returns synchronously with no store access and no
+ * argon2. Misses parse the key (malformed or checksum failure: 401 without the store),
+ * share one verification per distinct key among concurrent requests, look the key up
+ * (by id, or by digest for imported legacy keys), and run argon2 under a concurrency
+ * limit. Wrong secrets are remembered briefly (negative cache) and counted per key id and
+ * per client address; past `failedAttempts.max` within the window both get 429 without
+ * argon2. A key that once verified here is "proven": later re-verifications (after the
+ * identity cache entry expires) re-read the record but skip argon2 and the failure
+ * limits, so a flood of wrong secrets against a key id cannot lock its real holder out.
+ *
+ * `authenticate` may throw synchronously (malformed key, negative cache, rate limit):
+ * call it inside `try` and `await` only when it returns a Promise.
+ */
+export class ApiKeyAuthenticator implements Authenticator {
+  readonly kind = 'apiKey' as const;
+  readonly stats: ApiKeyStats = {
+    cacheHits: 0,
+    cacheMisses: 0,
+    coalesced: 0,
+    negativeHits: 0,
+    storeLookups: 0,
+    verifications: 0,
+    provenReuses: 0,
+    rateLimited: 0,
+    overloaded: 0,
+    malformed: 0,
+  };
+
+  readonly #store: KeyStore;
+  readonly #prefix: string;
+  readonly #rank: (role: string) => number;
+  readonly #clock: Clock;
+  readonly #verifier: SecretVerifier;
+  readonly #cacheTtl: number;
+  readonly #negativeTtl: number;
+  readonly #maxFailures: number;
+  readonly #failureWindow: number;
+  readonly #provenTtl: number;
+  readonly #cache: LRUCache<string, Cached>;
+  readonly #negative: LRUCache<string, GatewayError>;
+  readonly #proven: LRUCache<string, string>;
+  readonly #attempts: LRUCache<string, Attempts>;
+  readonly #inflight = new Map<string, Promise<Identity>>();
+  readonly #limiter: VerificationLimiter;
+  /** Digests cached per revocation id and per subject, for evictions. */
+  readonly #byRevocation = new Map<string, Set<string>>();
+  readonly #bySubject = new Map<string, Set<string>>();
+  /** Bumped on every eviction: a verification that started before one must not cache its result. */
+  #epoch = 0;
+  #lastUsed = new Map<string, number>();
+  readonly #lastUsedTimer: NodeJS.Timeout;
+  readonly #onLastUsedError: ((err: unknown) => void) | undefined;
+  #flushing: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(store: KeyStore, config: ApiKeysConfig, rank: (role: string) => number, clock: Clock = systemClock, options: ApiKeyAuthenticatorOptions = {}) {
+    this.#store = store;
+    this.#prefix = config.prefix;
+    this.#rank = rank;
+    this.#clock = clock;
+    this.#verifier = options.verifier ?? argon2Verifier;
+    this.#cacheTtl = config.cache.ttl;
+    this.#negativeTtl = config.negativeCacheTtl;
+    this.#maxFailures = config.failedAttempts.max;
+    this.#failureWindow = config.failedAttempts.window;
+    this.#provenTtl = options.provenTtl ?? 86_400_000;
+    this.#onLastUsedError = options.onLastUsedError;
+    // lru-cache reads time through `perf`; with ttlResolution 0 it asks on every check,
+    // so the injected clock decides expiry.
+    const perf = { now: () => clock.now() };
+    const limiterMax = options.limiterMax ?? 100_000;
+    this.#cache = new LRUCache<string, Cached>({
+      max: config.cache.max,
+      ttl: Math.max(1, config.cache.ttl),
+      ttlResolution: 0,
+      perf,
+      dispose: (value, key) => this.#unindex(key, value),
+    });
+    this.#negative = new LRUCache<string, GatewayError>({ max: limiterMax, ttl: Math.max(1, config.negativeCacheTtl), ttlResolution: 0, perf });
+    this.#proven = new LRUCache<string, string>({ max: config.cache.max, ttl: this.#provenTtl, ttlResolution: 0, perf });
+    this.#attempts = new LRUCache<string, Attempts>({ max: limiterMax });
+    this.#limiter = new VerificationLimiter(config.maxConcurrentVerifications, config.verificationQueue);
+    this.#lastUsedTimer = setInterval(() => void this.flushLastUsed(), Math.max(1000, config.lastUsedInterval));
+    this.#lastUsedTimer.unref();
+  }
+
+  /** argon2 verifications running and waiting right now. */
+  get verificationLoad(): { active: number; queued: number } {
+    return { active: this.#limiter.active, queued: this.#limiter.queued };
+  }
+
+  authenticate(credential: Credential, ctx: AuthContext): Identity | Promise<Identity> {
+    const value = credential.value;
+    const digest = digestOf(value);
+    const hit = this.#cache.get(digest);
+    if (hit !== undefined) {
+      const now = this.#clock.now();
+      // The entry's TTL already stops at the key's end; this makes the boundary exact.
+      const end = hit.identity.expiresAt;
+      if (end === undefined || now < end) {
+        this.stats.cacheHits++;
+        this.#lastUsed.set(hit.keyId, now);
+        return hit.identity;
+      }
+      this.#cache.delete(digest);
+    }
+    return this.#miss(value, digest, ctx.clientIp);
+  }
+
+  #miss(value: string, digest: string, clientIp: string): Identity | Promise<Identity> {
+    let parsed: ParsedKey | null = null;
+    if (looksNative(value, this.#prefix)) {
+      parsed = parseKey(value, this.#prefix);
+      if (parsed === null) {
+        this.stats.malformed++;
+        throw keyInvalid('The API key is malformed (bad format or checksum).');
+      }
+    } else if (value.length < MIN_LEGACY || value.length > MAX_KEY || !LEGACY_SHAPE.test(value)) {
+      this.stats.malformed++;
+      throw keyInvalid('The API key is malformed.');
+    }
+    const refused = this.#negative.get(digest);
+    if (refused !== undefined) {
+      this.stats.negativeHits++;
+      throw refused;
+    }
+    this.stats.cacheMisses++;
+    const running = this.#inflight.get(digest);
+    if (running !== undefined) {
+      this.stats.coalesced++;
+      return running;
+    }
+    // Limited key ids and clients are refused here, synchronously: no store, no argon2.
+    // A key proven before skips the key-id limit (its holder must not be locked out).
+    if (parsed === null) this.#checkAttempts(undefined, clientIp);
+    else if (!this.#proven.has(digest)) this.#checkAttempts(parsed.id, clientIp);
+    const p = (parsed === null ? this.#verifyLegacy(value, digest, clientIp) : this.#verifyNative(parsed, digest, clientIp)).finally(() => {
+      this.#inflight.delete(digest);
+    });
+    this.#inflight.set(digest, p);
+    return p;
+  }
+
+  async #verifyNative(parsed: ParsedKey, digest: string, clientIp: string): Promise<Identity> {
+    const epoch = this.#epoch;
+    const proven = this.#proven.get(digest);
+    const record = await this.#lookup(() => this.#store.getKey(parsed.id));
+    if (record === undefined || record.secretHash === null) {
+      this.#fail(undefined, clientIp, 1);
+      throw this.#refuse(digest, keyInvalid());
+    }
+    if (proven !== undefined && safeEqual(proven, record.secretHash)) {
+      this.stats.provenReuses++;
+    } else {
+      // Count the attempt before running argon2 so a concurrent burst cannot overshoot the limit.
+      this.#checkAttempts(parsed.id, clientIp);
+      this.#fail(parsed.id, clientIp, 1);
+      let ok: boolean;
+      try {
+        ok = await this.#verify(record.secretHash, parsed.secret);
+      } catch (err) {
+        // Overload or verifier failure: not the client's failed attempt.
+        this.#fail(parsed.id, clientIp, -1);
+        throw err;
+      }
+      if (!ok) throw this.#refuse(digest, keyInvalid());
+      this.#fail(parsed.id, clientIp, -1);
+      this.#proven.set(digest, record.secretHash);
+    }
+    return this.#accept(record, digest, epoch);
+  }
+
+  async #verifyLegacy(value: string, digest: string, clientIp: string): Promise<Identity> {
+    const epoch = this.#epoch;
+    const sha = sha256Hex(value);
+    const record = await this.#lookup(() => this.#store.getKeyBySha256(sha));
+    if (record === undefined || record.sha256 === null || !safeEqual(record.sha256, sha)) {
+      this.#fail(undefined, clientIp, 1);
+      throw this.#refuse(digest, keyInvalid());
+    }
+    return this.#accept(record, digest, epoch);
+  }
+
+  async #verify(hash: string, secret: string): Promise<boolean> {
+    let wait: Promise<void> | undefined;
+    try {
+      wait = this.#limiter.acquire();
+    } catch (err) {
+      this.stats.overloaded++;
+      throw err;
+    }
+    if (wait !== undefined) await wait;
+    try {
+      this.stats.verifications++;
+      return await this.#verifier.verify(hash, secret);
+    } finally {
+      this.#limiter.release();
+    }
+  }
+
+  async #lookup(fn: () => Promise<KeyRecord | undefined>): Promise<KeyRecord | undefined> {
+    this.stats.storeLookups++;
+    try {
+      return await fn();
+    } catch (err) {
+      throw new GatewayError('store-unavailable', 'The key store is unavailable; retry shortly.', { cause: err, headers: { 'retry-after': '1' } });
+    }
+  }
+
+  /** Status checks once the secret is known to be right: only its holder learns them. */
+  #accept(record: KeyRecord, digest: string, epoch: number): Identity {
+    const now = this.#clock.now();
+    if (record.revokedAt !== null) {
+      throw this.#refuse(digest, new GatewayError('key-revoked', 'The API key has been revoked.'));
+    }
+    const end = effectiveEnd(record);
+    if (end !== null && now >= end) {
+      throw this.#refuse(digest, new GatewayError('key-expired', 'The API key has expired.'));
+    }
+    if (record.notBefore !== null && now < record.notBefore) {
+      throw keyInvalid('The API key is not yet valid.');
+    }
+    const identity: Identity = Object.freeze({
+      method: 'apiKey',
+      subject: record.subject,
+      role: record.role,
+      roleRank: this.#rank(record.role),
+      scopes: Object.freeze([...record.scopes]),
+      scopesHeader: record.scopes.join(' '),
+      keyId: record.id,
+      audiences: Object.freeze([...record.audiences]),
+      allowIp: compileAllowIp(record.allowedIps),
+      issuedAt: record.createdAt,
+      expiresAt: end ?? undefined,
+      revocationId: keyRevocationId(record),
+    });
+    this.#lastUsed.set(record.id, now);
+    // An eviction while this verification ran may concern this very key: do not cache.
+    if (epoch === this.#epoch && !this.#closed) {
+      const ttl = end === null ? this.#cacheTtl : Math.min(this.#cacheTtl, end - now);
+      if (ttl > 0) {
+        this.#cache.set(digest, { identity, keyId: record.id }, { ttl });
+        this.#index(this.#byRevocation, identity.revocationId, digest);
+        this.#index(this.#bySubject, identity.subject, digest);
+      }
+    }
+    return identity;
+  }
+
+  #refuse(digest: string, err: GatewayError): GatewayError {
+    if (this.#negativeTtl > 0) this.#negative.set(digest, err);
+    return err;
+  }
+
+  #checkAttempts(keyId: string | undefined, clientIp: string): void {
+    const now = this.#clock.now();
+    const blocked = (name: string): number | undefined => {
+      const a = this.#attempts.get(name);
+      if (a === undefined) return undefined;
+      if (now >= a.resetAt) {
+        this.#attempts.delete(name);
+        return undefined;
+      }
+      return a.count >= this.#maxFailures ? a.resetAt : undefined;
+    };
+    const until = (keyId === undefined ? undefined : blocked(`k:${keyId}`)) ?? blocked(`ip:${clientIp}`);
+    if (until !== undefined) {
+      this.stats.rateLimited++;
+      const retry = Math.max(1, Math.ceil((until - now) / 1000));
+      throw new GatewayError('rate-limited', 'Too many failed attempts with this key or from this address; retry later.', {
+        headers: { 'retry-after': String(retry) },
+      });
+    }
+  }
+
+  /** Adds `delta` to the failure counters of the key id (when known) and the client. */
+  #fail(keyId: string | undefined, clientIp: string, delta: 1 | -1): void {
+    const now = this.#clock.now();
+    const bump = (name: string): void => {
+      let a = this.#attempts.get(name);
+      if (a === undefined || now >= a.resetAt) {
+        if (delta < 0) return;
+        a = { count: 0, resetAt: now + this.#failureWindow };
+        this.#attempts.set(name, a);
+      }
+      a.count = Math.max(0, a.count + delta);
+    };
+    if (keyId !== undefined) bump(`k:${keyId}`);
+    bump(`ip:${clientIp}`);
+  }
+
+  #index(map: Map<string, Set<string>>, name: string, digest: string): void {
+    let set = map.get(name);
+    if (set === undefined) {
+      set = new Set();
+      map.set(name, set);
+    }
+    set.add(digest);
+  }
+
+  #unindex(digest: string, value: Cached): void {
+    for (const [map, name] of [[this.#byRevocation, value.identity.revocationId], [this.#bySubject, value.identity.subject]] as const) {
+      const set = map.get(name);
+      if (set === undefined) continue;
+      set.delete(digest);
+      if (set.size === 0) map.delete(name);
+    }
+  }
+
+  #evictDigests(set: Set<string> | undefined): void {
+    this.#epoch++;
+    if (set === undefined) return;
+    // The proof that a key matches its stored hash stays: the next request re-reads the
+    // record anyway, so a just-revoked key is refused after one store read instead of
+    // waiting on argon2 on every instance of the fleet.
+    for (const d of [...set]) this.#cache.delete(d);
+  }
+
+  /** Drops cached identities of one credential (`key:<id>` / `legacy:<sha256>`). */
+  evict(revocationId: string): void {
+    this.#evictDigests(this.#byRevocation.get(revocationId));
+  }
+
+  /** Drops every cached identity of a subject. */
+  evictSubject(subject: string): void {
+    this.#evictDigests(this.#bySubject.get(subject));
+  }
+
+  /** Writes the pending `last used` times in one batch (also runs every `lastUsedInterval`). */
+  flushLastUsed(): Promise<void> {
+    if (this.#flushing !== undefined) return this.#flushing;
+    if (this.#lastUsed.size === 0) return Promise.resolve();
+    const batch = this.#lastUsed;
+    this.#lastUsed = new Map();
+    this.#flushing = this.#store
+      .touchLastUsed(batch)
+      .catch((err: unknown) => {
+        // Keep the times for the next flush; newer ones recorded meanwhile win.
+        for (const [id, at] of batch) if ((this.#lastUsed.get(id) ?? 0) < at) this.#lastUsed.set(id, at);
+        this.#onLastUsedError?.(err);
+      })
+      .finally(() => {
+        this.#flushing = undefined;
+      });
+    return this.#flushing;
+  }
+
+  /** Stops the flush timer and writes the pending `last used` times. Does not close the store. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#lastUsedTimer);
+    if (this.#flushing !== undefined) await this.#flushing;
+    await this.flushLastUsed();
+  }
+}

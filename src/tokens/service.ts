@@ -1,0 +1,51 @@
+import type { Clock } from '../clock.js';
+import { systemClock } from '../clock.js';
+import type { KeyStore } from '../store/types.js';
+
+/** Subject-scoped names in the revocation view: keys and JWTs of one subject are revoked apart. */
+export const KEY_SUBJECT = 'k:';
+export const TOKEN_SUBJECT = 't:';
+
+/** What revoking a JWT tells the fleet. */
+export interface TokenRevocationSink {
+  revoke(revocationId: string, until: number | undefined): Promise<void>;
+  revokeSubject(subject: string, before: number, until?: number): Promise<void>;
+}
+
+/**
+ * JWT revocations (`tokens revoke`, logout): durable in the store, then published to the
+ * revocation view. JWT revocation ids are `jti:<jti>` or `tok:<sha256 hex of the token>`.
+ */
+export class TokenService {
+  constructor(
+    private readonly store: KeyStore,
+    private readonly sink: TokenRevocationSink,
+    private readonly clock: Clock = systemClock,
+  ) {}
+
+  /** Revokes one JWT by `jti` (until `until`, ms; unbounded when omitted). */
+  async revokeJti(jti: string, until?: number): Promise<{ revocationId: string; until: number | null }> {
+    if (jti === '' || jti.length > 1024) throw new TypeError('jti must be 1–1024 characters');
+    return this.revokeId(`jti:${jti}`, until);
+  }
+
+  /** Revokes one credential given its revocation id (`jti:…` or `tok:…`). */
+  async revokeId(revocationId: string, until?: number): Promise<{ revocationId: string; until: number | null }> {
+    const now = this.clock.now();
+    const id = revocationId.startsWith('jti:') ? revocationId.slice(4) : `sha256:${revocationId.slice(4)}`;
+    await this.store.insertTokenRevocation({ id, issuer: '', until: until ?? null, createdAt: now });
+    await this.sink.revoke(revocationId, until);
+    return { revocationId, until: until ?? null };
+  }
+
+  /** Revokes every JWT of `subject` issued before now. */
+  async revokeSubject(subject: string): Promise<{ subject: string; revokedBefore: number }> {
+    if (subject === '') throw new TypeError('subject must not be empty');
+    const now = this.clock.now();
+    // JWT `iat` has one-second resolution: a token issued within this second is covered too.
+    const before = Math.ceil((now + 1) / 1000) * 1000;
+    await this.store.insertSubjectRevocation({ subject, scope: 'tokens', revokedBefore: before, at: now });
+    await this.sink.revokeSubject(TOKEN_SUBJECT + subject, before);
+    return { subject, revokedBefore: before };
+  }
+}

@@ -1,0 +1,99 @@
+import t from 'tap';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Command, CommanderError } from 'commander';
+import { registerKeysCommand } from '../../src/commands/keys.js';
+import { CommandError, type Io } from '../../src/commands/io.js';
+import { loadConfigFile } from '../../src/config/load.js';
+import { createLogger } from '../../src/ops/log.js';
+import { startPortcullis } from '../../src/server.js';
+import { GatewayError } from '../../src/http/problem.js';
+import { tempDir } from '../store/helpers.js';
+
+// While a running gateway owns the embedded data directory, key commands go through its
+// admin API with the token it left in the directory.
+
+async function run(config: string, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const io: Io = { out: (s) => void (out += s + '\n'), err: (s) => void (err += s + '\n') };
+  const program = new Command('portcullis').option('-c, --config <file>', 'config file').exitOverride()
+    .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) });
+  registerKeysCommand(program, io);
+  let code = 0;
+  try {
+    await program.parseAsync(['-c', config, ...args], { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) code = e.exitCode;
+    else if (e instanceof CommandError) {
+      io.err(e.message);
+      code = e.exitCode;
+    } else throw e;
+  }
+  return { code, out, err };
+}
+
+// Created on the top-level test so it is removed only after the gateway has closed (PGlite
+// writes the directory on close).
+const dir = await tempDir(t, 'pcl-admin-');
+
+t.test('key commands through the admin API of a running gateway', async (t) => {
+  const data = join(dir, 'data');
+  const yaml = (adminPort: number): string => [
+    'listen: { host: 127.0.0.1, port: 0 }',
+    `admin: { host: 127.0.0.1, port: ${adminPort} }`,
+    'upstreams:',
+    '  api: { url: "http://127.0.0.1:9" }',
+    'roles: [basic, admin]',
+    `store: { url: "pglite://${data}" }`,
+    'routes:',
+    '  - match: { path: "/**" }',
+    '    upstream: api',
+    '',
+  ].join('\n');
+  const serveCfg = join(dir, 'serve.yaml');
+  await writeFile(serveCfg, yaml(0));
+  const pc = await startPortcullis(await loadConfigFile(serveCfg), { logger: createLogger({ level: 'silent', pretty: false }) });
+  t.teardown(() => pc.close(0).then(() => pc.services.close()));
+  const cliCfg = join(dir, 'cli.yaml');
+  await writeFile(cliCfg, yaml(pc.adminAddress.port));
+
+  const create = await run(cliCfg, 'keys', 'create', '--subject', 'zoe', '--role', 'admin', '--scopes', 'a,b', '--expires', '2h', '--json');
+  t.equal(create.code, 0, create.err);
+  const created = JSON.parse(create.out) as { id: string; key: string; scopes: string[]; expiresAt: string; createdAt: string };
+  t.same(created.scopes, ['a', 'b']);
+  t.equal(Date.parse(created.expiresAt) - Date.parse(created.createdAt), 2 * 3_600_000, 'options crossed the admin API');
+
+  const apiKey = pc.services.current().apiKey!;
+  const identity = await apiKey.authenticate({ kind: 'apiKey', value: created.key, source: 'authorization' }, { clientIp: '127.0.0.1' });
+  t.equal(identity.subject, 'zoe', 'the running gateway accepts the key the CLI created through it');
+
+  const list = await run(cliCfg, 'keys', 'list', '--json');
+  t.equal(list.code, 0, list.err);
+  t.same((JSON.parse(list.out) as Array<{ id: string }>).map((k) => k.id), [created.id]);
+
+  const rotate = await run(cliCfg, 'keys', 'rotate', created.id, '--grace', '0s', '--json');
+  t.equal(rotate.code, 0, rotate.err);
+  const next = JSON.parse(rotate.out) as { id: string; rotatedFrom: string };
+  t.equal(next.rotatedFrom, created.id);
+
+  const revoke = await run(cliCfg, 'keys', 'revoke', next.id, '--json');
+  t.equal(revoke.code, 0, revoke.err);
+  t.equal((JSON.parse(revoke.out) as { changed: boolean }).changed, true);
+  const missing = await run(cliCfg, 'keys', 'revoke', 'nope');
+  t.equal(missing.code, 1);
+  t.match(missing.err, /no key with id nope/, "the service's error comes back through the API");
+
+  try {
+    await apiKey.authenticate({ kind: 'apiKey', value: created.key, source: 'authorization' }, { clientIp: '127.0.0.1' });
+    t.fail('the rotated-away key (zero grace) still authenticated');
+  } catch (err) {
+    t.ok(err instanceof GatewayError && (err.code === 'key-revoked' || err.code === 'key-expired'), `refused: ${(err as GatewayError).code}`);
+  }
+
+  const bad = join(dir, 'bad.jsonl');
+  await writeFile(bad, '{"key":"some-old-key-1234","subject":"x"}\n');
+  const imp = await run(cliCfg, 'keys', 'import', '--file', bad);
+  t.equal(imp.code, 1);
+  t.match(imp.err, new RegExp(`${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:1 "role" is required`), 'import problems come back line by line');
+});

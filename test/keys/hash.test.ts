@@ -1,0 +1,33 @@
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { DEFAULT_HASH_PARAMS, hashSecret, safeEqual, sha256Hex, verifySecret } from '../../src/keys/hash.js';
+
+function phcParams(phc: string): Record<string, string> {
+  return Object.fromEntries(phc.split('$')[3]!.split(',').map((kv) => kv.split('=') as [string, string]));
+}
+
+t.test('argon2id with the configured parameters', async (t) => {
+  const h = await hashSecret('s3cret');
+  t.same(phcParams(h), { m: '19456', t: '2', p: '1' }, 'default: OWASP minimum');
+  t.match(h, /^\$argon2id\$v=19\$/, 'argon2id');
+  t.same(DEFAULT_HASH_PARAMS, { memoryCost: 19_456, timeCost: 2, parallelism: 1 });
+  t.equal(await verifySecret(h, 's3cret'), true);
+  t.equal(await verifySecret(h, 's3creT'), false);
+  t.equal(await verifySecret(h, ''), false);
+  const custom = await hashSecret('x', { memoryCost: 32_768, timeCost: 3, parallelism: 2 });
+  t.same(phcParams(custom), { m: '32768', t: '3', p: '2' });
+  t.not(await hashSecret('s3cret'), h, 'salted: two hashes of one secret differ');
+});
+
+t.test('a malformed stored hash verifies false, never throws', async (t) => {
+  for (const bad of ['', 'plain', '$argon2id$v=19$m=19456', '$2b$10$abcdefghijklmnopqrstuv']) {
+    t.equal(await verifySecret(bad, 'x'), false, JSON.stringify(bad));
+  }
+});
+
+t.test('sha256Hex and safeEqual', async (t) => {
+  t.equal(sha256Hex('abc'), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+  t.equal(sha256Hex('ключ'), createHash('sha256').update(Buffer.from('ключ', 'utf8')).digest('hex'), 'UTF-8');
+  const cases: Array<[string, string, boolean]> = [['a', 'a', true], ['a', 'b', false], ['a', 'aa', false], ['', '', true], ['', 'x', false]];
+  for (const [a, b, want] of cases) t.equal(safeEqual(a, b), want, `${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
+});

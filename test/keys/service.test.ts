@@ -1,0 +1,288 @@
+import t from 'tap';
+import type { Test } from 'tap';
+import { createHash } from 'node:crypto';
+import { KeyService, KeyServiceError, type KeyRevocationEvent } from '../../src/keys/service.js';
+import { parseKey, parseRefreshToken } from '../../src/keys/format.js';
+import { verifySecret } from '../../src/keys/hash.js';
+import { openStore } from '../../src/store/open.js';
+import type { KeyStore } from '../../src/store/types.js';
+import { GatewayError } from '../../src/http/problem.js';
+import { apiKeysConfig, FAST_HASH, TestClock } from './helpers.js';
+import { tempPgDatabase } from '../store/helpers.js';
+
+const HOUR = 3_600_000;
+
+async function code(p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p;
+    return undefined;
+  } catch (err) {
+    if (err instanceof KeyServiceError || err instanceof GatewayError) return err.code;
+    throw err;
+  }
+}
+
+function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<void> {
+  return t.test(`KeyService on ${name}`, async (t) => {
+    const store = await open();
+    t.teardown(() => store.close());
+    await store.migrate();
+    const clock = new TestClock();
+    const events: KeyRevocationEvent[] = [];
+    const config = apiKeysConfig({ hash: FAST_HASH });
+    const svc = new KeyService({ store, config, clock, roles: ['basic', 'premium', 'admin'], onRevoke: (e) => void events.push(e) });
+
+    await t.test('create with defaults', async (t) => {
+      const c = await svc.create({ subject: 'alice', role: 'basic' });
+      const p = parseKey(c.key, 'pcl');
+      t.equal(p?.id, c.id, 'the key carries its id');
+      t.equal(c.expiresAt, clock.now() + 720 * HOUR, 'default TTL 720h');
+      t.equal(c.status, 'active');
+      t.same(c.replaced, []);
+      t.equal(c.refreshToken, undefined);
+      const rec = await store.getKey(c.id);
+      t.ok(rec?.secretHash?.startsWith('$argon2id$'), 'argon2id at rest');
+      t.equal(await verifySecret(rec!.secretHash!, p!.secret), true, 'the hash verifies the secret');
+      t.notOk(JSON.stringify(rec).includes(p!.secret), 'the secret itself is not stored');
+    });
+
+    await t.test('create with every option', async (t) => {
+      const c = await svc.create({
+        subject: 'bob', role: 'premium', scopes: ['a:read', 'b:write', 'a:read'], name: 'ci',
+        expiresIn: 2 * HOUR, notBeforeIn: 10 * 60_000, allowIps: ['10.0.0.0/8', '::1'], audiences: ['my-api'],
+      });
+      t.same(c.scopes, ['a:read', 'b:write'], 'scopes deduplicated, order kept');
+      t.equal(c.name, 'ci');
+      t.same(c.allowedIps, ['10.0.0.0/8', '::1']);
+      t.same(c.audiences, ['my-api']);
+      t.equal(c.notBefore, clock.now() + 600_000);
+      t.equal(c.expiresAt, clock.now() + 2 * HOUR);
+      t.equal(c.status, 'not-yet-valid');
+      const never = await svc.create({ subject: 'bob', role: 'basic', expiresIn: null });
+      t.equal(never.expiresAt, null, 'expiresIn null: no expiry');
+    });
+
+    await t.test('create validates its input', async (t) => {
+      const cases: Array<[string, Parameters<KeyService['create']>[0]]> = [
+        ['empty subject', { subject: ' ', role: 'basic' }],
+        ['unknown role', { subject: 's', role: 'root' }],
+        ['scope with space', { subject: 's', role: 'basic', scopes: ['a b'] }],
+        ['empty scope', { subject: 's', role: 'basic', scopes: [''] }],
+        ['bad CIDR', { subject: 's', role: 'basic', allowIps: ['10.0.0.0/40'] }],
+        ['zero expiry', { subject: 's', role: 'basic', expiresIn: 0 }],
+        ['negative not-before', { subject: 's', role: 'basic', notBeforeIn: -1 }],
+        ['not-before after expiry', { subject: 's', role: 'basic', expiresIn: HOUR, notBeforeIn: 2 * HOUR }],
+        ['control character in name', { subject: 's', role: 'basic', name: 'a\nb' }],
+      ];
+      for (const [what, opts] of cases) t.equal(await code(svc.create(opts)), 'invalid-argument', what);
+      t.same(await store.listKeys({ subject: 's' }), [], 'nothing stored');
+    });
+
+    await t.test('--replace revokes the subject\'s other keys of the same name', async (t) => {
+      events.length = 0;
+      const a = await svc.create({ subject: 'carol', role: 'basic', name: 'ci' });
+      const b = await svc.create({ subject: 'carol', role: 'basic', name: 'ci' });
+      const other = await svc.create({ subject: 'carol', role: 'basic', name: 'deploy' });
+      const elsewhere = await svc.create({ subject: 'dave', role: 'basic', name: 'ci' });
+      const d = await svc.create({ subject: 'carol', role: 'basic', name: 'ci', replace: true });
+      t.same([...d.replaced].sort(), [a.id, b.id].sort());
+      const list = await svc.list({ subject: 'carol' });
+      const status = Object.fromEntries(list.map((k) => [k.id, k.status]));
+      t.same(status, { [a.id]: 'revoked', [b.id]: 'revoked', [other.id]: 'active', [d.id]: 'active' });
+      t.equal((await store.getKey(elsewhere.id))?.revokedAt, null, 'another subject is untouched');
+      t.same(events.map((e) => e.kind === 'key' && [e.keyId, e.reason, e.revocationId]).sort(), [[a.id, 'replace', `key:${a.id}`], [b.id, 'replace', `key:${b.id}`]].sort());
+    });
+
+    await t.test('list shows statuses and never a secret', async (t) => {
+      const subject = 'erin';
+      const k1 = await svc.create({ subject, role: 'basic', expiresIn: HOUR });
+      clock.advance(1);
+      const k2 = await svc.create({ subject, role: 'basic', notBeforeIn: HOUR, expiresIn: 3 * HOUR });
+      clock.advance(1);
+      const k3 = await svc.create({ subject, role: 'basic', refreshable: true });
+      let list = await svc.list({ subject });
+      t.same(list.map((k) => k.status), ['active', 'not-yet-valid', 'active']);
+      t.equal(list[2]!.refreshable, true);
+      const text = JSON.stringify(list);
+      for (const secret of [k1.key, k2.key, k3.key, k3.refreshToken!]) t.notOk(text.includes(secret), 'no plaintext');
+      t.notOk(/secretHash|refreshHash|argon2/.test(text), 'no hashes');
+      clock.advance(2 * HOUR);
+      list = await svc.list({ subject });
+      t.same(list.map((k) => k.status), ['expired', 'active', 'expired']);
+      clock.advance(-2 * HOUR);
+      t.ok((await svc.list()).length > list.length, 'without a subject: all keys');
+    });
+
+    await t.test('revoke and revokeSubject', async (t) => {
+      events.length = 0;
+      const k = await svc.create({ subject: 'frank', role: 'basic' });
+      const k2 = await svc.create({ subject: 'frank', role: 'basic' });
+      const r = await svc.revoke(k.id);
+      t.equal(r.changed, true);
+      t.equal(r.key.status, 'revoked');
+      t.same(events, [{ kind: 'key', keyId: k.id, revocationId: `key:${k.id}`, subject: 'frank', at: clock.now(), expiresAt: k.expiresAt, reason: 'revoke' }]);
+      t.equal((await svc.revoke(k.id)).changed, false, 'idempotent');
+      t.equal(events.length, 1, 'no second event');
+      t.equal(await code(svc.revoke('nope')), 'not-found');
+      events.length = 0;
+      const all = await svc.revokeSubject('frank');
+      t.same(all.revoked, [k2.id]);
+      t.same(events, [{ kind: 'subject', subject: 'frank', revokedBefore: clock.now(), at: clock.now(), keyIds: [k2.id], revocationIds: [`key:${k2.id}`] }]);
+      t.same((await svc.list({ subject: 'frank' })).map((x) => x.status), ['revoked', 'revoked']);
+      clock.advance(1);
+      const fresh = await svc.create({ subject: 'frank', role: 'basic' });
+      t.equal(fresh.status, 'active', 'a key created afterwards works');
+    });
+
+    await t.test('rotate', async (t) => {
+      events.length = 0;
+      const old = await svc.create({ subject: 'gina', role: 'premium', scopes: ['x'], name: 'svc', audiences: ['a'], allowIps: ['10.0.0.0/8'], expiresIn: 10 * HOUR });
+      clock.advance(HOUR);
+      const next = await svc.rotate(old.id, 30 * 60_000);
+      t.not(next.id, old.id);
+      t.equal(next.rotatedFrom, old.id);
+      t.equal(next.graceUntil, clock.now() + 30 * 60_000);
+      t.same([next.subject, next.role, next.scopes, next.name, next.audiences, next.allowedIps], ['gina', 'premium', ['x'], 'svc', ['a'], ['10.0.0.0/8']], 'same grants');
+      t.equal(next.expiresAt, clock.now() + 10 * HOUR, 'same lifetime, from now');
+      t.ok(parseKey(next.key, 'pcl'));
+      const o = (await svc.list({ subject: 'gina' })).find((k) => k.id === old.id)!;
+      t.equal(o.status, 'rotating');
+      t.equal(o.successorId, next.id);
+      t.same(events, [], 'a grace period publishes nothing yet');
+      t.equal(await code(svc.rotate(old.id)), 'conflict', 'already rotated');
+      t.equal(await code(svc.rotate('nope')), 'not-found');
+      clock.advance(31 * 60_000);
+      t.equal((await svc.list({ subject: 'gina' })).find((k) => k.id === old.id)!.status, 'rotated', 'grace over');
+
+      const quick = await svc.create({ subject: 'gina', role: 'basic' });
+      await svc.rotate(quick.id, 0);
+      t.equal(events.length, 1, 'zero grace: revoked at once and published');
+      t.equal(events[0]?.kind === 'key' && events[0].reason, 'rotate');
+      const revoked = await svc.create({ subject: 'gina', role: 'basic' });
+      await svc.revoke(revoked.id);
+      t.equal(await code(svc.rotate(revoked.id)), 'conflict', 'revoked keys cannot be rotated');
+      t.equal(await code(svc.rotate(quick.id, -5)), 'invalid-argument');
+    });
+
+    await t.test('import: all lines valid', async (t) => {
+      const plain = 'legacy-key-0123456789';
+      const digest = createHash('sha256').update('other-legacy-key-abcdef').digest('hex');
+      const file = [
+        JSON.stringify({ key: plain, subject: 'henry', role: 'basic', scopes: ['r'], name: 'old' }),
+        '',
+        JSON.stringify({ sha256: digest, subject: 'henry', role: 'premium', expiresAt: new Date(clock.now() + HOUR).toISOString() }),
+      ].join('\n');
+      const res = await svc.importKeys(file, 'keys.jsonl');
+      t.equal(res.imported.length, 2);
+      t.ok(res.imported.every((k) => k.legacy && k.status === 'active'));
+      const byDigest = await store.getKeyBySha256(createHash('sha256').update(plain).digest('hex'));
+      t.same([byDigest?.subject, byDigest?.scopes, byDigest?.name, byDigest?.secretHash], ['henry', ['r'], 'old', null], 'stored as a digest');
+      t.equal((await store.getKeyBySha256(digest))?.expiresAt, clock.now() + HOUR);
+      t.equal(await code(svc.importKeys(file, 'keys.jsonl')), 'import-invalid', 'importing again is refused');
+    });
+
+    await t.test('import: any bad line imports nothing and every problem is reported', async (t) => {
+      const before = (await svc.list()).length;
+      const good = JSON.stringify({ key: 'fine-legacy-key-1', subject: 'ivy', role: 'basic' });
+      const lines = [
+        good,                                                                              // 1
+        '{not json',                                                                       // 2
+        JSON.stringify({ subject: 'ivy', role: 'basic' }),                                 // 3
+        JSON.stringify({ key: 'k-1234567', sha256: 'a'.repeat(64), subject: 'ivy', role: 'basic' }), // 4
+        JSON.stringify({ sha256: 'A'.repeat(64), subject: 'ivy', role: 'basic' }),         // 5
+        JSON.stringify({ key: 'another-key-1', subject: 'ivy', role: 'root' }),            // 6
+        JSON.stringify({ key: 'another-key-2', subject: 'ivy', role: 'basic', extra: 1 }), // 7
+        JSON.stringify({ key: 'pcl_looks_native', subject: 'ivy', role: 'basic' }),        // 8
+        JSON.stringify({ key: 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln', subject: 'ivy', role: 'basic' }), // 9
+        JSON.stringify({ key: 'host:443:secret', subject: 'ivy', role: 'basic' }),         // 10
+        JSON.stringify({ key: 'another-key-3', subject: 'ivy', role: 'basic', expiresAt: 'tomorrow' }), // 11
+        JSON.stringify({ key: 'another-key-4', subject: 'ivy', role: 'basic', expiresAt: '2000-01-01T00:00:00Z' }), // 12
+        good,                                                                              // 13
+        '[]',                                                                              // 14
+        JSON.stringify({ key: 'another-key-5', role: 'basic', scopes: 'a,b' }),            // 15
+      ];
+      try {
+        await svc.importKeys(lines.join('\n'), 'in.jsonl');
+        t.fail('resolved');
+      } catch (err) {
+        t.equal((err as KeyServiceError).code, 'import-invalid');
+        const problems = (err as KeyServiceError).problems;
+        const want = [
+          /^in\.jsonl:2 invalid JSON/,
+          /^in\.jsonl:3 exactly one of "key" or "sha256" is required$/,
+          /^in\.jsonl:4 exactly one of "key" or "sha256" is required$/,
+          /^in\.jsonl:5 "sha256" must be 64 lowercase hex characters$/,
+          /^in\.jsonl:6 unknown role "root"/,
+          /^in\.jsonl:7 unknown field "extra"$/,
+          /^in\.jsonl:8 "key" starts with "pcl_"/,
+          /^in\.jsonl:9 "key" looks like a JWT/,
+          /^in\.jsonl:10 "key" contains ":"/,
+          /^in\.jsonl:11 "expiresAt" must be an ISO 8601 date-time$/,
+          /^in\.jsonl:12 "expiresAt" .* is in the past$/,
+          /^in\.jsonl:13 duplicate key \(same as line 1\)$/,
+          /^in\.jsonl:14 expected a JSON object$/,
+          /^in\.jsonl:15 "subject" must be a non-empty string$/,
+          /^in\.jsonl:15 "scopes" must be an array of strings$/,
+        ];
+        t.equal(problems.length, want.length, problems.join('\n'));
+        want.forEach((re, i) => t.match(problems[i], re));
+      }
+      t.equal((await svc.list()).length, before, 'nothing imported');
+      t.equal(await code(svc.importKeys('\n\n', 'empty.jsonl')), 'import-invalid', 'an empty file is refused');
+    });
+
+    await t.test('refresh: exchange, replay revokes the family, refusals', async (t) => {
+      events.length = 0;
+      const c = await svc.create({ subject: 'jack', role: 'basic', scopes: ['s'], refreshable: true });
+      t.ok(c.refreshToken && parseRefreshToken(c.refreshToken, 'pcl')?.id === c.id, 'refresh token names its key');
+      t.equal(c.expiresAt, clock.now() + config.refresh.keyTtl, 'refreshable keys are short-lived');
+      t.equal(c.refreshExpiresAt, clock.now() + config.refresh.tokenTtl);
+      clock.advance(60_000);
+      const r1 = await svc.refresh(c.refreshToken!);
+      t.equal(parseKey(r1.key, 'pcl')?.id, r1.id);
+      t.equal(r1.expiresAt, clock.now() + config.refresh.keyTtl);
+      const n1 = await store.getKey(r1.id);
+      t.same([n1?.subject, n1?.scopes, n1?.familyId], ['jack', ['s'], c.id], 'same grants, same family');
+      const old = await store.getKey(c.id);
+      t.ok(old?.revokedAt !== null && old?.refreshSpentAt !== null, 'old key and token revoked');
+      t.same(events.map((e) => e.kind === 'key' && e.reason), ['refresh']);
+
+      const r2 = await svc.refresh(r1.refreshToken);
+      t.ok(r2.id);
+      events.length = 0;
+      t.equal(await code(svc.refresh(c.refreshToken!)), 'refresh-invalid', 'replaying a spent token is refused');
+      t.equal((await store.getKey(r2.id))?.revokedAt, clock.now(), 'and revokes the live key of the family');
+      t.same(events.map((e) => e.kind === 'key' && [e.keyId, e.reason]), [[r2.id, 'family']]);
+      t.equal(await code(svc.refresh(r2.refreshToken)), 'refresh-invalid', 'the family is dead');
+
+      t.equal(await code(svc.refresh('pcl_rt_garbage')), 'refresh-invalid', 'malformed');
+      const d = await svc.create({ subject: 'kate', role: 'basic', refreshable: true });
+      const p = parseRefreshToken(d.refreshToken!, 'pcl')!;
+      const { generateRefreshToken } = await import('../../src/keys/format.js');
+      const forged = generateRefreshToken('pcl', p.id);
+      t.equal(await code(svc.refresh(forged.key)), 'refresh-invalid', 'wrong secret for a real key id');
+      clock.advance(config.refresh.tokenTtl + 1);
+      t.equal(await code(svc.refresh(d.refreshToken!)), 'refresh-invalid', 'expired refresh token');
+      const e = await svc.create({ subject: 'liam', role: 'basic', refreshable: true });
+      clock.advance(1);
+      await store.insertSubjectRevocation({ subject: 'liam', scope: 'all', revokedBefore: clock.now(), at: clock.now() });
+      t.equal(await code(svc.refresh(e.refreshToken!)), 'refresh-invalid', 'a subject-wide revocation stops refresh tokens');
+      const f = await svc.create({ subject: 'mia', role: 'basic', refreshable: true });
+      await svc.revokeSubject('mia');
+      t.equal(await code(svc.refresh(f.refreshToken!)), 'refresh-invalid', 'keys revoke --subject stops them too');
+    });
+
+    await t.test('refresh: a store failure is store-unavailable', async (t) => {
+      const other = await open();
+      await other.migrate();
+      const s2 = new KeyService({ store: other, config, clock });
+      const c = await s2.create({ subject: 'z', role: 'basic', refreshable: true });
+      await other.close();
+      t.equal(await code(s2.refresh(c.refreshToken!)), 'store-unavailable');
+    });
+  }).then(() => undefined);
+}
+
+await suite(t, 'PGlite (memory)', () => openStore('pglite://memory'));
+const url = await tempPgDatabase(t);
+if (url !== undefined) await suite(t, 'PostgreSQL', () => openStore(url, { poolSize: 4 }));
