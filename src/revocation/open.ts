@@ -1,0 +1,77 @@
+import type { Clock } from '../clock.js';
+import type { RevocationConfig } from '../config/schema.js';
+import { MemoryRevocationStore } from './memory.js';
+import { PgNotifyRevocationStore } from './pg-notify.js';
+import { RedisRevocationStore } from './redis.js';
+import type { RevocationLogger, RevocationSource, RevocationStore } from './types.js';
+
+/** Inputs of {@link openRevocation}. */
+export interface OpenRevocationOptions {
+  config: RevocationConfig;
+  /** The key store's URL (`postgres://…`, `pglite://…`); decides the Redis-less backend. */
+  databaseUrl?: string | undefined;
+  /** The durable record, adapted from the key store. Required for PostgreSQL without Redis. */
+  source?: RevocationSource | undefined;
+  logger: RevocationLogger;
+  clock?: Clock | undefined;
+  /** PostgreSQL channel override (tests, or fleets sharing one database). */
+  channel?: string | undefined;
+  /** Expiry grace override (default two minutes, see `DEFAULT_EXPIRY_GRACE_MS`). */
+  expiryGraceMs?: number | undefined;
+  /** Called on every check the backend could not answer (e.g. to count revocation errors). */
+  onCheckFailure?: ((err: unknown) => void) | undefined;
+}
+
+/** Which backend {@link openRevocation} picks for a configuration. */
+export type RevocationBackend = 'redis' | 'pg-notify' | 'memory';
+
+/** Redis when configured, else LISTEN/NOTIFY on PostgreSQL, else an in-process set (SPEC §7). */
+export function revocationBackend(config: RevocationConfig, databaseUrl: string | undefined): RevocationBackend {
+  if (config.redis.trim() !== '') return 'redis';
+  if (databaseUrl !== undefined && /^postgres(ql)?:\/\//i.test(databaseUrl)) return 'pg-notify';
+  return 'memory';
+}
+
+/**
+ * Opens the revocation store the configuration calls for. Network-backed stores return
+ * at once and connect in the background (`ready()` tells when they can answer); the
+ * in-process store is loaded from `source` before it is returned.
+ */
+export async function openRevocation(options: OpenRevocationOptions): Promise<RevocationStore> {
+  const { config, logger, source } = options;
+  const common = {
+    logger,
+    ...(options.clock === undefined ? {} : { clock: options.clock }),
+    ...(options.expiryGraceMs === undefined ? {} : { expiryGraceMs: options.expiryGraceMs }),
+  };
+  switch (revocationBackend(config, options.databaseUrl)) {
+    case 'redis':
+      return new RedisRevocationStore({
+        ...common,
+        url: config.redis.trim(),
+        keyPrefix: config.keyPrefix,
+        onError: config.onError,
+        timeout: config.timeout,
+        source,
+        onCheckFailure: options.onCheckFailure,
+      });
+    case 'pg-notify':
+      if (source === undefined) {
+        throw new TypeError('openRevocation: a RevocationSource is required for PostgreSQL without Redis');
+      }
+      return new PgNotifyRevocationStore({
+        ...common,
+        connectionString: options.databaseUrl!,
+        source,
+        onError: config.onError,
+        staleAfterMs: config.timeout,
+        onCheckFailure: options.onCheckFailure,
+        ...(options.channel === undefined ? {} : { channel: options.channel }),
+      });
+    case 'memory': {
+      const store = new MemoryRevocationStore(common);
+      if (source !== undefined) store.load(await source.loadActive(), false);
+      return store;
+    }
+  }
+}

@@ -1,0 +1,297 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { systemClock, type Clock } from '../clock.js';
+import { MemoryRevocationStore } from './memory.js';
+import {
+  backoff,
+  parseWire,
+  pollReady,
+  revocationUnavailable,
+  ThrottledLog,
+  withTimeout,
+  type WireMessage,
+} from './support.js';
+import type {
+  InvalidationListener,
+  OnRevocationError,
+  RevocationLogger,
+  RevocationSource,
+  RevocationStore,
+  RevocationSubjectRef,
+} from './types.js';
+
+/** Default PostgreSQL channel revocations are announced on. */
+export const PG_REVOCATION_CHANNEL = 'portcullis_revocation';
+
+/** Options of {@link PgNotifyRevocationStore}. */
+export interface PgNotifyRevocationOptions {
+  /** `postgres://` URL of the database that holds the key store. */
+  connectionString: string;
+  /** The durable record: loaded at start, read again for what was missed after a lost connection. */
+  source: RevocationSource;
+  /** Channel name (default {@link PG_REVOCATION_CHANNEL}). */
+  channel?: string;
+  /** What a check answers while the instance is not in sync (default `deny`). */
+  onError?: OnRevocationError;
+  /**
+   * How long after losing the listener connection checks still answer from the local set
+   * (default 1000 ms): it was complete a moment ago, and a reconnect usually takes less.
+   */
+  staleAfterMs?: number;
+  logger: RevocationLogger;
+  clock?: Clock;
+  /**
+   * The catch-up read after a reconnect asks for changes since the last moment the
+   * connection was known alive minus this margin (default 30 s), which absorbs clock
+   * differences between instances and transactions that committed late.
+   */
+  catchUpMarginMs?: number;
+  /** How often the listener connection is probed (default 10 s). */
+  pingIntervalMs?: number;
+  /** Reconnect backoff bounds (defaults 100 ms and 5 s). */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** Connect and query timeout of the listener connection (default 5 s). */
+  connectTimeoutMs?: number;
+  /** `application_name` of the listener connection, visible in pg_stat_activity. */
+  applicationName?: string;
+  /** Added to every `until` before an entry is forgotten. */
+  expiryGraceMs?: number;
+  /** Called on every check answered while out of sync (for a metric); must not throw. */
+  onCheckFailure?: ((err: unknown) => void) | undefined;
+  /** Bound on one read of the durable record (default 30 s); a read that hangs counts as a failed attempt. */
+  loadTimeoutMs?: number;
+}
+
+/** The NOTIFY payload for a revocation, for code that announces one inside its own transaction. */
+export function revocationPayload(
+  ev: { kind: 'id'; revocationId: string; until?: number | undefined } | { kind: 'subject'; subject: string; before: number; until?: number | undefined },
+): string {
+  const m: WireMessage = ev.kind === 'id'
+    ? { v: 1, kind: 'id', revocationId: ev.revocationId, until: ev.until ?? null }
+    : { v: 1, kind: 'subject', subject: ev.subject, before: ev.before, until: ev.until ?? null };
+  return JSON.stringify(m);
+}
+
+/**
+ * Revocations for a PostgreSQL fleet without Redis (SPEC §7). Each instance holds the
+ * active set in memory (checks are synchronous lookups), loaded from the durable store at
+ * start; revocations are announced with `pg_notify` and heard through `LISTEN` on a
+ * dedicated connection. When that connection is lost the instance reconnects with
+ * backoff, re-LISTENs first and then reads what changed while it was away, so nothing
+ * falls between the two.
+ */
+export class PgNotifyRevocationStore implements RevocationStore {
+  readonly #mem: MemoryRevocationStore;
+  readonly #opts: PgNotifyRevocationOptions;
+  readonly #channel: string;
+  readonly #clock: Clock;
+  readonly #logger: RevocationLogger;
+  readonly #allow: boolean;
+  readonly #staleAfter: number;
+  readonly #failLog: ThrottledLog;
+  readonly #connLog: ThrottledLog;
+  readonly #instance = randomUUID();
+  /** Announces revocations; separate from the listener so a revoke works while the listener reconnects. */
+  readonly #pool: pg.Pool;
+  #client: pg.Client | undefined;
+  #ping: NodeJS.Timeout | undefined;
+  #retry: NodeJS.Timeout | undefined;
+  #synced = false;
+  #loaded = false;
+  /** When the listener connection was lost; undefined before the first sync. */
+  #lostAt: number | undefined;
+  /** Start of the last moment the listener was known to have received everything (ms). */
+  #lastAlive = 0;
+  #connecting = false;
+  #closed = false;
+
+  constructor(options: PgNotifyRevocationOptions) {
+    this.#opts = options;
+    this.#channel = options.channel ?? PG_REVOCATION_CHANNEL;
+    this.#clock = options.clock ?? systemClock;
+    this.#logger = options.logger;
+    this.#allow = options.onError === 'allow';
+    this.#staleAfter = options.staleAfterMs ?? 1_000;
+    this.#failLog = new ThrottledLog(options.logger);
+    this.#connLog = new ThrottledLog(options.logger, 30_000);
+    this.#mem = new MemoryRevocationStore({
+      clock: this.#clock,
+      logger: options.logger,
+      ...(options.expiryGraceMs === undefined ? {} : { expiryGraceMs: options.expiryGraceMs }),
+    });
+    this.#pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: 1,
+      idleTimeoutMillis: 10_000,
+      connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
+      allowExitOnIdle: true,
+      application_name: 'portcullis-revocation-notify',
+    });
+    this.#pool.on('error', (err) => this.#logger.warn({ err: { message: err.message } }, 'revocation notify connection dropped'));
+    void this.#connect(0);
+  }
+
+  isRevoked(identity: RevocationSubjectRef): boolean {
+    if (!this.#synced && (this.#lostAt === undefined || this.#clock.now() - this.#lostAt >= this.#staleAfter)) {
+      const why = new Error(this.#lostAt === undefined ? 'revocations not loaded yet' : 'revocation listener disconnected');
+      this.#opts.onCheckFailure?.(why);
+      if (!this.#allow) throw revocationUnavailable(why);
+      this.#failLog.error({ reason: why.message, onError: 'allow' }, 'revocation set may be stale; SERVING FROM LOCAL SET (onError: allow)');
+    }
+    return this.#mem.isRevoked(identity);
+  }
+
+  async revoke(revocationId: string, until: number | undefined): Promise<void> {
+    this.#mem.addId(revocationId, until, true);
+    await this.#notify({ v: 1, kind: 'id', revocationId, until: until ?? null });
+  }
+
+  async revokeSubject(subject: string, before: number, until?: number): Promise<void> {
+    this.#mem.addSubject(subject, before, until, true);
+    await this.#notify({ v: 1, kind: 'subject', subject, before, until: until ?? null });
+  }
+
+  async #notify(msg: WireMessage): Promise<void> {
+    msg.src = this.#instance;
+    try {
+      await this.#pool.query('SELECT pg_notify($1, $2)', [this.#channel, JSON.stringify(msg)]);
+    } catch (err) {
+      throw revocationUnavailable(err);
+    }
+  }
+
+  #onNotification(payload: string | undefined): void {
+    const m = payload === undefined ? undefined : parseWire(payload);
+    if (m === undefined) {
+      this.#logger.warn({ channel: this.#channel }, 'revocation: ignored malformed notification');
+      return;
+    }
+    if (m.src === this.#instance) return; // applied locally when it was made
+    if (m.kind === 'id') this.#mem.addId(m.revocationId!, m.until, true);
+    else this.#mem.addSubject(m.subject!, m.before!, m.until, true);
+  }
+
+  async #connect(attempt: number): Promise<void> {
+    if (this.#closed || this.#connecting) return;
+    this.#connecting = true;
+    const o = this.#opts;
+    const client = new pg.Client({
+      connectionString: o.connectionString,
+      application_name: o.applicationName ?? 'portcullis-revocation',
+      keepAlive: true,
+      connectionTimeoutMillis: o.connectTimeoutMs ?? 5_000,
+      query_timeout: o.connectTimeoutMs ?? 5_000,
+    });
+    client.on('error', (err) => this.#onLost(client, err));
+    client.on('end', () => this.#onLost(client, new Error('connection ended')));
+    client.on('notification', (n) => {
+      if (n.channel === this.#channel) this.#onNotification(n.payload);
+    });
+    try {
+      await client.connect();
+      // LISTEN before reading, so a revocation committed during the read arrives as a notification.
+      await client.query(`LISTEN ${client.escapeIdentifier(this.#channel)}`);
+      const startedAt = this.#clock.now();
+      const catchUp = this.#loaded;
+      const snap = await withTimeout(
+        catchUp ? o.source.changedSince(this.#lastAlive - (o.catchUpMarginMs ?? 30_000)) : o.source.loadActive(),
+        o.loadTimeoutMs ?? 30_000,
+        'revocation source',
+      );
+      if (this.#closed) {
+        this.#connecting = false;
+        await client.end().catch(() => {});
+        return;
+      }
+      // Catch-up entries may sit in other instances' caches' counterparts here: tell listeners.
+      this.#mem.load(snap, catchUp);
+      this.#loaded = true;
+      this.#client = client;
+      this.#lastAlive = startedAt;
+      this.#synced = true;
+      this.#lostAt = undefined;
+      this.#connecting = false;
+      this.#startPing(client);
+      if (catchUp) {
+        this.#logger.warn({ ids: snap.ids.length, subjects: snap.subjects.length }, 'revocation listener reconnected; caught up');
+      }
+    } catch (err) {
+      this.#connecting = false;
+      client.removeAllListeners('end');
+      client.removeAllListeners('notification');
+      client.on('error', () => {});
+      client.end().catch(() => {});
+      if (this.#closed) return;
+      this.#connLog.error({ err: { message: (err as Error).message }, attempt }, 'revocation listener: connect failed; retrying');
+      this.#scheduleConnect(attempt + 1);
+    }
+  }
+
+  #scheduleConnect(attempt: number): void {
+    const delay = backoff(attempt, this.#opts.minBackoffMs ?? 100, this.#opts.maxBackoffMs ?? 5_000);
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      void this.#connect(attempt);
+    }, delay);
+    this.#retry.unref();
+  }
+
+  #startPing(client: pg.Client): void {
+    this.#ping = setInterval(() => {
+      const t = this.#clock.now();
+      client.query('SELECT 1').then(
+        () => {
+          // The server sends pending notifications before answering, so everything committed before t has arrived.
+          if (client === this.#client) this.#lastAlive = t;
+        },
+        (err: unknown) => this.#onLost(client, err),
+      );
+    }, this.#opts.pingIntervalMs ?? 10_000);
+    this.#ping.unref();
+  }
+
+  #onLost(client: pg.Client, err: unknown): void {
+    if (client !== this.#client) return;
+    this.#client = undefined;
+    this.#synced = false;
+    this.#lostAt = this.#clock.now();
+    if (this.#ping !== undefined) clearInterval(this.#ping);
+    this.#ping = undefined;
+    client.removeAllListeners('end');
+    client.on('error', () => {});
+    client.end().catch(() => {});
+    if (this.#closed) return;
+    this.#logger.error({ err: { message: (err as Error)?.message } }, 'revocation listener connection lost; reconnecting');
+    this.#scheduleConnect(0);
+  }
+
+  onInvalidate(listener: InvalidationListener): () => void {
+    return this.#mem.onInvalidate(listener);
+  }
+
+  ready(): boolean {
+    return this.#synced && !this.#closed;
+  }
+
+  waitReady(timeoutMs: number): Promise<boolean> {
+    return pollReady(() => this.ready(), timeoutMs);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#synced = false;
+    if (this.#ping !== undefined) clearInterval(this.#ping);
+    if (this.#retry !== undefined) clearTimeout(this.#retry);
+    const client = this.#client;
+    this.#client = undefined;
+    if (client !== undefined) {
+      client.removeAllListeners('end');
+      client.on('error', () => {});
+      await client.end().catch(() => {});
+    }
+    await this.#pool.end().catch(() => {});
+    await this.#mem.close();
+  }
+}

@@ -1,0 +1,426 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { systemClock, type Clock } from '../clock.js';
+import { GatewayError } from '../http/problem.js';
+import {
+  backoff,
+  DEFAULT_EXPIRY_GRACE_MS,
+  ListenerSet,
+  parseWire,
+  pollReady,
+  revocationUnavailable,
+  ThrottledLog,
+  withTimeout,
+  type WireMessage,
+} from './support.js';
+import type {
+  InvalidationListener,
+  OnRevocationError,
+  RevocationLogger,
+  RevocationSource,
+  RevocationStore,
+  RevocationSubjectRef,
+} from './types.js';
+
+/** Options of {@link RedisRevocationStore}. */
+export interface RedisRevocationOptions {
+  /** `redis://` or `rediss://` URL. */
+  url: string;
+  /** Prefix of every key and of the invalidation channel (default `portcullis:`). */
+  keyPrefix?: string;
+  /** What a check answers when Redis cannot (default `deny`). */
+  onError?: OnRevocationError;
+  /** Upper bound on one check in ms (default 1000). */
+  timeout?: number;
+  logger: RevocationLogger;
+  /**
+   * The durable record. When given, Redis is re-seeded from it whenever a connection finds
+   * Redis without the seed sentinel (a restart without persistence, a flush), and checks
+   * are refused until that is done, so a restart can never un-revoke a credential.
+   */
+  source?: RevocationSource | undefined;
+  /** TCP connect timeout in ms (default 2000). */
+  connectTimeoutMs?: number;
+  /** Cap of the reconnect backoff in ms (default 2000). */
+  maxBackoffMs?: number;
+  /** Added to every `until` before a marker expires (default {@link DEFAULT_EXPIRY_GRACE_MS}). */
+  expiryGraceMs?: number;
+  clock?: Clock;
+  /** Called on every check that could not be answered (for a metric); must not throw. */
+  onCheckFailure?: ((err: unknown) => void) | undefined;
+  /**
+   * How often the seed sentinel is verified while connected (default 30 s; 0 disables), so
+   * a flush or an eviction without a reconnect is also repaired. Only with a `source`.
+   */
+  seedCheckIntervalMs?: number;
+  /** Bound on one read of the durable record when seeding (default 30 s). */
+  loadTimeoutMs?: number;
+}
+
+/**
+ * Keeps `before` the maximum ever written and the expiry the latest ever asked for; a
+ * key without expiry stays without. GET-compare-SET in one script so two instances
+ * revoking the same subject concurrently cannot let an older timestamp win.
+ * KEYS[1] subject key; ARGV[1] before (ms); ARGV[2] expire-at (ms) or '' for never.
+ */
+const REVOKE_SUBJECT_LUA = `
+local cur = redis.call('GET', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if (not cur) or (tonumber(cur) < tonumber(ARGV[1])) then
+  redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+end
+if ARGV[2] == '' then
+  redis.call('PERSIST', KEYS[1])
+elseif ttl ~= -1 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if ttl == -2 or now + ttl < tonumber(ARGV[2]) then
+    redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+  end
+end
+return redis.call('GET', KEYS[1])
+`;
+
+type ScriptedRedis = Redis & {
+  portcullisRevokeSubject(key: string, before: string, expireAt: string): Promise<string | null>;
+};
+
+type ScriptedPipeline = ReturnType<Redis['pipeline']> & {
+  portcullisRevokeSubject(key: string, before: string, expireAt: string): ScriptedPipeline;
+};
+
+/** Size of one pipeline when re-seeding, so a large revocation set does not become one giant write. */
+const SEED_CHUNK = 1_000;
+
+/**
+ * Revocation markers in Redis, shared by a fleet (SPEC §7).
+ *
+ * Keys: `<prefix>r:<revocationId>` (a marker expiring at the credential's expiry plus the
+ * grace) and `<prefix>s:<subject>` (the subject-wide "issued before" timestamp, ms).
+ * A check is one `MGET` of both; with auto-pipelining, concurrent checks share one write
+ * and one round trip. Invalidations are published as JSON on `<prefix>invalidate` and
+ * read on a second connection (a subscribed connection can send nothing else).
+ *
+ * Nothing is queued while Redis is away: checks fail at once (or within `timeout` when
+ * the connection dies under them) and `onError` decides. ioredis reconnects by itself
+ * with capped backoff.
+ */
+export class RedisRevocationStore implements RevocationStore {
+  readonly #redis: ScriptedRedis;
+  readonly #sub: Redis;
+  readonly #idPrefix: string;
+  readonly #subjectPrefix: string;
+  readonly #channel: string;
+  readonly #sentinelKey: string;
+  readonly #allow: boolean;
+  readonly #grace: number;
+  readonly #clock: Clock;
+  readonly #logger: RevocationLogger;
+  readonly #failLog: ThrottledLog;
+  readonly #connLog: ThrottledLog;
+  readonly #listeners: ListenerSet;
+  readonly #source: RevocationSource | undefined;
+  readonly #instance = randomUUID();
+  readonly #timeout: number;
+  readonly #loadTimeout: number;
+  readonly #onCheckFailure: ((err: unknown) => void) | undefined;
+  #seedCheck: NodeJS.Timeout | undefined;
+  #seeding = false;
+  #seeded: boolean;
+  /** Bumped on every (re)connect so a slow seed of an old connection cannot mark a new one seeded. */
+  #generation = 0;
+  #everReady = false;
+  /** Set once the first SUBSCRIBE is confirmed; later drops are resubscribed by ioredis. */
+  #subscribed = false;
+  #lost = false;
+  #closed = false;
+  /**
+   * A check timed out on a connection that still looks ready: Redis is hung (or the path
+   * to it is). Until a PING gets through again `ready()` is false, so `/readyz` does not
+   * report ready while every check is being refused.
+   */
+  #unanswered = false;
+  #probe: NodeJS.Timeout | undefined;
+
+  constructor(options: RedisRevocationOptions) {
+    const prefix = options.keyPrefix ?? 'portcullis:';
+    this.#idPrefix = `${prefix}r:`;
+    this.#subjectPrefix = `${prefix}s:`;
+    this.#channel = `${prefix}invalidate`;
+    this.#sentinelKey = `${prefix}seeded`;
+    this.#allow = options.onError === 'allow';
+    this.#grace = options.expiryGraceMs ?? DEFAULT_EXPIRY_GRACE_MS;
+    this.#clock = options.clock ?? systemClock;
+    this.#logger = options.logger;
+    this.#failLog = new ThrottledLog(options.logger);
+    this.#connLog = new ThrottledLog(options.logger, 30_000);
+    this.#listeners = new ListenerSet(options.logger);
+    this.#source = options.source;
+    this.#seeded = options.source === undefined;
+    this.#timeout = options.timeout ?? 1_000;
+    this.#loadTimeout = options.loadTimeoutMs ?? 30_000;
+    this.#onCheckFailure = options.onCheckFailure;
+    const maxBackoff = options.maxBackoffMs ?? 2_000;
+    const common = {
+      connectTimeout: options.connectTimeoutMs ?? 2_000,
+      retryStrategy: (times: number) => backoff(times - 1, 50, maxBackoff),
+      lazyConnect: false,
+    };
+
+    this.#redis = new Redis(options.url, {
+      ...common,
+      connectionName: 'portcullis-revocation',
+      enableAutoPipelining: true,
+      // Fail fast instead of holding requests while Redis is away: the caller decides.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      commandTimeout: this.#timeout,
+    }) as ScriptedRedis;
+    this.#redis.defineCommand('portcullisRevokeSubject', { numberOfKeys: 1, lua: REVOKE_SUBJECT_LUA });
+    this.#redis.on('error', (err: Error) => this.#connLog.error({ err: errInfo(err) }, 'revocation redis connection error'));
+    this.#redis.on('ready', () => this.#onReady());
+    this.#redis.on('close', () => this.#onClose());
+
+    this.#sub = new Redis(options.url, {
+      ...common,
+      connectionName: 'portcullis-revocation-sub',
+      // SUBSCRIBE must wait for a connection rather than fail; autoResubscribe redoes it after reconnects.
+      enableOfflineQueue: true,
+      maxRetriesPerRequest: null,
+      autoResubscribe: true,
+    });
+    this.#sub.on('error', () => {
+      // Same outage as the main connection, which already logs it.
+    });
+    this.#sub.on('message', (channel: string, message: string) => this.#onMessage(channel, message));
+    this.#sub.subscribe(this.#channel).then(() => {
+      this.#subscribed = true;
+    }, (err: unknown) => {
+      if (!this.#closed) this.#logger.error({ err: errInfo(err) }, 'revocation redis: subscribe failed; caches will not hear other instances');
+    });
+    const every = options.seedCheckIntervalMs ?? 30_000;
+    if (this.#source !== undefined && every > 0) {
+      this.#seedCheck = setInterval(() => {
+        if (this.#redis.status === 'ready' && this.#seeded && !this.#seeding) void this.#seed(this.#generation, 0);
+      }, every);
+      this.#seedCheck.unref();
+    }
+  }
+
+  isRevoked(identity: RevocationSubjectRef): boolean | Promise<boolean> {
+    if (this.#redis.status !== 'ready' || !this.#seeded) {
+      return this.#fail(new Error(this.#seeded ? `redis connection ${this.#redis.status}` : 'redis not yet seeded'));
+    }
+    return this.#redis.mget(this.#idPrefix + identity.revocationId, this.#subjectPrefix + identity.subject).then(
+      (r) => {
+        this.#unanswered = false;
+        if (r[0] !== null) return true;
+        const before = r[1];
+        return before !== null && before !== undefined && identity.issuedAt < Number(before);
+      },
+      (err: unknown) => {
+        if (this.#redis.status === 'ready') this.#watchUnanswered();
+        return this.#fail(err);
+      },
+    );
+  }
+
+  /** Marks Redis as not answering and PINGs it (bounded by the command timeout) until it does. */
+  #watchUnanswered(): void {
+    if (this.#unanswered || this.#closed) return;
+    this.#unanswered = true;
+    const tick = () => {
+      this.#probe = undefined;
+      if (this.#closed || !this.#unanswered) return;
+      this.#redis.ping().then(
+        () => {
+          this.#unanswered = false;
+        },
+        () => {
+          if (!this.#closed && this.#unanswered) this.#probe = setTimeout(tick, 500).unref();
+        },
+      );
+    };
+    this.#probe = setTimeout(tick, 500).unref();
+  }
+
+  /** allow: answer "not revoked" and log (throttled); deny: the 503 problem. */
+  #fail(err: unknown): false | Promise<never> {
+    this.#onCheckFailure?.(err);
+    if (this.#allow) {
+      this.#failLog.error({ err: errInfo(err), onError: 'allow' }, 'revocation check failed; SERVING WITHOUT REVOCATION CHECK (onError: allow)');
+      return false;
+    }
+    return Promise.reject(revocationUnavailable(err));
+  }
+
+  async revoke(revocationId: string, until: number | undefined): Promise<void> {
+    const m = this.#marker(revocationId, until);
+    if (m !== undefined) {
+      const [key, at] = m;
+      await this.#write(() => (at === undefined ? this.#redis.set(key, '1') : this.#redis.set(key, '1', 'PXAT', at)));
+    }
+    this.#listeners.emit({ kind: 'id', revocationId });
+    await this.#publish({ v: 1, kind: 'id', revocationId, until: until ?? null });
+  }
+
+  async revokeSubject(subject: string, before: number, until?: number): Promise<void> {
+    const stored = await this.#write(() => this.#redis.portcullisRevokeSubject(...this.#subjectArgs(subject, before, until)));
+    const effective = Math.max(before, Number(stored ?? before));
+    this.#listeners.emit({ kind: 'subject', subject, before: effective });
+    await this.#publish({ v: 1, kind: 'subject', subject, before: effective, until: until ?? null });
+  }
+
+  /** Key and absolute expiry of an id marker; undefined when the credential has already expired for good. */
+  #marker(revocationId: string, until: number | undefined | null): [string, number | undefined] | undefined {
+    const key = this.#idPrefix + revocationId;
+    if (until === undefined || until === null) return [key, undefined];
+    const at = until + this.#grace;
+    // Already past: the credential cannot be used any more, and PXAT in the past would just delete.
+    if (at <= this.#clock.now()) return undefined;
+    return [key, at];
+  }
+
+  #subjectArgs(subject: string, before: number, until: number | undefined | null): [string, string, string] {
+    const at = until === undefined || until === null ? '' : String(until + this.#grace);
+    return [this.#subjectPrefix + subject, String(Math.trunc(before)), at];
+  }
+
+  async #write<T>(op: () => Promise<T>): Promise<T> {
+    if (this.#closed) throw new GatewayError('revocation-unavailable', 'Revocation store is closed.');
+    // A process that revokes right after opening (the CLI) would otherwise race the connect; bounded like a check.
+    if (this.#redis.status !== 'ready') await pollReady(() => this.#redis.status === 'ready', this.#timeout);
+    try {
+      return await op();
+    } catch (err) {
+      throw revocationUnavailable(err);
+    }
+  }
+
+  async #publish(msg: WireMessage): Promise<void> {
+    msg.src = this.#instance;
+    try {
+      await this.#redis.publish(this.#channel, JSON.stringify(msg));
+    } catch (err) {
+      // The marker is written, so every check already sees the revocation; only other instances' caches miss the eviction.
+      throw revocationUnavailable(err);
+    }
+  }
+
+  #onMessage(channel: string, message: string): void {
+    if (channel !== this.#channel) return;
+    const m = parseWire(message);
+    if (m === undefined) {
+      this.#logger.warn({ channel }, 'revocation redis: ignored malformed invalidation message');
+      return;
+    }
+    if (m.src === this.#instance) return; // already told our listeners when we wrote it
+    if (m.kind === 'id') this.#listeners.emit({ kind: 'id', revocationId: m.revocationId! });
+    else this.#listeners.emit({ kind: 'subject', subject: m.subject!, before: m.before! });
+  }
+
+  #onReady(): void {
+    const generation = ++this.#generation;
+    if (this.#lost) this.#logger.warn({}, 'revocation redis reconnected');
+    this.#lost = false;
+    this.#unanswered = false;
+    this.#everReady = true;
+    if (this.#source !== undefined) void this.#seed(generation, 0);
+  }
+
+  #onClose(): void {
+    if (this.#source !== undefined) this.#seeded = false;
+    if (this.#everReady && !this.#lost && !this.#closed) {
+      this.#lost = true;
+      this.#logger.error({ onError: this.#allow ? 'allow' : 'deny' }, 'revocation redis connection lost; reconnecting');
+    }
+  }
+
+  /**
+   * Redis without our sentinel has lost (or never had) the markers: replay the durable
+   * record before answering checks again. Idempotent, so instances racing here are harmless.
+   */
+  async #seed(generation: number, attempt: number): Promise<void> {
+    const source = this.#source!;
+    this.#seeding = true;
+    try {
+      const present = await this.#redis.exists(this.#sentinelKey);
+      if (present === 0) {
+        // Until the replay is done a check could miss a revocation: refuse them meanwhile.
+        this.#seeded = false;
+        const snap = await withTimeout(source.loadActive(), this.#loadTimeout, 'revocation source');
+        for (let i = 0; i < snap.ids.length; i += SEED_CHUNK) {
+          const p = this.#redis.pipeline();
+          for (const r of snap.ids.slice(i, i + SEED_CHUNK)) {
+            const m = this.#marker(r.revocationId, r.until);
+            if (m === undefined) continue;
+            if (m[1] === undefined) p.set(m[0], '1');
+            else p.set(m[0], '1', 'PXAT', m[1]);
+          }
+          throwFirst(await p.exec());
+        }
+        for (let i = 0; i < snap.subjects.length; i += SEED_CHUNK) {
+          const p = this.#redis.pipeline() as ScriptedPipeline;
+          for (const s of snap.subjects.slice(i, i + SEED_CHUNK)) p.portcullisRevokeSubject(...this.#subjectArgs(s.subject, s.before, s.until));
+          throwFirst(await p.exec());
+        }
+        await this.#redis.set(this.#sentinelKey, String(this.#clock.now()));
+        this.#logger.warn({ ids: snap.ids.length, subjects: snap.subjects.length }, 'revocation redis had no revocation data; re-seeded from the store');
+      }
+      if (generation === this.#generation && this.#redis.status === 'ready') this.#seeded = true;
+      this.#seeding = false;
+    } catch (err) {
+      this.#seeding = false;
+      if (this.#closed || generation !== this.#generation) return;
+      this.#logger.error({ err: errInfo(err), attempt }, 'revocation redis: seeding from the store failed; retrying');
+      this.#seeding = true;
+      const t = setTimeout(() => void this.#seed(generation, attempt + 1), backoff(attempt, 200, 5_000));
+      t.unref();
+    }
+  }
+
+  onInvalidate(listener: InvalidationListener): () => void {
+    return this.#listeners.add(listener);
+  }
+
+  /**
+   * Connected, seeded and answering, and the invalidation channel subscribed at least once
+   * (so an instance that reports ready hears other instances from then on).
+   */
+  ready(): boolean {
+    return !this.#closed && this.#redis.status === 'ready' && this.#seeded && this.#subscribed && !this.#unanswered;
+  }
+
+  waitReady(timeoutMs: number): Promise<boolean> {
+    return pollReady(() => this.ready(), timeoutMs);
+  }
+
+  /** Whether the invalidation subscriber is connected (diagnostics; checks do not depend on it). */
+  subscribed(): boolean {
+    return this.#sub.status === 'ready';
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#generation++;
+    if (this.#seedCheck !== undefined) clearInterval(this.#seedCheck);
+    if (this.#probe !== undefined) clearTimeout(this.#probe);
+    this.#redis.disconnect();
+    this.#sub.disconnect();
+  }
+}
+
+function throwFirst(results: Array<[Error | null, unknown]> | null): void {
+  if (results === null) throw new Error('pipeline aborted');
+  for (const [err] of results) if (err) throw err;
+}
+
+function errInfo(err: unknown): { message: string; code?: string } {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return typeof code === 'string' ? { message: err.message, code } : { message: err.message };
+  }
+  return { message: String(err) };
+}
