@@ -1,0 +1,139 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { LoadResult, GatewayConfig } from './config/load.js';
+import { randomUUID } from 'node:crypto';
+import { GatewayError } from './http/problem.js';
+import { Pipeline, writeRawProblem, type PipelineObserver, type RequestRecord } from './pipeline/handler.js';
+import { buildRuntime, type Authenticators, type Runtime } from './pipeline/runtime.js';
+import { Proxy, closeUpstreams } from './proxy/upstreams.js';
+import type { RevocationCheck } from './revocation/check.js';
+import { createLogger, requestLogger, subjectHasher, type Logger } from './ops/log.js';
+
+/** What the gateway runs on besides its config; built by `openServices`, closed with the gateway. */
+export interface Services {
+  authenticators(config: GatewayConfig): Authenticators | Promise<Authenticators>;
+  readonly revocation: RevocationCheck;
+  /** Called after a reload swapped the runtime, with the one it replaced. */
+  retire?(old: Runtime): void;
+  close(): Promise<void>;
+}
+
+export interface GatewayOptions {
+  services: Services;
+  logger?: Logger;
+  /** Extra observers of finished requests (metrics, tests). */
+  observers?: PipelineObserver[];
+  /** Override the listen port/host (tests use port 0). */
+  listen?: { host?: string; port?: number };
+}
+
+/** A running gateway: the main listener and its pipeline. */
+export class Gateway {
+  readonly server: http.Server;
+  readonly pipeline: Pipeline;
+  readonly logger: Logger;
+  private readonly proxy = new Proxy();
+  private closing: Promise<void> | undefined;
+
+  private constructor(rt: Runtime, private readonly services: Services, logger: Logger, observers: PipelineObserver[]) {
+    this.logger = logger;
+    const logLine = requestLogger(logger, subjectHasher(rt.config.log.pii, rt.config.log.salt));
+    const all = [{ onRequest: logLine }, ...observers];
+    const observer: PipelineObserver = all.length === 1 ? all[0]! : { onRequest: (r: RequestRecord) => { for (const o of all) o.onRequest(r); } };
+    this.pipeline = new Pipeline(rt, services.revocation, this.proxy, observer);
+    const l = rt.config.listen;
+    this.server = http.createServer({
+      headersTimeout: l.headersTimeout,
+      requestTimeout: l.requestTimeout,
+      // Node enforces both timeouts only when it sweeps its connections, every 30 s by
+      // default: a 1 s headersTimeout would let a slow client hold on for 30 s. Sweep at a
+      // quarter of the shorter timeout (at most every 250 ms, at least every 30 s).
+      connectionsCheckingInterval: Math.min(30_000, Math.max(250, Math.floor(Math.min(l.headersTimeout || Infinity, l.requestTimeout || Infinity) / 4))),
+      keepAliveTimeout: l.keepAliveTimeout,
+      maxHeaderSize: l.maxHeaderSize,
+      // Refuse requests that Node would otherwise tolerate (obs-fold, bare LF, …).
+      insecureHTTPParser: false,
+      // The ambiguity guard refuses a missing Host itself, as problem+json and closing the
+      // connection; Node's own check would answer with a bare 400 of its own.
+      requireHostHeader: false,
+      joinDuplicateHeaders: false,
+    });
+    if (l.maxConnections > 0) this.server.maxConnections = l.maxConnections;
+    this.server.on('request', this.pipeline.handle);
+    this.server.on('upgrade', this.pipeline.upgrade);
+    this.server.on('clientError', (_err, socket) => {
+      // Unparseable requests (smuggling shapes, oversized heads, slow clients) never reach the pipeline.
+      const answer = () => {
+        if (!socket.writable) return socket.destroy();
+        writeRawProblem(socket, new GatewayError('bad-request', 'The request could not be parsed as HTTP/1.1.'), randomUUID());
+      };
+      // Bytes that fail to parse can follow a request that is still being answered (pipelined
+      // garbage, data after "Connection: close"): writing now would cut into or replace that
+      // answer, so it goes out after it. When the bad bytes are in that request's own body,
+      // it is the one refused (or, once its answer has started, the connection is dropped).
+      const inflight = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+      if (!inflight || inflight.writableFinished) answer();
+      else if (inflight.req.complete) inflight.once('close', answer);
+      else if (!inflight.headersSent) answer();
+      else socket.destroy();
+    });
+  }
+
+  static async start(loaded: LoadResult, opts: GatewayOptions): Promise<Gateway> {
+    const config = loaded.config;
+    const logger = opts.logger ?? createLogger(config.log);
+    for (const w of loaded.warnings) logger.warn(w);
+    const rt = buildRuntime(config, await opts.services.authenticators(config));
+    const gw = new Gateway(rt, opts.services, logger, opts.observers ?? []);
+    const host = opts.listen?.host ?? config.listen.host;
+    const port = opts.listen?.port ?? config.listen.port;
+    await new Promise<void>((resolve, reject) => {
+      gw.server.once('error', reject);
+      gw.server.listen(port, host, () => {
+        gw.server.off('error', reject);
+        resolve();
+      });
+    });
+    logger.info({ address: gw.address() }, 'portcullis listening');
+    return gw;
+  }
+
+  get config(): GatewayConfig {
+    return this.pipeline.current.config;
+  }
+
+  address(): { host: string; port: number } {
+    const a = this.server.address() as AddressInfo;
+    return { host: a.address, port: a.port };
+  }
+
+  url(): string {
+    const { host, port } = this.address();
+    return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  }
+
+  /** Builds a runtime from a new config and swaps it in; in-flight requests finish on the old one. */
+  async reload(loaded: LoadResult): Promise<void> {
+    const rt = buildRuntime(loaded.config, await this.services.authenticators(loaded.config));
+    const old = this.pipeline.swap(rt);
+    for (const w of loaded.warnings) this.logger.warn(w);
+    this.services.retire?.(old);
+    // Old upstream agents close once their sockets are idle.
+    setTimeout(() => closeUpstreams(old.upstreams as never), 60_000).unref();
+  }
+
+  /** Stops accepting, drains in-flight requests up to `drainMs`, then closes everything. */
+  close(drainMs = this.config.shutdown.drainTimeout): Promise<void> {
+    this.closing ??= (async () => {
+      const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+      this.server.closeIdleConnections();
+      const timer = setTimeout(() => this.server.closeAllConnections(), drainMs);
+      await closed;
+      clearTimeout(timer);
+      this.proxy.close();
+      closeUpstreams(this.pipeline.current.upstreams as never);
+      await this.services.close();
+    })();
+    return this.closing;
+  }
+}

@@ -1,0 +1,154 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Credential, Identity } from '../authn/types.js';
+import { GatewayError } from '../http/problem.js';
+import { checkAmbiguity } from '../http/guard.js';
+import { normalizeTarget } from '../http/normalize-path.js';
+import { hostName, matchRoute, splitPath, type CompiledRoute } from '../http/match.js';
+import { extractCredential } from '../credentials/extract.js';
+import { authorize } from '../authz/authorize.js';
+import { plainIp } from '../net/ip.js';
+import type { Runtime } from './runtime.js';
+import type { RevocationCheck } from '../revocation/check.js';
+
+/** What the pipeline looks at: a live request, or one described to `explain` / forward-auth. */
+export interface RequestFacts {
+  readonly method: string;
+  readonly target: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly rawHeaders: readonly string[];
+  readonly peerIp: string;
+}
+
+/** The outcome of steps 0–6 for an admitted request. */
+export interface Decision {
+  readonly route: CompiledRoute;
+  readonly path: string;
+  /** Query string to forward (leading `?` or empty), credential parameters removed. */
+  readonly query: string;
+  readonly identity: Identity | null;
+  readonly credential: Credential | null;
+  readonly clientIp: string;
+  readonly peerTrusted: boolean;
+}
+
+/**
+ * An ambiguous request leaves the rest of its connection ambiguous too: where its body ends
+ * (and so where a next request would start) is exactly what is in doubt. Its refusal closes
+ * the connection.
+ */
+export const CLOSE_CONNECTION: Readonly<Record<string, string>> = Object.freeze({ connection: 'close' });
+
+/** Steps 0–2: refuse ambiguity, normalize, match. Throws GatewayError. */
+export function route(rt: Runtime, facts: RequestFacts): { route: CompiledRoute; path: string; query: string } {
+  const reason = checkAmbiguity(facts.rawHeaders, rt.guard);
+  if (reason !== null) throw new GatewayError('bad-request', reason, { headers: CLOSE_CONNECTION });
+  const n = normalizeTarget(facts.target, { allowPathParams: rt.config.allowPathParams });
+  if (!n.ok) throw new GatewayError('bad-request', n.reason);
+  const r = matchRoute(rt.routes, facts.method, hostName(facts.headers.host), splitPath(n.path));
+  if (r === undefined) throw new GatewayError('route-not-found', `No route for ${facts.method} ${n.path}.`);
+  return { route: r, path: n.path, query: n.query };
+}
+
+/**
+ * The address the request comes from: the socket peer, or — only when the peer is a
+ * trusted proxy — the nearest untrusted address in X-Forwarded-For.
+ */
+export function clientAddress(rt: Runtime, facts: RequestFacts): { clientIp: string; peerTrusted: boolean } {
+  const peer = plainIp(facts.peerIp);
+  if (!rt.isTrustedProxy(peer)) return { clientIp: peer, peerTrusted: false };
+  const xff = facts.headers['x-forwarded-for'];
+  if (typeof xff !== 'string' || xff === '') return { clientIp: peer, peerTrusted: true };
+  const hops = xff.split(',');
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const ip = plainIp(hops[i]!.trim());
+    if (ip && !rt.isTrustedProxy(ip)) return { clientIp: ip, peerTrusted: true };
+  }
+  return { clientIp: plainIp(hops[0]!.trim()) || peer, peerTrusted: true };
+}
+
+const HEADER_SAFE = /^[\x20-\x7e]*$/;
+
+function checked(rev: RevocationCheck, identity: Identity): Identity | Promise<Identity> {
+  if (!HEADER_SAFE.test(identity.subject) || !HEADER_SAFE.test(identity.role) || !HEADER_SAFE.test(identity.scopesHeader)) {
+    throw new GatewayError(identity.method === 'jwt' ? 'token-invalid' : 'key-invalid', 'The credential carries an identity that cannot be forwarded as HTTP header values.');
+  }
+  const revoked = rev.isRevoked(identity);
+  if (typeof revoked === 'boolean') return notRevoked(identity, revoked);
+  return revoked.then((r) => notRevoked(identity, r));
+}
+
+function notRevoked(identity: Identity, revoked: boolean): Identity {
+  if (revoked) {
+    throw new GatewayError(identity.method === 'jwt' ? 'token-revoked' : 'key-revoked', identity.method === 'jwt' ? 'The token has been revoked.' : 'The API key has been revoked.');
+  }
+  return identity;
+}
+
+/**
+ * Steps 4–5 for an extracted credential: verify it with the authenticator of its kind
+ * (when `allow` admits that kind) and check revocation. Synchronous when both are.
+ */
+export function verifyCredential(
+  rt: Runtime,
+  rev: RevocationCheck,
+  credential: Credential,
+  clientIp: string,
+  allow: { allowJwt: boolean; allowApiKey: boolean } = { allowJwt: true, allowApiKey: true },
+): Identity | Promise<Identity> {
+  let pending;
+  if (credential.kind === 'jwt') {
+    if (!allow.allowJwt) throw new GatewayError('token-invalid', 'This route does not accept JWTs.');
+    if (rt.jwt === undefined) throw new GatewayError('token-invalid', 'No JWT issuer is configured.');
+    pending = rt.jwt.authenticate(credential, { clientIp });
+  } else {
+    if (!allow.allowApiKey) throw new GatewayError('key-invalid', 'This route does not accept API keys.');
+    if (rt.apiKey === undefined) throw new GatewayError('key-invalid', 'API keys are not enabled.');
+    pending = rt.apiKey.authenticate(credential, { clientIp });
+  }
+  if (pending instanceof Promise) return pending.then((id) => checked(rev, id));
+  return checked(rev, pending);
+}
+
+function admitted(base: Omit<Decision, 'identity'>, identity: Identity): Decision {
+  authorize(base.route, identity, base.clientIp);
+  return { ...base, identity };
+}
+
+/**
+ * Steps 0–6 of the pipeline. Returns synchronously when nothing asynchronous is needed
+ * (public routes, cached credentials with an in-process revocation set).
+ */
+export function decide(rt: Runtime, rev: RevocationCheck, facts: RequestFacts): Decision | Promise<Decision> {
+  const m = route(rt, facts);
+  try {
+    const d = decideRoute(rt, rev, facts, m);
+    if (d instanceof Promise) return d.catch((err: unknown) => { throw located(err, m); });
+    return d;
+  } catch (err) {
+    throw located(err, m);
+  }
+}
+
+/** Labels a refusal with the route and path it happened on, for the log line and metrics. */
+function located(err: unknown, m: { route: CompiledRoute; path: string }): unknown {
+  if (err instanceof GatewayError) {
+    err.route = m.route.label;
+    err.path = m.path;
+  }
+  return err;
+}
+
+function decideRoute(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, m: { route: CompiledRoute; path: string; query: string }): Decision | Promise<Decision> {
+  const { clientIp, peerTrusted } = clientAddress(rt, facts);
+  if (m.route.public) {
+    const query = rt.extract.queryParams.length ? extractCredential(facts.headers, m.query, rt.extract).query : m.query;
+    return { route: m.route, path: m.path, query, identity: null, credential: null, clientIp, peerTrusted };
+  }
+  const ex = extractCredential(facts.headers, m.query, rt.extract);
+  const credential = ex.credential;
+  if (credential === null) throw new GatewayError('token-missing', 'This route requires a bearer token or an API key.');
+  const base = { route: m.route, path: m.path, query: ex.query, credential, clientIp, peerTrusted };
+  const id = verifyCredential(rt, rev, credential, clientIp, m.route);
+  if (id instanceof Promise) return id.then((i) => admitted(base, i));
+  return admitted(base, id);
+}

@@ -1,0 +1,346 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { randomUUID } from 'node:crypto';
+import { GatewayError, respond, toGatewayError, problemBody, challengeFor } from '../http/problem.js';
+import { upstreamHeaders } from '../identity/headers.js';
+import { upstreamError, type Proxy, type Upstream } from '../proxy/upstreams.js';
+import type { RevocationCheck } from '../revocation/check.js';
+import { CLOSE_CONNECTION, decide, type Decision, type RequestFacts } from './decide.js';
+import type { Runtime } from './runtime.js';
+
+/** One finished request, for the log line and metrics. */
+export interface RequestRecord {
+  readonly requestId: string;
+  readonly method: string;
+  readonly path: string | undefined;
+  readonly route: string | undefined;
+  readonly decision: 'allow' | 'deny' | 'error';
+  readonly code: string | undefined;
+  readonly status: number;
+  /** Milliseconds from arrival to the end of the response. */
+  readonly latencyMs: number;
+  /** Milliseconds spent deciding (steps 0–6). */
+  readonly authMs: number;
+  readonly keyId: string | undefined;
+  readonly subject: string | undefined;
+  readonly method_: string | undefined;
+  readonly clientIp: string | undefined;
+  readonly upstream: string | undefined;
+  readonly upstreamMs: number | undefined;
+}
+
+export interface PipelineObserver {
+  onRequest(record: RequestRecord): void;
+}
+
+/** Handlers for `/.portcullis/*` endpoints other than `verify` (refresh, logout). */
+export type EndpointHandler = (req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime) => void;
+
+const ENDPOINT_PREFIX = '/.portcullis/';
+
+/**
+ * Set on a socket once a request on it was refused for ambiguous framing. Requests Node
+ * already parsed behind it (pipelined in the same packet) or parses later are never
+ * processed: they were framed by the very reading that was refused.
+ */
+const REFUSED = Symbol('portcullis.refusedConnection');
+type Marked = { [REFUSED]?: true };
+
+/** RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing. */
+function framingFault(req: IncomingMessage): GatewayError | undefined {
+  if (req.headers['transfer-encoding'] === undefined || req.httpVersionMajor !== 1 || req.httpVersionMinor !== 0) return undefined;
+  return new GatewayError('bad-request', 'Transfer-Encoding is not allowed in an HTTP/1.0 request.', { headers: CLOSE_CONNECTION });
+}
+
+function facts(req: IncomingMessage, target: string, method: string): RequestFacts {
+  return { method, target, headers: req.headers, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' };
+}
+
+/** The request path: decide, then proxy, verify or refuse. Holds no config of its own. */
+export class Pipeline {
+  private runtime: Runtime;
+  private readonly endpoints = new Map<string, EndpointHandler>();
+
+  constructor(
+    runtime: Runtime,
+    private readonly revocation: RevocationCheck,
+    private readonly proxy: Proxy,
+    private readonly observer: PipelineObserver | undefined,
+  ) {
+    this.runtime = runtime;
+  }
+
+  get current(): Runtime {
+    return this.runtime;
+  }
+
+  /** Atomically switch to a new runtime; requests in flight keep the one they started with. */
+  swap(runtime: Runtime): Runtime {
+    const old = this.runtime;
+    this.runtime = runtime;
+    return old;
+  }
+
+  addEndpoint(name: string, handler: EndpointHandler): void {
+    this.endpoints.set(ENDPOINT_PREFIX + name, handler);
+  }
+
+  readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    if ((req.socket as Marked)[REFUSED]) {
+      // Flushes the refusal already queued on the socket, then closes it.
+      req.socket.end();
+      return;
+    }
+    const rt = this.runtime;
+    const started = performance.now();
+    const requestId = randomUUID();
+    const url = req.url ?? '';
+    const fault = framingFault(req);
+    if (fault !== undefined) {
+      this.refuse(req, res, requestId, fault, started, undefined);
+      return;
+    }
+    if (url.startsWith(ENDPOINT_PREFIX)) {
+      this.endpoint(req, res, requestId, rt, started);
+      return;
+    }
+    let d: Decision | Promise<Decision>;
+    try {
+      d = decide(rt, this.revocation, facts(req, url, req.method ?? ''));
+    } catch (err) {
+      this.refuse(req, res, requestId, err, started, undefined);
+      return;
+    }
+    if (d instanceof Promise) {
+      d.then(
+        (ok) => this.forward(req, res, requestId, rt, ok, started),
+        (err) => this.refuse(req, res, requestId, err, started, undefined),
+      );
+    } else this.forward(req, res, requestId, rt, d, started);
+  };
+
+  readonly upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    if ((req.socket as Marked)[REFUSED]) {
+      socket.end();
+      return;
+    }
+    const rt = this.runtime;
+    const started = performance.now();
+    const requestId = randomUUID();
+    socket.on('error', () => socket.destroy());
+    const fail = (err: unknown) => {
+      const e = toGatewayError(err);
+      writeRawProblem(socket, e, requestId);
+      this.record(req, requestId, e, started, undefined, undefined, 0);
+    };
+    const go = (d: Decision) => {
+      const upstream = rt.routeUpstreams[d.route.index]!;
+      req.url = d.path + d.query;
+      const headers = upstreamHeaders(req.headers, rt.forward, d.identity, this.forwardCtx(d, req, requestId, true));
+      req.headers = headers as IncomingMessage['headers'];
+      const open = () => {
+        const authMs = performance.now() - started;
+        this.proxy.ws(req, socket, head, upstream, (err) => writeRawProblem(socket, upstreamError(err, req, upstream, authMs + started), requestId));
+        this.record(req, requestId, undefined, started, d, upstream.name, authMs, 101);
+      };
+      if (rt.assertion !== undefined && d.identity !== null) {
+        const signed = rt.assertion.signer.sign(d.identity, upstream.name);
+        if (typeof signed !== 'string') {
+          signed.then((a) => { headers[rt.assertion!.header] = a; open(); }, fail);
+          return;
+        }
+        headers[rt.assertion.header] = signed;
+      }
+      open();
+    };
+    try {
+      const d = decide(rt, this.revocation, facts(req, req.url ?? '', req.method ?? ''));
+      if (d instanceof Promise) d.then(go, fail);
+      else go(d);
+    } catch (err) {
+      fail(err);
+    }
+  };
+
+  private forwardCtx(d: Decision, req: IncomingMessage, requestId: string, upgrade: boolean) {
+    return {
+      clientIp: d.clientIp,
+      peerIp: req.socket.remoteAddress ?? '',
+      peerTrusted: d.peerTrusted,
+      proto: (req.socket as { encrypted?: boolean }).encrypted ? ('https' as const) : ('http' as const),
+      requestId,
+      upgrade,
+      dropAuthorization: d.credential !== null ? d.credential.source === 'authorization' : false,
+    };
+  }
+
+  private forward(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, d: Decision, started: number): void {
+    const upstream = rt.routeUpstreams[d.route.index]!;
+    req.url = d.path + d.query;
+    const headers = upstreamHeaders(req.headers, rt.forward, d.identity, this.forwardCtx(d, req, requestId, false));
+    // The request id reaches the client with the upstream's response headers (proxy engine).
+    req.headers = headers as IncomingMessage['headers'];
+    if (rt.assertion !== undefined && d.identity !== null) {
+      const signed = rt.assertion.signer.sign(d.identity, upstream.name);
+      if (typeof signed !== 'string') {
+        signed.then(
+          (a) => {
+            headers[rt.assertion!.header] = a;
+            this.proxyTo(req, res, requestId, d, upstream, started);
+          },
+          (err) => this.refuse(req, res, requestId, new GatewayError('upstream-unavailable', 'The identity assertion could not be signed.', { cause: err }), started, d),
+        );
+        return;
+      }
+      headers[rt.assertion.header] = signed;
+    }
+    this.proxyTo(req, res, requestId, d, upstream, started);
+  }
+
+  private proxyTo(req: IncomingMessage, res: ServerResponse, requestId: string, d: Decision, upstream: Upstream, started: number): void {
+    const authMs = performance.now() - started;
+    const proxyStart = performance.now();
+    let failure: GatewayError | undefined;
+    this.proxy.web(req, res, upstream, (err) => {
+      failure = respond(res, upstreamError(err, req, upstream, proxyStart), requestId, req.method === 'HEAD');
+    });
+    if (this.observer) {
+      res.once('close', () => this.record(req, requestId, failure, started, d, upstream.name, authMs, res.statusCode, performance.now() - proxyStart));
+    }
+  }
+
+  private refuse(req: IncomingMessage, res: ServerResponse, requestId: string, err: unknown, started: number, d: Decision | undefined): void {
+    const e = respond(res, err, requestId, req.method === 'HEAD');
+    if (e.headers?.connection === 'close') (req.socket as Marked)[REFUSED] = true;
+    // The request body is not wanted; drain it so the connection can be reused.
+    else if (!req.complete) req.resume();
+    this.record(req, requestId, e, started, d, undefined, performance.now() - started);
+  }
+
+  private endpoint(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, started: number): void {
+    const q = req.url!.indexOf('?');
+    const path = q === -1 ? req.url! : req.url!.slice(0, q);
+    if (path === ENDPOINT_PREFIX + 'verify') {
+      this.verify(req, res, requestId, rt, started);
+      return;
+    }
+    const h = this.endpoints.get(path);
+    if (h === undefined) {
+      this.refuse(req, res, requestId, new GatewayError('route-not-found', `No gateway endpoint ${path}.`), started, undefined);
+      return;
+    }
+    h(req, res, requestId, rt);
+  }
+
+  /** Forward-auth: decide for the original request named in X-Forwarded-* / X-Original-*. */
+  private verify(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, started: number): void {
+    const h = req.headers;
+    const original = originalRequest(h);
+    if (typeof original === 'string') {
+      this.refuse(req, res, requestId, new GatewayError('bad-request', original), started, undefined);
+      return;
+    }
+    const { method, target } = original;
+    const onOk = (d: Decision) => {
+      const headers: Record<string, string> = { 'x-request-id': requestId, 'cache-control': 'no-store' };
+      if (d.identity !== null) {
+        const n = rt.forward.names;
+        headers[n.subject] = d.identity.subject;
+        headers[n.role] = d.identity.role;
+        headers[n.scopes] = d.identity.scopesHeader;
+        headers[n.method] = d.identity.method;
+        if (d.identity.keyId !== undefined) headers[n.keyId] = d.identity.keyId;
+        if (rt.assertion !== undefined) {
+          const signed = rt.assertion.signer.sign(d.identity, d.route.upstream);
+          if (typeof signed !== 'string') {
+            signed.then((a) => { headers[rt.assertion!.header] = a; res.writeHead(200, headers); res.end(); }, onErr);
+            return;
+          }
+          headers[rt.assertion.header] = signed;
+        }
+      }
+      res.writeHead(200, headers);
+      res.end();
+      this.record(req, requestId, undefined, started, d, undefined, performance.now() - started, 200);
+    };
+    const onErr = (err: unknown) => this.refuse(req, res, requestId, err, started, undefined);
+    try {
+      const d = decide(rt, this.revocation, { method, target, headers: h, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' });
+      if (d instanceof Promise) d.then(onOk, onErr);
+      else onOk(d);
+    } catch (err) {
+      onErr(err);
+    }
+  }
+
+  private record(
+    req: IncomingMessage,
+    requestId: string,
+    err: GatewayError | undefined,
+    started: number,
+    d: Decision | undefined,
+    upstream: string | undefined,
+    authMs: number,
+    status?: number,
+    upstreamMs?: number,
+  ): void {
+    if (!this.observer) return;
+    const id = d?.identity ?? null;
+    this.observer.onRequest({
+      requestId,
+      method: req.method ?? '',
+      path: d?.path ?? err?.path,
+      route: d?.route.label ?? err?.route,
+      decision: err === undefined ? 'allow' : err.status >= 500 ? 'error' : 'deny',
+      code: err?.code,
+      status: err?.status ?? status ?? 0,
+      latencyMs: performance.now() - started,
+      authMs,
+      keyId: id?.keyId,
+      subject: id?.subject,
+      method_: id?.method,
+      clientIp: d?.clientIp ?? req.socket.remoteAddress,
+      upstream,
+      upstreamMs,
+    });
+  }
+}
+
+function single(v: string | string[] | undefined): string | undefined | null {
+  return Array.isArray(v) ? null : v;
+}
+
+/**
+ * The request a forward-auth call asks about. Proxies name it with X-Forwarded-Method/-Uri
+ * (Traefik, Envoy) or X-Original-Method/-URI (nginx). When both families are present they
+ * must agree: otherwise a client-sent header the proxy passed along could change what is
+ * judged. Returns a reason string when the headers are missing or ambiguous.
+ */
+export function originalRequest(h: IncomingMessage['headers']): { method: string; target: string } | string {
+  const fm = single(h['x-forwarded-method']);
+  const om = single(h['x-original-method']);
+  const fu = single(h['x-forwarded-uri']);
+  const ou = single(h['x-original-uri']);
+  if (fm === null || om === null || fu === null || ou === null) return 'Forward-auth headers must not repeat.';
+  if (fu !== undefined && ou !== undefined && fu !== ou) return 'X-Forwarded-Uri and X-Original-URI disagree.';
+  if (fm !== undefined && om !== undefined && fm.toUpperCase() !== om.toUpperCase()) return 'X-Forwarded-Method and X-Original-Method disagree.';
+  const target = fu ?? ou;
+  if (target === undefined) return 'Forward-auth needs X-Forwarded-Uri or X-Original-URI.';
+  return { method: (fm ?? om ?? 'GET').toUpperCase(), target };
+}
+
+/** A problem written straight onto a socket (websocket handshakes have no ServerResponse). */
+export function writeRawProblem(socket: Duplex, err: GatewayError, requestId: string): void {
+  if (!socket.writable) return;
+  const body = JSON.stringify(problemBody(err, requestId));
+  const challenge = err.status === 401 || err.status === 403 ? challengeFor(err) : undefined;
+  socket.end(
+    `HTTP/1.1 ${err.status} ${problemBody(err, requestId).title}\r\n` +
+      'content-type: application/problem+json\r\n' +
+      `content-length: ${Buffer.byteLength(body)}\r\n` +
+      `x-request-id: ${requestId}\r\n` +
+      (challenge ? `www-authenticate: ${challenge}\r\n` : '') +
+      'connection: close\r\n\r\n' +
+      body,
+  );
+}

@@ -1,0 +1,115 @@
+import http from 'node:http';
+import https from 'node:https';
+import type { Duplex } from 'node:stream';
+import { ProxyServer } from 'http-proxy-3';
+import { GatewayError } from '../http/problem.js';
+import type { UpstreamConfig } from '../config/schema.js';
+
+/** One upstream: its target URL, a keep-alive agent and its timeout. */
+export interface Upstream {
+  readonly name: string;
+  readonly target: URL;
+  readonly agent: http.Agent;
+  readonly timeout: number;
+}
+
+export function createUpstreams(configs: Readonly<Record<string, UpstreamConfig>>): Map<string, Upstream> {
+  const out = new Map<string, Upstream>();
+  for (const [name, c] of Object.entries(configs)) {
+    const target = new URL(c.url);
+    const Agent = target.protocol === 'https:' ? https.Agent : http.Agent;
+    const agent = new Agent({ keepAlive: true, maxSockets: c.maxSockets, maxFreeSockets: Math.min(c.maxSockets, 64), scheduling: 'lifo', timeout: c.connectTimeout });
+    out.set(name, { name, target, agent, timeout: c.timeout });
+  }
+  return out;
+}
+
+export function closeUpstreams(upstreams: Map<string, Upstream>): void {
+  for (const u of upstreams.values()) u.agent.destroy();
+}
+
+/** Response headers that describe the upstream's connection (and its framing): never forwarded. */
+const RESPONSE_HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authenticate']);
+
+/**
+ * The headers the client gets with a proxied response: the upstream's, without its
+ * hop-by-hop headers and those its Connection header names, with our own Connection (per
+ * the client's connection) and request id. Built as a new object: the upstream response's
+ * own headers stay as they came, since the agent reads its Keep-Alive hint from them
+ * when it pools the socket.
+ */
+export function clientResponseHeaders(upstream: http.IncomingHttpHeaders, keepAlive: boolean, requestId: string | undefined): http.OutgoingHttpHeaders {
+  const named = upstream['connection'];
+  const listed = named ? named.toLowerCase().split(',').map((n) => n.trim()) : undefined;
+  const out: http.OutgoingHttpHeaders = {};
+  for (const name in upstream) {
+    if (RESPONSE_HOP_BY_HOP.has(name) || (listed !== undefined && listed.includes(name))) continue;
+    out[name] = upstream[name];
+  }
+  out['connection'] = keepAlive ? 'keep-alive' : 'close';
+  if (requestId !== undefined) out['x-request-id'] = requestId;
+  return out;
+}
+
+const TIMED_OUT = Symbol('portcullis.timedOut');
+type Marked = http.IncomingMessage & { [TIMED_OUT]?: boolean };
+
+/** Maps a proxying failure to the problem the client gets. */
+export function upstreamError(err: unknown, req: http.IncomingMessage, upstream: Upstream, startedAt: number): GatewayError {
+  const timedOut = (req as Marked)[TIMED_OUT] === true || performance.now() - startedAt >= upstream.timeout;
+  if (timedOut) return new GatewayError('upstream-timeout', `Upstream "${upstream.name}" did not answer within ${upstream.timeout} ms.`, { cause: err });
+  return new GatewayError('upstream-unavailable', `Upstream "${upstream.name}" could not be reached.`, { cause: err });
+}
+
+/**
+ * The proxy engine (http-proxy-3, native http path with keep-alive agents). Bodies are
+ * piped both ways, never buffered; a client abort destroys the upstream request.
+ */
+export class Proxy {
+  private readonly server: ProxyServer;
+
+  constructor() {
+    // The response is written here (selfHandleResponse): one pass over the upstream's headers
+    // instead of deleting from them and copying them header by header.
+    this.server = new ProxyServer({ xfwd: false, ws: true, changeOrigin: false, preserveHeaderKeyCase: false, selfHandleResponse: true });
+    // Marks requests whose upstream went idle past the timeout, so the error is a 504 not a 502.
+    this.server.on('proxyReq', (proxyReq, req) => {
+      proxyReq.once('timeout', () => { (req as Marked)[TIMED_OUT] = true; });
+    });
+    // The upstream's connection management is its own: drop its hop-by-hop headers and
+    // answer the client according to the client's connection, not the upstream's.
+    this.server.on('proxyRes', (proxyRes, req, res) => {
+      const out = res as http.ServerResponse & { shouldKeepAlive: boolean };
+      if (!out.headersSent) {
+        const requestId = req.headers['x-request-id'];
+        // HTTP/1.0 clients get "close": their response cannot be chunked, so its end is the
+        // end of the connection.
+        const keepAlive = req.httpVersion !== '1.0' && out.shouldKeepAlive;
+        const headers = clientResponseHeaders(proxyRes.headers, keepAlive, typeof requestId === 'string' ? requestId : undefined);
+        if (proxyRes.statusMessage) out.writeHead(proxyRes.statusCode!, proxyRes.statusMessage, headers);
+        else out.writeHead(proxyRes.statusCode!, headers);
+      }
+      // An upstream that dies mid-body (or goes idle past its timeout) must not leave the
+      // client waiting for the rest: cut the client's response too.
+      proxyRes.once('close', () => {
+        if (!proxyRes.complete && !res.writableEnded) res.destroy();
+      });
+      if (out.writableEnded) proxyRes.resume();
+      else proxyRes.pipe(out);
+    });
+    // Errors are always handled by the per-call callback; this keeps a stray one from crashing.
+    this.server.on('error', () => {});
+  }
+
+  web(req: http.IncomingMessage, res: http.ServerResponse, upstream: Upstream, onError: (err: Error) => void): void {
+    this.server.web(req, res, { target: upstream.target, agent: upstream.agent, proxyTimeout: upstream.timeout }, onError as never);
+  }
+
+  ws(req: http.IncomingMessage, socket: Duplex, head: Buffer, upstream: Upstream, onError: (err: Error) => void): void {
+    this.server.ws(req, socket, head, { target: upstream.target, agent: false as never, proxyTimeout: upstream.timeout }, onError as never);
+  }
+
+  close(): void {
+    this.server.close();
+  }
+}

@@ -1,0 +1,207 @@
+import type { Clock } from './clock.js';
+import { systemClock } from './clock.js';
+import { roleRank, type GatewayConfig } from './config/load.js';
+import type { Services } from './gateway.js';
+import type { Logger } from './ops/log.js';
+import type { Authenticators, Runtime } from './pipeline/runtime.js';
+import type { Identity } from './authn/types.js';
+import { JwtAuthenticator } from './authn/jwt.js';
+import { ApiKeyAuthenticator } from './authn/api-key.js';
+import { openStore } from './store/open.js';
+import type { KeyStore } from './store/types.js';
+import { KeyService, type KeyRevocationEvent } from './keys/service.js';
+import { openRevocation } from './revocation/open.js';
+import type { InvalidationEvent, RevocationSnapshot, RevocationSource, RevocationStore } from './revocation/types.js';
+import { KEY_SUBJECT, TOKEN_SUBJECT, TokenService } from './tokens/service.js';
+import type { ReadinessCheck } from './ops/admin.js';
+import { AssertionSigner } from './identity/assertion.js';
+
+/** The store-backed services both `serve` and the key/token commands use. */
+export interface Core {
+  readonly store: KeyStore;
+  readonly revocation: RevocationStore;
+  readonly keys: KeyService;
+  readonly tokens: TokenService;
+  readonly clock: Clock;
+  close(): Promise<void>;
+}
+
+export interface CoreOptions {
+  clock?: Clock;
+  /** Called on every revocation check the backend could not answer. */
+  onRevocationFailure?: (err: unknown) => void;
+  /** Directory relative `pglite://` paths resolve against (default: working directory). */
+  baseDir?: string;
+  /** PostgreSQL notification channel override (tests sharing one database). */
+  channel?: string;
+}
+
+/** The durable record of revocations, as the revocation view loads it (subjects scoped by kind). */
+export function revocationSource(store: KeyStore, clock: Clock): RevocationSource {
+  const snapshot = async (keys: Promise<Array<{ revocationId: string; expiresAt: number | null }>>, tokens: Promise<Array<{ id: string; until: number | null }>>, subjects: Promise<Array<{ subject: string; scope: string; revokedBefore: number }>>): Promise<RevocationSnapshot> => {
+    const out: RevocationSnapshot = { ids: [], subjects: [] };
+    const [ks, ts, ss] = await Promise.all([keys, tokens, subjects]);
+    for (const k of ks) out.ids.push({ revocationId: k.revocationId, until: k.expiresAt ?? undefined });
+    for (const t of ts) out.ids.push({ revocationId: t.id.startsWith('sha256:') ? `tok:${t.id.slice(7)}` : `jti:${t.id}`, until: t.until ?? undefined });
+    for (const s of ss) {
+      if (s.scope !== 'tokens') out.subjects.push({ subject: KEY_SUBJECT + s.subject, before: s.revokedBefore });
+      if (s.scope !== 'keys') out.subjects.push({ subject: TOKEN_SUBJECT + s.subject, before: s.revokedBefore });
+    }
+    return out;
+  };
+  return {
+    loadActive: () => {
+      const now = clock.now();
+      return snapshot(store.listActiveRevokedKeys(now), store.listActiveTokenRevocations(now), store.listSubjectRevocations());
+    },
+    changedSince: (ts) => snapshot(store.listRevokedKeysSince(ts), store.listTokenRevocationsSince(ts), store.listSubjectRevocationsSince(ts)),
+  };
+}
+
+/** Opens the key store (migrated), the revocation view and the key/token services on them. */
+export async function openCore(config: GatewayConfig, logger: Logger, opts: CoreOptions = {}): Promise<Core> {
+  const clock = opts.clock ?? systemClock;
+  const store = await openStore(config.store.url, {
+    poolSize: config.store.poolSize,
+    migrate: true,
+    ...(opts.baseDir === undefined ? {} : { baseDir: opts.baseDir }),
+    onError: (err) => logger.warn({ err: err.message }, 'key store connection error'),
+  });
+  let revocation: RevocationStore;
+  try {
+    revocation = await openRevocation({
+      config: config.revocation,
+      databaseUrl: config.store.url,
+      source: revocationSource(store, clock),
+      logger,
+      clock,
+      ...(opts.channel === undefined ? {} : { channel: opts.channel }),
+      ...(opts.onRevocationFailure === undefined ? {} : { onCheckFailure: opts.onRevocationFailure }),
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const onRevoke = async (ev: KeyRevocationEvent): Promise<void> => {
+    if (ev.kind === 'key') await revocation.revoke(ev.revocationId, ev.expiresAt ?? undefined);
+    else await revocation.revokeSubject(KEY_SUBJECT + ev.subject, ev.revokedBefore);
+  };
+  const keys = new KeyService({ store, config: config.apiKeys, clock, roles: config.roles, onRevoke });
+  const tokens = new TokenService(store, revocation, clock);
+  return {
+    store, revocation, keys, tokens, clock,
+    close: async () => {
+      await revocation.close().catch(() => undefined);
+      await store.close();
+    },
+  };
+}
+
+/**
+ * Revocation check on the scoped subject of the credential's kind (keys and JWTs of one
+ * subject are revoked apart), timing the asynchronous checks when asked to.
+ */
+export function scopedCheck(revocation: RevocationStore, observe?: (ms: number) => void) {
+  return {
+    isRevoked: (id: Pick<Identity, 'revocationId' | 'subject' | 'issuedAt'> & { method?: Identity['method'] }) => {
+      const r = revocation.isRevoked({ revocationId: id.revocationId, subject: (id.method === 'jwt' ? TOKEN_SUBJECT : KEY_SUBJECT) + id.subject, issuedAt: id.issuedAt });
+      if (observe === undefined || typeof r === 'boolean') return r;
+      const t0 = performance.now();
+      return r.finally(() => observe(performance.now() - t0));
+    },
+  };
+}
+
+export interface GatewayServices extends Services {
+  readonly core: Core;
+  readonly checks: () => ReadinessCheck[];
+  /** The authenticators currently serving (for metrics and the admin API). */
+  current(): { jwt: JwtAuthenticator | undefined; apiKey: ApiKeyAuthenticator | undefined; assertion: AssertionSigner | undefined };
+}
+
+function sameSection(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * The composition root of `serve`: one Core, authenticators rebuilt only when their part
+ * of the config changes, cache eviction on every invalidation from the fleet.
+ */
+export async function openServices(config: GatewayConfig, logger: Logger, opts: CoreOptions & { observeRevocation?: (ms: number) => void } = {}): Promise<GatewayServices> {
+  const core = await openCore(config, logger, opts);
+  const clock = core.clock;
+  let jwt: JwtAuthenticator | undefined;
+  let jwtKey = '';
+  let apiKey: ApiKeyAuthenticator | undefined;
+  let apiKeyKey = '';
+  let assertion: AssertionSigner | undefined;
+  let assertionKey = '';
+  const retired: Array<{ close(): unknown }> = [];
+
+  const unsubscribe = core.revocation.onInvalidate((ev: InvalidationEvent) => {
+    if (ev.kind === 'id') {
+      if (ev.revocationId.startsWith('jti:') || ev.revocationId.startsWith('tok:')) jwt?.evict(ev.revocationId);
+      else apiKey?.evict(ev.revocationId);
+    } else if (ev.subject.startsWith(TOKEN_SUBJECT)) jwt?.evictSubject(ev.subject.slice(TOKEN_SUBJECT.length));
+    else if (ev.subject.startsWith(KEY_SUBJECT)) apiKey?.evictSubject(ev.subject.slice(KEY_SUBJECT.length));
+  });
+
+  const authenticators = async (cfg: GatewayConfig): Promise<Authenticators> => {
+    const rank = (role: string) => roleRank(cfg, role);
+    const jk = JSON.stringify([cfg.jwt, cfg.roles]);
+    if (jk !== jwtKey) {
+      if (jwt) retired.push(jwt);
+      jwt = cfg.jwt.issuers.length > 0 ? new JwtAuthenticator(cfg.jwt, rank, clock, { onJwksError: (issuer, err) => logger.warn({ issuer, err: String(err) }, 'JWKS fetch failed') }) : undefined;
+      jwtKey = jk;
+      await jwt?.start();
+    }
+    const ak = JSON.stringify([cfg.apiKeys, cfg.roles]);
+    if (ak !== apiKeyKey || !sameSection(cfg.store, config.store)) {
+      if (apiKey) retired.push(apiKey);
+      apiKey = new ApiKeyAuthenticator(core.store, cfg.apiKeys, rank, clock, { onLastUsedError: (err) => logger.warn({ err: String(err) }, 'recording last-used times failed') });
+      apiKeyKey = ak;
+    }
+    const asKey = JSON.stringify(cfg.identity.assertion ?? null);
+    if (asKey !== assertionKey) {
+      const a = cfg.identity.assertion;
+      assertion = a
+        ? await AssertionSigner.create({
+            ttlMs: a.ttl,
+            ...(a.privateKey !== undefined ? { privateKey: a.privateKey } : {}),
+            clock,
+            kv: {
+              get: (n) => core.store.getKv(n),
+              set: (n, v) => core.store.setKv(n, v, clock.now()),
+              setIfAbsent: (n, v) => core.store.setKvIfAbsent(n, v, clock.now()),
+            },
+          })
+        : undefined;
+      assertionKey = asKey;
+    }
+    return { jwt, apiKey, assertion };
+  };
+
+  const revocation = scopedCheck(core.revocation, opts.observeRevocation);
+  return {
+    core,
+    authenticators,
+    revocation,
+    current: () => ({ jwt, apiKey, assertion }),
+    checks: () => [
+      { name: 'store', ready: () => core.store.ping().then(() => true, () => false) },
+      { name: 'revocation', ready: () => core.revocation.ready() },
+      { name: 'jwks', ready: () => jwt?.ready() ?? true },
+    ],
+    retire: (_old: Runtime) => {
+      // Authenticators replaced by a reload close once requests that started on them are done.
+      const done = retired.splice(0);
+      if (done.length) setTimeout(() => { for (const a of done) void a.close(); }, 30_000).unref();
+    },
+    close: async () => {
+      unsubscribe();
+      await apiKey?.close();
+      jwt?.close();
+      await core.close();
+    },
+  };
+}
