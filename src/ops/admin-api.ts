@@ -1,0 +1,137 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseDuration } from '../config/duration.js';
+import { KeyServiceError, type CreateKeyOptions } from '../keys/service.js';
+import { parseStoreUrl } from '../store/open.js';
+import type { Core } from '../services.js';
+import type { AdminReply, AdminRoute } from './admin.js';
+
+/** Where `serve` leaves the admin token for the CLI when the store is an embedded data directory. */
+export function adminTokenFile(storeUrl: string, baseDir?: string): string | undefined {
+  try {
+    const loc = parseStoreUrl(storeUrl, baseDir);
+    return loc.kind === 'pglite' && loc.dir !== undefined ? join(loc.dir, 'admin.token') : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Writes a fresh random admin token (mode 0600) and returns it. */
+export async function writeAdminToken(file: string): Promise<string> {
+  const token = randomBytes(32).toString('base64url');
+  await mkdir(join(file, '..'), { recursive: true });
+  await writeFile(file, token + '\n', { mode: 0o600 });
+  await chmod(file, 0o600);
+  return token;
+}
+
+export async function readAdminToken(file: string): Promise<string | undefined> {
+  try {
+    return (await readFile(file, 'utf8')).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function fail(err: unknown): AdminReply {
+  if (err instanceof KeyServiceError) {
+    const status = err.code === 'not-found' ? 404 : err.code === 'conflict' ? 409 : 400;
+    return { status, body: { error: err.code, message: err.message, ...(err.problems.length ? { problems: err.problems } : {}) } };
+  }
+  if (err instanceof TypeError) return { status: 400, body: { error: 'invalid-argument', message: err.message } };
+  throw err;
+}
+
+function strings(v: unknown, field: string): string[] | undefined {
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new TypeError(`${field} must be a list of strings`);
+  return v;
+}
+
+function duration(v: unknown, field: string): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  const ms = typeof v === 'string' || typeof v === 'number' ? parseDuration(v) : undefined;
+  if (ms === undefined) throw new TypeError(`${field} must be a duration like 720h`);
+  return ms;
+}
+
+/** Parses the JSON body of a key creation (the same fields as `keys create`). */
+export function createOptions(body: Record<string, unknown>): CreateKeyOptions {
+  const text = (f: string) => {
+    const v = body[f];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string') throw new TypeError(`${f} must be a string`);
+    return v;
+  };
+  const expires = body.expires === null ? null : duration(body.expires, 'expires');
+  return {
+    subject: text('subject') ?? '',
+    role: text('role') ?? '',
+    ...(body.scopes !== undefined ? { scopes: strings(body.scopes, 'scopes')! } : {}),
+    ...(body.name !== undefined ? { name: text('name') ?? null } : {}),
+    ...(expires !== undefined ? { expiresIn: expires } : {}),
+    ...(body.notBefore !== undefined ? { notBeforeIn: duration(body.notBefore, 'notBefore')! } : {}),
+    ...(body.allowIps !== undefined ? { allowIps: strings(body.allowIps, 'allowIps')! } : {}),
+    ...(body.audiences !== undefined ? { audiences: strings(body.audiences, 'audiences')! } : {}),
+    replace: body.replace === true,
+    refreshable: body.refreshable === true,
+  };
+}
+
+/**
+ * The admin API (on the admin listener): the same key and token services the CLI uses,
+ * so a CLI talking to a running gateway and one opening the store act identically.
+ */
+export function adminRoutes(core: Core): AdminRoute[] {
+  const wrap = (fn: (req: Parameters<AdminRoute['handler']>[0]) => Promise<AdminReply>): AdminRoute['handler'] => async (req) => {
+    try {
+      return await fn(req);
+    } catch (err) {
+      return fail(err);
+    }
+  };
+  const body = async (req: Parameters<AdminRoute['handler']>[0]) => {
+    const b = await req.body();
+    if (b === null || typeof b !== 'object' || Array.isArray(b)) throw new TypeError('the body must be a JSON object');
+    return b as Record<string, unknown>;
+  };
+  return [
+    { method: 'POST', pattern: '/admin/v1/keys', handler: wrap(async (req) => ({ status: 201, body: await core.keys.create(createOptions(await body(req))) })) },
+    { method: 'GET', pattern: '/admin/v1/keys', handler: wrap(async (req) => ({ status: 200, body: await core.keys.list({ subject: req.query.get('subject') ?? undefined }) })) },
+    { method: 'POST', pattern: '/admin/v1/keys/:id/revoke', handler: wrap(async (req) => ({ status: 200, body: await core.keys.revoke(req.params.id!) })) },
+    {
+      method: 'POST', pattern: '/admin/v1/keys/:id/rotate',
+      handler: wrap(async (req) => {
+        const b = await body(req);
+        return { status: 201, body: await core.keys.rotate(req.params.id!, duration(b.grace, 'grace')) };
+      }),
+    },
+    {
+      method: 'POST', pattern: '/admin/v1/subjects/:subject/revoke-keys',
+      handler: wrap(async (req) => ({ status: 200, body: await core.keys.revokeSubject(req.params.subject!) })),
+    },
+    {
+      method: 'POST', pattern: '/admin/v1/keys/import',
+      handler: wrap(async (req) => {
+        const b = await body(req);
+        if (typeof b.content !== 'string') throw new TypeError('content must be the JSON-lines text');
+        return { status: 201, body: await core.keys.importKeys(b.content, typeof b.file === 'string' ? b.file : 'import') };
+      }),
+    },
+    {
+      method: 'POST', pattern: '/admin/v1/tokens/revoke',
+      handler: wrap(async (req) => {
+        const b = await body(req);
+        if (typeof b.subject === 'string') return { status: 200, body: await core.tokens.revokeSubject(b.subject) };
+        if (typeof b.jti !== 'string') throw new TypeError('give jti or subject');
+        let until: number | undefined;
+        if (b.until !== undefined) {
+          until = typeof b.until === 'string' ? Date.parse(b.until) : NaN;
+          if (!Number.isFinite(until)) throw new TypeError('until must be an ISO 8601 time');
+        }
+        return { status: 200, body: await core.tokens.revokeJti(b.jti, until) };
+      }),
+    },
+  ];
+}

@@ -1,0 +1,77 @@
+import t from 'tap';
+import { writeFileSync } from 'node:fs';
+import { request } from 'undici';
+import { startUpstream } from '../helpers/upstream.js';
+import { spawnGateway } from '../helpers/spawn.js';
+
+// Reload (SIGHUP and --watch) and SIGTERM drain, against a real gateway process under traffic.
+const up = await startUpstream();
+t.teardown(() => up.close());
+
+const config = (extraRoute: string) => `
+listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+store: { url: "pglite://memory" }
+upstreams: { api: { url: "${up.url}", timeout: 10s } }
+log: { level: info }
+routes:
+${extraRoute}
+  - match: { path: "/slow/**" }
+    public: true
+    upstream: api
+  - match: { path: "/**" }
+    minRole: basic
+    upstream: api
+`;
+const openRoute = `  - match: { path: "/open/**" }\n    public: true\n    upstream: api`;
+
+async function status(url: string): Promise<number> {
+  const r = await request(url);
+  await r.body.dump();
+  return r.statusCode;
+}
+
+async function until(cond: () => Promise<boolean>, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('condition not met in time');
+}
+
+for (const mode of ['SIGHUP', '--watch'] as const) {
+  t.test(`reload by ${mode}: new config applies, in-flight requests finish, an invalid config is refused`, async (t) => {
+    const gw = await spawnGateway(config(''), { args: mode === '--watch' ? ['--watch'] : [] });
+    t.teardown(() => gw.stop());
+    t.equal(await status(`${gw.url}/open/x`), 401, 'protected before the reload');
+
+    const inflight = Array.from({ length: 5 }, () => request(`${gw.url}/slow/800`).then(async (r) => { await r.body.dump(); return r.statusCode; }));
+    await new Promise((r) => setTimeout(r, 100));
+    writeFileSync(gw.configFile, config(openRoute));
+    if (mode === 'SIGHUP') gw.child.kill('SIGHUP');
+    await until(async () => (await status(`${gw.url}/open/x`)) === 200);
+    t.pass('new route serves after the reload');
+    t.same(await Promise.all(inflight), [200, 200, 200, 200, 200], 'requests in flight during the reload completed');
+
+    writeFileSync(gw.configFile, config(openRoute) + '\nbogus: true\n');
+    if (mode === 'SIGHUP') gw.child.kill('SIGHUP');
+    await until(async () => gw.lines.some((l) => l.includes('config reload refused')));
+    const refused = gw.lines.find((l) => l.includes('config reload refused'))!;
+    t.match(refused, /unknown key \\"bogus\\"/, 'the refusal names the problem with its position');
+    t.equal(await status(`${gw.url}/open/x`), 200, 'the previous config keeps serving');
+    t.equal(gw.child.exitCode, null, 'still running');
+  });
+}
+
+t.test('SIGTERM drains in-flight requests and exits 0', async (t) => {
+  const gw = await spawnGateway(config(''));
+  const inflight = Array.from({ length: 8 }, () => request(`${gw.url}/slow/700`).then(async (r) => { await r.body.dump(); return r.statusCode; }, (e: Error) => e.message));
+  await new Promise((r) => setTimeout(r, 150));
+  const exited = gw.stop('SIGTERM');
+  await new Promise((r) => setTimeout(r, 100));
+  const refused = await request(`${gw.url}/slow/0`).then(() => 'served', () => 'refused');
+  t.equal(refused, 'refused', 'no new connections once draining');
+  t.same(await Promise.all(inflight), Array(8).fill(200), 'every in-flight request completed');
+  t.equal(await exited, 0, 'exit code 0');
+});
