@@ -1,0 +1,385 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { parseDuration } from '../config/duration.js';
+import type { GatewayConfig } from '../config/load.js';
+import { KeyServiceError, type CreateKeyOptions, type CreatedKey, type ImportResult, type KeyInfo, type KeyServiceErrorCode } from '../keys/service.js';
+import { createLogger } from '../ops/log.js';
+import { openCore } from '../services.js';
+import { isStoreError } from '../store/errors.js';
+import { parseStoreUrl } from '../store/open.js';
+import { CommandError, loadCommandConfig, processIo, type Io } from './io.js';
+
+/** The key operations a command performs: on the store directly, or through a running gateway's admin API. */
+export interface KeyOps {
+  /** How the operations reach the keys. */
+  readonly via: 'store' | 'admin-api';
+  create(opts: CreateKeyOptions): Promise<CreatedKey>;
+  list(filter?: { subject?: string | undefined }): Promise<KeyInfo[]>;
+  revoke(id: string): Promise<{ key: KeyInfo; changed: boolean }>;
+  revokeSubject(subject: string): Promise<{ revoked: readonly string[] }>;
+  rotate(id: string, graceMs?: number): Promise<CreatedKey & { graceUntil: number }>;
+  importKeys(content: string, file: string): Promise<ImportResult>;
+  close(): Promise<void>;
+}
+
+/** Replaceable wiring of the key commands (tests, embedding). */
+export interface KeysCommandDeps {
+  /** Opens the operations for a loaded config; default {@link openKeyOps}. */
+  readonly open?: (config: GatewayConfig, io: Io) => Promise<KeyOps>;
+}
+
+/**
+ * Opens the store (migrating it) with revocation publishing wired, as `serve` does. When
+ * a running gateway holds the embedded data directory, goes through its admin API with
+ * the token `serve` left there (or `admin.token` from the config).
+ */
+export async function openKeyOps(config: GatewayConfig, io: Io): Promise<KeyOps> {
+  const logger = createLogger({ level: 'warn', pretty: false }, { write: (s: string) => io.err(s) });
+  try {
+    const core = await openCore(config, logger);
+    // Revocations made by this command must reach the fleet: wait until the revocation
+    // layer is connected (it is only ever slow when its backend is unreachable).
+    await core.revocation.waitReady(5_000);
+    const k = core.keys;
+    return {
+      via: 'store',
+      create: (o) => k.create(o),
+      list: (f) => k.list(f),
+      revoke: (id) => k.revoke(id),
+      revokeSubject: (s) => k.revokeSubject(s),
+      rotate: (id, g) => k.rotate(id, g),
+      importKeys: (c, f) => k.importKeys(c, f),
+      close: () => core.close(),
+    };
+  } catch (err) {
+    if (!isStoreError(err, 'store-locked')) throw err;
+    const remote = await adminKeyOps(config);
+    if (remote === undefined) throw new CommandError(`${err.message} (no admin token found to reach it)`);
+    return remote;
+  }
+}
+
+/** Calls the admin API of a running gateway; rejects with CommandError or KeyServiceError. */
+export type AdminCall = <T>(method: string, path: string, body?: unknown) => Promise<T>;
+
+/**
+ * A client of the admin API of the gateway that owns the PGlite data directory, with the
+ * token from the config or the one `serve` left in the directory; undefined without one.
+ */
+export async function adminClient(config: GatewayConfig): Promise<AdminCall | undefined> {
+  let token = config.admin.token === '' ? undefined : config.admin.token;
+  if (token === undefined) {
+    const loc = parseStoreUrl(config.store.url);
+    if (loc.kind === 'pglite' && loc.dir !== undefined) {
+      token = (await readFile(join(loc.dir, 'admin.token'), 'utf8').catch(() => '')).trim() || undefined;
+    }
+  }
+  if (token === undefined) return undefined;
+  const host = config.admin.host === '0.0.0.0' ? '127.0.0.1' : config.admin.host === '::' ? '::1' : config.admin.host;
+  const base = `http://${host.includes(':') ? `[${host}]` : host}:${config.admin.port}/admin/v1`;
+  return async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+    let res: Response;
+    try {
+      res = await fetch(base + path, {
+        method,
+        headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    } catch (err) {
+      throw new CommandError(`the gateway's admin API at ${base} is unreachable: ${(err as Error).message}`);
+    }
+    const text = await res.text();
+    let json: unknown;
+    try {
+      json = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    if (res.ok) return json as T;
+    const e = (json ?? {}) as { error?: string; code?: string; message?: string; detail?: string; problems?: string[] };
+    const code = e.error ?? e.code;
+    const message = e.message ?? e.detail ?? `admin API answered ${res.status}`;
+    if (code === 'invalid-argument' || code === 'not-found' || code === 'conflict' || code === 'import-invalid') {
+      throw new KeyServiceError(code as KeyServiceErrorCode, message, { problems: e.problems ?? [] });
+    }
+    throw new CommandError(`admin API: ${message} (HTTP ${res.status})`);
+  };
+}
+
+/** A KeyOps over the admin API of the gateway that owns the PGlite data directory. */
+export async function adminKeyOps(config: GatewayConfig): Promise<KeyOps | undefined> {
+  const call = await adminClient(config);
+  if (call === undefined) return undefined;
+  const enc = encodeURIComponent;
+  const durationText = (ms: number | null | undefined): string | null | undefined => (ms === undefined ? undefined : ms === null ? null : `${ms}ms`);
+  return {
+    via: 'admin-api',
+    create: (o) =>
+      call('POST', '/keys', {
+        subject: o.subject,
+        role: o.role,
+        scopes: o.scopes,
+        name: o.name ?? undefined,
+        expires: durationText(o.expiresIn),
+        notBefore: durationText(o.notBeforeIn),
+        allowIps: o.allowIps,
+        audiences: o.audiences,
+        replace: o.replace === true,
+        refreshable: o.refreshable === true,
+      }),
+    list: (f) => call('GET', `/keys${f?.subject === undefined ? '' : `?subject=${enc(f.subject)}`}`),
+    revoke: (id) => call('POST', `/keys/${enc(id)}/revoke`, {}),
+    revokeSubject: (s) => call('POST', `/subjects/${enc(s)}/revoke-keys`, {}),
+    rotate: (id, g) => call('POST', `/keys/${enc(id)}/rotate`, g === undefined ? {} : { grace: `${g}ms` }),
+    importKeys: (content, file) => call('POST', '/keys/import', { content, file }),
+    close: async () => undefined,
+  };
+}
+
+function iso(ms: number | null | undefined): string | null {
+  return ms === null || ms === undefined ? null : new Date(ms).toISOString();
+}
+
+/** A key as `--json` prints it: times as ISO 8601, never a secret (except `key`/`refreshToken` on creation). */
+function keyJson(k: KeyInfo): Record<string, unknown> {
+  return {
+    id: k.id,
+    name: k.name,
+    subject: k.subject,
+    role: k.role,
+    scopes: k.scopes,
+    audiences: k.audiences,
+    allowedIps: k.allowedIps,
+    legacy: k.legacy,
+    refreshable: k.refreshable,
+    status: k.status,
+    createdAt: iso(k.createdAt),
+    notBefore: iso(k.notBefore),
+    expiresAt: iso(k.expiresAt),
+    lastUsedAt: iso(k.lastUsedAt),
+    revokedAt: iso(k.revokedAt),
+    successorId: k.successorId,
+    graceUntil: iso(k.graceUntil),
+  };
+}
+
+function createdJson(c: CreatedKey & { graceUntil?: number | null }): Record<string, unknown> {
+  return {
+    ...keyJson(c),
+    key: c.key,
+    ...(c.refreshToken === undefined ? {} : { refreshToken: c.refreshToken, refreshExpiresAt: iso(c.refreshExpiresAt) }),
+    replaced: c.replaced,
+    ...(c.rotatedFrom === undefined ? {} : { rotatedFrom: c.rotatedFrom, graceUntil: iso(c.graceUntil) }),
+  };
+}
+
+function createdText(c: CreatedKey, head: string): string {
+  const lines = [
+    head,
+    `  subject:   ${c.subject}`,
+    `  role:      ${c.role}`,
+    `  scopes:    ${c.scopes.length ? c.scopes.join(' ') : '-'}`,
+  ];
+  if (c.name !== null) lines.push(`  name:      ${c.name}`);
+  if (c.audiences.length) lines.push(`  audiences: ${c.audiences.join(' ')}`);
+  if (c.allowedIps.length) lines.push(`  allow IPs: ${c.allowedIps.join(' ')}`);
+  if (c.notBefore !== null) lines.push(`  valid from: ${iso(c.notBefore)}`);
+  lines.push(`  expires:   ${iso(c.expiresAt) ?? 'never'}`);
+  if (c.replaced.length) lines.push(`  replaced (revoked): ${c.replaced.join(', ')}`);
+  lines.push('', 'Key (shown only this once; store it now):', `  ${c.key}`);
+  if (c.refreshToken !== undefined) {
+    lines.push('', `Refresh token (shown only this once; expires ${iso(c.refreshExpiresAt)}):`, `  ${c.refreshToken}`);
+  }
+  return lines.join('\n');
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+}
+
+function short(ms: number | null): string {
+  return ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+function listText(keys: readonly KeyInfo[]): string {
+  if (keys.length === 0) return 'No keys.';
+  const rows = [['ID', 'NAME', 'SUBJECT', 'ROLE', 'SCOPES', 'CREATED', 'EXPIRES', 'LAST USED', 'STATUS']];
+  for (const k of keys) {
+    rows.push([
+      k.id,
+      k.name ?? '-',
+      k.subject,
+      k.role,
+      k.scopes.length ? k.scopes.join(',') : '-',
+      short(k.createdAt),
+      short(k.status === 'rotating' || k.status === 'rotated' ? k.graceUntil : k.expiresAt),
+      short(k.lastUsedAt),
+      k.legacy ? `${k.status} (imported)` : k.status,
+    ]);
+  }
+  return table(rows);
+}
+
+function durationOption(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = parseDuration(value);
+  if (ms === undefined) throw new CommandError(`${name}: expected a duration like 30s, 15m, 720h or 7d, got "${value}"`);
+  return ms;
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function splitList(value: string | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  return value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+}
+
+/**
+ * Loads the config, opens the key operations, runs `fn`, closes. Every failure becomes a
+ * CommandError (message to stderr, exit 1); secrets never appear in messages.
+ */
+async function withKeys<T>(cmd: Command, io: Io, deps: KeysCommandDeps, fn: (ops: KeyOps) => Promise<T>): Promise<T> {
+  const config = (await loadCommandConfig(cmd, io)).config;
+  let ops: KeyOps;
+  try {
+    ops = await (deps.open ?? openKeyOps)(config, io);
+  } catch (err) {
+    if (err instanceof CommandError) throw err;
+    throw new CommandError(isStoreError(err) ? err.message : `cannot open the key store: ${(err as Error).message}`);
+  }
+  try {
+    return await fn(ops);
+  } catch (err) {
+    if (err instanceof KeyServiceError) {
+      for (const p of err.problems) io.err(p);
+      throw new CommandError(err.message);
+    }
+    if (err instanceof CommandError) throw err;
+    throw new CommandError((err as Error).message);
+  } finally {
+    await ops.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Registers `keys create|list|revoke|rotate|import` on the root program (which defines
+ * `-c, --config`). Every command opens the store (applying pending migrations) or, when a
+ * running gateway owns the embedded store, its admin API.
+ */
+export function registerKeysCommand(program: Command, io: Io = processIo, deps: KeysCommandDeps = {}): Command {
+  const keys = program.command('keys').description('manage API keys');
+
+  keys
+    .command('create')
+    .description('create a key and print it once')
+    .requiredOption('--subject <subject>', 'subject the key authenticates')
+    .requiredOption('--role <role>', 'role of the key')
+    .option('--scopes <list>', 'comma-separated scopes')
+    .option('--name <name>', 'a name for the key')
+    .option('--expires <duration>', 'lifetime, e.g. 720h (default apiKeys.defaultTtl), or "never"')
+    .option('--not-before <duration>', 'the key starts working after this long, e.g. 10m')
+    .option('--allow-ip <cidr>', 'client address or CIDR allowed to use the key (repeatable)', collect)
+    .option('--audience <audience>', 'audience the key is restricted to (repeatable)', collect)
+    .option('--replace', "revoke the subject's other keys with the same name")
+    .option('--refreshable', 'also issue a refresh token')
+    .option('--json', 'print JSON')
+    .action(async (o: { subject: string; role: string; scopes?: string; name?: string; expires?: string; notBefore?: string; allowIp?: string[]; audience?: string[]; replace?: boolean; refreshable?: boolean; json?: boolean }, cmd: Command) => {
+      const expires = o.expires === 'never' ? null : durationOption('--expires', o.expires);
+      const notBefore = durationOption('--not-before', o.notBefore);
+      const scopes = splitList(o.scopes);
+      const opts: CreateKeyOptions = {
+        subject: o.subject,
+        role: o.role,
+        ...(scopes === undefined ? {} : { scopes }),
+        ...(o.name === undefined ? {} : { name: o.name }),
+        ...(expires === undefined ? {} : { expiresIn: expires }),
+        ...(notBefore === undefined ? {} : { notBeforeIn: notBefore }),
+        ...(o.allowIp === undefined ? {} : { allowIps: o.allowIp }),
+        ...(o.audience === undefined ? {} : { audiences: o.audience }),
+        replace: o.replace === true,
+        refreshable: o.refreshable === true,
+      };
+      await withKeys(cmd, io, deps, async (ops) => {
+        const c = await ops.create(opts);
+        io.out(o.json ? JSON.stringify(createdJson(c)) : createdText(c, `Created key ${c.id}`));
+      });
+    });
+
+  keys
+    .command('list')
+    .description('list keys (never their secrets)')
+    .option('--subject <subject>', 'only the keys of this subject')
+    .option('--json', 'print JSON')
+    .action(async (o: { subject?: string; json?: boolean }, cmd: Command) => {
+      await withKeys(cmd, io, deps, async (ops) => {
+        const list = await ops.list(o.subject === undefined ? undefined : { subject: o.subject });
+        io.out(o.json ? JSON.stringify(list.map(keyJson)) : listText(list));
+      });
+    });
+
+  keys
+    .command('revoke')
+    .description('revoke a key by id, or every key of a subject')
+    .argument('[id]', 'key id')
+    .option('--subject <subject>', "revoke all of the subject's keys")
+    .option('--json', 'print JSON')
+    .action(async (id: string | undefined, o: { subject?: string; json?: boolean }, cmd: Command) => {
+      if ((id === undefined) === (o.subject === undefined)) throw new CommandError('keys revoke: give a key ID or --subject S (not both)');
+      await withKeys(cmd, io, deps, async (ops) => {
+        if (id !== undefined) {
+          const r = await ops.revoke(id);
+          if (o.json) io.out(JSON.stringify({ id, revoked: true, changed: r.changed, revokedAt: iso(r.key.revokedAt) }));
+          else io.out(r.changed ? `Revoked key ${id}.` : `Key ${id} was already revoked (at ${iso(r.key.revokedAt)}).`);
+        } else {
+          const r = await ops.revokeSubject(o.subject!);
+          if (o.json) io.out(JSON.stringify({ subject: o.subject, revoked: r.revoked }));
+          else io.out(`Revoked ${r.revoked.length} key(s) of subject ${o.subject}${r.revoked.length ? `: ${r.revoked.join(', ')}` : ''}; their refresh tokens stop too.`);
+        }
+      });
+    });
+
+  keys
+    .command('rotate')
+    .description('issue a successor with the same grants; the old key works until the grace ends')
+    .argument('<id>', 'key id')
+    .option('--grace <duration>', 'how long the old key keeps working', '1h')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { grace: string; json?: boolean }, cmd: Command) => {
+      const grace = durationOption('--grace', o.grace)!;
+      await withKeys(cmd, io, deps, async (ops) => {
+        const c = await ops.rotate(id, grace);
+        if (o.json) io.out(JSON.stringify(createdJson(c)));
+        else io.out(`${createdText(c, `Rotated key ${id} → ${c.id}`)}\n\nThe old key ${id} keeps working until ${iso(c.graceUntil)}.`);
+      });
+    });
+
+  keys
+    .command('import')
+    .description('import existing keys from JSON lines (key or sha256, subject, role, scopes, name, expiresAt)')
+    .requiredOption('--file <file>', 'JSON-lines file')
+    .option('--json', 'print JSON')
+    .action(async (o: { file: string; json?: boolean }, cmd: Command) => {
+      let content: string;
+      try {
+        content = await readFile(o.file, 'utf8');
+      } catch (err) {
+        throw new CommandError(`${o.file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+      }
+      await withKeys(cmd, io, deps, async (ops) => {
+        try {
+          const r = await ops.importKeys(content, o.file);
+          if (o.json) io.out(JSON.stringify({ imported: r.imported.length, keys: r.imported.map(keyJson) }));
+          else io.out(`Imported ${r.imported.length} key(s) from ${o.file}.\n${listText(r.imported)}`);
+        } catch (err) {
+          if (o.json && err instanceof KeyServiceError && err.code === 'import-invalid') io.out(JSON.stringify({ imported: 0, errors: err.problems }));
+          throw err;
+        }
+      });
+    });
+
+  return keys;
+}
