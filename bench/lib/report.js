@@ -1,0 +1,71 @@
+// Renders a benchmark report (the object run.js writes as JSON) as markdown.
+
+const f = (x, d = 2) => (x === null || x === undefined ? '–' : Number(x).toFixed(d));
+const int = (x) => (x === null || x === undefined ? '–' : Math.round(x).toLocaleString('en-US'));
+
+export function renderMarkdown(r) {
+  const s = r.settings;
+  const m = r.machine;
+  const lines = [];
+  lines.push(`# Portcullis benchmark — ${r.date.slice(0, 10)}`, '');
+  lines.push(`Machine: ${m.nproc} × ${m.cpu}, ${m.os}, Node ${m.node}; load average at start ${m.loadavg.join(' ')}; commit ${m.commit}.`);
+  lines.push(
+    `Load: autocannon in its own process, ${s.connections} connections, pipelining ${s.pipelining}, ${s.duration} s per sample after a discarded ${s.warmup} s warm-up; ` +
+      `${s.rounds} interleaved rounds, medians shown; ratios are taken within each round against the bare proxy, then the median. ` +
+      `Gateway log level ${s.logLevel} (one JSON line per request to a file), http-proxy-3 ${s.proxyPath} path. Whole run: ${r.elapsedSeconds} s.`,
+    '',
+  );
+  lines.push('| target | req/s | × bare proxy | (rounds) | p50 ms | p99 ms | p99 × bare proxy | server CPU µs/req |', '| --- | ---: | ---: | :---: | ---: | ---: | ---: | ---: |');
+  for (const t of r.targets) {
+    const per = t.vsBare.rpsPerRound.filter((x) => x !== null);
+    const range = t.name === 'bare-proxy' || per.length === 0 ? '' : `${f(Math.min(...per))}–${f(Math.max(...per))}`;
+    lines.push(`| ${t.label} | ${int(t.median.rps)} | ${f(t.vsBare.rps)} | ${range} | ${f(t.median.p50)} | ${f(t.median.p99)} | ${f(t.vsBare.p99)} | ${int(t.median.cpuUsPerReq)} |`);
+  }
+  lines.push('', 'Server CPU µs/req: user+system CPU time of the process under test (gateway, proxy or upstream) divided by the requests answered; it does not include the upstream behind a proxy.');
+  lines.push('');
+  const ab = r.targets.filter((t) => t.vsBase);
+  if (ab.length) {
+    lines.push('A/B against the base build (same rounds; per-round ratios, median):', '', '| target | req/s × base | CPU/req × base | per-round CPU ratios |', '| --- | ---: | ---: | --- |');
+    for (const t of ab) lines.push(`| ${t.label} | ${f(t.vsBase.rps)} | ${f(t.vsBase.cpu)} | ${t.vsBase.cpuPerRound.map((x) => f(x)).join(' ')} |`);
+    lines.push('');
+  }
+  if (r.goals.length) {
+    lines.push('| goal | measured | met |', '| --- | ---: | :---: |');
+    for (const g of r.goals) lines.push(`| ${g.goal} | ${f(g.measured)} | ${g.met ? 'yes' : '**no**'} |`);
+    lines.push('');
+  }
+  const sc = r.scenarios;
+  if (sc.flood) {
+    lines.push('**Flood of wrong secrets for a valid key id** (a second autocannon, fresh wrong secret with a valid checksum on every request, ' + `${s.floodConnections} connections):`, '');
+    lines.push('| valid-key traffic | valid req/s | × alone | valid p99 ms | flood req/s | flood answers |', '| --- | ---: | ---: | ---: | ---: | --- |');
+    lines.push(`| alone | ${int(sc.flood.validAlone.rps)} | 1.00 | ${f(sc.flood.validAlone.p99)} | – | – |`);
+    for (const v of sc.flood.variants) {
+      const codes = Object.entries(v.floodStatusCodes).map(([c, n]) => `${c}: ${int(n)}`).join(', ');
+      lines.push(`| next to ${v.name} | ${int(v.validRps)} | ${f(v.ratio)} | ${f(v.validP99)} | ${int(v.floodRps)} | ${codes} |`);
+    }
+    lines.push('');
+  }
+  if (sc.memory) {
+    const mm = sc.memory;
+    lines.push(
+      `**${int(mm.keys)} distinct cached keys** (imported as SHA-256 digests with \`keys import\` in ${f(mm.importSeconds, 1)} s; store: ${mm.store}; ` +
+        `each key sent once — store lookup, then cached — at ${int(mm.firstPassRps)} req/s, then ${int(mm.resentSample)} of them again: ${int(mm.resentCacheHits)} cache hits): ` +
+        `gateway RSS ${f(mm.rssBeforeMB, 1)} MB idle → **${f(mm.rssAfterMB, 1)} MB** with every key cached (${int(mm.bytesPerKey)} B of RSS per key). ` +
+        `V8 heap: ${f(mm.before.heapUsedMB, 1)} → ${f(mm.after.heapUsedMB, 1)} MB used of ${f(mm.after.heapTotalMB, 1)} MB, of which the young generation (sized by V8 for the allocation rate of the warm-up, not for the cache) ${f(mm.after.newSpaceMB, 1)} MB.` +
+        (r.pgliteIdleRssMB ? ` For comparison, a gateway on the embedded PGlite store idles at ${f(r.pgliteIdleRssMB, 1)} MB RSS: that PostgreSQL-in-WASM lives in the gateway process.` : ''),
+      '',
+    );
+  }
+  if (sc.cold) {
+    lines.push('**Cold against warm verification** (one request at a time on one keep-alive connection):', '');
+    lines.push('| credential | n | first request p50 ms | first request p90 ms | cached p50 ms |', '| --- | ---: | ---: | ---: | ---: |');
+    for (const c of sc.cold.results) lines.push(`| ${c.credential} | ${c.n} | ${f(c.coldMs.p50)} | ${f(c.coldMs.p90)} | ${f(c.warmMs.p50)} |`);
+    lines.push('');
+  }
+  if (r.notes.length) {
+    lines.push('Notes:', '');
+    for (const n of r.notes) lines.push(`- ${n}`);
+    lines.push('');
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,731 @@
+#!/usr/bin/env node
+// Portcullis benchmark: throughput and latency of the gateway next to the upstream alone,
+// a bare http-proxy-3 passthrough and a fastify peer, on loopback, every server in its own
+// process and the load from autocannon in another. Targets run interleaved in rounds (a
+// different order each round) so drift on a shared machine cancels out of the ratios. Then three scenarios: a flood of
+// wrong secrets, 100 000 cached keys in memory, cold against warm verification.
+//
+//   npm run bench                 # ~5 minutes
+//   npm run bench -- --quick      # ~1 minute
+//   node bench/run.js --help
+import { parseArgs } from 'node:util';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync, cpSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { stringify } from 'yaml';
+import { SignJWT, generateKeyPair, exportJWK } from 'jose';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { startServer, startGateway, runCommand, stop, rssKb, killAll, LoadWorkers } from './lib/procs.js';
+import { median, quantile, round } from './lib/stats.js';
+import { renderMarkdown } from './lib/report.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(HERE, '..');
+const BIN = join(ROOT, 'bin', 'portcullis.js');
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    connections: { type: 'string' },
+    keys: { type: 'string' },
+    only: { type: 'string' },
+    skip: { type: 'string', default: '' },
+    out: { type: 'string' },
+    label: { type: 'string', default: 'latest' },
+    redis: { type: 'string' },
+    'fetch-path': { type: 'boolean', default: false },
+    'log-level': { type: 'string', default: 'info' },
+    profile: { type: 'string' },
+    base: { type: 'string' },
+    'base-fetch-path': { type: 'boolean', default: false },
+    'base-log-level': { type: 'string' },
+    help: { type: 'boolean', default: false },
+  },
+});
+
+if (flags.help) {
+  process.stdout.write(`node bench/run.js [options]
+  --quick            short run (~1 minute): 1 s samples, 10 000 keys
+  --rounds N         interleaved rounds (default 3)
+  --duration S       seconds per sample (default 4)
+  --warmup S         discarded warm-up before each sample (default 0.5)
+  --connections N    autocannon connections (default 32)
+  --keys N           distinct cached keys for the memory scenario (default 100000)
+  --only a,b         run only these targets (names as in the table)
+  --skip x,y         skip scenarios: flood, memory, cold
+  --out DIR          results directory (default bench/results)
+  --label NAME       results file name (default latest → latest.md, latest.json)
+  --redis URL        Redis for the revocation targets (default $REDIS_URL or redis://127.0.0.1:6379)
+  --fetch-path       run the gateways' http-proxy-3 on its fetch (undici) path
+  --log-level L      gateway log level (default info: one JSON line per request)
+  --profile DIR      run the gateways under --cpu-prof, profiles written to DIR
+  --base DIR         also run every Portcullis target on the build in DIR (a copy of bin/,
+                     dist/, src/store/migrations and package.json, node_modules linked), in
+                     the same rounds, and report each target against its twin there (A/B)
+  --base-fetch-path  run the base build's http-proxy-3 on its fetch path (compare the two
+                     proxy paths: --base pointing at a copy of the same build)
+  --base-log-level L the base build's gateways log at this level (what the log line costs)
+`);
+  process.exit(0);
+}
+
+const quick = flags.quick;
+const S = {
+  rounds: Number(flags.rounds ?? 3),
+  duration: Number(flags.duration ?? (quick ? 1 : 4)),
+  warmup: Number(flags.warmup ?? (quick ? 0.2 : 0.5)),
+  /** One discarded sample per target before the rounds (JIT, pools, caches). */
+  warmRound: quick ? 0.5 : 3,
+  connections: Number(flags.connections ?? 32),
+  pipelining: 1,
+  keys: Number(flags.keys ?? (quick ? 10_000 : 100_000)),
+  coldKeys: quick ? 6 : 16,
+  floodRounds: 1,
+  floodConnections: 16,
+  floodRate: 1000,
+  fetchPath: flags['fetch-path'],
+  logLevel: flags['log-level'],
+};
+const skip = new Set(flags.skip.split(',').filter(Boolean));
+const only = flags.only ? new Set(flags.only.split(',')) : undefined;
+const outDir = flags.out ?? join(HERE, 'results');
+const redisUrl = flags.redis ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const inCI = process.env.CI === 'true';
+const started = Date.now();
+const log = (msg) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
+
+const clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+const tmp = mkdtempSync(join(os.tmpdir(), 'pcl-bench-'));
+const notes = [];
+/** Run at the end whatever happened (throw-away databases). */
+const cleanups = [];
+/** A migrated store with the benchmark key, copied for gateways started later. */
+let seedStore;
+/** RSS of a freshly started gateway on the embedded store, for context. */
+let pgliteIdleRssMB;
+
+function machine() {
+  const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.cpus()[0]?.model ?? 'unknown';
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    if (dirty) commit += '+dirty';
+  } catch { /* not a git checkout */ }
+  return { nproc: os.availableParallelism(), cpu, node: process.version, os: `${os.type()} ${os.release()}`, loadavg: os.loadavg().map((x) => round(x, 2)), commit };
+}
+
+/** Two load generators (the flood runs beside the valid traffic), started once. */
+let workers;
+/** One autocannon run, in a load-generator process of its own. */
+function load(job) {
+  workers ??= new LoadWorkers(join(HERE, 'load.js'), 2);
+  return workers.run(job);
+}
+
+async function redisReachable(url) {
+  const r = new Redis(url, { lazyConnect: true, connectTimeout: 1500, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
+  r.on('error', () => {});
+  try {
+    await r.connect();
+    await r.ping();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    r.disconnect();
+  }
+}
+
+async function redisCleanup(url, prefix) {
+  const r = new Redis(url, { maxRetriesPerRequest: 1 });
+  r.on('error', () => {});
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await r.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    r.disconnect();
+  }
+}
+
+/** A JWKS for the ES256 issuer, served from this process (fetched once at gateway start). */
+async function startJwks(jwk) {
+  const body = JSON.stringify({ keys: [jwk] });
+  const server = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=600' });
+    res.end(body);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { server, url: `http://127.0.0.1:${server.address().port}/.well-known/jwks.json` };
+}
+
+function request(url, headers = {}, agent = undefined) {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const req = http.get(url, { headers, agent }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - t0 }));
+    });
+    req.on('error', reject);
+  });
+}
+
+function gatewayConfig({ upstream, adminToken, jwksUri, hsSecret, redis, keyPrefix, cache, storeUrl, poolSize }) {
+  return stringify({
+    listen: { host: '127.0.0.1', port: 0 },
+    admin: { host: '127.0.0.1', port: 0, token: adminToken },
+    upstreams: { api: { url: upstream } },
+    roles: ['basic', 'premium', 'admin'],
+    store: { url: storeUrl ?? 'pglite://./data', ...(poolSize ? { poolSize } : {}) },
+    revocation: redis ? { redis, keyPrefix, onError: 'deny' } : {},
+    jwt: {
+      issuers: [
+        { name: 'hs', issuer: 'https://hs.bench.test', audience: ['bench'], algorithms: ['HS256'], secret: hsSecret },
+        { name: 'es', issuer: 'https://es.bench.test', audience: ['bench'], algorithms: ['ES256'], jwksUri },
+      ],
+    },
+    apiKeys: { prefix: 'pcl', ...(cache ? { cache } : {}) },
+    log: { level: S.logLevel, pii: 'hashed', salt: 'bench' },
+    routes: [
+      { match: { path: '/public/**' }, public: true, upstream: 'api' },
+      { match: { path: '/**' }, minRole: 'basic', upstream: 'api' },
+    ],
+  });
+}
+
+async function prepareGateway(name, opts) {
+  const dir = join(tmp, name);
+  mkdirSync(dir);
+  const configFile = join(dir, 'gateway.config.yaml');
+  writeFileSync(configFile, gatewayConfig(opts));
+  return { dir, configFile, logFile: join(dir, 'gateway.log') };
+}
+
+function gatewayEnv() {
+  return S.fetchPath ? { FORCE_FETCH_PATH: 'true' } : {};
+}
+
+function gatewayNodeArgs(name) {
+  return flags.profile ? ['--cpu-prof', '--cpu-prof-dir', flags.profile, '--cpu-prof-name', `${name}.cpuprofile`] : [];
+}
+
+async function createKeyWithCli(g, subject) {
+  const out = await runCommand([BIN, 'keys', 'create', '-c', g.configFile, '--subject', subject, '--role', 'basic', '--scopes', 'read,write', '--json'], { cwd: g.dir });
+  return JSON.parse(out);
+}
+
+async function main() {
+  const m = machine();
+  log(`machine: ${m.nproc} × ${m.cpu}, Node ${m.node}, load ${m.loadavg.join(' ')}, commit ${m.commit}`);
+  const withRedis = await redisReachable(redisUrl);
+  if (!withRedis) {
+    if (inCI) throw new Error(`Redis at ${redisUrl} is not reachable (CI=true: refusing to skip)`);
+    notes.push(`Redis at ${redisUrl} was not reachable: the Redis revocation targets were skipped.`);
+    log(notes.at(-1));
+  }
+  const keyPrefix = `pclbench:${randomUUID().slice(0, 8)}:`;
+  const hsSecret = randomBytes(32).toString('base64url');
+  const adminToken = randomBytes(24).toString('base64url');
+  const es = await generateKeyPair('ES256');
+  const jwk = { ...(await exportJWK(es.publicKey)), kid: 'bench-es', alg: 'ES256', use: 'sig' };
+  const jwks = await startJwks(jwk);
+  const claims = { sub: 'bench-user', role: 'basic', scope: 'read write' };
+  const hsToken = await new SignJWT(claims).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setIssuer('https://hs.bench.test').setAudience('bench').setIssuedAt().setExpirationTime('2h').sign(new TextEncoder().encode(hsSecret));
+  const esToken = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: 'bench-es' }).setIssuer('https://es.bench.test').setAudience('bench').setIssuedAt().setExpirationTime('2h').sign(es.privateKey);
+
+  const procs = [];
+  const prof = (name) => (flags.profile ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', flags.profile, '--cpu-prof-name', `${name}.cpuprofile`] } : {});
+  const up = await startServer(join(HERE, 'servers', 'upstream.js'), [], prof('upstream'));
+  procs.push(up);
+  const bare = await startServer(join(HERE, 'servers', 'bare-proxy.js'), [up.url], prof('bare-proxy'));
+  procs.push(bare);
+  const peer = await startServer(join(HERE, 'servers', 'fastify-peer.js'), [up.url, hsSecret, 'https://hs.bench.test', 'bench', 'basic,premium,admin'], prof('fastify-peer'));
+  procs.push(peer);
+  log(`upstream :${up.port}, bare proxy :${bare.port}, fastify peer :${peer.port}`);
+
+  const base = { upstream: up.url, adminToken, jwksUri: jwks.url, hsSecret };
+  let seeded;
+  const seedReady = new Promise((resolve) => { seeded = resolve; });
+  // The memory scenario's import runs beside the rest of the setup, before any measurement.
+  const memPrep = skip.has('memory') ? undefined : prepareMemory(base, seedReady);
+  memPrep?.catch(() => undefined);
+  const gMem = await prepareGateway('gw', base);
+  const gRedis = withRedis ? await prepareGateway('gw-redis', { ...base, redis: redisUrl, keyPrefix }) : undefined;
+  log('creating the API key with `portcullis keys create --json` on the embedded store');
+  const key = await createKeyWithCli(gMem, 'bench-key');
+  // One store initialized (PGlite initdb is slow): the other gateways start from copies.
+  if (gRedis) cpSync(join(gMem.dir, 'data'), join(gRedis.dir, 'data'), { recursive: true });
+  const twins = {};
+  if (flags.base) {
+    for (const g of [gMem, gRedis]) {
+      if (!g) continue;
+      const t = join(tmp, `${g.dir.split('/').pop()}@base`);
+      cpSync(g.dir, t, { recursive: true });
+      if (flags['base-log-level']) {
+        const f = join(t, 'gateway.config.yaml');
+        writeFileSync(f, readFileSync(f, 'utf8').replace(/^(\s+level:) \S+$/m, `$1 ${flags['base-log-level']}`));
+      }
+      twins[g.dir] = { dir: t, configFile: join(t, 'gateway.config.yaml'), logFile: join(t, 'gateway.log') };
+    }
+  }
+  seedStore = join(gMem.dir, 'data');
+  seeded();
+  const keyMem = key;
+  const keyRedis = key;
+  const gwMem = await startGateway(BIN, gMem.configFile, { cwd: gMem.dir, logFile: gMem.logFile, env: gatewayEnv(), nodeArgs: gatewayNodeArgs('gw') });
+  procs.push(gwMem);
+  const gwRedis = gRedis ? await startGateway(BIN, gRedis.configFile, { cwd: gRedis.dir, logFile: gRedis.logFile, env: gatewayEnv(), nodeArgs: gatewayNodeArgs('gw-redis') }) : undefined;
+  if (gwRedis) procs.push(gwRedis);
+  if (gwRedis) await waitReady(gwRedis);
+  await waitReady(gwMem);
+  log(`portcullis :${gwMem.port}${gwRedis ? `, portcullis (redis) :${gwRedis.port}` : ''}`);
+  const baseGw = {};
+  if (flags.base) {
+    const baseBin = join(flags.base, 'bin', 'portcullis.js');
+    for (const [name, g, live] of [['gw', gMem, gwMem], ['gw-redis', gRedis, gwRedis]]) {
+      if (!g) continue;
+      const tw = twins[g.dir];
+      const env = flags['base-fetch-path'] ? { FORCE_FETCH_PATH: 'true' } : gatewayEnv();
+      const p = await startGateway(baseBin, tw.configFile, { cwd: tw.dir, logFile: tw.logFile, env, nodeArgs: gatewayNodeArgs(`${name}@base`) });
+      procs.push(p);
+      await waitReady(p);
+      baseGw[live.url] = p;
+    }
+    log(`base build from ${flags.base} running beside it`);
+  }
+  pgliteIdleRssMB = round(rssKb(gwMem.pid) / 1024, 1);
+
+  const bearer = (t) => ({ authorization: `Bearer ${t}` });
+  const allTargets = [
+    { name: 'upstream', label: 'upstream alone', url: up.url, pid: up.pid, headers: {}, kind: 'floor' },
+    { name: 'bare-proxy', label: 'bare http-proxy-3', url: bare.url, pid: bare.pid, headers: {}, kind: 'floor' },
+    { name: 'pcl-public', label: 'Portcullis, public route', url: gwMem.url, pid: gwMem.pid, path: '/public', headers: {}, kind: 'public' },
+    { name: 'pcl-hs256', label: 'Portcullis, cached HS256 JWT', url: gwMem.url, pid: gwMem.pid, headers: bearer(hsToken), kind: 'jwt' },
+    { name: 'pcl-es256', label: 'Portcullis, cached ES256 JWT (JWKS)', url: gwMem.url, pid: gwMem.pid, headers: bearer(esToken), kind: 'jwt' },
+    { name: 'pcl-key', label: 'Portcullis, cached API key', url: gwMem.url, pid: gwMem.pid, headers: { 'x-api-key': keyMem.key }, kind: 'key' },
+    ...(gwRedis
+      ? [
+          { name: 'pcl-hs256-redis', label: 'Portcullis, cached HS256 JWT + Redis revocation', url: gwRedis.url, pid: gwRedis.pid, headers: bearer(hsToken), kind: 'jwt', redis: true },
+          { name: 'pcl-es256-redis', label: 'Portcullis, cached ES256 JWT + Redis revocation', url: gwRedis.url, pid: gwRedis.pid, headers: bearer(esToken), kind: 'jwt', redis: true },
+          { name: 'pcl-key-redis', label: 'Portcullis, cached API key + Redis revocation', url: gwRedis.url, pid: gwRedis.pid, headers: { 'x-api-key': keyRedis.key }, kind: 'key', redis: true },
+        ]
+      : []),
+    { name: 'fastify-peer', label: 'fastify + @fastify/http-proxy + @fastify/jwt (HS256)', url: peer.url, pid: peer.pid, headers: bearer(hsToken), kind: 'peer' },
+  ];
+  const chosen = allTargets.filter((t) => t.kind === 'floor' && t.name === 'bare-proxy' ? true : !only || only.has(t.name));
+  // A/B: each Portcullis target again on the base build, measured in the same rounds.
+  const targets = chosen.flatMap((t) => {
+    const b = baseGw[t.url];
+    return b ? [t, { ...t, name: `${t.name}@base`, label: `${t.label} (base build)`, url: b.url, pid: b.pid, twinOf: t.name }] : [t];
+  });
+
+  // Every target must answer 200 and forward what it should before it is measured.
+  for (const t of targets) await sanity(t);
+  log(`sanity checks passed for ${targets.length} targets`);
+
+  const served = new Map();
+  const sample = (t, duration, warmup) =>
+    load({ url: t.url + (t.path ?? '') + '/items', headers: t.headers, connections: S.connections, pipelining: S.pipelining, duration, warmup, cpuPid: t.pid, clockTicks }).then((r) => {
+      // Requests each server answered (warm-ups included), to read profiles per request.
+      served.set(t.pid, (served.get(t.pid) ?? 0) + r.total + (r.warmupTotal ?? 0));
+      return r;
+    });
+
+  const mem = await memPrep;
+  log('warm-up round (discarded)');
+  for (const t of targets) await sample(t, S.warmRound, 0);
+
+  const samples = new Map(targets.map((t) => [t.name, []]));
+  for (let r = 0; r < S.rounds; r++) {
+    // A different order every round (the same in every run), so no target always follows
+    // the same neighbour.
+    const order = r === 0 ? [...targets] : shuffled(targets, r);
+    for (const t of order) {
+      const s = await sample(t, S.duration, S.warmup);
+      const bad = s.total - s.ok;
+      if (bad > 0) notes.push(`${t.name} round ${r + 1}: ${bad} non-2xx responses ${JSON.stringify(s.statusCodes)}`);
+      samples.get(t.name).push({ round: r + 1, ...s });
+      log(`round ${r + 1}/${S.rounds} ${t.name.padEnd(16)} ${Math.round(s.rps).toString().padStart(6)} req/s  p50 ${s.latencyMs.p50?.toFixed(2)} ms  p99 ${s.latencyMs.p99?.toFixed(2)} ms  cpu ${s.cpuUsPerReq?.toFixed(0)} µs/req`);
+    }
+  }
+  if (flags.profile) {
+    const names = new Map([[gwMem.pid, 'gw'], [gwRedis?.pid, 'gw-redis'], [bare.pid, 'bare-proxy'], [peer.pid, 'fastify-peer'], [up.pid, 'upstream']]);
+    for (const [url, p] of Object.entries(baseGw)) names.set(p.pid, url === gwMem.url ? 'gw@base' : 'gw-redis@base');
+    mkdirSync(flags.profile, { recursive: true });
+    writeFileSync(join(flags.profile, 'requests.json'), JSON.stringify(Object.fromEntries([...served].map(([pid, n]) => [names.get(pid) ?? String(pid), n])), null, 2) + '\n');
+  }
+  const results = summarize(targets, samples);
+  for (const r of results) {
+    const twin = results.find((x) => x.name === `${r.name}@base`);
+    if (!twin) continue;
+    const rps = [];
+    const cpu = [];
+    for (const s of samples.get(r.name)) {
+      const b = samples.get(twin.name).find((x) => x.round === s.round);
+      if (!b) continue;
+      rps.push(s.rps / b.rps);
+      if (s.cpuUsPerReq && b.cpuUsPerReq) cpu.push(s.cpuUsPerReq / b.cpuUsPerReq);
+    }
+    r.vsBase = { rps: round(median(rps), 3), cpu: round(median(cpu), 3), rpsPerRound: rps.map((x) => round(x, 3)), cpuPerRound: cpu.map((x) => round(x, 3)) };
+  }
+
+  const scenarios = {};
+  // Cold first: the flood leaves this client address rate-limited for new keys (as designed).
+  if (!skip.has('cold')) scenarios.cold = await coldScenario(gwMem, adminToken, hsSecret, es.privateKey);
+  if (!skip.has('flood') && (!only || only.has('pcl-key'))) scenarios.flood = await floodScenario(gwMem, keyMem);
+  // The upstream stays for the memory scenario; everything else stops to free the machine.
+  for (const p of procs) if (p !== up) await stop(p.child);
+  if (mem) scenarios.memory = await memoryScenario(mem);
+  await stop(up.child);
+  jwks.server.close();
+  if (withRedis) await redisCleanup(redisUrl, keyPrefix).catch(() => undefined);
+
+  const report = {
+    version: 1,
+    date: new Date().toISOString(),
+    machine: m,
+    settings: { ...S, quick, base: flags.base ? { dir: flags.base, proxyPath: flags['base-fetch-path'] ? 'fetch' : S.fetchPath ? 'fetch' : 'http' } : undefined, loadGenerator: 'autocannon 9 (own process)', logLevel: S.logLevel, proxyPath: S.fetchPath ? 'fetch' : 'http' },
+    targets: results,
+    goals: goals(results, scenarios),
+    scenarios,
+    pgliteIdleRssMB,
+    notes,
+    elapsedSeconds: Math.round((Date.now() - started) / 1000),
+  };
+  mkdirSync(outDir, { recursive: true });
+  const md = renderMarkdown(report);
+  writeFileSync(join(outDir, `${flags.label}.json`), JSON.stringify(report, null, 2) + '\n');
+  writeFileSync(join(outDir, `${flags.label}.md`), md);
+  process.stdout.write(md);
+  log(`wrote ${join(outDir, flags.label)}.{md,json} in ${report.elapsedSeconds}s`);
+}
+
+/** A permutation of `list` from a small seeded generator (mulberry32). */
+function shuffled(list, seed) {
+  let a = (seed * 0x9e3779b9) >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const out = [...list];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
+async function waitReady(g, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const r = await request(`${g.adminUrl}/readyz`).catch(() => undefined);
+    if (r?.status === 200) return;
+    await sleep(100);
+  }
+  throw new Error(`gateway on :${g.port} not ready`);
+}
+
+async function sanity(t) {
+  const r = await request(t.url + (t.path ?? '') + '/echo', { ...t.headers, 'x-auth-subject': 'spoofed' });
+  if (r.status !== 200) throw new Error(`${t.name}: expected 200, got ${r.status} ${r.body.slice(0, 300)}`);
+  if (t.kind === 'floor') return;
+  const seen = JSON.parse(r.body);
+  const expect = t.kind === 'public' ? undefined : t.kind === 'key' ? 'bench-key' : 'bench-user';
+  if (seen['x-auth-subject'] !== expect) throw new Error(`${t.name}: upstream saw x-auth-subject ${JSON.stringify(seen['x-auth-subject'])}, expected ${expect}`);
+  if (seen.authorization !== undefined || seen['x-api-key'] !== undefined) throw new Error(`${t.name}: the credential reached the upstream`);
+}
+
+function summarize(targets, samples) {
+  const bare = samples.get('bare-proxy');
+  const byRound = (list, r) => list.find((s) => s.round === r);
+  return targets.map((t) => {
+    const list = samples.get(t.name);
+    const rpsRatio = [];
+    const p99Ratio = [];
+    for (const s of list) {
+      const b = byRound(bare, s.round);
+      if (!b) continue;
+      rpsRatio.push(s.rps / b.rps);
+      if (s.latencyMs.p99 && b.latencyMs.p99) p99Ratio.push(s.latencyMs.p99 / b.latencyMs.p99);
+    }
+    return {
+      name: t.name,
+      label: t.label,
+      kind: t.kind,
+      median: {
+        rps: round(median(list.map((s) => s.rps)), 0),
+        p50: round(median(list.map((s) => s.latencyMs.p50)), 3),
+        p99: round(median(list.map((s) => s.latencyMs.p99)), 3),
+        cpuUsPerReq: round(median(list.map((s) => s.cpuUsPerReq)), 1),
+      },
+      // Ratios are taken within each round (same conditions), then the median across rounds.
+      vsBare: { rps: round(median(rpsRatio), 3), p99: round(median(p99Ratio), 3), rpsPerRound: rpsRatio.map((x) => round(x, 3)) },
+      samples: list.map((s) => ({ round: s.round, rps: round(s.rps, 0), p50: round(s.latencyMs.p50, 3), p99: round(s.latencyMs.p99, 3), cpuUsPerReq: round(s.cpuUsPerReq, 1), cpuUtil: round(s.cpuUtil, 2), total: s.total, ok: s.ok, errors: s.errors, timeouts: s.timeouts })),
+    };
+  });
+}
+
+function goals(results, scenarios) {
+  const by = new Map(results.map((r) => [r.name, r]));
+  const peer = by.get('fastify-peer');
+  const out = [];
+  for (const name of ['pcl-hs256-redis', 'pcl-es256-redis', 'pcl-key-redis']) {
+    const r = by.get(name);
+    if (!r) continue;
+    out.push({ goal: `${name}: req/s ≥ 0.85 × bare proxy`, measured: r.vsBare.rps, met: r.vsBare.rps >= 0.85 });
+    out.push({ goal: `${name}: p99 ≤ 1.2 × bare proxy`, measured: r.vsBare.p99, met: r.vsBare.p99 <= 1.2 });
+    if (peer) out.push({ goal: `${name}: req/s ahead of the fastify peer`, measured: round(r.median.rps / peer.median.rps, 3), met: r.median.rps > peer.median.rps });
+  }
+  const pub = by.get('pcl-public');
+  if (pub) out.push({ goal: 'pcl-public: req/s ≥ 0.95 × bare proxy', measured: pub.vsBare.rps, met: pub.vsBare.rps >= 0.95 });
+  if (scenarios.flood) {
+    for (const v of scenarios.flood.variants) out.push({ goal: `flood (${v.name}): valid req/s ≥ 0.8 × without flood`, measured: v.ratio, met: v.ratio >= 0.8 });
+  }
+  if (scenarios.memory) out.push({ goal: `${scenarios.memory.keys} cached keys: gateway RSS ≤ 150 MB`, measured: scenarios.memory.rssAfterMB, met: scenarios.memory.rssAfterMB <= 150 });
+  return out;
+}
+
+/** Scenario 1: valid-key throughput alone and next to a flood of wrong secrets for its key id. */
+async function floodScenario(gw, key) {
+  log('scenario: flood of wrong secrets for a valid key id');
+  const prefix = 'pcl';
+  const valid = { url: `${gw.url}/items`, headers: { 'x-api-key': key.key }, connections: S.connections, duration: S.duration, warmup: S.warmup };
+  const flood = (rate) => ({ url: `${gw.url}/items`, connections: S.floodConnections, duration: S.duration + S.warmup, warmup: 0, flood: { prefix, keyId: key.id, header: 'x-api-key' }, ...(rate ? { overallRate: rate } : {}) });
+  const variants = [
+    { name: `${S.floodRate} wrong secrets/s`, rate: S.floodRate },
+    { name: 'unthrottled flood', rate: 0 },
+  ];
+  const alone = [];
+  const under = new Map(variants.map((v) => [v.name, { valid: [], flood: [] }]));
+  for (let r = 0; r < S.floodRounds; r++) {
+    alone.push(await load(valid));
+    for (const v of variants) {
+      const [a, b] = await Promise.all([load(valid), load(flood(v.rate))]);
+      under.get(v.name).valid.push(a);
+      under.get(v.name).flood.push(b);
+    }
+  }
+  const aloneRps = median(alone.map((s) => s.rps));
+  const codes = (list) => {
+    const c = {};
+    for (const s of list) for (const [k, n] of Object.entries(s.statusCodes)) c[k] = (c[k] ?? 0) + n;
+    return c;
+  };
+  const out = {
+    validAlone: { rps: round(aloneRps, 0), p99: round(median(alone.map((s) => s.latencyMs.p99)), 3) },
+    variants: variants.map((v) => {
+      const u = under.get(v.name);
+      const rps = median(u.valid.map((s) => s.rps));
+      return {
+        name: v.name,
+        validRps: round(rps, 0),
+        validP99: round(median(u.valid.map((s) => s.latencyMs.p99)), 3),
+        validNon2xx: u.valid.reduce((n, s) => n + s.total - s.ok, 0),
+        ratio: round(rps / aloneRps, 3),
+        floodRps: round(median(u.flood.map((s) => s.total / s.seconds)), 0),
+        floodStatusCodes: codes(u.flood),
+      };
+    }),
+  };
+  for (const v of out.variants) log(`  ${v.name}: valid ${v.validRps} req/s (${v.ratio} × alone ${out.validAlone.rps}), flood ${v.floodRps} req/s ${JSON.stringify(v.floodStatusCodes)}`);
+  return out;
+}
+
+/** Scenario 3: the first request of a credential (verification) against repeated ones (cache). */
+async function coldScenario(gw, adminToken, hsSecret, esKey) {
+  log('scenario: cold against warm verification');
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  await request(`${gw.url}/public/ping`, {}, agent);
+  const measure = async (headers) => {
+    const cold = await request(`${gw.url}/items`, headers, agent);
+    if (cold.status !== 200) throw new Error(`cold request: ${cold.status} ${cold.body.slice(0, 200)}`);
+    const warm = [];
+    for (let i = 0; i < 15; i++) warm.push((await request(`${gw.url}/items`, headers, agent)).ms);
+    return { cold: cold.ms, warm: median(warm) };
+  };
+  const kinds = { 'native API key (argon2id + store)': [], 'HS256 JWT': [], 'ES256 JWT': [] };
+  for (let i = 0; i < S.coldKeys; i++) {
+    const created = await adminPost(gw.adminUrl, adminToken, '/admin/v1/keys', { subject: `cold-${i}`, role: 'basic' });
+    kinds['native API key (argon2id + store)'].push(await measure({ 'x-api-key': created.key }));
+    const claims = { sub: `cold-${i}`, role: 'basic', jti: randomUUID() };
+    const hs = await new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setIssuer('https://hs.bench.test').setAudience('bench').setIssuedAt().setExpirationTime('1h').sign(new TextEncoder().encode(hsSecret));
+    kinds['HS256 JWT'].push(await measure({ authorization: `Bearer ${hs}` }));
+    const esTok = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: 'bench-es' }).setIssuer('https://es.bench.test').setAudience('bench').setIssuedAt().setExpirationTime('1h').sign(esKey);
+    kinds['ES256 JWT'].push(await measure({ authorization: `Bearer ${esTok}` }));
+  }
+  agent.destroy();
+  const out = Object.entries(kinds).map(([name, list]) => ({
+    credential: name,
+    n: list.length,
+    coldMs: { p50: round(median(list.map((x) => x.cold)), 3), p90: round(quantile(list.map((x) => x.cold), 0.9), 3) },
+    warmMs: { p50: round(median(list.map((x) => x.warm)), 3) },
+  }));
+  for (const c of out) log(`  ${c.credential}: cold p50 ${c.coldMs.p50} ms, warm p50 ${c.warmMs.p50} ms`);
+  return { note: 'one request at a time on one keep-alive connection; cold = first request with a new credential', results: out };
+}
+
+function adminPost(adminUrl, token, path, body) {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = http.request(`${adminUrl}${path}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } }, (res) => {
+      let text = '';
+      res.on('data', (c) => (text += c));
+      res.on('end', () => (res.statusCode < 300 ? resolve(JSON.parse(text)) : reject(new Error(`${path}: ${res.statusCode} ${text}`))));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+/**
+ * A throw-away PostgreSQL database for the memory scenario: the embedded PGlite store keeps
+ * its whole database inside the gateway process, which would be measured instead of the
+ * cache. Undefined when no PostgreSQL answers.
+ */
+async function tempDatabase() {
+  const adminUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+  const name = `pcl_bench_${randomBytes(6).toString('hex')}`;
+  const c = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 2000 });
+  try {
+    await c.connect();
+    await c.query(`CREATE DATABASE ${name}`);
+  } catch (err) {
+    await c.end().catch(() => undefined);
+    if (inCI) throw err;
+    return undefined;
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.href,
+    drop: async () => {
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
+      await c.end().catch(() => undefined);
+    },
+  };
+}
+
+/**
+ * Scenario 2, first half (run during setup, before anything is measured): N distinct
+ * legacy keys, imported as SHA-256 digests with `keys import` into a fresh store.
+ */
+async function prepareMemory(base, seedReady) {
+  const n = S.keys;
+  const db = await tempDatabase();
+  if (db) cleanups.push(() => db.drop());
+  else {
+    notes.push('PostgreSQL was not reachable: the memory scenario ran on the embedded PGlite store, whose database lives in the gateway process and is counted in its RSS.');
+    await seedReady;
+  }
+  // A pool as wide as the load: the first pass is one store lookup per request.
+  const g = await prepareGateway('gw-keys', { ...base, cache: { max: n + 1000, ttl: '30m' }, ...(db ? { storeUrl: db.url, poolSize: S.connections } : {}) });
+  if (!db) cpSync(seedStore, join(g.dir, 'data'), { recursive: true });
+  const keysFile = join(g.dir, 'keys.txt');
+  const importFile = join(g.dir, 'import.jsonl');
+  const keys = [];
+  const lines = [];
+  for (let i = 0; i < n; i++) {
+    const key = `legacy-${randomBytes(24).toString('base64url')}`;
+    keys.push(key);
+    lines.push(JSON.stringify({ sha256: createHash('sha256').update(key).digest('hex'), subject: `user-${i}`, role: 'basic', scopes: ['read'] }));
+  }
+  writeFileSync(keysFile, keys.join('\n') + '\n');
+  writeFileSync(importFile, lines.join('\n') + '\n');
+  const t0 = performance.now();
+  const imported = JSON.parse(await runCommand([BIN, 'keys', 'import', '-c', g.configFile, '--file', importFile, '--json'], { cwd: g.dir })).imported;
+  const importSeconds = (performance.now() - t0) / 1000;
+  if (imported !== n) throw new Error(`imported ${imported} of ${n} keys`);
+  log(`imported ${n} SHA-256 keys with \`keys import\` in ${importSeconds.toFixed(1)} s (memory scenario)`);
+  return { n, db, g, keys, keysFile, importSeconds };
+}
+
+/** Scenario 2: each imported key verified once and cached → gateway RSS. */
+async function memoryScenario({ n, db, g, keys, keysFile, importSeconds }) {
+  log(`scenario: ${n} distinct cached keys`);
+  let t0;
+  const gw = await startGateway(BIN, g.configFile, { cwd: g.dir, logFile: g.logFile, env: gatewayEnv() });
+  try {
+    await waitReady(gw);
+    await request(`${gw.url}/public/ping`);
+    await sleep(1000);
+    const heapOf = async () => {
+      const body = (await request(`${gw.adminUrl}/metrics`)).body;
+      const v = (re) => Number(re.exec(body)?.[1] ?? NaN);
+      return {
+        rssMB: round(rssKb(gw.pid) / 1024, 1),
+        heapTotalMB: round(v(/^nodejs_heap_size_total_bytes\s+(\d+)/m) / 1048576, 1),
+        heapUsedMB: round(v(/^nodejs_heap_size_used_bytes\s+(\d+)/m) / 1048576, 1),
+        newSpaceMB: round(v(/^nodejs_heap_space_size_total_bytes\{space="new"\}\s+(\d+)/m) / 1048576, 1),
+        oldSpaceUsedMB: round(v(/^nodejs_heap_space_size_used_bytes\{space="old"\}\s+(\d+)/m) / 1048576, 1),
+        cacheHits: v(/^portcullis_cache_hits_total\{kind="apiKey"\}\s+(\d+)/m),
+        cacheMisses: v(/^portcullis_cache_misses_total\{kind="apiKey"\}\s+(\d+)/m),
+      };
+    };
+    const before = await heapOf();
+    t0 = performance.now();
+    const first = await load({ url: `${gw.url}/items`, connections: S.connections, keysFile, cpuPid: gw.pid, clockTicks });
+    const warmSeconds = (performance.now() - t0) / 1000;
+    if (first.ok !== n) throw new Error(`warming: ${first.ok} of ${n} keys answered 2xx ${JSON.stringify(first.statusCodes)}`);
+    log(`  first request of each key (store lookup + cache fill): ${Math.round(first.rps)} req/s, gateway CPU ${Math.round((first.cpuUtil ?? 0) * 100)}%`);
+    // A sample of the keys again: every one must now be a cache hit.
+    const sample = Math.min(n, 5000);
+    const sampleFile = join(g.dir, 'sample.txt');
+    writeFileSync(sampleFile, keys.slice(0, sample).join('\n') + '\n');
+    const mid = await heapOf();
+    const second = await load({ url: `${gw.url}/items`, connections: S.connections, keysFile: sampleFile });
+    await sleep(2000);
+    const after = await heapOf();
+    const hitsOnSecondPass = after.cacheHits - mid.cacheHits;
+    if (second.ok !== sample || hitsOnSecondPass !== sample) notes.push(`memory scenario: ${hitsOnSecondPass} of ${sample} re-sent keys were cache hits`);
+    const out = {
+      keys: n,
+      store: db ? 'PostgreSQL (its own process)' : 'embedded PGlite (in the gateway process)',
+      importSeconds: round(importSeconds, 1),
+      before,
+      after,
+      rssBeforeMB: before.rssMB,
+      rssAfterMB: after.rssMB,
+      bytesPerKey: Math.round(((after.rssMB - before.rssMB) * 1048576) / n),
+      firstPassRps: round(first.rps, 0),
+      firstPassP99: round(first.latencyMs.p99, 3),
+      firstPassGatewayCpu: round(first.cpuUtil, 2),
+      resentSample: sample,
+      resentCacheHits: hitsOnSecondPass,
+      warmSeconds: round(warmSeconds, 1),
+    };
+    log(`  RSS ${out.rssBeforeMB} MB → ${out.rssAfterMB} MB (${out.bytesPerKey} B/key; V8 new space ${after.newSpaceMB} MB, old space used ${after.oldSpaceUsedMB} MB); ${hitsOnSecondPass}/${sample} re-sent keys hit the cache`);
+    return out;
+  } finally {
+    await stop(gw.child);
+  }
+}
+
+try {
+  await main();
+} catch (err) {
+  process.stderr.write(`bench failed: ${err?.stack ?? err}\n`);
+  process.exitCode = 1;
+} finally {
+  killAll();
+  for (const c of cleanups) await c().catch(() => undefined);
+  rmSync(tmp, { recursive: true, force: true });
+  // Servers and clients of this process (JWKS, Redis) must not keep a failed run alive.
+  process.exit();
+}
