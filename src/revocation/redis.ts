@@ -97,8 +97,8 @@ const SEED_CHUNK = 1_000;
  *
  * Keys: `<prefix>r:<revocationId>` (a marker expiring at the credential's expiry plus the
  * grace) and `<prefix>s:<subject>` (the subject-wide "issued before" timestamp, ms).
- * A check is one `MGET` of both; with auto-pipelining, concurrent checks share one write
- * and one round trip. Invalidations are published as JSON on `<prefix>invalidate` and
+ * Checks made in one turn of the event loop share one `MGET` of their keys: one write and
+ * one round trip for every request read in that turn. Invalidations are published as JSON on `<prefix>invalidate` and
  * read on a second connection (a subscribed connection can send nothing else).
  *
  * Nothing is queued while Redis is away: checks fail at once (or within `timeout` when
@@ -141,6 +141,8 @@ export class RedisRevocationStore implements RevocationStore {
    */
   #unanswered = false;
   #probe: NodeJS.Timeout | undefined;
+  /** Checks waiting for the MGET of this turn of the event loop. */
+  #batch: CheckBatch | undefined;
 
   constructor(options: RedisRevocationOptions) {
     const prefix = options.keyPrefix ?? 'portcullis:';
@@ -170,7 +172,9 @@ export class RedisRevocationStore implements RevocationStore {
     this.#redis = new Redis(options.url, {
       ...common,
       connectionName: 'portcullis-revocation',
-      enableAutoPipelining: true,
+      // Checks are batched per event-loop turn (#sendBatch); ioredis's own auto-pipelining
+      // batches per tick, which under load is one request, and costs a pipeline each time.
+      enableAutoPipelining: false,
       // Fail fast instead of holding requests while Redis is away: the caller decides.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
@@ -212,19 +216,50 @@ export class RedisRevocationStore implements RevocationStore {
     if (this.#redis.status !== 'ready' || !this.#seeded) {
       return this.#fail(new Error(this.#seeded ? `redis connection ${this.#redis.status}` : 'redis not yet seeded'));
     }
-    return this.#redis.mget(this.#idPrefix + identity.revocationId, this.#subjectPrefix + identity.subject).then(
+    let batch = this.#batch;
+    if (batch === undefined) {
+      batch = this.#batch = { keys: [], slots: new Map(), checks: [] };
+      setImmediate(this.#sendBatch);
+    }
+    const idKey = this.#idPrefix + identity.revocationId;
+    const subjectKey = this.#subjectPrefix + identity.subject;
+    const b = batch;
+    return new Promise<boolean>((resolve, reject) => {
+      b.checks.push({ idSlot: slot(b, idKey), subjectSlot: slot(b, subjectKey), issuedAt: identity.issuedAt, resolve, reject });
+    });
+  }
+
+  /**
+   * Sends every check queued during this turn of the event loop as one MGET (each distinct
+   * key once). Requests read from different sockets in the same poll phase land in one
+   * batch: under load, one command and one round trip serve many requests.
+   */
+  readonly #sendBatch = (): void => {
+    const batch = this.#batch;
+    this.#batch = undefined;
+    if (batch === undefined) return;
+    this.#redis.mget(batch.keys).then(
       (r) => {
         this.#unanswered = false;
-        if (r[0] !== null) return true;
-        const before = r[1];
-        return before !== null && before !== undefined && identity.issuedAt < Number(before);
+        for (const c of batch.checks) {
+          if (r[c.idSlot] !== null) {
+            c.resolve(true);
+            continue;
+          }
+          const before = r[c.subjectSlot];
+          c.resolve(before !== null && before !== undefined && c.issuedAt < Number(before));
+        }
       },
       (err: unknown) => {
         if (this.#redis.status === 'ready') this.#watchUnanswered();
-        return this.#fail(err);
+        for (const c of batch.checks) {
+          const failed = this.#fail(err);
+          if (failed === false) c.resolve(false);
+          else failed.catch(c.reject);
+        }
       },
     );
-  }
+  };
 
   /** Marks Redis as not answering and PINGs it (bounded by the command timeout) until it does. */
   #watchUnanswered(): void {
@@ -410,6 +445,30 @@ export class RedisRevocationStore implements RevocationStore {
     this.#redis.disconnect();
     this.#sub.disconnect();
   }
+}
+
+interface PendingCheck {
+  readonly idSlot: number;
+  readonly subjectSlot: number;
+  readonly issuedAt: number;
+  readonly resolve: (revoked: boolean) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+interface CheckBatch {
+  readonly keys: string[];
+  /** Position of each key in `keys`: concurrent checks of one credential share its keys. */
+  readonly slots: Map<string, number>;
+  readonly checks: PendingCheck[];
+}
+
+function slot(batch: CheckBatch, key: string): number {
+  let i = batch.slots.get(key);
+  if (i === undefined) {
+    i = batch.keys.push(key) - 1;
+    batch.slots.set(key, i);
+  }
+  return i;
 }
 
 function throwFirst(results: Array<[Error | null, unknown]> | null): void {
