@@ -43,7 +43,12 @@ export class GatewayError extends Error {
   path: string | undefined;
 
   constructor(code: ProblemCode, detail: string, options?: { cause?: unknown; headers?: Record<string, string> }) {
+    // A refusal of the client's request (4xx) is an answer, not a fault: capturing its stack
+    // was the largest single cost of refusing a flood of bad credentials. 5xx keep theirs.
+    const limit = Error.stackTraceLimit;
+    if (PROBLEMS[code].status < 500) Error.stackTraceLimit = 0;
     super(detail, options?.cause === undefined ? undefined : { cause: options.cause });
+    Error.stackTraceLimit = limit;
     this.code = code;
     this.status = PROBLEMS[code].status;
     this.headers = options?.headers;

@@ -47,3 +47,15 @@ t.test('every code has a title, a status class that fits, and 401s a challenge',
   }
   t.equal(challengeFor(new GatewayError('token-expired', 'The "token" expired\r\n')), 'Bearer realm="portcullis", error="invalid_token", error_description="The token expired"', 'challenge text cannot break the header');
 });
+
+t.test('refusals (4xx) skip the stack capture; faults (5xx) keep theirs', async (t) => {
+  const limit = Error.stackTraceLimit;
+  const refusal = new GatewayError('key-invalid', 'The API key is not valid.');
+  t.equal(Error.stackTraceLimit, limit, 'the global stack trace limit is restored');
+  t.notMatch(refusal.stack ?? '', /\n\s+at /, 'no frames on a 4xx');
+  t.match(refusal.stack ?? '', /The API key is not valid\./, 'the message is still there');
+  const fault = new GatewayError('upstream-unavailable', 'down', { cause: new Error('ECONNREFUSED') });
+  t.match(fault.stack ?? '', /\n\s+at /, 'frames on a 5xx');
+  t.equal(Error.stackTraceLimit, limit);
+  t.ok(refusal instanceof GatewayError && refusal.status === 401 && refusal.code === 'key-invalid');
+});
