@@ -45,14 +45,12 @@ class RequestLines {
     RequestLines.#all.add(this);
   }
 
-  /** The line pino would write for `logger.info(fields, msg)` at level 30. */
-  render(fields: object, msg: string): string {
-    const body = JSON.stringify(fields);
-    return `{"level":30,"time":${Date.now()}${this.#bindings}${body.length > 2 ? `,${body.slice(1, -1)}` : ''},"msg":${JSON.stringify(msg)}}\n`;
+  /** The start of the line pino writes at level 30, up to its bindings: `{"level":30,"time":…,"pid":…`. */
+  head(): string {
+    return `{"level":30,"time":${Date.now()}${this.#bindings}`;
   }
 
-  push(fields: object, msg: string): void {
-    const line = this.render(fields, msg);
+  pushLine(line: string): void {
     this.#lines.push(line);
     this.#chars += line.length;
     if (this.#chars >= BATCH_CHARS) this.flush();
@@ -116,28 +114,73 @@ export function subjectHasher(pii: 'hashed' | 'plain', salt: string): (subject: 
   };
 }
 
-/** One JSON line per request (SPEC §8). Never a credential: the record carries none. */
+/** Characters JSON.stringify would escape (and lone surrogates, which it escapes too). */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\u007f-\uffff]/;
+
+/** `,"name":"value"` as JSON.stringify writes it; nothing for undefined. */
+function str(name: string, v: string | undefined): string {
+  if (v === undefined) return '';
+  return NEEDS_ESCAPE.test(v) ? `,"${name}":${JSON.stringify(v)}` : `,"${name}":"${v}"`;
+}
+
+/** `,"name":n` as JSON.stringify writes it (non-finite numbers as null); nothing for undefined. */
+function num(name: string, v: number | undefined): string {
+  if (v === undefined) return '';
+  return `,"${name}":${Number.isFinite(v) ? String(v) : 'null'}`;
+}
+
+/**
+ * One JSON line per request (SPEC §8). Never a credential: the record carries none.
+ * Written straight as text, field by field (byte for byte what pino writes for the same
+ * fields): building an object to stringify it was the largest of the gateway's own costs
+ * per request.
+ */
 export function requestLogger(logger: Logger, hashSubject: (s: string) => string): (r: RequestRecord) => void {
   const lines = requestLines.get(logger);
   return (r) => {
     if (!logger.isLevelEnabled('info')) return;
-    const fields = {
-      requestId: r.requestId,
-      route: r.route,
-      method: r.method,
-      path: r.path,
-      decision: r.decision,
-      code: r.code,
-      status: r.status,
-      latencyMs: Math.round(r.latencyMs * 1000) / 1000,
-      authMs: Math.round(r.authMs * 1000) / 1000,
-      upstream: r.upstream,
-      keyId: r.keyId,
-      subject: r.subject === undefined ? undefined : hashSubject(r.subject),
-      authMethod: r.method_,
-      clientIp: r.clientIp,
-    };
-    if (lines !== undefined) lines.push(fields, 'request');
-    else logger.info(fields, 'request');
+    const latencyMs = Math.round(r.latencyMs * 1000) / 1000;
+    const authMs = Math.round(r.authMs * 1000) / 1000;
+    const subject = r.subject === undefined ? undefined : hashSubject(r.subject);
+    if (lines !== undefined) {
+      lines.pushLine(
+        lines.head() +
+          str('requestId', r.requestId) +
+          str('route', r.route) +
+          str('method', r.method) +
+          str('path', r.path) +
+          str('decision', r.decision) +
+          str('code', r.code) +
+          num('status', r.status) +
+          num('latencyMs', latencyMs) +
+          num('authMs', authMs) +
+          str('upstream', r.upstream) +
+          str('keyId', r.keyId) +
+          str('subject', subject) +
+          str('authMethod', r.method_) +
+          str('clientIp', r.clientIp) +
+          ',"msg":"request"}\n',
+      );
+      return;
+    }
+    logger.info(
+      {
+        requestId: r.requestId,
+        route: r.route,
+        method: r.method,
+        path: r.path,
+        decision: r.decision,
+        code: r.code,
+        status: r.status,
+        latencyMs,
+        authMs,
+        upstream: r.upstream,
+        keyId: r.keyId,
+        subject,
+        authMethod: r.method_,
+        clientIp: r.clientIp,
+      },
+      'request',
+    );
   };
 }

@@ -36,12 +36,30 @@ if (mode === 'quiet') {
     throw new Error('crash');
   });
 } else if (mode === 'request-lines') {
-  // The same request logged by requestLogger and by pino itself, for comparison.
+  // The same requests logged by requestLogger and by pino itself, for comparison: an
+  // admitted one, and a refusal with fields missing and characters JSON must escape.
   const line = requestLogger(logger, (s) => `hashed(${s})`);
+  const denied: RequestRecord = {
+    ...record(2),
+    path: '/a\u0001b\ud800c\u007f\u2028',
+    route: undefined,
+    decision: 'deny',
+    code: 'key-invalid',
+    status: 401,
+    latencyMs: 0.0004,
+    authMs: Number.NaN,
+    keyId: undefined,
+    subject: undefined,
+    method_: undefined,
+    upstream: undefined,
+  };
   line(record(1));
+  line(denied);
   setTimeout(() => {
     const r = record(1);
     logger.info({ requestId: r.requestId, route: r.route, method: r.method, path: r.path, decision: r.decision, status: r.status, latencyMs: 1.235, authMs: 0.5, upstream: r.upstream, keyId: r.keyId, subject: 'hashed(alice)', authMethod: r.method_, clientIp: r.clientIp }, 'request');
+    const d = denied;
+    logger.info({ requestId: d.requestId, route: undefined, method: d.method, path: d.path, decision: d.decision, code: d.code, status: d.status, latencyMs: 0, authMs: Number.NaN, upstream: undefined, keyId: undefined, subject: undefined, authMethod: undefined, clientIp: d.clientIp }, 'request');
   }, 50);
 } else if (mode === 'request-exit' || mode === 'request-warn') {
   const line = requestLogger(logger, (s) => s);

@@ -71,10 +71,12 @@ t.test('stdout logger: every line when the process dies of an uncaught exception
 
 t.test('request lines: the same JSON pino writes for them', async (t) => {
   const r = await child('request-lines');
-  t.equal(r.lines.length, 2);
-  const [ours, pinos] = r.lines.map((l) => l.replace(/"time":\d+/, '"time":0'));
+  t.equal(r.lines.length, 4);
+  const [ours, ours2, pinos, pinos2] = r.lines.map((l) => l.replace(/"time":\d+/, '"time":0'));
   t.equal(ours, pinos);
+  t.equal(ours2, pinos2, 'a refusal with missing fields and escaped characters');
   t.equal(JSON.parse(r.lines[0]!).path, '/films/ünï "quoted" \\ back');
+  t.equal(JSON.parse(r.lines[1]!).path, '/a\u0001b\ud800c\u007f\u2028');
 });
 
 t.test('request lines: all written when the process exits in the turn that logged them', async (t) => {
