@@ -1,8 +1,6 @@
 import type { Clock } from '../clock.js';
 import type { RevocationConfig } from '../config/schema.js';
 import { MemoryRevocationStore } from './memory.js';
-import { PgNotifyRevocationStore } from './pg-notify.js';
-import { RedisRevocationStore } from './redis.js';
 import type { RevocationLogger, RevocationSource, RevocationStore } from './types.js';
 
 /** Inputs of {@link openRevocation}. */
@@ -35,7 +33,8 @@ export function revocationBackend(config: RevocationConfig, databaseUrl: string 
 /**
  * Opens the revocation store the configuration calls for. Network-backed stores return
  * at once and connect in the background (`ready()` tells when they can answer); the
- * in-process store is loaded from `source` before it is returned.
+ * in-process store is loaded from `source` before it is returned. The Redis and
+ * PostgreSQL backends' modules (and their clients) are loaded only when chosen.
  */
 export async function openRevocation(options: OpenRevocationOptions): Promise<RevocationStore> {
   const { config, logger, source } = options;
@@ -45,7 +44,8 @@ export async function openRevocation(options: OpenRevocationOptions): Promise<Re
     ...(options.expiryGraceMs === undefined ? {} : { expiryGraceMs: options.expiryGraceMs }),
   };
   switch (revocationBackend(config, options.databaseUrl)) {
-    case 'redis':
+    case 'redis': {
+      const { RedisRevocationStore } = await import('./redis.js');
       return new RedisRevocationStore({
         ...common,
         url: config.redis.trim(),
@@ -55,10 +55,12 @@ export async function openRevocation(options: OpenRevocationOptions): Promise<Re
         source,
         onCheckFailure: options.onCheckFailure,
       });
-    case 'pg-notify':
+    }
+    case 'pg-notify': {
       if (source === undefined) {
         throw new TypeError('openRevocation: a RevocationSource is required for PostgreSQL without Redis');
       }
+      const { PgNotifyRevocationStore } = await import('./pg-notify.js');
       return new PgNotifyRevocationStore({
         ...common,
         connectionString: options.databaseUrl!,
@@ -68,6 +70,7 @@ export async function openRevocation(options: OpenRevocationOptions): Promise<Re
         onCheckFailure: options.onCheckFailure,
         ...(options.channel === undefined ? {} : { channel: options.channel }),
       });
+    }
     case 'memory': {
       const store = new MemoryRevocationStore(common);
       if (source !== undefined) store.load(await source.loadActive(), false);

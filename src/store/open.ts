@@ -1,7 +1,5 @@
 import { resolve } from 'node:path';
 import { StoreError } from './errors.js';
-import { openPgliteStore } from './pglite.js';
-import { openPostgresStore } from './postgres.js';
 import type { KeyStore } from './types.js';
 
 export interface OpenStoreOptions {
@@ -40,16 +38,20 @@ export function parseStoreUrl(url: string, baseDir = process.cwd()): StoreLocati
   );
 }
 
-/** Opens the key store a URL names, optionally migrating it first. */
+/**
+ * Opens the key store a URL names, optionally migrating it first. Each backend's module is
+ * loaded only when its URL is opened: a gateway on PostgreSQL never loads PGlite (its
+ * PostgreSQL-in-WASM bundle), one on PGlite never loads the `pg` driver for the store.
+ */
 export async function openStore(url: string, opts: OpenStoreOptions = {}): Promise<KeyStore> {
   const loc = parseStoreUrl(url, opts.baseDir);
   const store =
     loc.kind === 'postgres'
-      ? openPostgresStore(loc.url, {
+      ? (await import('./postgres.js')).openPostgresStore(loc.url, {
           ...(opts.poolSize === undefined ? {} : { poolSize: opts.poolSize }),
           ...(opts.onError === undefined ? {} : { onError: opts.onError }),
         })
-      : await openPgliteStore(loc.dir);
+      : await (await import('./pglite.js')).openPgliteStore(loc.dir);
   if (opts.migrate === true) {
     try {
       await store.migrate();
