@@ -5,7 +5,7 @@ import type { ApiKeysConfig } from '../config/schema.js';
 import { GatewayError } from '../http/problem.js';
 import { compileAllowIp } from '../keys/cidr.js';
 import { looksNative, parseKey, type ParsedKey } from '../keys/format.js';
-import { argon2Verifier, safeEqual, sha256Hex, type SecretVerifier } from '../keys/hash.js';
+import { argon2Verifier, safeEqual, type SecretVerifier } from '../keys/hash.js';
 import { effectiveEnd } from '../keys/service.js';
 import { keyRevocationId } from '../store/sql.js';
 import type { KeyRecord, KeyStore } from '../store/types.js';
@@ -47,11 +47,6 @@ export interface ApiKeyStats {
   malformed: number;
 }
 
-interface Cached {
-  readonly identity: Identity;
-  readonly keyId: string;
-}
-
 interface Attempts {
   count: number;
   resetAt: number;
@@ -67,8 +62,119 @@ function keyInvalid(detail = INVALID_DETAIL): GatewayError {
   return new GatewayError('key-invalid', detail);
 }
 
+/**
+ * Cache key of a presented key: its SHA-256 in lowercase hex. For an imported (legacy) key
+ * that is exactly the `sha256` the store holds, so its revocation id `legacy:<hex>` names
+ * its cache entry without an index, and the identity's revocation id can share the string.
+ */
 function digestOf(value: string): string {
-  return hash('sha256', value, 'base64');
+  return hash('sha256', value, 'hex');
+}
+
+const LEGACY_ID = 'legacy:';
+
+/** Distinct values an intern table keeps; past that, new values are used as they come. */
+const INTERN_MAX = 1024;
+
+/**
+ * One copy of values many cached identities share (role names, scope and audience lists):
+ * 100 000 keys of one role with the same scopes hold one string and one frozen array.
+ */
+class Interner<T> {
+  readonly #map = new Map<string, T>();
+
+  get(key: string, make: () => T): T {
+    let v = this.#map.get(key);
+    if (v === undefined) {
+      v = make();
+      if (this.#map.size < INTERN_MAX) this.#map.set(key, v);
+    }
+    return v;
+  }
+}
+
+const NO_AUDIENCES: readonly string[] = Object.freeze([]);
+
+interface LruEntry<V> {
+  readonly value: V;
+  /** Expiry time (ms, the injected clock); 0: none. */
+  readonly until: number;
+}
+
+/**
+ * A bounded LRU map with optional per-entry expiry that allocates per entry only. lru-cache
+ * preallocates its slot arrays for `max` entries up front (about 44 bytes a slot: 4.4 MB
+ * for 100 000), which the side tables here — failures, refusals, proven hashes, all nearly
+ * empty in normal operation — should not pay. Expiry as lru-cache's: stale once more than
+ * `ttl` ms have passed.
+ */
+class LruMap<V> {
+  readonly #max: number;
+  /** Lifetime of an entry in ms; 0: entries do not expire. */
+  readonly #ttl: number;
+  readonly #now: () => number;
+  readonly #map = new Map<string, LruEntry<V>>();
+
+  constructor(max: number, ttl: number, now: () => number) {
+    this.#max = max;
+    this.#ttl = ttl;
+    this.#now = now;
+  }
+
+  /** The value, made the most recently used; undefined when absent or expired. */
+  get(key: string): V | undefined {
+    const e = this.#map.get(key);
+    if (e === undefined) return undefined;
+    if (e.until !== 0 && this.#now() > e.until) {
+      this.#map.delete(key);
+      return undefined;
+    }
+    // Map iteration order is insertion order: re-inserting makes it the newest.
+    this.#map.delete(key);
+    this.#map.set(key, e);
+    return e.value;
+  }
+
+  /** Whether a live value is there; does not change its recency. */
+  has(key: string): boolean {
+    const e = this.#map.get(key);
+    return e !== undefined && (e.until === 0 || this.#now() <= e.until);
+  }
+
+  set(key: string, value: V): void {
+    this.#map.delete(key);
+    this.#map.set(key, { value, until: this.#ttl > 0 ? this.#now() + this.#ttl : 0 });
+    if (this.#map.size > this.#max) {
+      const oldest = this.#map.keys().next();
+      if (oldest.done !== true) this.#map.delete(oldest.value);
+    }
+  }
+
+  delete(key: string): void {
+    this.#map.delete(key);
+  }
+}
+
+/** Digests cached under one name: one digest as the string itself, more as a Set. */
+type Digests = string | Set<string>;
+
+function indexAdd(map: Map<string, Digests>, name: string, digest: string): void {
+  const cur = map.get(name);
+  if (cur === undefined) map.set(name, digest);
+  else if (typeof cur !== 'string') cur.add(digest);
+  else if (cur !== digest) map.set(name, new Set([cur, digest]));
+}
+
+function indexRemove(map: Map<string, Digests>, name: string, digest: string): void {
+  const cur = map.get(name);
+  if (cur === undefined) return;
+  if (typeof cur === 'string') {
+    if (cur === digest) map.delete(name);
+    return;
+  }
+  cur.delete(digest);
+  if (cur.size === 1) map.set(name, cur.values().next().value!);
+  else if (cur.size === 0) map.delete(name);
 }
 
 /**
@@ -156,15 +262,22 @@ export class ApiKeyAuthenticator implements Authenticator {
   readonly #maxFailures: number;
   readonly #failureWindow: number;
   readonly #provenTtl: number;
-  readonly #cache: LRUCache<string, Cached>;
-  readonly #negative: LRUCache<string, GatewayError>;
-  readonly #proven: LRUCache<string, string>;
-  readonly #attempts: LRUCache<string, Attempts>;
+  /** Verified identities by key digest (the identity carries its key id). */
+  readonly #cache: LRUCache<string, Identity>;
+  readonly #negative: LruMap<GatewayError>;
+  readonly #proven: LruMap<string>;
+  readonly #attempts: LruMap<Attempts>;
   readonly #inflight = new Map<string, Promise<Identity>>();
   readonly #limiter: VerificationLimiter;
-  /** Digests cached per revocation id and per subject, for evictions. */
-  readonly #byRevocation = new Map<string, Set<string>>();
-  readonly #bySubject = new Map<string, Set<string>>();
+  /**
+   * Digests cached per revocation id and per subject, for evictions. Imported keys are not
+   * in `#byRevocation`: their revocation id holds their digest (see `digestOf`).
+   */
+  readonly #byRevocation = new Map<string, Digests>();
+  readonly #bySubject = new Map<string, Digests>();
+  readonly #roles = new Interner<string>();
+  readonly #scopes = new Interner<{ readonly scopes: readonly string[]; readonly header: string }>();
+  readonly #audiences = new Interner<readonly string[]>();
   /** Bumped on every eviction: a verification that started before one must not cache its result. */
   #epoch = 0;
   #lastUsed = new Map<string, number>();
@@ -189,16 +302,17 @@ export class ApiKeyAuthenticator implements Authenticator {
     // so the injected clock decides expiry.
     const perf = { now: () => clock.now() };
     const limiterMax = options.limiterMax ?? 100_000;
-    this.#cache = new LRUCache<string, Cached>({
+    this.#cache = new LRUCache<string, Identity>({
       max: config.cache.max,
       ttl: Math.max(1, config.cache.ttl),
       ttlResolution: 0,
       perf,
       dispose: (value, key) => this.#unindex(key, value),
     });
-    this.#negative = new LRUCache<string, GatewayError>({ max: limiterMax, ttl: Math.max(1, config.negativeCacheTtl), ttlResolution: 0, perf });
-    this.#proven = new LRUCache<string, string>({ max: config.cache.max, ttl: this.#provenTtl, ttlResolution: 0, perf });
-    this.#attempts = new LRUCache<string, Attempts>({ max: limiterMax });
+    const now = (): number => clock.now();
+    this.#negative = new LruMap<GatewayError>(limiterMax, Math.max(1, config.negativeCacheTtl), now);
+    this.#proven = new LruMap<string>(config.cache.max, this.#provenTtl, now);
+    this.#attempts = new LruMap<Attempts>(limiterMax, 0, now);
     this.#limiter = new VerificationLimiter(config.maxConcurrentVerifications, config.verificationQueue);
     this.#lastUsedTimer = setInterval(() => void this.flushLastUsed(), Math.max(1000, config.lastUsedInterval));
     this.#lastUsedTimer.unref();
@@ -216,11 +330,11 @@ export class ApiKeyAuthenticator implements Authenticator {
     if (hit !== undefined) {
       const now = this.#clock.now();
       // The entry's TTL already stops at the key's end; this makes the boundary exact.
-      const end = hit.identity.expiresAt;
+      const end = hit.expiresAt;
       if (end === undefined || now < end) {
         this.stats.cacheHits++;
-        this.#lastUsed.set(hit.keyId, now);
-        return hit.identity;
+        this.#lastUsed.set(hit.keyId!, now);
+        return hit;
       }
       this.#cache.delete(digest);
     }
@@ -254,7 +368,7 @@ export class ApiKeyAuthenticator implements Authenticator {
     // A key proven before skips the key-id limit (its holder must not be locked out).
     if (parsed === null) this.#checkAttempts(undefined, clientIp);
     else if (!this.#proven.has(digest)) this.#checkAttempts(parsed.id, clientIp);
-    const p = (parsed === null ? this.#verifyLegacy(value, digest, clientIp) : this.#verifyNative(parsed, digest, clientIp)).finally(() => {
+    const p = (parsed === null ? this.#verifyLegacy(digest, clientIp) : this.#verifyNative(parsed, digest, clientIp)).finally(() => {
       this.#inflight.delete(digest);
     });
     this.#inflight.set(digest, p);
@@ -290,11 +404,11 @@ export class ApiKeyAuthenticator implements Authenticator {
     return this.#accept(record, digest, epoch);
   }
 
-  async #verifyLegacy(value: string, digest: string, clientIp: string): Promise<Identity> {
+  async #verifyLegacy(digest: string, clientIp: string): Promise<Identity> {
     const epoch = this.#epoch;
-    const sha = sha256Hex(value);
-    const record = await this.#lookup(() => this.#store.getKeyBySha256(sha));
-    if (record === undefined || record.sha256 === null || !safeEqual(record.sha256, sha)) {
+    // The digest is the key's SHA-256 in hex: what the store holds for imported keys.
+    const record = await this.#lookup(() => this.#store.getKeyBySha256(digest));
+    if (record === undefined || record.sha256 === null || !safeEqual(record.sha256, digest)) {
       this.#fail(undefined, clientIp, 1);
       throw this.#refuse(digest, keyInvalid());
     }
@@ -340,28 +454,32 @@ export class ApiKeyAuthenticator implements Authenticator {
     if (record.notBefore !== null && now < record.notBefore) {
       throw keyInvalid('The API key is not yet valid.');
     }
+    const scopes = this.#scopes.get(JSON.stringify(record.scopes), () => ({ scopes: Object.freeze([...record.scopes]), header: record.scopes.join(' ') }));
+    // An imported key's revocation id is `legacy:` and its digest: built on the cache key's
+    // string, it costs one small string instead of a second copy of the digest.
+    const legacy = record.sha256 !== null && record.sha256 === digest;
     const identity: Identity = Object.freeze({
       method: 'apiKey',
       subject: record.subject,
-      role: record.role,
+      role: this.#roles.get(record.role, () => record.role),
       roleRank: this.#rank(record.role),
-      scopes: Object.freeze([...record.scopes]),
-      scopesHeader: record.scopes.join(' '),
+      scopes: scopes.scopes,
+      scopesHeader: scopes.header,
       keyId: record.id,
-      audiences: Object.freeze([...record.audiences]),
+      audiences: record.audiences.length === 0 ? NO_AUDIENCES : this.#audiences.get(JSON.stringify(record.audiences), () => Object.freeze([...record.audiences])),
       allowIp: compileAllowIp(record.allowedIps),
       issuedAt: record.createdAt,
       expiresAt: end ?? undefined,
-      revocationId: keyRevocationId(record),
+      revocationId: legacy ? LEGACY_ID + digest : keyRevocationId(record),
     });
     this.#lastUsed.set(record.id, now);
     // An eviction while this verification ran may concern this very key: do not cache.
     if (epoch === this.#epoch && !this.#closed) {
       const ttl = end === null ? this.#cacheTtl : Math.min(this.#cacheTtl, end - now);
       if (ttl > 0) {
-        this.#cache.set(digest, { identity, keyId: record.id }, { ttl });
-        this.#index(this.#byRevocation, identity.revocationId, digest);
-        this.#index(this.#bySubject, identity.subject, digest);
+        this.#cache.set(digest, identity, { ttl });
+        if (!legacy) indexAdd(this.#byRevocation, identity.revocationId, digest);
+        indexAdd(this.#bySubject, identity.subject, digest);
       }
     }
     return identity;
@@ -409,35 +527,30 @@ export class ApiKeyAuthenticator implements Authenticator {
     bump(`ip:${clientIp}`);
   }
 
-  #index(map: Map<string, Set<string>>, name: string, digest: string): void {
-    let set = map.get(name);
-    if (set === undefined) {
-      set = new Set();
-      map.set(name, set);
-    }
-    set.add(digest);
+  #unindex(digest: string, identity: Identity): void {
+    indexRemove(this.#byRevocation, identity.revocationId, digest);
+    indexRemove(this.#bySubject, identity.subject, digest);
   }
 
-  #unindex(digest: string, value: Cached): void {
-    for (const [map, name] of [[this.#byRevocation, value.identity.revocationId], [this.#bySubject, value.identity.subject]] as const) {
-      const set = map.get(name);
-      if (set === undefined) continue;
-      set.delete(digest);
-      if (set.size === 0) map.delete(name);
-    }
-  }
-
-  #evictDigests(set: Set<string> | undefined): void {
+  #evictDigests(digests: Digests | undefined): void {
     this.#epoch++;
-    if (set === undefined) return;
+    if (digests === undefined) return;
     // The proof that a key matches its stored hash stays: the next request re-reads the
     // record anyway, so a just-revoked key is refused after one store read instead of
     // waiting on argon2 on every instance of the fleet.
-    for (const d of [...set]) this.#cache.delete(d);
+    if (typeof digests === 'string') this.#cache.delete(digests);
+    else for (const d of [...digests]) this.#cache.delete(d);
   }
 
   /** Drops cached identities of one credential (`key:<id>` / `legacy:<sha256>`). */
   evict(revocationId: string): void {
+    if (revocationId.startsWith(LEGACY_ID)) {
+      // An imported key is cached under its SHA-256 (see `digestOf`), not indexed.
+      const digest = revocationId.slice(LEGACY_ID.length);
+      const cached = this.#cache.peek(digest, { allowStale: true });
+      this.#evictDigests(cached !== undefined && cached.revocationId === revocationId ? digest : undefined);
+      return;
+    }
     this.#evictDigests(this.#byRevocation.get(revocationId));
   }
 
