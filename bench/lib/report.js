@@ -9,20 +9,23 @@ export function renderMarkdown(r) {
   const lines = [];
   lines.push(`# Portcullis benchmark — ${r.date.slice(0, 10)}`, '');
   lines.push(`Machine: ${m.nproc} × ${m.cpu}, ${m.os}, Node ${m.node}; load average at start ${m.loadavg.join(' ')}; commit ${m.commit}.`);
-  lines.push(
+  if (r.targets.length) lines.push(
     `Load: autocannon in its own process, ${s.connections} connections, pipelining ${s.pipelining}, ${s.duration} s per sample after a discarded ${s.warmup} s warm-up; ` +
       `${s.rounds} interleaved rounds, medians shown; ratios are taken within each round against the bare proxy, then the median. ` +
       `Gateway log level ${s.logLevel} (one JSON line per request to a file), http-proxy-3 ${s.proxyPath} path. Whole run: ${r.elapsedSeconds} s.`,
     '',
   );
-  lines.push('| target | req/s | × bare proxy | (rounds) | p50 ms | p99 ms | p99 × bare proxy | server CPU µs/req |', '| --- | ---: | ---: | :---: | ---: | ---: | ---: | ---: |');
-  for (const t of r.targets) {
-    const per = t.vsBare.rpsPerRound.filter((x) => x !== null);
-    const range = t.name === 'bare-proxy' || per.length === 0 ? '' : `${f(Math.min(...per))}–${f(Math.max(...per))}`;
-    lines.push(`| ${t.label} | ${int(t.median.rps)} | ${f(t.vsBare.rps)} | ${range} | ${f(t.median.p50)} | ${f(t.median.p99)} | ${f(t.vsBare.p99)} | ${int(t.median.cpuUsPerReq)} |`);
+  else lines.push(`The memory scenario only (\`--memory-only\`); gateway log level ${s.logLevel}. Whole run: ${r.elapsedSeconds} s.`, '');
+  if (r.targets.length) {
+    lines.push('| target | req/s | × bare proxy | (rounds) | p50 ms | p99 ms | p99 × bare proxy | server CPU µs/req |', '| --- | ---: | ---: | :---: | ---: | ---: | ---: | ---: |');
+    for (const t of r.targets) {
+      const per = t.vsBare.rpsPerRound.filter((x) => x !== null);
+      const range = t.name === 'bare-proxy' || per.length === 0 ? '' : `${f(Math.min(...per))}–${f(Math.max(...per))}`;
+      lines.push(`| ${t.label} | ${int(t.median.rps)} | ${f(t.vsBare.rps)} | ${range} | ${f(t.median.p50)} | ${f(t.median.p99)} | ${f(t.vsBare.p99)} | ${int(t.median.cpuUsPerReq)} |`);
+    }
+    lines.push('', 'Server CPU µs/req: user+system CPU time of the process under test (gateway, proxy or upstream) divided by the requests answered; it does not include the upstream behind a proxy.');
+    lines.push('');
   }
-  lines.push('', 'Server CPU µs/req: user+system CPU time of the process under test (gateway, proxy or upstream) divided by the requests answered; it does not include the upstream behind a proxy.');
-  lines.push('');
   const ab = r.targets.filter((t) => t.vsBase);
   if (ab.length) {
     lines.push('A/B against the base build (same rounds; per-round ratios, median):', '', '| target | req/s × base | CPU/req × base | per-round CPU ratios |', '| --- | ---: | ---: | --- |');
@@ -48,7 +51,7 @@ export function renderMarkdown(r) {
   if (sc.memory) {
     const mm = sc.memory;
     lines.push(
-      `**${int(mm.keys)} distinct cached keys** (imported as SHA-256 digests with \`keys import\` in ${f(mm.importSeconds, 1)} s; store: ${mm.store}; ` +
+      `**${int(mm.keys)} distinct cached keys**${mm.nodeArgs?.length ? ` (gateway started as \`node ${mm.nodeArgs.join(' ')} bin/portcullis.js serve\`, not with V8's defaults)` : ''} (imported as SHA-256 digests with \`keys import\` in ${f(mm.importSeconds, 1)} s; store: ${mm.store}; ` +
         `each key sent once — store lookup, then cached — at ${int(mm.firstPassRps)} req/s, then ${int(mm.resentSample)} of them again: ${int(mm.resentCacheHits)} cache hits): ` +
         `gateway RSS ${f(mm.rssBeforeMB, 1)} MB idle → **${f(mm.rssAfterMB, 1)} MB** with every key cached (${int(mm.bytesPerKey)} B of RSS per key). ` +
         `V8 heap: ${f(mm.before.heapUsedMB, 1)} → ${f(mm.after.heapUsedMB, 1)} MB used of ${f(mm.after.heapTotalMB, 1)} MB, of which the young generation (sized by V8 for the allocation rate of the warm-up, not for the cache) ${f(mm.after.newSpaceMB, 1)} MB.` +
