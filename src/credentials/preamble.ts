@@ -10,19 +10,12 @@ export function stripPreamble(value: string): string {
   return at === -1 ? value : value.slice(at + 1);
 }
 
-/** 1 for the base64url alphabet (RFC 4648 §5), unpadded. */
-const B64URL = new Uint8Array(128);
-for (const ch of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_') B64URL[ch.charCodeAt(0)] = 1;
+/** Three non-empty runs of the base64url alphabet (RFC 4648 §5, unpadded) joined by `.`. */
+const JWS_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 
-function isBase64Url(s: string, from: number, to: number): boolean {
-  const n = to - from;
-  // A length of 1 mod 4 cannot come from any byte string.
-  if (n === 0 || n % 4 === 1) return false;
-  for (let i = from; i < to; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 128 || B64URL[c] !== 1) return false;
-  }
-  return true;
+/** A base64url part of `n` characters: a length of 1 mod 4 cannot come from any byte string. */
+function decodableLength(n: number): boolean {
+  return n % 4 !== 1;
 }
 
 /**
@@ -34,11 +27,12 @@ function isBase64Url(s: string, from: number, to: number): boolean {
  * contain dots still go to the key authenticator.
  */
 export function isCompactJws(value: string): boolean {
+  // One native regular-expression scan of the whole value (a loop over its characters in
+  // JavaScript cost several microseconds per request).
+  if (!JWS_SHAPE.test(value)) return false;
   const d1 = value.indexOf('.');
-  if (d1 === -1) return false;
   const d2 = value.indexOf('.', d1 + 1);
-  if (d2 === -1 || value.indexOf('.', d2 + 1) !== -1) return false;
-  if (!isBase64Url(value, 0, d1) || !isBase64Url(value, d1 + 1, d2) || !isBase64Url(value, d2 + 1, value.length)) return false;
+  if (!decodableLength(d1) || !decodableLength(d2 - d1 - 1) || !decodableLength(value.length - d2 - 1)) return false;
   const header = Buffer.from(value.slice(0, d1), 'base64url');
   let from = 0;
   let to = header.length - 1;
