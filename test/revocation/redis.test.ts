@@ -119,7 +119,7 @@ if (missing !== undefined) {
     console.log(line);
 
     // Checks made in different turns get their own MGET; concurrent checks of one
-    // credential read its keys once and all get the answer.
+    // credential all get its answer.
     const b2 = await stats();
     const same = { revocationId: 'key:revoked-7', subject: 's7', issuedAt: Date.now() };
     const first = Promise.all(Array.from({ length: 50 }, () => s.isRevoked(same)));
