@@ -7,7 +7,7 @@ import { compileAllowIp } from '../keys/cidr.js';
 import { looksNative, parseKey, type ParsedKey } from '../keys/format.js';
 import { argon2Verifier, safeEqual, type SecretVerifier } from '../keys/hash.js';
 import { effectiveEnd } from '../keys/service.js';
-import { keyRevocationId } from '../store/sql.js';
+import { keyRevocationId, LEGACY_REVOCATION_PREFIX as LEGACY_ID } from '../store/sql.js';
 import type { KeyRecord, KeyStore } from '../store/types.js';
 import type { AuthContext, Authenticator, Credential, Identity } from './types.js';
 
@@ -70,8 +70,6 @@ function keyInvalid(detail = INVALID_DETAIL): GatewayError {
 function digestOf(value: string): string {
   return hash('sha256', value, 'hex');
 }
-
-const LEGACY_ID = 'legacy:';
 
 /** Distinct values an intern table keeps; past that, new values are used as they come. */
 const INTERN_MAX = 1024;

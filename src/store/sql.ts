@@ -107,9 +107,12 @@ function toKey(r: Row): KeyRecord {
   };
 }
 
+/** Start of an imported key's revocation id; its SHA-256 in hex follows. */
+export const LEGACY_REVOCATION_PREFIX = 'legacy:';
+
 /** `key:<id>` for native keys, `legacy:<sha256>` for imported ones. */
 export function keyRevocationId(key: { id: string; sha256: string | null }): string {
-  return key.sha256 === null ? `key:${key.id}` : `legacy:${key.sha256}`;
+  return key.sha256 === null ? `key:${key.id}` : LEGACY_REVOCATION_PREFIX + key.sha256;
 }
 
 // A rotated key stops at the end of its grace; any other key at its expiry.
