@@ -155,6 +155,33 @@ export function keyStatus(k: KeyRecord, now: number): KeyStatus {
   return 'active';
 }
 
+/**
+ * The record that replaces `old` (rotation, refresh): the same holder and grants under a
+ * new id and secret, valid from `now`; lifetime and refresh fields as the caller decides.
+ */
+function successorOf(
+  old: KeyRecord,
+  id: string,
+  secretHash: string,
+  now: number,
+  rest: Pick<NewKey, 'expiresAt' | 'familyId' | 'refreshHash' | 'refreshExpiresAt'>,
+): NewKey {
+  return {
+    id,
+    name: old.name,
+    subject: old.subject,
+    role: old.role,
+    scopes: old.scopes,
+    audiences: old.audiences,
+    allowedIps: old.allowedIps,
+    secretHash,
+    sha256: null,
+    createdAt: now,
+    notBefore: null,
+    ...rest,
+  };
+}
+
 /** Public view of a stored key at `now`. */
 export function keyInfo(k: KeyRecord, now: number): KeyInfo {
   return {
@@ -353,23 +380,12 @@ export class KeyService {
     }
     const gen = generateKey(this.#prefix);
     const lifetime = old.expiresAt === null ? null : old.expiresAt - old.createdAt;
-    const successor: NewKey = {
-      id: gen.id,
-      name: old.name,
-      subject: old.subject,
-      role: old.role,
-      scopes: old.scopes,
-      audiences: old.audiences,
-      allowedIps: old.allowedIps,
-      secretHash: await hashSecret(gen.secret, this.#hash),
-      sha256: null,
-      createdAt: now,
-      notBefore: null,
+    const successor = successorOf(old, gen.id, await hashSecret(gen.secret, this.#hash), now, {
       expiresAt: lifetime === null ? null : now + lifetime,
       familyId: null,
       refreshHash: null,
       refreshExpiresAt: null,
-    };
+    });
     const graceUntil = now + graceMs;
     await this.#store.rotateKey(id, successor, now, graceUntil).catch(storeFailure);
     if (graceMs === 0) {
@@ -553,23 +569,7 @@ export class KeyService {
       const [secretHash, refreshHash] = await Promise.all([hashSecret(gen.secret, this.#hash), hashSecret(rt.secret, this.#hash)]);
       const expiresAt = now + this.#refresh.keyTtl;
       const refreshExpiresAt = now + this.#refresh.tokenTtl;
-      const successor: NewKey = {
-        id: gen.id,
-        name: old.name,
-        subject: old.subject,
-        role: old.role,
-        scopes: old.scopes,
-        audiences: old.audiences,
-        allowedIps: old.allowedIps,
-        secretHash,
-        sha256: null,
-        createdAt: now,
-        notBefore: null,
-        expiresAt,
-        familyId: old.familyId ?? old.id,
-        refreshHash,
-        refreshExpiresAt,
-      };
+      const successor = successorOf(old, gen.id, secretHash, now, { expiresAt, familyId: old.familyId ?? old.id, refreshHash, refreshExpiresAt });
       if (!(await this.#store.refreshKey(old.id, successor, now))) {
         // Lost a race with another use of the same token: that is a replay too.
         await this.#revokeFamily(old, now);
