@@ -5,8 +5,8 @@ import { Redis } from 'ioredis';
 export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
-/** Under CI a missing service fails the test; elsewhere it is skipped with this reason. */
-export async function serviceSkip(kind: 'postgres' | 'redis'): Promise<string | false> {
+/** Whether a service answers: undefined when it does, else why not. */
+export async function serviceProbe(kind: 'postgres' | 'redis'): Promise<string | undefined> {
   try {
     if (kind === 'postgres') {
       const c = new pg.Client({ connectionString: DATABASE_URL, connectionTimeoutMillis: 2000 });
@@ -14,14 +14,23 @@ export async function serviceSkip(kind: 'postgres' | 'redis'): Promise<string | 
       await c.end();
     } else {
       const r = new Redis(REDIS_URL, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      r.on('error', () => {});
       await r.connect();
-      await r.quit();
+      await r.ping();
+      r.disconnect();
     }
-    return false;
+    return undefined;
   } catch (err) {
-    if (process.env.CI === 'true') throw new Error(`${kind} is required under CI and is not reachable: ${(err as Error).message}`);
     return `${kind} not reachable (${(err as Error).message})`;
   }
+}
+
+/** Under CI a missing service fails the test; elsewhere it is skipped with this reason. */
+export async function serviceSkip(kind: 'postgres' | 'redis'): Promise<string | false> {
+  const missing = await serviceProbe(kind);
+  if (missing === undefined) return false;
+  if (process.env.CI === 'true') throw new Error(`${kind} is required under CI and is not reachable: ${missing}`);
+  return missing;
 }
 
 /** A throw-away PostgreSQL database for one test file; dropped by `drop()`. */

@@ -3,10 +3,10 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import pg from 'pg';
 import { Redis } from 'ioredis';
+import { serviceProbe, tempDatabase } from '../helpers/services.js';
 import type { RevocationLogger, RevocationSnapshot, RevocationSource } from '../../src/revocation/types.js';
 
-export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+export { DATABASE_URL, REDIS_URL } from '../helpers/services.js';
 export const CI = process.env.CI === 'true';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -26,46 +26,11 @@ export function recordingLogger(): RevocationLogger & { lines: Array<{ level: st
   };
 }
 
-/** Whether a service answers; outside CI a missing service skips, in CI it fails. */
-export async function serviceAvailable(name: 'postgres' | 'redis'): Promise<string | undefined> {
-  try {
-    if (name === 'postgres') {
-      const c = new pg.Client({ connectionString: DATABASE_URL, connectionTimeoutMillis: 2000 });
-      await c.connect();
-      await c.end();
-    } else {
-      const r = new Redis(REDIS_URL, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });
-      r.on('error', () => {});
-      await r.connect();
-      await r.ping();
-      r.disconnect();
-    }
-    return undefined;
-  } catch (err) {
-    return `${name} not reachable (${(err as Error).message})`;
-  }
-}
+/** Whether a service answers (undefined) or why not; outside CI a missing service skips, in CI it fails. */
+export const serviceAvailable = serviceProbe;
 
 /** A throw-away database for one test file. */
-export async function createDatabase(): Promise<{ url: string; name: string; drop(): Promise<void> }> {
-  const name = `pcl_t_${randomTag()}`;
-  const admin = new pg.Client({ connectionString: DATABASE_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const u = new URL(DATABASE_URL);
-  u.pathname = `/${name}`;
-  return {
-    url: u.toString(),
-    name,
-    async drop() {
-      const c = new pg.Client({ connectionString: DATABASE_URL });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
-    },
-  };
-}
+export const createDatabase = tempDatabase;
 
 /**
  * A durable revocation record in real tables, shaped like the key store's: rows carry the
