@@ -4,13 +4,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { main } from '../../src/cli.js';
-import type { Io } from '../../src/commands/io.js';
-import { loadConfigFile } from '../../src/config/load.js';
-import { startPortcullis } from '../../src/server.js';
-import { memoryLogger } from '../helpers/gateway.js';
-import { serviceSkip, tempDatabase } from '../helpers/services.js';
-import { startUpstream } from '../helpers/upstream.js';
+import { serviceSkip } from '../helpers/services.js';
+import { startExample } from './harness.js';
 
 // examples/account-keys.yaml: UUID keys of an account-management API, imported as SHA-256
 // digests (and one as plaintext), sent unchanged by clients, expiring on their own
@@ -34,27 +29,10 @@ interface ListedKey {
 const skip = await serviceSkip('postgres');
 if (skip) t.test('account keys example', { skip }, async () => {});
 else {
-  const db = await tempDatabase();
-  t.teardown(() => db.drop());
-  const up = await startUpstream();
-  t.teardown(() => up.close());
   const dir = await mkdtemp(join(tmpdir(), 'pcl-account-keys-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  // The CLI reads the same file with the same environment, as an operator's shell would.
-  Object.assign(process.env, { DATABASE_URL: db.url, UPSTREAM_URL: up.url, REDIS_URL: '' });
-  const loaded = await loadConfigFile(CONFIG);
-  const { logger } = memoryLogger();
-  const p = await startPortcullis(loaded, { logger, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } });
-  t.teardown(() => p.close(100));
-  const url = p.gateway.url();
+  const { loaded, up, url, portcullis } = await startExample(t, CONFIG, ({ db, upstream }) => ({ DATABASE_URL: db, UPSTREAM_URL: upstream, REDIS_URL: '' }));
 
-  const portcullis = async (...args: string[]) => {
-    let out = '';
-    let err = '';
-    const io: Io = { out: (s) => void (out += s + '\n'), err: (s) => void (err += s + '\n') };
-    const code = await main(['-c', CONFIG, ...args], io);
-    return { code, out, err };
-  };
   const list = async (...args: string[]) => JSON.parse((await portcullis('keys', 'list', '--json', ...args)).out) as ListedKey[];
   const call = async (method: string, path: string, headers: Record<string, string>) => {
     const r = await request(url + path, { method, headers });

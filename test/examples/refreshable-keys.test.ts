@@ -1,12 +1,7 @@
 import t from 'tap';
 import { request } from 'undici';
-import { main } from '../../src/cli.js';
-import type { Io } from '../../src/commands/io.js';
-import { loadConfigFile } from '../../src/config/load.js';
-import { startPortcullis } from '../../src/server.js';
-import { memoryLogger } from '../helpers/gateway.js';
-import { serviceSkip, tempDatabase } from '../helpers/services.js';
-import { startUpstream } from '../helpers/upstream.js';
+import { serviceSkip } from '../helpers/services.js';
+import { startExample } from './harness.js';
 
 // examples/refreshable-keys.yaml: short-lived keys tied to a user, role, audience and client
 // address, with rotating refresh tokens (JSON body or cookie), replay detection that
@@ -36,26 +31,9 @@ interface Answer {
 const skip = await serviceSkip('postgres');
 if (skip) t.test('refreshable keys example', { skip }, async () => {});
 else {
-  const db = await tempDatabase();
-  t.teardown(() => db.drop());
-  const up = await startUpstream();
-  t.teardown(() => up.close());
-  // The CLI reads the same file with the same environment, as an operator's shell would.
-  Object.assign(process.env, { DATABASE_URL: db.url, REPORTS_URL: up.url, BILLING_URL: up.url, TRUSTED_PROXIES: '127.0.0.1/32', REDIS_URL: '' });
-  const loaded = await loadConfigFile(CONFIG);
-  const { logger } = memoryLogger();
-  const p = await startPortcullis(loaded, { logger, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } });
-  t.teardown(() => p.close(100));
+  const { p, up, url, portcullis } = await startExample(t, CONFIG, ({ db, upstream }) => ({ DATABASE_URL: db, REPORTS_URL: upstream, BILLING_URL: upstream, TRUSTED_PROXIES: '127.0.0.1/32', REDIS_URL: '' }));
   t.ok(await p.services.core.revocation.waitReady(5_000), 'revocation view ready (LISTEN/NOTIFY)');
-  const url = p.gateway.url();
 
-  const portcullis = async (...args: string[]) => {
-    let out = '';
-    let err = '';
-    const io: Io = { out: (s) => void (out += s + '\n'), err: (s) => void (err += s + '\n') };
-    const code = await main(['-c', CONFIG, ...args], io);
-    return { code, out, err };
-  };
   const create = async (...args: string[]): Promise<Created> => {
     const r = await portcullis('keys', 'create', '--refreshable', '--json', ...args);
     if (r.code !== 0) throw new Error(r.err);
