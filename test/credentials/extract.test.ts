@@ -144,6 +144,8 @@ const jws: Array<[string, string, boolean]> = [
   ['impossible base64 length', `${b64({ alg: 'HS256' })}.${b64({})}.abcde`, false],
   ['non-ASCII in a part', `${b64({ alg: 'HS256' })}.${b64({})}.sig\u00e9`, false],
   ['dotted legacy key', 'live.4f9a2c.secret', false],
+  ['a line break after the token', `${JWT}\n`, false],
+  ['a line break inside a part', `${b64({ alg: 'HS256' })}.${b64({})}\nx.${b64('s')}`, false],
 ];
 for (const [name, input, want] of jws) t.equal(isCompactJws(input), want, `isCompactJws: ${name}`);
 
