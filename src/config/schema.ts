@@ -131,8 +131,16 @@ const apiKeys = z.strictObject({
   maxConcurrentVerifications: z.number().int().min(1).default(4),
   verificationQueue: z.number().int().min(0).default(256),
   failedAttempts: z
-    .strictObject({ max: z.number().int().min(1).default(10), window: duration.default(60_000) })
-    .default({ max: 10, window: 60_000 }),
+    .strictObject({
+      max: z.number().int().min(1).default(10),
+      window: duration.default(60_000),
+      /**
+       * How long a 429 for too many failed attempts is held before it is sent. A client (or a
+       * flood) gets its next answer no sooner: one connection can try at most once per delay.
+       */
+      delay: duration.refine((ms) => ms <= 10_000, 'at most 10s: a longer hold only ties up connections').default(1_000),
+    })
+    .default({ max: 10, window: 60_000, delay: 1_000 }),
   lastUsedInterval: timer.default(30_000),
   refresh: z
     .strictObject({ keyTtl: duration.default(900_000), tokenTtl: duration.default(30 * 86_400_000), cookieName: nonEmpty.default('portcullis_refresh') })

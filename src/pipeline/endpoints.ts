@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { GatewayError, respond } from '../http/problem.js';
+import { GatewayError, respond, toGatewayError } from '../http/problem.js';
 import { checkAmbiguity } from '../http/guard.js';
 import { readJsonObject } from '../http/body.js';
 import { extractCredential } from '../credentials/extract.js';
@@ -7,7 +7,7 @@ import type { KeyService } from '../keys/service.js';
 import type { TokenService } from '../tokens/service.js';
 import type { RevocationCheck } from '../revocation/check.js';
 import { clientAddress, verifyCredential } from './decide.js';
-import type { EndpointHandler } from './handler.js';
+import { holdRefusal, type EndpointHandler } from './handler.js';
 import type { Runtime } from './runtime.js';
 
 const MAX_BODY = 16 * 1024;
@@ -28,8 +28,11 @@ function precheck(req: IncomingMessage, rt: Runtime): void {
   if (req.method !== 'POST') throw new GatewayError('bad-request', 'Use POST.');
 }
 
-function run(res: ServerResponse, requestId: string, work: () => Promise<void>): void {
-  work().catch((err) => respond(res, err, requestId));
+function run(rt: Runtime, res: ServerResponse, requestId: string, work: () => Promise<void>): void {
+  work().catch((err) => {
+    const e = toGatewayError(err);
+    holdRefusal(rt, e, res, () => respond(res, e, requestId));
+  });
 }
 
 /**
@@ -38,7 +41,7 @@ function run(res: ServerResponse, requestId: string, work: () => Promise<void>):
  */
 export function refreshEndpoint(keys: KeyService): EndpointHandler {
   return (req, res, requestId, rt) =>
-    run(res, requestId, async () => {
+    run(rt, res, requestId, async () => {
       precheck(req, rt);
       const cookieName = rt.config.apiKeys.refresh.cookieName;
       const body = await readJsonObject(req, MAX_BODY);
@@ -63,7 +66,7 @@ export function refreshEndpoint(keys: KeyService): EndpointHandler {
 /** `POST /.portcullis/logout`: revokes the credential the request carries; 204. */
 export function logoutEndpoint(keys: KeyService, tokens: TokenService, revocation: RevocationCheck): EndpointHandler {
   return (req, res, requestId, rt) =>
-    run(res, requestId, async () => {
+    run(rt, res, requestId, async () => {
       precheck(req, rt);
       req.resume();
       const { credential } = extractCredential(req.headers, '', rt.extract);

@@ -97,7 +97,7 @@ export class Pipeline {
     const url = req.url ?? '';
     const fault = framingFault(req);
     if (fault !== undefined) {
-      this.refuse(req, res, requestId, fault, started, undefined);
+      this.refuse(rt, req, res, requestId, fault, started, undefined);
       return;
     }
     if (url.startsWith(ENDPOINT_PREFIX)) {
@@ -108,13 +108,13 @@ export class Pipeline {
     try {
       d = decide(rt, this.revocation, facts(req, url, req.method ?? ''));
     } catch (err) {
-      this.refuse(req, res, requestId, err, started, undefined);
+      this.refuse(rt, req, res, requestId, err, started, undefined);
       return;
     }
     if (d instanceof Promise) {
       d.then(
         (ok) => this.forward(req, res, requestId, rt, ok, started),
-        (err) => this.refuse(req, res, requestId, err, started, undefined),
+        (err) => this.refuse(rt, req, res, requestId, err, started, undefined),
       );
     } else this.forward(req, res, requestId, rt, d, started);
   };
@@ -130,8 +130,11 @@ export class Pipeline {
     socket.on('error', () => socket.destroy());
     const fail = (err: unknown) => {
       const e = toGatewayError(err);
-      writeRawProblem(socket, e, requestId);
-      this.record(req, requestId, e, started, undefined, undefined, 0);
+      const authMs = performance.now() - started;
+      holdRefusal(rt, e, socket, () => {
+        writeRawProblem(socket, e, requestId);
+        this.record(req, requestId, e, started, undefined, undefined, authMs);
+      });
     };
     const go = (d: Decision) => {
       const upstream = rt.routeUpstreams[d.route.index]!;
@@ -188,7 +191,7 @@ export class Pipeline {
             headers[rt.assertion!.header] = a;
             this.proxyTo(req, res, requestId, d, upstream, started);
           },
-          (err) => this.refuse(req, res, requestId, new GatewayError('upstream-unavailable', 'The identity assertion could not be signed.', { cause: err }), started, d),
+          (err) => this.refuse(rt, req, res, requestId, new GatewayError('upstream-unavailable', 'The identity assertion could not be signed.', { cause: err }), started, d),
         );
         return;
       }
@@ -209,12 +212,16 @@ export class Pipeline {
     }
   }
 
-  private refuse(req: IncomingMessage, res: ServerResponse, requestId: string, err: unknown, started: number, d: Decision | undefined): void {
-    const e = respond(res, err, requestId, req.method === 'HEAD');
+  private refuse(rt: Runtime, req: IncomingMessage, res: ServerResponse, requestId: string, err: unknown, started: number, d: Decision | undefined): void {
+    const e = toGatewayError(err);
     if (e.headers?.connection === 'close') (req.socket as Marked)[REFUSED] = true;
     // The request body is not wanted; drain it so the connection can be reused.
     else if (!req.complete) req.resume();
-    this.record(req, requestId, e, started, d, undefined, performance.now() - started);
+    const authMs = performance.now() - started;
+    holdRefusal(rt, e, res, () => {
+      respond(res, e, requestId, req.method === 'HEAD');
+      this.record(req, requestId, e, started, d, undefined, authMs);
+    });
   }
 
   private endpoint(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, started: number): void {
@@ -226,7 +233,7 @@ export class Pipeline {
     }
     const h = this.endpoints.get(path);
     if (h === undefined) {
-      this.refuse(req, res, requestId, new GatewayError('route-not-found', `No gateway endpoint ${path}.`), started, undefined);
+      this.refuse(rt, req, res, requestId, new GatewayError('route-not-found', `No gateway endpoint ${path}.`), started, undefined);
       return;
     }
     h(req, res, requestId, rt);
@@ -237,7 +244,7 @@ export class Pipeline {
     const h = req.headers;
     const original = originalRequest(h);
     if (typeof original === 'string') {
-      this.refuse(req, res, requestId, new GatewayError('bad-request', original), started, undefined);
+      this.refuse(rt, req, res, requestId, new GatewayError('bad-request', original), started, undefined);
       return;
     }
     const { method, target } = original;
@@ -263,7 +270,7 @@ export class Pipeline {
       res.end();
       this.record(req, requestId, undefined, started, d, undefined, performance.now() - started, 200);
     };
-    const onErr = (err: unknown) => this.refuse(req, res, requestId, err, started, undefined);
+    const onErr = (err: unknown) => this.refuse(rt, req, res, requestId, err, started, undefined);
     try {
       const d = decide(rt, this.revocation, { method, target, headers: h, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' });
       if (d instanceof Promise) d.then(onOk, onErr);
@@ -304,6 +311,29 @@ export class Pipeline {
       upstreamMs,
     });
   }
+}
+
+/**
+ * Sends a refusal now, or — for 429 `rate-limited` from the failed-attempt limits — after
+ * `apiKeys.failedAttempts.delay`. Held, the client's connection gets no answer and (without
+ * pipelining) sends nothing more, so a flood of guesses runs at one try per connection per
+ * delay instead of as fast as refusals can be written. A client that goes away meanwhile
+ * frees its timer at once; the refusal is then still logged.
+ */
+export function holdRefusal(rt: Runtime, e: GatewayError, conn: ServerResponse | Duplex, send: () => void): void {
+  if (e.code !== 'rate-limited' || rt.rateLimitedDelay <= 0) {
+    send();
+    return;
+  }
+  const timer = setTimeout(() => {
+    conn.off('close', early);
+    send();
+  }, rt.rateLimitedDelay);
+  const early = () => {
+    clearTimeout(timer);
+    send();
+  };
+  conn.once('close', early);
 }
 
 function single(v: string | string[] | undefined): string | undefined | null {

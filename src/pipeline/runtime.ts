@@ -26,6 +26,8 @@ export interface Runtime {
   readonly apiKey: Authenticator | undefined;
   /** Signs the identity assertion for the upstream, when `identity.assertion` is set. */
   readonly assertion: { readonly header: string; readonly signer: AssertionSigner } | undefined;
+  /** Milliseconds a 429 `rate-limited` (failed-attempt limits) is held before it is sent. */
+  readonly rateLimitedDelay: number;
 }
 
 export interface Authenticators {
@@ -49,5 +51,6 @@ export function buildRuntime(config: GatewayConfig, authn: Authenticators, upstr
     jwt: authn.jwt,
     apiKey: authn.apiKey,
     assertion: config.identity.assertion && authn.assertion ? { header: config.identity.assertion.header, signer: authn.assertion } : undefined,
+    rateLimitedDelay: config.apiKeys.failedAttempts.delay,
   };
 }

@@ -155,7 +155,7 @@ t.test('identities of keys alike share their role, scope and audience values', a
 });
 
 t.test('failure counters: bounded by limiterMax, least recently used first', async (t) => {
-  const a = new ApiKeyAuthenticator(store, apiKeysConfig({ failedAttempts: { max: 1, window: 60_000 } }), (r) => ROLES.indexOf(r), clock, { verifier, limiterMax: 2 });
+  const a = new ApiKeyAuthenticator(store, apiKeysConfig({ failedAttempts: { max: 1, window: 60_000, delay: 0 } }), (r) => ROLES.indexOf(r), clock, { verifier, limiterMax: 2 });
   t.teardown(() => a.close());
   const from = async (ip: string, n: number): Promise<string | undefined> => {
     try {

@@ -58,6 +58,7 @@ const bad: Array<[string, string, Record<string, string>, RegExp]> = [
   ['bad CIDR', base + 'trustedProxies: [not-an-ip]\n', {}, /trustedProxies\.0: expected an IP address or CIDR/],
   ['pattern not normalized', base.replace('"/**"', '"/a/%61/../b"'), {}, /routes\.0\.match\.path: write the pattern as requests are matched: "\/a\/b"/],
   ['pattern with encoded slash', base.replace('"/**"', '"/a%2Fb"'), {}, /routes\.0\.match\.path: not a valid path/],
+  ['rate-limited delay too long', base + 'apiKeys: { failedAttempts: { delay: 11s } }\n', {}, /^gw\.yaml:6:37 apiKeys\.failedAttempts\.delay: at most 10s/],
   ['bad method case', base.replace('path: "/**"', 'path: "/**", methods: [get]'), {}, /methods are upper-case/],
 ];
 for (const [name, text, env, want] of bad) {

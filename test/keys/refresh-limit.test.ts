@@ -13,7 +13,7 @@ import { apiKeysConfig, FAST_HASH, TestClock } from './helpers.js';
 const store = await openStore('pglite://memory', { migrate: true });
 t.teardown(() => store.close());
 const clock = new TestClock();
-const svc = new KeyService({ store, config: apiKeysConfig({ hash: FAST_HASH, failedAttempts: { max: 3, window: 60_000 } }), clock, roles: ['basic'] });
+const svc = new KeyService({ store, config: apiKeysConfig({ hash: FAST_HASH, failedAttempts: { max: 3, window: 60_000, delay: 0 } }), clock, roles: ['basic'] });
 
 async function outcome(token: string): Promise<{ code?: string; retryAfter?: string }> {
   try {
