@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { createHistogram } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
 import autocannon from 'autocannon';
 import { formatKey } from '../dist/keys/format.js';
 
@@ -58,7 +59,65 @@ function run(opts, onResponse) {
   });
 }
 
+/** wrk's durations: "812.00us", "1.23ms", "1.02s", "2.00m". */
+function wrkMs(text) {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(text);
+  if (!m) return null;
+  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000, m: 60_000 }[m[2]];
+}
+
+function wrk(job, seconds) {
+  const args = ['-t1', `-c${job.connections ?? 32}`, `-d${seconds}s`, '--latency', '--timeout', '10s'];
+  for (const [k, v] of Object.entries(job.headers ?? {})) args.push('-H', `${k}: ${v}`);
+  args.push(job.url);
+  return new Promise((resolve, reject) => {
+    execFile('wrk', args, { encoding: 'utf8' }, (err, stdout, stderr) => (err ? reject(new Error(`wrk: ${stderr || err.message}`)) : resolve(stdout)));
+  });
+}
+
+/**
+ * The same measurement with wrk (C, one thread): on a 2-core machine it leaves the servers
+ * measured far more CPU than autocannon does. wrk keeps its own latency histogram and
+ * reports p50/p90/p99; it cannot vary headers per request, so it only runs fixed-header jobs.
+ */
+async function runWrkJob(job) {
+  let warmupTotal = 0;
+  if (job.warmup > 0) warmupTotal = Number(/(\d+) requests in/.exec(await wrk(job, Math.max(1, Math.round(job.warmup))))?.[1] ?? 0);
+  const cpu0 = cpuTicks(job.cpuPid);
+  const t0 = performance.now();
+  const out = await wrk(job, Math.max(1, Math.round(job.duration)));
+  const elapsed = (performance.now() - t0) / 1000;
+  const cpuSeconds = (cpuTicks(job.cpuPid) - cpu0) / (job.clockTicks ?? 100);
+  const done = /(\d+) requests in ([\d.]+\w+)/.exec(out);
+  if (!done) throw new Error(`wrk printed no summary:\n${out}`);
+  const total = Number(done[1]);
+  const seconds = wrkMs(done[2]) / 1000;
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const pct = (q) => wrkMs(new RegExp(`^\\s+${q}%\\s+(\\S+)`, 'm').exec(out)?.[1] ?? '');
+  const lat = /^\s+Latency\s+(\S+)\s+(\S+)\s+(\S+)/m.exec(out);
+  const ok = total - non2xx;
+  return {
+    seconds,
+    total,
+    warmupTotal,
+    ok,
+    rps: ok / seconds,
+    // wrk counts answers that are not 2xx/3xx but does not say which status they had.
+    statusCodes: non2xx ? { 200: ok, other: non2xx } : { 200: ok },
+    errors: sock ? Number(sock[1]) + Number(sock[2]) + Number(sock[3]) : 0,
+    timeouts: sock ? Number(sock[4]) : 0,
+    cpuUsPerReq: job.cpuPid && total ? (cpuSeconds * 1e6) / total : null,
+    cpuUtil: job.cpuPid ? cpuSeconds / elapsed : null,
+    latencyMs: { p50: pct(50), p90: pct(90), p99: pct(99), max: lat ? wrkMs(lat[3]) : null, mean: lat ? wrkMs(lat[1]) : null },
+  };
+}
+
 async function runJob(job) {
+  if (job.generator === 'wrk') {
+    if (job.flood || job.keysFile || job.overallRate) throw new Error('wrk runs only fixed-header, unthrottled jobs');
+    return runWrkJob(job);
+  }
   const base = {
     url: job.url,
     connections: job.connections ?? 32,

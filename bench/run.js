@@ -50,6 +50,7 @@ const { values: flags } = parseArgs({
     'base-log-level': { type: 'string' },
     'memory-only': { type: 'boolean', default: false },
     'memory-node-args': { type: 'string', default: '' },
+    generator: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -60,7 +61,12 @@ if (flags.help) {
   --rounds N         interleaved rounds (default 3)
   --duration S       seconds per sample (default 4)
   --warmup S         discarded warm-up before each sample (default 0.5)
-  --connections N    autocannon connections (default 32)
+  --connections N    connections of the load generator (default 32)
+  --generator G      wrk or autocannon for the fixed-header load: the throughput table and
+                     the flood's valid traffic (default wrk when it is on PATH, which leaves
+                     a 2-core machine's CPU to the servers measured; otherwise autocannon).
+                     The flood itself and the cached-keys pass always use autocannon, which
+                     can vary the key per request
   --keys N           distinct cached keys for the memory scenario (default 100000)
   --only a,b         run only these targets (names as in the table)
   --skip x,y         skip scenarios: flood, memory, cold
@@ -101,6 +107,18 @@ const S = {
   fetchPath: flags['fetch-path'],
   logLevel: flags['log-level'],
 };
+function onPath(cmd) {
+  try {
+    execFileSync(cmd, ['-v'], { stdio: 'ignore' });
+    return true;
+  } catch (err) {
+    // wrk -v prints its version and exits 1.
+    return err.code !== 'ENOENT';
+  }
+}
+const generator = flags.generator ?? (onPath('wrk') ? 'wrk' : 'autocannon');
+if (generator !== 'wrk' && generator !== 'autocannon') throw new Error(`--generator: wrk or autocannon, not ${generator}`);
+if (generator === 'wrk' && !onPath('wrk')) throw new Error('--generator wrk: wrk is not on PATH (Debian: apt-get install wrk)');
 const skip = new Set(flags.skip.split(',').filter(Boolean));
 const only = flags.only ? new Set(flags.only.split(',')) : undefined;
 const outDir = flags.out ?? join(HERE, 'results');
@@ -132,7 +150,7 @@ function machine() {
 
 /** Two load generators (the flood runs beside the valid traffic), started once. */
 let workers;
-/** One autocannon run, in a load-generator process of its own. */
+/** One load-generator run (autocannon or wrk), driven from a process of its own. */
 function load(job) {
   workers ??= new LoadWorkers(join(HERE, 'load.js'), 2);
   return workers.run(job);
@@ -349,7 +367,7 @@ async function main() {
 
   const served = new Map();
   const sample = (t, duration, warmup) =>
-    load({ url: t.url + (t.path ?? '') + '/items', headers: t.headers, connections: S.connections, pipelining: S.pipelining, duration, warmup, cpuPid: t.pid, clockTicks }).then((r) => {
+    load({ url: t.url + (t.path ?? '') + '/items', headers: t.headers, connections: S.connections, pipelining: S.pipelining, duration, warmup, cpuPid: t.pid, clockTicks, generator }).then((r) => {
       // Requests each server answered (warm-ups included), to read profiles per request.
       served.set(t.pid, (served.get(t.pid) ?? 0) + r.total + (r.warmupTotal ?? 0));
       return r;
@@ -413,7 +431,7 @@ async function finish(m, results, scenarios, procs, jwks, withRedis, keyPrefix) 
     version: 1,
     date: new Date().toISOString(),
     machine: m,
-    settings: { ...S, quick, base: flags.base ? { dir: flags.base, proxyPath: flags['base-fetch-path'] ? 'fetch' : S.fetchPath ? 'fetch' : 'http' } : undefined, loadGenerator: 'autocannon 9 (own process)', logLevel: S.logLevel, proxyPath: S.fetchPath ? 'fetch' : 'http' },
+    settings: { ...S, quick, base: flags.base ? { dir: flags.base, proxyPath: flags['base-fetch-path'] ? 'fetch' : S.fetchPath ? 'fetch' : 'http' } : undefined, loadGenerator: generator, logLevel: S.logLevel, proxyPath: S.fetchPath ? 'fetch' : 'http' },
     targets: results,
     goals: goals(results, scenarios),
     scenarios,
@@ -524,7 +542,7 @@ function goals(results, scenarios) {
 async function floodScenario(gw, key) {
   log('scenario: flood of wrong secrets for a valid key id');
   const prefix = 'pcl';
-  const valid = { url: `${gw.url}/items`, headers: { 'x-api-key': key.key }, connections: S.connections, duration: S.duration, warmup: S.warmup };
+  const valid = { url: `${gw.url}/items`, headers: { 'x-api-key': key.key }, connections: S.connections, duration: S.duration, warmup: S.warmup, generator };
   const flood = (rate) => ({ url: `${gw.url}/items`, connections: S.floodConnections, duration: S.duration + S.warmup, warmup: 0, flood: { prefix, keyId: key.id, header: 'x-api-key' }, ...(rate ? { overallRate: rate } : {}) });
   const variants = [
     { name: `${S.floodRate} wrong secrets/s`, rate: S.floodRate },

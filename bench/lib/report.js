@@ -3,6 +3,12 @@
 const f = (x, d = 2) => (x === null || x === undefined ? '–' : Number(x).toFixed(d));
 const int = (x) => (x === null || x === undefined ? '–' : Math.round(x).toLocaleString('en-US'));
 
+/** Older reports named autocannon in full; newer ones say `wrk` or `autocannon`. */
+function loadGenerator(s) {
+  if (s.loadGenerator === 'wrk') return 'wrk (one thread, in its own process)';
+  return 'autocannon in its own process';
+}
+
 export function renderMarkdown(r) {
   const s = r.settings;
   const m = r.machine;
@@ -10,7 +16,7 @@ export function renderMarkdown(r) {
   lines.push(`# Portcullis benchmark — ${r.date.slice(0, 10)}`, '');
   lines.push(`Machine: ${m.nproc} × ${m.cpu}, ${m.os}, Node ${m.node}; load average at start ${m.loadavg.join(' ')}; commit ${m.commit}.`);
   if (r.targets.length) lines.push(
-    `Load: autocannon in its own process, ${s.connections} connections, pipelining ${s.pipelining}, ${s.duration} s per sample after a discarded ${s.warmup} s warm-up; ` +
+    `Load: ${loadGenerator(s)}, ${s.connections} connections, pipelining ${s.pipelining}, ${s.duration} s per sample after a discarded ${s.loadGenerator === 'wrk' ? Math.max(1, Math.round(s.warmup)) : s.warmup} s warm-up; ` +
       `${s.rounds} interleaved rounds, medians shown; ratios are taken within each round against the bare proxy, then the median. ` +
       `Gateway log level ${s.logLevel} (one JSON line per request to a file), http-proxy-3 ${s.proxyPath} path. Whole run: ${r.elapsedSeconds} s.`,
     '',
@@ -39,7 +45,7 @@ export function renderMarkdown(r) {
   }
   const sc = r.scenarios;
   if (sc.flood) {
-    lines.push('**Flood of wrong secrets for a valid key id** (a second autocannon, fresh wrong secret with a valid checksum on every request, ' + `${s.floodConnections} connections):`, '');
+    lines.push(`**Flood of wrong secrets for a valid key id** (valid traffic from ${loadGenerator(s)}; the flood from a second process, autocannon, a fresh wrong secret with a valid checksum on every request, ${s.floodConnections} connections):`, '');
     lines.push('| valid-key traffic | valid req/s | × alone | valid p99 ms | flood req/s | flood answers |', '| --- | ---: | ---: | ---: | ---: | --- |');
     lines.push(`| alone | ${int(sc.flood.validAlone.rps)} | 1.00 | ${f(sc.flood.validAlone.p99)} | – | – |`);
     for (const v of sc.flood.variants) {
