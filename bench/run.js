@@ -42,11 +42,9 @@ const { values: flags } = parseArgs({
     out: { type: 'string' },
     label: { type: 'string', default: 'latest' },
     redis: { type: 'string' },
-    'fetch-path': { type: 'boolean', default: false },
     'log-level': { type: 'string', default: 'info' },
     profile: { type: 'string' },
     base: { type: 'string' },
-    'base-fetch-path': { type: 'boolean', default: false },
     'base-log-level': { type: 'string' },
     'memory-only': { type: 'boolean', default: false },
     'memory-node-args': { type: 'string', default: '' },
@@ -73,14 +71,11 @@ if (flags.help) {
   --out DIR          results directory (default bench/results)
   --label NAME       results file name (default latest → latest.md, latest.json)
   --redis URL        Redis for the revocation targets (default $REDIS_URL or redis://127.0.0.1:6379)
-  --fetch-path       run the gateways' http-proxy-3 on its fetch (undici) path
   --log-level L      gateway log level (default info: one JSON line per request)
   --profile DIR      run the gateways under --cpu-prof, profiles written to DIR
   --base DIR         also run every Portcullis target on the build in DIR (a copy of bin/,
                      dist/, src/store/migrations and package.json, node_modules linked), in
                      the same rounds, and report each target against its twin there (A/B)
-  --base-fetch-path  run the base build's http-proxy-3 on its fetch path (compare the two
-                     proxy paths: --base pointing at a copy of the same build)
   --base-log-level L the base build's gateways log at this level (what the log line costs)
   --memory-only      run only the cached-keys memory scenario (upstream + one gateway on a
                      throw-away PostgreSQL database; no throughput targets, flood or cold)
@@ -104,7 +99,6 @@ const S = {
   floodRounds: 1,
   floodConnections: 16,
   floodRate: 1000,
-  fetchPath: flags['fetch-path'],
   logLevel: flags['log-level'],
 };
 function onPath(cmd) {
@@ -240,7 +234,7 @@ async function prepareGateway(name, opts) {
 }
 
 function gatewayEnv() {
-  return S.fetchPath ? { FORCE_FETCH_PATH: 'true' } : {};
+  return {};
 }
 
 function gatewayNodeArgs(name) {
@@ -281,6 +275,9 @@ async function main() {
   }
   const bare = await startServer(join(HERE, 'servers', 'bare-proxy.js'), [up.url], prof('bare-proxy'));
   procs.push(bare);
+  // The same passthrough on http-proxy-3's other engine: fetch over an undici dispatcher.
+  const bareFetch = await startServer(join(HERE, 'servers', 'bare-proxy.js'), [up.url, 'fetch'], prof('bare-proxy-fetch'));
+  procs.push(bareFetch);
   const peer = await startServer(join(HERE, 'servers', 'fastify-peer.js'), [up.url, hsSecret, 'https://hs.bench.test', 'bench', 'basic,premium,admin'], prof('fastify-peer'));
   procs.push(peer);
   log(`upstream :${up.port}, bare proxy :${bare.port}, fastify peer :${peer.port}`);
@@ -327,7 +324,7 @@ async function main() {
     for (const [name, g, live] of [['gw', gMem, gwMem], ['gw-redis', gRedis, gwRedis]]) {
       if (!g) continue;
       const tw = twins[g.dir];
-      const env = flags['base-fetch-path'] ? { FORCE_FETCH_PATH: 'true' } : gatewayEnv();
+      const env = gatewayEnv();
       const p = await startGateway(baseBin, tw.configFile, { cwd: tw.dir, logFile: tw.logFile, env, nodeArgs: gatewayNodeArgs(`${name}@base`) });
       procs.push(p);
       await waitReady(p);
@@ -341,6 +338,7 @@ async function main() {
   const allTargets = [
     { name: 'upstream', label: 'upstream alone', url: up.url, pid: up.pid, headers: {}, kind: 'floor' },
     { name: 'bare-proxy', label: 'bare http-proxy-3', url: bare.url, pid: bare.pid, headers: {}, kind: 'floor' },
+    { name: 'bare-proxy-fetch', label: 'bare http-proxy-3, fetch path (undici)', url: bareFetch.url, pid: bareFetch.pid, headers: {}, kind: 'floor' },
     { name: 'pcl-public', label: 'Portcullis, public route', url: gwMem.url, pid: gwMem.pid, path: '/public', headers: {}, kind: 'public' },
     { name: 'pcl-hs256', label: 'Portcullis, cached HS256 JWT', url: gwMem.url, pid: gwMem.pid, headers: bearer(hsToken), kind: 'jwt' },
     { name: 'pcl-es256', label: 'Portcullis, cached ES256 JWT (JWKS)', url: gwMem.url, pid: gwMem.pid, headers: bearer(esToken), kind: 'jwt' },
@@ -431,7 +429,7 @@ async function finish(m, results, scenarios, procs, jwks, withRedis, keyPrefix) 
     version: 1,
     date: new Date().toISOString(),
     machine: m,
-    settings: { ...S, quick, base: flags.base ? { dir: flags.base, proxyPath: flags['base-fetch-path'] ? 'fetch' : S.fetchPath ? 'fetch' : 'http' } : undefined, loadGenerator: generator, logLevel: S.logLevel, proxyPath: S.fetchPath ? 'fetch' : 'http' },
+    settings: { ...S, quick, base: flags.base ? { dir: flags.base } : undefined, loadGenerator: generator, logLevel: S.logLevel, proxyPath: 'http' },
     targets: results,
     goals: goals(results, scenarios),
     scenarios,
