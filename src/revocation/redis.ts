@@ -104,6 +104,12 @@ const SEED_CHUNK = 1_000;
  * Nothing is queued while Redis is away: checks fail at once (or within `timeout` when
  * the connection dies under them) and `onError` decides. ioredis reconnects by itself
  * with capped backoff.
+ *
+ * Every command is bounded by `timeout`, but not with ioredis's `commandTimeout`: that arms
+ * a timer per command, and with one on every `MGET` the gateway's young generation kept
+ * ~10 MB alive at each scavenge instead of ~0.3 MB (8 ms pauses instead of 0.8, ~15 % of
+ * the CPU under load). The `MGET`s in flight are swept by one interval timer instead; the
+ * rare other commands get a timer each.
  */
 export class RedisRevocationStore implements RevocationStore {
   readonly #redis: ScriptedRedis;
@@ -143,6 +149,11 @@ export class RedisRevocationStore implements RevocationStore {
   #probe: NodeJS.Timeout | undefined;
   /** Checks waiting for the MGET of this turn of the event loop. */
   #batch: CheckBatch | undefined;
+  /** Batches sent and not yet answered, oldest first. */
+  readonly #inFlight = new Set<CheckBatch>();
+  /** Times out batches in flight; runs only while there are some. */
+  #sweeper: NodeJS.Timeout | undefined;
+  readonly #sweepEvery: number;
 
   constructor(options: RedisRevocationOptions) {
     const prefix = options.keyPrefix ?? 'portcullis:';
@@ -160,6 +171,8 @@ export class RedisRevocationStore implements RevocationStore {
     this.#source = options.source;
     this.#seeded = options.source === undefined;
     this.#timeout = options.timeout ?? 1_000;
+    // How late past its timeout a check may give up.
+    this.#sweepEvery = Math.max(5, Math.min(50, Math.floor(this.#timeout / 10)));
     this.#loadTimeout = options.loadTimeoutMs ?? 30_000;
     this.#onCheckFailure = options.onCheckFailure;
     const maxBackoff = options.maxBackoffMs ?? 2_000;
@@ -179,7 +192,6 @@ export class RedisRevocationStore implements RevocationStore {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
-      commandTimeout: this.#timeout,
     }) as ScriptedRedis;
     this.#redis.defineCommand('portcullisRevokeSubject', { numberOfKeys: 1, lua: REVOKE_SUBJECT_LUA });
     this.#redis.on('error', (err: Error) => this.#connLog.error({ err: errInfo(err) }, 'revocation redis connection error'));
@@ -218,7 +230,7 @@ export class RedisRevocationStore implements RevocationStore {
     }
     let batch = this.#batch;
     if (batch === undefined) {
-      batch = this.#batch = { keys: [], checks: [] };
+      batch = this.#batch = { keys: [], checks: [], deadline: performance.now() + this.#timeout };
       setImmediate(this.#sendBatch);
     }
     const idKey = this.#idPrefix + identity.revocationId;
@@ -239,9 +251,16 @@ export class RedisRevocationStore implements RevocationStore {
     const batch = this.#batch;
     this.#batch = undefined;
     if (batch === undefined) return;
+    this.#inFlight.add(batch);
+    if (this.#sweeper === undefined) {
+      this.#sweeper = setInterval(this.#sweep, this.#sweepEvery);
+      this.#sweeper.unref();
+    }
     this.#redis.mget(batch.keys).then(
       (r) => {
         this.#unanswered = false;
+        // Already failed by the sweep: the answer came too late.
+        if (!this.#inFlight.delete(batch)) return;
         for (const c of batch.checks) {
           if (r[c.idSlot] !== null) {
             c.resolve(true);
@@ -252,15 +271,38 @@ export class RedisRevocationStore implements RevocationStore {
         }
       },
       (err: unknown) => {
-        if (this.#redis.status === 'ready') this.#watchUnanswered();
-        for (const c of batch.checks) {
-          const failed = this.#fail(err);
-          if (failed === false) c.resolve(false);
-          else failed.catch(c.reject);
-        }
+        if (this.#inFlight.delete(batch)) this.#failBatch(batch, err);
       },
     );
   };
+
+  /** Fails every batch in flight past its deadline (Redis answers in order: oldest first). */
+  readonly #sweep = (): void => {
+    const now = performance.now();
+    for (const b of this.#inFlight) {
+      if (b.deadline > now) break;
+      this.#inFlight.delete(b);
+      this.#failBatch(b, new Error(`redis did not answer within ${this.#timeout} ms`));
+    }
+    if (this.#inFlight.size === 0 && this.#sweeper !== undefined) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
+    }
+  };
+
+  #failBatch(batch: CheckBatch, err: unknown): void {
+    if (this.#redis.status === 'ready') this.#watchUnanswered();
+    for (const c of batch.checks) {
+      const failed = this.#fail(err);
+      if (failed === false) c.resolve(false);
+      else failed.catch(c.reject);
+    }
+  }
+
+  /** Any other command, bounded by the timeout. */
+  #bounded<T>(p: Promise<T>): Promise<T> {
+    return withTimeout(p, this.#timeout, 'revocation redis');
+  }
 
   /** Marks Redis as not answering and PINGs it (bounded by the command timeout) until it does. */
   #watchUnanswered(): void {
@@ -269,7 +311,7 @@ export class RedisRevocationStore implements RevocationStore {
     const tick = () => {
       this.#probe = undefined;
       if (this.#closed || !this.#unanswered) return;
-      this.#redis.ping().then(
+      this.#bounded(this.#redis.ping()).then(
         () => {
           this.#unanswered = false;
         },
@@ -328,7 +370,7 @@ export class RedisRevocationStore implements RevocationStore {
     // A process that revokes right after opening (the CLI) would otherwise race the connect; bounded like a check.
     if (this.#redis.status !== 'ready') await pollReady(() => this.#redis.status === 'ready', this.#timeout);
     try {
-      return await op();
+      return await this.#bounded(op());
     } catch (err) {
       throw revocationUnavailable(err);
     }
@@ -337,7 +379,7 @@ export class RedisRevocationStore implements RevocationStore {
   async #publish(msg: WireMessage): Promise<void> {
     msg.src = this.#instance;
     try {
-      await this.#redis.publish(this.#channel, JSON.stringify(msg));
+      await this.#bounded(this.#redis.publish(this.#channel, JSON.stringify(msg)));
     } catch (err) {
       // The marker is written, so every check already sees the revocation; only other instances' caches miss the eviction.
       throw revocationUnavailable(err);
@@ -381,7 +423,7 @@ export class RedisRevocationStore implements RevocationStore {
     const source = this.#source!;
     this.#seeding = true;
     try {
-      const present = await this.#redis.exists(this.#sentinelKey);
+      const present = await this.#bounded(this.#redis.exists(this.#sentinelKey));
       if (present === 0) {
         // Until the replay is done a check could miss a revocation: refuse them meanwhile.
         this.#seeded = false;
@@ -394,14 +436,14 @@ export class RedisRevocationStore implements RevocationStore {
             if (m[1] === undefined) p.set(m[0], '1');
             else p.set(m[0], '1', 'PXAT', m[1]);
           }
-          throwFirst(await p.exec());
+          throwFirst(await this.#bounded(p.exec()));
         }
         for (let i = 0; i < snap.subjects.length; i += SEED_CHUNK) {
           const p = this.#redis.pipeline() as ScriptedPipeline;
           for (const s of snap.subjects.slice(i, i + SEED_CHUNK)) p.portcullisRevokeSubject(...this.#subjectArgs(s.subject, s.before, s.until));
-          throwFirst(await p.exec());
+          throwFirst(await this.#bounded(p.exec()));
         }
-        await this.#redis.set(this.#sentinelKey, String(this.#clock.now()));
+        await this.#bounded(this.#redis.set(this.#sentinelKey, String(this.#clock.now())));
         this.#logger.warn({ ids: snap.ids.length, subjects: snap.subjects.length }, 'revocation redis had no revocation data; re-seeded from the store');
       }
       if (generation === this.#generation && this.#redis.status === 'ready') this.#seeded = true;
@@ -443,6 +485,8 @@ export class RedisRevocationStore implements RevocationStore {
     this.#generation++;
     if (this.#seedCheck !== undefined) clearInterval(this.#seedCheck);
     if (this.#probe !== undefined) clearTimeout(this.#probe);
+    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
     this.#redis.disconnect();
     this.#sub.disconnect();
   }
@@ -464,6 +508,8 @@ interface PendingCheck {
 interface CheckBatch {
   readonly keys: string[];
   readonly checks: PendingCheck[];
+  /** `performance.now()` by which the answer must have come: the first check's time plus the timeout. */
+  readonly deadline: number;
 }
 
 function throwFirst(results: Array<[Error | null, unknown]> | null): void {

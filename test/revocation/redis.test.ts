@@ -65,6 +65,35 @@ if (missing !== undefined) {
     t.equal(await s.isRevoked({ revocationId: 'key:cli', subject: 's', issuedAt: 0 }), true);
   });
 
+  await t.test('checks arm no timer per command: one sweep bounds every MGET in flight', async (t) => {
+    // A timer per MGET (ioredis's commandTimeout) kept each batch's requests reachable from
+    // the timer lists until it was cleared, and under load the gateway's young generation
+    // then carried ~10 MB into every scavenge.
+    const p = `pcl-t-${randomTag()}:`;
+    createdPrefixes.push(p);
+    const s = new RedisRevocationStore({ url: REDIS_URL, keyPrefix: p, logger: recordingLogger(), expiryGraceMs: 0, timeout: 1_000 });
+    t.teardown(() => s.close());
+    t.ok(await s.waitReady(3_000));
+    await s.revoke('key:timer', Date.now() + 10_000);
+    const real = { setTimeout: globalThis.setTimeout, setInterval: globalThis.setInterval };
+    let timeouts = 0;
+    let intervals = 0;
+    globalThis.setTimeout = ((...a: Parameters<typeof setTimeout>) => (timeouts++, real.setTimeout(...a))) as typeof setTimeout;
+    globalThis.setInterval = ((...a: Parameters<typeof setInterval>) => (intervals++, real.setInterval(...a))) as typeof setInterval;
+    let answers: boolean[];
+    try {
+      // 200 checks, each in a turn of its own: 200 MGETs.
+      answers = [];
+      for (let i = 0; i < 200; i++) answers.push(await s.isRevoked({ revocationId: i % 2 ? 'key:timer' : `key:none-${i}`, subject: 's', issuedAt: 0 }));
+    } finally {
+      globalThis.setTimeout = real.setTimeout;
+      globalThis.setInterval = real.setInterval;
+    }
+    t.equal(answers.filter(Boolean).length, 100, 'every answer right');
+    t.equal(timeouts, 0, 'no setTimeout per check');
+    t.ok(intervals <= 5, `one sweep timer, kept while checks keep coming (${intervals} started)`);
+  });
+
   await t.test('a burst of concurrent checks shares round trips', async (t) => {
     // A private server, so its counters see nothing but this burst.
     const server = await PrivateRedis.start();
