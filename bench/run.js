@@ -49,6 +49,7 @@ const { values: flags } = parseArgs({
     'memory-only': { type: 'boolean', default: false },
     'memory-node-args': { type: 'string', default: '' },
     generator: { type: 'string' },
+    restart: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -77,6 +78,9 @@ if (flags.help) {
                      dist/, src/store/migrations and package.json, node_modules linked), in
                      the same rounds, and report each target against its twin there (A/B)
   --base-log-level L the base build's gateways log at this level (what the log line costs)
+  --restart          start every Portcullis gateway afresh before each round (and warm it):
+                     two processes of one build can differ by a quarter for their whole
+                     life, so an A/B with --base needs several fresh pairs, not one
   --memory-only      run only the cached-keys memory scenario (upstream + one gateway on a
                      throw-away PostgreSQL database; no throughput targets, flood or cold)
   --memory-node-args=A  start the memory scenario's gateway as \`node A bin/portcullis.js\`
@@ -311,27 +315,38 @@ async function main() {
   seeded();
   const keyMem = key;
   const keyRedis = key;
-  const gwMem = await startGateway(BIN, gMem.configFile, { cwd: gMem.dir, logFile: gMem.logFile, env: gatewayEnv(), nodeArgs: gatewayNodeArgs('gw') });
-  procs.push(gwMem);
-  const gwRedis = gRedis ? await startGateway(BIN, gRedis.configFile, { cwd: gRedis.dir, logFile: gRedis.logFile, env: gatewayEnv(), nodeArgs: gatewayNodeArgs('gw-redis') }) : undefined;
-  if (gwRedis) procs.push(gwRedis);
-  if (gwRedis) await waitReady(gwRedis);
-  await waitReady(gwMem);
-  log(`portcullis :${gwMem.port}${gwRedis ? `, portcullis (redis) :${gwRedis.port}` : ''}`);
-  const baseGw = {};
+  if (flags.restart && flags.profile) throw new Error('--restart and --profile do not go together (a profile per process)');
+  // Every Portcullis gateway by name, restartable: targets name theirs and look it up when sampled.
+  const starters = {};
+  const live = {};
+  const startAs = async (name) => {
+    const p = await starters[name]();
+    procs.push(p);
+    await waitReady(p);
+    live[name] = p;
+    return p;
+  };
+  starters.gw = () => startGateway(BIN, gMem.configFile, { cwd: gMem.dir, logFile: gMem.logFile, env: gatewayEnv(), nodeArgs: gatewayNodeArgs('gw') });
+  if (gRedis) starters['gw-redis'] = () => startGateway(BIN, gRedis.configFile, { cwd: gRedis.dir, logFile: gRedis.logFile, env: gatewayEnv(), nodeArgs: gatewayNodeArgs('gw-redis') });
   if (flags.base) {
     const baseBin = join(flags.base, 'bin', 'portcullis.js');
-    for (const [name, g, live] of [['gw', gMem, gwMem], ['gw-redis', gRedis, gwRedis]]) {
+    for (const [name, g] of [['gw', gMem], ['gw-redis', gRedis]]) {
       if (!g) continue;
       const tw = twins[g.dir];
-      const env = gatewayEnv();
-      const p = await startGateway(baseBin, tw.configFile, { cwd: tw.dir, logFile: tw.logFile, env, nodeArgs: gatewayNodeArgs(`${name}@base`) });
-      procs.push(p);
-      await waitReady(p);
-      baseGw[live.url] = p;
+      starters[`${name}@base`] = () => startGateway(baseBin, tw.configFile, { cwd: tw.dir, logFile: tw.logFile, env: gatewayEnv(), nodeArgs: gatewayNodeArgs(`${name}@base`) });
     }
-    log(`base build from ${flags.base} running beside it`);
   }
+  for (const name of Object.keys(starters)) await startAs(name);
+  const gwMem = live.gw;
+  const gwRedis = live['gw-redis'];
+  log(`portcullis :${gwMem.port}${gwRedis ? `, portcullis (redis) :${gwRedis.port}` : ''}`);
+  if (flags.base) log(`base build from ${flags.base} running beside it`);
+  const restartGateways = async () => {
+    for (const name of Object.keys(starters)) {
+      await stop(live[name].child);
+      await startAs(name);
+    }
+  };
   pgliteIdleRssMB = round(rssKb(gwMem.pid) / 1024, 1);
 
   const bearer = (t) => ({ authorization: `Bearer ${t}` });
@@ -339,15 +354,15 @@ async function main() {
     { name: 'upstream', label: 'upstream alone', url: up.url, pid: up.pid, headers: {}, kind: 'floor' },
     { name: 'bare-proxy', label: 'bare http-proxy-3', url: bare.url, pid: bare.pid, headers: {}, kind: 'floor' },
     { name: 'bare-proxy-fetch', label: 'bare http-proxy-3, fetch path (undici)', url: bareFetch.url, pid: bareFetch.pid, headers: {}, kind: 'floor' },
-    { name: 'pcl-public', label: 'Portcullis, public route', url: gwMem.url, pid: gwMem.pid, path: '/public', headers: {}, kind: 'public' },
-    { name: 'pcl-hs256', label: 'Portcullis, cached HS256 JWT', url: gwMem.url, pid: gwMem.pid, headers: bearer(hsToken), kind: 'jwt' },
-    { name: 'pcl-es256', label: 'Portcullis, cached ES256 JWT (JWKS)', url: gwMem.url, pid: gwMem.pid, headers: bearer(esToken), kind: 'jwt' },
-    { name: 'pcl-key', label: 'Portcullis, cached API key', url: gwMem.url, pid: gwMem.pid, headers: { 'x-api-key': keyMem.key }, kind: 'key' },
+    { name: 'pcl-public', label: 'Portcullis, public route', gw: 'gw', path: '/public', headers: {}, kind: 'public' },
+    { name: 'pcl-hs256', label: 'Portcullis, cached HS256 JWT', gw: 'gw', headers: bearer(hsToken), kind: 'jwt' },
+    { name: 'pcl-es256', label: 'Portcullis, cached ES256 JWT (JWKS)', gw: 'gw', headers: bearer(esToken), kind: 'jwt' },
+    { name: 'pcl-key', label: 'Portcullis, cached API key', gw: 'gw', headers: { 'x-api-key': keyMem.key }, kind: 'key' },
     ...(gwRedis
       ? [
-          { name: 'pcl-hs256-redis', label: 'Portcullis, cached HS256 JWT + Redis revocation', url: gwRedis.url, pid: gwRedis.pid, headers: bearer(hsToken), kind: 'jwt', redis: true },
-          { name: 'pcl-es256-redis', label: 'Portcullis, cached ES256 JWT + Redis revocation', url: gwRedis.url, pid: gwRedis.pid, headers: bearer(esToken), kind: 'jwt', redis: true },
-          { name: 'pcl-key-redis', label: 'Portcullis, cached API key + Redis revocation', url: gwRedis.url, pid: gwRedis.pid, headers: { 'x-api-key': keyRedis.key }, kind: 'key', redis: true },
+          { name: 'pcl-hs256-redis', label: 'Portcullis, cached HS256 JWT + Redis revocation', gw: 'gw-redis', headers: bearer(hsToken), kind: 'jwt', redis: true },
+          { name: 'pcl-es256-redis', label: 'Portcullis, cached ES256 JWT + Redis revocation', gw: 'gw-redis', headers: bearer(esToken), kind: 'jwt', redis: true },
+          { name: 'pcl-key-redis', label: 'Portcullis, cached API key + Redis revocation', gw: 'gw-redis', headers: { 'x-api-key': keyRedis.key }, kind: 'key', redis: true },
         ]
       : []),
     { name: 'fastify-peer', label: 'fastify + @fastify/http-proxy + @fastify/jwt (HS256)', url: peer.url, pid: peer.pid, headers: bearer(hsToken), kind: 'peer' },
@@ -355,21 +370,25 @@ async function main() {
   const chosen = allTargets.filter((t) => t.kind === 'floor' && t.name === 'bare-proxy' ? true : !only || only.has(t.name));
   // A/B: each Portcullis target again on the base build, measured in the same rounds.
   const targets = chosen.flatMap((t) => {
-    const b = baseGw[t.url];
-    return b ? [t, { ...t, name: `${t.name}@base`, label: `${t.label} (base build)`, url: b.url, pid: b.pid, twinOf: t.name }] : [t];
+    const twin = t.gw !== undefined ? `${t.gw}@base` : undefined;
+    return twin !== undefined && starters[twin] ? [t, { ...t, name: `${t.name}@base`, label: `${t.label} (base build)`, gw: twin, twinOf: t.name }] : [t];
   });
+  // A target's server as it runs now (gateways may have been restarted).
+  const at = (t) => (t.gw !== undefined ? { url: live[t.gw].url, pid: live[t.gw].pid } : { url: t.url, pid: t.pid });
 
   // Every target must answer 200 and forward what it should before it is measured.
-  for (const t of targets) await sanity(t);
+  for (const t of targets) await sanity({ ...t, ...at(t) });
   log(`sanity checks passed for ${targets.length} targets`);
 
   const served = new Map();
-  const sample = (t, duration, warmup) =>
-    load({ url: t.url + (t.path ?? '') + '/items', headers: t.headers, connections: S.connections, pipelining: S.pipelining, duration, warmup, cpuPid: t.pid, clockTicks, generator }).then((r) => {
+  const sample = (t, duration, warmup) => {
+    const { url, pid } = at(t);
+    return load({ url: url + (t.path ?? '') + '/items', headers: t.headers, connections: S.connections, pipelining: S.pipelining, duration, warmup, cpuPid: pid, clockTicks, generator }).then((r) => {
       // Requests each server answered (warm-ups included), to read profiles per request.
-      served.set(t.pid, (served.get(t.pid) ?? 0) + r.total + (r.warmupTotal ?? 0));
+      served.set(pid, (served.get(pid) ?? 0) + r.total + (r.warmupTotal ?? 0));
       return r;
     });
+  };
 
   const mem = await memPrep;
   log('warm-up round (discarded)');
@@ -377,6 +396,11 @@ async function main() {
 
   const samples = new Map(targets.map((t) => [t.name, []]));
   for (let r = 0; r < S.rounds; r++) {
+    if (flags.restart && r > 0) {
+      await restartGateways();
+      log(`round ${r + 1}: every Portcullis gateway restarted; warming them`);
+      for (const t of targets) if (t.gw !== undefined) await sample(t, S.warmRound, 0);
+    }
     // A different order every round (the same in every run), so no target always follows
     // the same neighbour.
     const order = r === 0 ? [...targets] : shuffled(targets, r);
@@ -389,8 +413,8 @@ async function main() {
     }
   }
   if (flags.profile) {
-    const names = new Map([[gwMem.pid, 'gw'], [gwRedis?.pid, 'gw-redis'], [bare.pid, 'bare-proxy'], [peer.pid, 'fastify-peer'], [up.pid, 'upstream']]);
-    for (const [url, p] of Object.entries(baseGw)) names.set(p.pid, url === gwMem.url ? 'gw@base' : 'gw-redis@base');
+    const names = new Map([[bare.pid, 'bare-proxy'], [peer.pid, 'fastify-peer'], [up.pid, 'upstream']]);
+    for (const [name, p] of Object.entries(live)) names.set(p.pid, name);
     mkdirSync(flags.profile, { recursive: true });
     writeFileSync(join(flags.profile, 'requests.json'), JSON.stringify(Object.fromEntries([...served].map(([pid, n]) => [names.get(pid) ?? String(pid), n])), null, 2) + '\n');
   }
@@ -411,8 +435,8 @@ async function main() {
 
   const scenarios = {};
   // Cold first: the flood leaves this client address rate-limited for new keys (as designed).
-  if (!skip.has('cold')) scenarios.cold = await coldScenario(gwMem, adminToken, hsSecret, es.privateKey);
-  if (!skip.has('flood') && (!only || only.has('pcl-key'))) scenarios.flood = await floodScenario(gwMem, keyMem);
+  if (!skip.has('cold')) scenarios.cold = await coldScenario(live.gw, adminToken, hsSecret, es.privateKey);
+  if (!skip.has('flood') && (!only || only.has('pcl-key'))) scenarios.flood = await floodScenario(live.gw, keyMem);
   // The upstream stays for the memory scenario; everything else stops to free the machine.
   for (const p of procs) if (p !== up) await stop(p.child);
   if (mem) scenarios.memory = await memoryScenario(mem);
@@ -429,7 +453,7 @@ async function finish(m, results, scenarios, procs, jwks, withRedis, keyPrefix) 
     version: 1,
     date: new Date().toISOString(),
     machine: m,
-    settings: { ...S, quick, base: flags.base ? { dir: flags.base } : undefined, loadGenerator: generator, logLevel: S.logLevel, proxyPath: 'http' },
+    settings: { ...S, quick, base: flags.base ? { dir: flags.base } : undefined, restart: flags.restart, loadGenerator: generator, logLevel: S.logLevel, proxyPath: 'http' },
     targets: results,
     goals: goals(results, scenarios),
     scenarios,

@@ -1,6 +1,6 @@
 // Child processes of the benchmark: servers under test, the CLI, and load generators.
 import { spawn, fork } from 'node:child_process';
-import { openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
+import { openSync, closeSync, readFileSync, writeFileSync, existsSync, copyFileSync } from 'node:fs';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -75,7 +75,10 @@ export async function startGateway(bin, configFile, { cwd, logFile, nodeArgs = [
   const port = await freePort();
   const admin = await freePort();
   let n = 0;
-  writeFileSync(configFile, readFileSync(configFile, 'utf8').replace(/^(\s+port:) 0$/gm, (_m, k) => `${k} ${n++ === 0 ? port : admin}`));
+  // The config as written, with its `port: 0`s, is kept beside it for restarts.
+  const template = `${configFile}.ports-0`;
+  if (!existsSync(template)) copyFileSync(configFile, template);
+  writeFileSync(configFile, readFileSync(template, 'utf8').replace(/^(\s+port:) 0$/gm, (_m, k) => `${k} ${n++ === 0 ? port : admin}`));
   const fd = openSync(logFile, 'a');
   const child = track(spawn(process.execPath, [...nodeArgs, bin, 'serve', '-c', configFile], { cwd, stdio: ['ignore', fd, fd], env: { ...process.env, ...env } }));
   closeSync(fd);
