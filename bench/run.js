@@ -237,9 +237,6 @@ async function prepareGateway(name, opts) {
   return { dir, configFile, logFile: join(dir, 'gateway.log') };
 }
 
-function gatewayEnv() {
-  return {};
-}
 
 function gatewayNodeArgs(name) {
   return flags.profile ? ['--cpu-prof', '--cpu-prof-dir', flags.profile, '--cpu-prof-name', `${name}.cpuprofile`] : [];
@@ -326,15 +323,11 @@ async function main() {
     live[name] = p;
     return p;
   };
-  starters.gw = () => startGateway(BIN, gMem.configFile, { cwd: gMem.dir, logFile: gMem.logFile, env: gatewayEnv(), nodeArgs: gatewayNodeArgs('gw') });
-  if (gRedis) starters['gw-redis'] = () => startGateway(BIN, gRedis.configFile, { cwd: gRedis.dir, logFile: gRedis.logFile, env: gatewayEnv(), nodeArgs: gatewayNodeArgs('gw-redis') });
-  if (flags.base) {
-    const baseBin = join(flags.base, 'bin', 'portcullis.js');
-    for (const [name, g] of [['gw', gMem], ['gw-redis', gRedis]]) {
-      if (!g) continue;
-      const tw = twins[g.dir];
-      starters[`${name}@base`] = () => startGateway(baseBin, tw.configFile, { cwd: tw.dir, logFile: tw.logFile, env: gatewayEnv(), nodeArgs: gatewayNodeArgs(`${name}@base`) });
-    }
+  const starter = (bin, g, name) => () => startGateway(bin, g.configFile, { cwd: g.dir, logFile: g.logFile, nodeArgs: gatewayNodeArgs(name) });
+  for (const [name, g] of [['gw', gMem], ['gw-redis', gRedis]]) {
+    if (!g) continue;
+    starters[name] = starter(BIN, g, name);
+    if (flags.base) starters[`${name}@base`] = starter(join(flags.base, 'bin', 'portcullis.js'), twins[g.dir], `${name}@base`);
   }
   for (const name of Object.keys(starters)) await startAs(name);
   const gwMem = live.gw;
@@ -721,7 +714,7 @@ async function memoryScenario({ n, db, g, keys, keysFile, importSeconds }) {
   let t0;
   const nodeArgs = flags['memory-node-args'].split(' ').filter(Boolean);
   if (nodeArgs.length) log(`  gateway started as \`node ${nodeArgs.join(' ')} bin/portcullis.js serve\``);
-  const gw = await startGateway(BIN, g.configFile, { cwd: g.dir, logFile: g.logFile, env: gatewayEnv(), nodeArgs });
+  const gw = await startGateway(BIN, g.configFile, { cwd: g.dir, logFile: g.logFile, nodeArgs });
   try {
     await waitReady(gw);
     await request(`${gw.url}/public/ping`);
