@@ -1,5 +1,6 @@
 import t from 'tap';
 import http from 'node:http';
+import net from 'node:net';
 import { parseConfig } from '../../src/config/load.js';
 import { Gateway } from '../../src/gateway.js';
 import { openServices } from '../../src/services.js';
@@ -136,6 +137,30 @@ t.test('a client that leaves while held frees its refusal at once', async (t) =>
   const after = await get(g.url, g.key);
   t.equal(after.status, 200, 'the holder is still served');
   t.ok(after.ms < 1000, 'at once');
+});
+
+t.test('a websocket handshake is held like any other request', async (t) => {
+  const g = await start('600ms');
+  t.teardown(g.close);
+  for (let i = 0; i < 2; i++) await get(g.url, generateKey('pcl', g.id).key);
+  const { port } = new URL(g.url);
+  const t0 = performance.now();
+  const answer = await new Promise<string>((resolve, reject) => {
+    const sock = net.connect(Number(port), '127.0.0.1', () => {
+      sock.write(
+        'GET /items HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+          'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n' +
+          `x-api-key: ${generateKey('pcl', g.id).key}\r\n\r\n`,
+      );
+    });
+    let text = '';
+    sock.on('data', (d) => (text += d));
+    sock.on('end', () => resolve(text));
+    sock.on('error', reject);
+  });
+  const ms = performance.now() - t0;
+  t.match(answer, /^HTTP\/1\.1 429 /, 'the handshake is refused with 429');
+  t.ok(ms >= 590, `after the delay (${ms.toFixed(0)} ms)`);
 });
 
 t.test('delay 0: a rate-limited refusal is sent at once', async (t) => {
