@@ -4,7 +4,8 @@ import net from 'node:net';
 import { parseConfig } from '../../src/config/load.js';
 import { Gateway } from '../../src/gateway.js';
 import { openServices } from '../../src/services.js';
-import { generateKey, parseKey } from '../../src/keys/format.js';
+import { generateKey, generateRefreshToken, parseKey } from '../../src/keys/format.js';
+import { refreshEndpoint } from '../../src/pipeline/endpoints.js';
 import type { RequestRecord } from '../../src/pipeline/handler.js';
 import { memoryLogger } from '../helpers/gateway.js';
 import { startUpstream } from '../helpers/upstream.js';
@@ -40,9 +41,10 @@ routes:
     observers: [{ onRequest: (r) => records.push(r) }],
     listen: { host: '127.0.0.1', port: 0 },
   });
+  gw.pipeline.addEndpoint('refresh', refreshEndpoint(services.core.keys));
   const key = await services.core.keys.create({ subject: 'holder', role: 'basic' });
   const id = parseKey(key.key, 'pcl')!.id;
-  return { gw, url: gw.url(), key: key.key, id, records, close: () => gw.close(100) };
+  return { gw, url: gw.url(), key: key.key, id, services, records, close: () => gw.close(100) };
 }
 
 /** One request on its own connection; resolves with the status and how long the answer took. */
@@ -161,6 +163,27 @@ t.test('a websocket handshake is held like any other request', async (t) => {
   const ms = performance.now() - t0;
   t.match(answer, /^HTTP\/1\.1 429 /, 'the handshake is refused with 429');
   t.ok(ms >= 590, `after the delay (${ms.toFixed(0)} ms)`);
+});
+
+t.test('a flood of forged refresh tokens is held too', async (t) => {
+  const g = await start('600ms');
+  t.teardown(g.close);
+  const k = await g.services.core.keys.create({ subject: 'refresher', role: 'basic', refreshable: true });
+  const refresh = (token: string) =>
+    new Promise<{ status: number; ms: number }>((resolve, reject) => {
+      const t0 = performance.now();
+      const body = JSON.stringify({ refreshToken: token });
+      const req = http.request(`${g.url}/.portcullis/refresh`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, agent: new http.Agent({ keepAlive: false }) }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode!, ms: performance.now() - t0 }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  for (let i = 0; i < 2; i++) t.equal((await refresh(generateRefreshToken('pcl', k.id).key)).status, 401, `forged token ${i + 1}: 401`);
+  const r = await refresh(generateRefreshToken('pcl', k.id).key);
+  t.equal(r.status, 429);
+  t.ok(r.ms >= 590, `held for the delay (${r.ms.toFixed(0)} ms)`);
 });
 
 t.test('delay 0: a rate-limited refusal is sent at once', async (t) => {
