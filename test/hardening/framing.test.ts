@@ -292,6 +292,13 @@ t.test('other ways bytes could reach the upstream unframed', async (t) => {
     t.notOk(seen.some((r) => r.requestLine.includes('smuggled')));
   });
 
+  await t.test('a Content-Length with leading zeros reaches the upstream in its canonical spelling', async (t) => {
+    const { result, seen } = await exchange(`POST /public/x HTTP/1.1\r\nHost: api.test\r\nContent-Length: 0005\r\nConnection: close\r\n\r\nhello`);
+    t.same(result.responses.map((r) => r.status), [200]);
+    t.equal(header(seen[0]!, 'content-length'), '5');
+    t.equal(seen[0]!.body.toString(), 'hello');
+  });
+
   await t.test('trailers of a chunked body never become headers upstream', async (t) => {
     const { result, text } = await exchange(`POST /public/x HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Auth-Subject: mallory\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n`);
     t.same(result.responses.map((r) => r.status), [200]);
