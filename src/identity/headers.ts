@@ -83,7 +83,7 @@ export function upstreamHeaders(
       if (ctx.upgrade && name === 'upgrade') out[name] = inbound[name];
       continue;
     }
-    if (named !== null && named.includes(name)) continue;
+    if (named?.includes(name)) continue;
     if (!ctx.peerTrusted && FORWARDING.has(name)) continue;
     if (!plan.forwardCredential && plan.credentialHeaders.has(name) && (name !== 'authorization' || ctx.dropAuthorization)) continue;
     out[name] = inbound[name];
