@@ -37,7 +37,7 @@ function run(rt: Runtime, res: ServerResponse, requestId: string, work: () => Pr
 
 /**
  * `POST /.portcullis/refresh`: exchanges a refresh token (JSON body or cookie) for a new key
- * and refresh token; a cookie-borne token is answered with a cookie (SPEC §6).
+ * and refresh token; a cookie-borne token is answered with a cookie (docs/reference/api-keys.md).
  */
 export function refreshEndpoint(keys: KeyService): EndpointHandler {
   return (req, res, requestId, rt) =>
