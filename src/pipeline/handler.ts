@@ -351,7 +351,10 @@ export class Pipeline {
       signed.then((a) => { headers[header] = a; answer(d, headers); }, onErr);
     };
     const original = originalRequest(req.headers);
-    if (typeof original === 'string') return onErr(new GatewayError('bad-request', original));
+    if (typeof original === 'string') {
+      onErr(new GatewayError('bad-request', original));
+      return;
+    }
     const { method, target, host } = original;
     try {
       const d = decide(rt, this.revocation, { method, target, host, headers: req.headers, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' });
