@@ -172,7 +172,7 @@ export class Pipeline {
       });
     };
     const go = (d: Decision) => {
-      let v;
+      let v: ReturnType<typeof checkLimits>;
       try {
         v = checkLimits(this.limiter, rt.routeLimits[d.route.index]!, d);
       } catch (err) {
@@ -233,14 +233,17 @@ export class Pipeline {
    * to add to the answer (none without limits), or refuses 429 / 503.
    */
   private limited(rt: Runtime, req: IncomingMessage, res: ServerResponse, requestId: string, d: Decision, started: number, go: (headers: Record<string, string> | undefined) => void, route?: string): void {
-    let v;
+    let v: ReturnType<typeof checkLimits>;
     try {
       v = checkLimits(this.limiter, rt.routeLimits[d.route.index]!, d);
     } catch (err) {
       this.refuse(rt, req, res, requestId, err, started, d, route);
       return;
     }
-    if (v === undefined) return go(undefined);
+    if (v === undefined) {
+      go(undefined);
+      return;
+    }
     const decided = (verdict: LimitVerdict) => {
       if (verdict.admitted) go(limitHeaders(verdict));
       else this.refuse(rt, req, res, requestId, limitRefusal(verdict), started, d, route);
