@@ -593,11 +593,13 @@ async function limitsScenario(gw, g, headers, procs) {
   const one = await load({ url: `${gw.url}/limited/items`, headers, connections: S.connections, duration: S.duration, warmup: 0, generator });
   const after = await stats();
   const perRequest = { evalsha: round((after.evalsha - before.evalsha) / one.total, 3), mget: round((after.mget - before.mget) / one.total, 3) };
-  // Two more instances on copies of the same config and data.
+  // Two more instances on the same config, each with an embedded store of its own (the
+  // policy's buckets live in Redis; the JWT needs no store).
   const extra = [];
   for (const i of [1, 2]) {
     const dir = join(tmp, `gw-fleet-${i}`);
-    cpSync(g.dir, dir, { recursive: true });
+    mkdirSync(dir);
+    cpSync(join(g.dir, 'gateway.config.yaml'), join(dir, 'gateway.config.yaml'));
     const p = await startGateway(BIN, join(dir, 'gateway.config.yaml'), { cwd: dir, logFile: join(dir, 'gateway.log') });
     procs.push(p);
     await waitReady(p);
