@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Identity } from '../authn/types.js';
 import type { IdentityConfig } from '../config/schema.js';
+import type { TraceHeaders } from '../ops/tracing.js';
 
 /** Headers that describe one connection, never forwarded (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set([
@@ -60,6 +61,8 @@ export interface ForwardContext {
   readonly upgrade: boolean;
   /** Remove the Authorization header: it carried the credential. */
   readonly dropAuthorization: boolean;
+  /** The gateway's Trace Context for the upstream; the client's never passes on unchanged. */
+  readonly trace?: TraceHeaders | undefined;
 }
 
 /**
@@ -84,6 +87,7 @@ export function upstreamHeaders(
       continue;
     }
     if (named !== null && named.includes(name)) continue;
+    if (name === 'traceparent' || name === 'tracestate') continue;
     if (!ctx.peerTrusted && FORWARDING.has(name)) continue;
     if (!plan.forwardCredential && plan.credentialHeaders.has(name) && (name !== 'authorization' || ctx.dropAuthorization)) continue;
     out[name] = inbound[name];
@@ -97,6 +101,10 @@ export function upstreamHeaders(
     if (inbound.host !== undefined) out['x-forwarded-host'] = inbound.host;
   }
   out['x-request-id'] = ctx.requestId;
+  if (ctx.trace !== undefined) {
+    out['traceparent'] = ctx.trace.traceparent;
+    if (ctx.trace.tracestate !== undefined) out['tracestate'] = ctx.trace.tracestate;
+  }
 
   if (identity !== null) {
     const n = plan.names;

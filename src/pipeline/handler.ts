@@ -5,6 +5,7 @@ import { GatewayError, respond, toGatewayError, problemBody, challengeFor } from
 import { upstreamHeaders } from '../identity/headers.js';
 import { upstreamError, type Proxy, type Upstream } from '../proxy/upstreams.js';
 import type { RevocationCheck } from '../revocation/check.js';
+import { traceOf, traceRequest, type RequestTrace } from '../ops/tracing.js';
 import { CLOSE_CONNECTION, decide, type Decision, type RequestFacts } from './decide.js';
 import type { Runtime } from './runtime.js';
 
@@ -27,6 +28,8 @@ export interface RequestRecord {
   readonly clientIp: string | undefined;
   readonly upstream: string | undefined;
   readonly upstreamMs: number | undefined;
+  /** The request's trace (its id for the log line; its spans end with the record). */
+  readonly trace?: RequestTrace | undefined;
 }
 
 export interface PipelineObserver {
@@ -94,6 +97,7 @@ export class Pipeline {
     const rt = this.runtime;
     const started = performance.now();
     const requestId = randomUUID();
+    traceRequest(req, rt.tracing, started);
     const url = req.url ?? '';
     const fault = framingFault(req);
     if (fault !== undefined) {
@@ -127,6 +131,7 @@ export class Pipeline {
     const rt = this.runtime;
     const started = performance.now();
     const requestId = randomUUID();
+    traceRequest(req, rt.tracing, started);
     socket.on('error', () => socket.destroy());
     const fail = (err: unknown) => {
       const e = toGatewayError(err);
@@ -174,6 +179,7 @@ export class Pipeline {
       requestId,
       upgrade,
       dropAuthorization: d.credential !== null ? d.credential.source === 'authorization' : false,
+      trace: traceOf(req)?.upstream(req.method ?? '', d.route.upstream),
     };
   }
 
@@ -309,6 +315,7 @@ export class Pipeline {
       clientIp: d?.clientIp ?? req.socket.remoteAddress,
       upstream,
       upstreamMs,
+      trace: traceOf(req),
     });
   }
 }

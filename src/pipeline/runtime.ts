@@ -7,6 +7,7 @@ import type { AssertionSigner } from '../identity/assertion.js';
 import { forwardPlan, type ForwardPlan } from '../identity/headers.js';
 import { cidrMatcher } from '../net/ip.js';
 import { createUpstreams, type Upstream } from '../proxy/upstreams.js';
+import { Tracing } from '../ops/tracing.js';
 
 /**
  * Everything the per-request path needs, derived once from one config. A reload builds a
@@ -28,6 +29,8 @@ export interface Runtime {
   readonly assertion: { readonly header: string; readonly signer: AssertionSigner } | undefined;
   /** Milliseconds a 429 `rate-limited` (failed-attempt limits) is held before it is sent. */
   readonly rateLimitedDelay: number;
+  /** Trace Context and span export; one instance lives across reloads that keep `tracing`. */
+  readonly tracing: Tracing;
 }
 
 export interface Authenticators {
@@ -36,8 +39,9 @@ export interface Authenticators {
   assertion?: AssertionSigner | undefined;
 }
 
-export function buildRuntime(config: GatewayConfig, authn: Authenticators, upstreams?: Map<string, Upstream>): Runtime {
-  const ups = upstreams ?? createUpstreams(config.upstreams);
+/** Without `tracing`, traces are handed on and no span is exported (commands that never serve). */
+export function buildRuntime(config: GatewayConfig, authn: Authenticators, upstreams?: Map<string, Upstream>, tracing?: Tracing): Runtime {
+  const ups = upstreams ?? createUpstreams(config.upstreams, config.tlsFiles.upstreams);
   const forward = forwardPlan(config.identity, config.apiKeys.headers);
   return {
     config,
@@ -52,5 +56,6 @@ export function buildRuntime(config: GatewayConfig, authn: Authenticators, upstr
     apiKey: authn.apiKey,
     assertion: config.identity.assertion && authn.assertion ? { header: config.identity.assertion.header, signer: authn.assertion } : undefined,
     rateLimitedDelay: config.apiKeys.failedAttempts.delay,
+    tracing: tracing ?? new Tracing(config.tracing, false),
   };
 }
