@@ -9,7 +9,7 @@ import { buildRuntime, type Authenticators, type Runtime } from './pipeline/runt
 import { Proxy, closeUpstreams } from './proxy/upstreams.js';
 import type { RevocationCheck } from './revocation/check.js';
 import { createLogger, requestLogger, subjectHasher, type Logger } from './ops/log.js';
-import { Tracing } from './ops/tracing.js';
+import { openTracing } from './ops/tracing.js';
 import { serverContextOptions } from './net/tls.js';
 
 /** What the gateway runs on besides its config; built by `openServices`, closed with the gateway. */
@@ -96,7 +96,7 @@ export class Gateway {
     const config = loaded.config;
     const logger = opts.logger ?? createLogger(config.log);
     for (const w of loaded.warnings) logger.warn(w);
-    const rt = buildRuntime(config, await opts.services.authenticators(config), undefined, new Tracing(config.tracing));
+    const rt = buildRuntime(config, await opts.services.authenticators(config), undefined, await openTracing(config.tracing));
     const gw = new Gateway(rt, opts.services, logger, opts.observers ?? []);
     const host = opts.listen?.host ?? config.listen.host;
     const port = opts.listen?.port ?? config.listen.port;
@@ -129,7 +129,7 @@ export class Gateway {
   async reload(loaded: LoadResult): Promise<void> {
     const prev = this.pipeline.current.tracing;
     const same = JSON.stringify(prev.config) === JSON.stringify(loaded.config.tracing);
-    const tracing = same ? prev : new Tracing(loaded.config.tracing);
+    const tracing = same ? prev : await openTracing(loaded.config.tracing);
     const rt = buildRuntime(loaded.config, await this.services.authenticators(loaded.config), undefined, tracing);
     this.reloadTls(loaded.config);
     const old = this.pipeline.swap(rt);

@@ -1,9 +1,5 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type Tracer } from '@opentelemetry/api';
-import { parseTraceParent, TraceState } from '@opentelemetry/core';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, RandomIdGenerator, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-base';
+import { randomBytes } from 'node:crypto';
 import type { TracingConfig } from '../config/schema.js';
 
 /** What a finished request tells its spans; a subset of the pipeline's request record. */
@@ -24,115 +20,123 @@ export interface TraceHeaders {
   readonly tracestate: string | undefined;
 }
 
-function traceparent(traceId: string, spanId: string, sampled: boolean): string {
-  return `00-${traceId}-${spanId}-${sampled ? '01' : '00'}`;
+export interface SpanIds {
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly sampled: boolean;
+}
+
+/** A caller's trace, as its valid `traceparent` and `tracestate` named it. */
+export interface ParentContext extends SpanIds {
+  readonly tracestate: string | undefined;
+}
+
+/** Spans recorded for one request (the OpenTelemetry SDK, see otel.ts). */
+export interface SpanPair {
+  readonly server: SpanIds;
+  client(method: string, upstream: string): SpanIds;
+  end(r: TraceOutcome): void;
+}
+
+export interface SpanRecorder {
+  begin(parent: ParentContext | undefined, method: string, startTime: number): SpanPair;
+  shutdown(waitMs: number): Promise<void>;
+}
+
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
+const ZERO_TRACE = '0'.repeat(32);
+const ZERO_SPAN = '0'.repeat(16);
+
+/**
+ * W3C Trace Context §3.2: lowercase hex, version `ff` invalid, version `00` exactly four
+ * fields, later versions may add fields after a `-`; all-zero ids are invalid. Repeated
+ * headers arrive joined by ", " and so fail here too: a new trace.
+ */
+export function parseTraceparent(v: string | string[] | undefined): SpanIds | undefined {
+  if (typeof v !== 'string') return undefined;
+  const m = TRACEPARENT.exec(v);
+  if (m === null || m[1] === 'ff' || (m[1] === '00' && m[5] !== undefined)) return undefined;
+  if (m[2] === ZERO_TRACE || m[3] === ZERO_SPAN) return undefined;
+  return { traceId: m[2]!, spanId: m[3]!, sampled: (parseInt(m[4]!, 16) & 1) === 1 };
+}
+
+const MEMBER = /^(?:[a-z0-9][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$/;
+
+/** A `tracestate` passed on as it came when every member is well-formed (at most 32), else none. */
+export function parseTracestate(v: string | string[] | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  const members = (Array.isArray(v) ? v.join(',') : v).split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (members.length === 0 || members.length > 32) return undefined;
+  for (const m of members) if (!MEMBER.test(m)) return undefined;
+  return members.join(',');
+}
+
+function traceparent(ids: SpanIds): string {
+  return `00-${ids.traceId}-${ids.spanId}-${ids.sampled ? '01' : '00'}`;
 }
 
 /**
- * The gateway's part in one request's trace. Without an exporter it only hands the trace
- * on (a span id of its own, the caller's sampling decision); with one it records a server
- * span and, for a proxied request, a client span that is the upstream's parent.
+ * The gateway's part in one request's trace. Without span export it only hands the trace
+ * on, under a span id of its own and the caller's sampling decision; with export the
+ * upstream's parent is the recorded client span.
  */
 export class RequestTrace {
-  private client: Span | undefined;
-
   constructor(
-    readonly traceId: string,
-    private readonly spanId: string,
-    private readonly sampled: boolean,
+    private readonly own: SpanIds,
     private readonly tracestate: string | undefined,
-    private readonly tracer: Tracer | undefined,
-    private readonly server: Span | undefined,
+    private readonly spans: SpanPair | undefined,
   ) {}
+
+  get traceId(): string {
+    return this.own.traceId;
+  }
 
   /** The headers the upstream gets; with spans recorded, starts the client span they name. */
   upstream(method: string, upstream: string): TraceHeaders {
-    if (this.tracer === undefined || this.server === undefined) {
-      return { traceparent: traceparent(this.traceId, this.spanId, this.sampled), tracestate: this.tracestate };
-    }
-    this.client ??= this.tracer.startSpan(method, { kind: SpanKind.CLIENT, attributes: { 'http.request.method': method, 'portcullis.upstream': upstream } }, trace.setSpan(ROOT_CONTEXT, this.server));
-    const c = this.client.spanContext();
-    return { traceparent: traceparent(c.traceId, c.spanId, (c.traceFlags & 1) === 1), tracestate: this.tracestate };
+    const ids = this.spans === undefined ? this.own : this.spans.client(method, upstream);
+    return { traceparent: traceparent(ids), tracestate: this.tracestate };
   }
 
-  /** Ends the spans with what the request came to. Attributes name no credential. */
   end(r: TraceOutcome): void {
-    const server = this.server;
-    if (server === undefined || !server.isRecording()) return;
-    const failed = r.status >= 500 || r.status === 0;
-    if (this.client !== undefined) {
-      if (r.status !== 0) this.client.setAttribute('http.response.status_code', r.status);
-      if (failed) this.client.setStatus({ code: SpanStatusCode.ERROR });
-      this.client.end();
-    }
-    const a: Attributes = { 'http.request.method': r.method, 'http.response.status_code': r.status, 'portcullis.decision': r.decision };
-    if (r.path !== undefined) a['url.path'] = r.path;
-    if (r.route !== undefined) a['http.route'] = r.route;
-    if (r.code !== undefined) a['portcullis.code'] = r.code;
-    if (r.keyId !== undefined) a['portcullis.key_id'] = r.keyId;
-    server.setAttributes(a);
-    if (r.route !== undefined) server.updateName(`${r.method} ${r.route}`);
-    if (failed) server.setStatus({ code: SpanStatusCode.ERROR });
-    server.end();
+    this.spans?.end(r);
   }
 }
 
 /**
- * W3C Trace Context for every request (SPEC §12), and with `tracing.otlp` the OpenTelemetry
- * SDK exporting spans in batches over OTLP/HTTP JSON. Export runs beside the requests:
- * a collector that is down or hangs costs dropped spans, never a request's time.
+ * W3C Trace Context for every request (SPEC §12); with `tracing.otlp`, a recorder that
+ * exports spans beside the requests: a collector that is down or hangs costs dropped spans,
+ * never a request's time.
  */
 export class Tracing {
-  private readonly ids = new RandomIdGenerator();
-  private readonly provider: BasicTracerProvider | undefined;
-  private readonly tracer: Tracer | undefined;
+  constructor(
+    readonly config: TracingConfig,
+    private readonly recorder?: SpanRecorder,
+  ) {}
 
-  /** `exporting: false` hands traces on without recording spans, whatever `otlp` says. */
-  constructor(readonly config: TracingConfig, exporting = true) {
-    const otlp = config.otlp;
-    if (otlp === undefined || !exporting) return;
-    const exporter = new OTLPTraceExporter({ url: otlp.endpoint, headers: { ...otlp.headers }, timeoutMillis: otlp.timeout });
-    this.provider = new BasicTracerProvider({
-      resource: resourceFromAttributes({ 'service.name': config.serviceName }),
-      sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(config.sampleRatio) }),
-      spanProcessors: [
-        new BatchSpanProcessor(exporter, {
-          scheduledDelayMillis: config.batchDelay,
-          maxQueueSize: config.maxQueueSize,
-          maxExportBatchSize: Math.min(512, config.maxQueueSize),
-          exportTimeoutMillis: otlp.timeout,
-        }),
-      ],
-    });
-    this.tracer = this.provider.getTracer('portcullis');
-  }
-
-  /** Continues the request's valid `traceparent` (and its `tracestate`), or starts a trace. */
+  /** Continues the request's valid `traceparent` (with its `tracestate`), or starts a trace. */
   begin(headers: IncomingHttpHeaders, method: string, startTime: number): RequestTrace {
-    const raw = headers['traceparent'];
-    // Repeated traceparent headers arrive joined by ", " and so fail to parse: a new trace.
-    const parent = typeof raw === 'string' ? parseTraceParent(raw) : null;
-    const ts = parent === null ? undefined : headers['tracestate'];
-    const tracestate = typeof ts === 'string' && ts !== '' ? new TraceState(ts).serialize() || undefined : undefined;
-    if (this.tracer === undefined) {
-      const traceId = parent?.traceId ?? this.ids.generateTraceId();
-      const sampled = parent !== null ? (parent.traceFlags & 1) === 1 : Math.random() < this.config.sampleRatio;
-      return new RequestTrace(traceId, this.ids.generateSpanId(), sampled, tracestate, undefined, undefined);
+    const p = parseTraceparent(headers['traceparent']);
+    const tracestate = p === undefined ? undefined : parseTracestate(headers['tracestate']);
+    if (this.recorder !== undefined) {
+      const spans = this.recorder.begin(p === undefined ? undefined : { ...p, tracestate }, method, startTime);
+      return new RequestTrace(spans.server, tracestate, spans);
     }
-    const ctx = parent === null ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, { ...parent, isRemote: true, ...(tracestate === undefined ? {} : { traceState: new TraceState(tracestate) }) });
-    const server = this.tracer.startSpan(method, { kind: SpanKind.SERVER, startTime }, ctx);
-    const c = server.spanContext();
-    return new RequestTrace(c.traceId, c.spanId, (c.traceFlags & 1) === 1, tracestate, this.tracer, server);
+    const traceId = p?.traceId ?? randomBytes(16).toString('hex');
+    const sampled = p !== undefined ? p.sampled : Math.random() < this.config.sampleRatio;
+    return new RequestTrace({ traceId, spanId: randomBytes(8).toString('hex'), sampled }, tracestate, undefined);
   }
 
-  /** Sends what is queued, waiting at most `waitMs` for a collector that does not answer. */
-  async shutdown(waitMs: number): Promise<void> {
-    if (this.provider === undefined) return;
-    let timer: NodeJS.Timeout | undefined;
-    const gaveUp = new Promise<void>((resolve) => { timer = setTimeout(resolve, waitMs); });
-    await Promise.race([this.provider.shutdown().catch(() => undefined), gaveUp]);
-    clearTimeout(timer);
+  shutdown(waitMs: number): Promise<void> {
+    return this.recorder?.shutdown(waitMs) ?? Promise.resolve();
   }
+}
+
+/** Tracing for `config`; the OpenTelemetry SDK is loaded only when spans are exported. */
+export async function openTracing(config: TracingConfig): Promise<Tracing> {
+  const otlp = config.otlp;
+  if (otlp === undefined) return new Tracing(config);
+  const { OtelRecorder } = await import('./otel.js');
+  return new Tracing(config, new OtelRecorder({ ...config, otlp }));
 }
 
 /** Where a request's trace rides from arrival to its record. */

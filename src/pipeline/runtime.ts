@@ -56,6 +56,6 @@ export function buildRuntime(config: GatewayConfig, authn: Authenticators, upstr
     apiKey: authn.apiKey,
     assertion: config.identity.assertion && authn.assertion ? { header: config.identity.assertion.header, signer: authn.assertion } : undefined,
     rateLimitedDelay: config.apiKeys.failedAttempts.delay,
-    tracing: tracing ?? new Tracing(config.tracing, false),
+    tracing: tracing ?? new Tracing(config.tracing),
   };
 }

@@ -1,6 +1,6 @@
 import t from 'tap';
 import fc from 'fast-check';
-import { Tracing } from '../../src/ops/tracing.js';
+import { parseTracestate, Tracing } from '../../src/ops/tracing.js';
 import { configSchema } from '../../src/config/schema.js';
 import { startRawUpstream } from '../hardening/raw-upstream.js';
 import { startTestGateway } from '../helpers/gateway.js';
@@ -10,7 +10,7 @@ const TID = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PID = '00f067aa0ba902b7';
 const SHAPE = /^00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]$/;
 
-const propagating = (sampleRatio = 1) => new Tracing(configSchema.shape.tracing.parse({ sampleRatio }), false);
+const propagating = (sampleRatio = 1) => new Tracing(configSchema.shape.tracing.parse({ sampleRatio }));
 
 /** The traceparent and tracestate the upstream would get for these inbound headers. */
 function handOn(tracing: Tracing, headers: Record<string, string>) {
@@ -59,6 +59,24 @@ t.test('a malformed traceparent starts a new trace and drops its tracestate', as
   }
   t.equal(handOn(propagating(1), {}).traceparent.slice(-2), '01', 'a new trace is sampled at sampleRatio 1');
   t.equal(handOn(propagating(0), {}).traceparent.slice(-2), '00', 'and not at 0');
+});
+
+t.test('tracestate passes on only when every member is well-formed', async (t) => {
+  const cases: Array<[string, string | undefined]> = [
+    ['vendor=abc', 'vendor=abc'],
+    [' a=1 , b=2 ', 'a=1,b=2'],
+    ['tenant@system=x,rojo=00f067aa0ba902b7', 'tenant@system=x,rojo=00f067aa0ba902b7'],
+    ['a=1,,b=2', 'a=1,b=2'],
+    ['Upper=1', undefined],
+    ['a=1,b', undefined],
+    ['a=b=c', undefined],
+    ['a=', undefined],
+    [`k=${'v'.repeat(257)}`, undefined],
+    [Array.from({ length: 33 }, (_, i) => `k${i}=v`).join(','), undefined],
+    [Array.from({ length: 32 }, (_, i) => `k${i}=v`).join(','), Array.from({ length: 32 }, (_, i) => `k${i}=v`).join(',')],
+    ['', undefined],
+  ];
+  for (const [inbound, want] of cases) t.equal(parseTracestate(inbound), want, JSON.stringify(inbound).slice(0, 60));
 });
 
 t.test('property: whatever the client sends, the upstream gets a well-formed traceparent of the gateway\'s own', async (t) => {
