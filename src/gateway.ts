@@ -71,9 +71,6 @@ export class Gateway {
     if (l.maxConnections > 0) this.server.maxConnections = l.maxConnections;
     this.server.on('request', this.pipeline.handle);
     this.server.on('upgrade', this.pipeline.upgrade);
-    // A failed handshake (no client certificate under `require`, a plain-HTTP client) is the
-    // client's problem: the socket is closed, nothing is logged per connection.
-    if (tls !== undefined) this.server.on('tlsClientError', (_err: Error, socket: { destroy(): void }) => socket.destroy());
     this.server.on('clientError', (_err, socket) => {
       // Unparseable requests (smuggling shapes, oversized heads, slow clients) never reach the pipeline.
       const answer = () => {

@@ -2,6 +2,7 @@ import t from 'tap';
 import { request } from 'undici';
 import { deadEndpoint, startCollector, startHangingCollector, type SpanSeen } from '../helpers/collector.js';
 import { startTestGateway } from '../helpers/gateway.js';
+import { parseConfig } from '../../src/config/load.js';
 import { startUpstream } from '../helpers/upstream.js';
 
 const TID = '0af7651916cd43dd8448eb211c80319c';
@@ -103,6 +104,23 @@ t.test('sampleRatio 0 records no new trace, but a caller\'s sampled trace is sti
   await new Promise((r) => setTimeout(r, 300));
   t.same(new Set(col.spans.map((s) => s.traceId)), new Set([TID]), 'only the sampled caller\'s trace');
   t.match(up.seen.at(-1)!.headers['traceparent'], new RegExp(`^00-${TID}-[0-9a-f]{16}-01$`));
+});
+
+t.test('a reload turns span export on and off', async (t) => {
+  const col = await startCollector();
+  t.teardown(() => col.close());
+  const off = yaml('{}');
+  const on = yaml(`{ otlp: { endpoint: "${col.endpoint}" }, batchDelay: 50ms }`);
+  const gw = await startTestGateway(off, { table });
+  t.teardown(() => gw.close());
+  t.equal(await send(`${gw.url}/pub/before`), 200);
+  await gw.gw.reload(parseConfig(on, 'test.yaml', {}));
+  t.equal(await send(`${gw.url}/pub/during`), 200);
+  await until(() => col.spans.some((s) => s.attributes['url.path'] === '/pub/during'));
+  await gw.gw.reload(parseConfig(off, 'test.yaml', {}));
+  t.equal(await send(`${gw.url}/pub/after`), 200);
+  await new Promise((r) => setTimeout(r, 300));
+  t.same(col.spans.filter((s) => s.kind === SERVER).map((s) => s.attributes['url.path']), ['/pub/during'], 'only the request served while export was on');
 });
 
 t.test('a collector that is down or hangs never slows or fails a request', async (t) => {
