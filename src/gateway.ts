@@ -8,6 +8,7 @@ import { Pipeline, writeRawProblem, type PipelineObserver, type RequestRecord } 
 import { buildRuntime, type Authenticators, type Runtime } from './pipeline/runtime.js';
 import { Proxy, closeUpstreams } from './proxy/upstreams.js';
 import type { RevocationCheck } from './revocation/check.js';
+import type { RateLimiter } from './limits/types.js';
 import { createLogger, requestLogger, subjectHasher, type Logger } from './ops/log.js';
 import { openTracing } from './ops/tracing.js';
 import { serverContextOptions } from './net/tls.js';
@@ -16,6 +17,8 @@ import { serverContextOptions } from './net/tls.js';
 export interface Services {
   authenticators(config: GatewayConfig): Authenticators | Promise<Authenticators>;
   readonly revocation: RevocationCheck;
+  /** Counts requests against the routes' rate-limit policies (none: limits are not enforced). */
+  readonly limiter?: RateLimiter | undefined;
   /** Called after a reload swapped the runtime, with the one it replaced. */
   retire?(old: Runtime): void;
   close(): Promise<void>;
@@ -44,7 +47,7 @@ export class Gateway {
     const logLine = requestLogger(logger, subjectHasher(rt.config.log.pii, rt.config.log.salt));
     const all = [{ onRequest: logLine }, { onRequest: (r: RequestRecord) => r.trace?.end(r) }, ...observers];
     const observer: PipelineObserver = all.length === 1 ? all[0]! : { onRequest: (r: RequestRecord) => { for (const o of all) o.onRequest(r); } };
-    this.pipeline = new Pipeline(rt, services.revocation, this.proxy, observer);
+    this.pipeline = new Pipeline(rt, services.revocation, this.proxy, observer, services.limiter);
     const l = rt.config.listen;
     const tls = rt.config.tlsFiles.listen;
     const options: http.ServerOptions = {

@@ -8,6 +8,7 @@ import { forwardPlan, type ForwardPlan } from '../identity/headers.js';
 import { cidrMatcher } from '../net/ip.js';
 import { createUpstreams, type Upstream } from '../proxy/upstreams.js';
 import { Tracing } from '../ops/tracing.js';
+import { compilePolicy, type CompiledPolicy } from '../limits/policy.js';
 
 /**
  * Everything the per-request path needs, derived once from one config. A reload builds a
@@ -31,6 +32,8 @@ export interface Runtime {
   readonly rateLimitedDelay: number;
   /** Trace Context and span export; one instance lives across reloads that keep `tracing`. */
   readonly tracing: Tracing;
+  /** Rate-limit policies of each route, by route index. */
+  readonly routeLimits: ReadonlyArray<readonly CompiledPolicy[]>;
 }
 
 export interface Authenticators {
@@ -57,5 +60,11 @@ export function buildRuntime(config: GatewayConfig, authn: Authenticators, upstr
     assertion: config.identity.assertion && authn.assertion ? { header: config.identity.assertion.header, signer: authn.assertion } : undefined,
     rateLimitedDelay: config.apiKeys.failedAttempts.delay,
     tracing: tracing ?? new Tracing(config.tracing),
+    routeLimits: routeLimits(config),
   };
+}
+
+function routeLimits(config: GatewayConfig): CompiledPolicy[][] {
+  const byName = new Map(config.rateLimits.policies.map((p) => [p.name, compilePolicy(p)]));
+  return config.routes.map((r) => r.rateLimit.map((name) => byName.get(name)!));
 }
