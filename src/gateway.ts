@@ -67,7 +67,7 @@ export class Gateway {
       joinDuplicateHeaders: false,
     };
     // HTTP/1.1 only, also to clients that offer h2: the pipeline's framing rules and the
-    // proxy engine are HTTP/1.1's (see README, TLS).
+    // proxy engine are HTTP/1.1's (docs/reference/operations.md, TLS).
     this.server = tls === undefined
       ? http.createServer(options)
       : (https.createServer({ ...options, ...serverContextOptions(tls), ALPNProtocols: ['http/1.1'] }) as unknown as http.Server);
