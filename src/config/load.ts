@@ -189,6 +189,9 @@ export function parseConfig(text: string, file: string, env: Readonly<Record<str
     if (iss.issuer === undefined && cfg.jwt.issuers.some((o, j) => j < i && o.issuer === undefined)) problems.push(`${where.at(['jwt', 'issuers', i])} only one issuer may omit "issuer" (it takes the tokens that carry no iss)`);
     if (iss.defaultRole !== undefined && !roleRanks.has(iss.defaultRole)) problems.push(`${where.at(['jwt', 'issuers', i, 'defaultRole'])} defaultRole "${iss.defaultRole}" is not in roles`);
   });
+  if (cfg.revocation.externalKeys.length > 0 && cfg.revocation.redis.trim() === '') {
+    problems.push(`${where.at(['revocation', 'externalKeys'])} revocation.externalKeys: needs revocation.redis (the keys are read from the Redis the API writes them to)`);
+  }
   const idh = Object.values(cfg.identity.headers);
   if (new Set(idh).size !== idh.length) problems.push(`${where.at(['identity', 'headers'])} identity.headers: two identity fields share one header name`);
   if (problems.length) throw new ConfigError(problems);
