@@ -1,4 +1,5 @@
 import t from 'tap';
+import fc from 'fast-check';
 import { GatewayError } from '../../src/http/problem.js';
 import { compileExternalKeys, type ExternalKeyValues } from '../../src/revocation/external-keys.js';
 import { RedisRevocationStore } from '../../src/revocation/redis.js';
@@ -25,6 +26,25 @@ t.test('templates render per token; a template needing a claim the token lacks i
   ];
   for (const [name, templates, v, want] of cases) t.same(compileExternalKeys(templates)!(v), want, name);
   t.equal(compileExternalKeys([]), undefined, 'no templates: nothing to render');
+});
+
+t.test('property: a key is its template with each placeholder replaced; any missing value skips it', async () => {
+  const names = ['token', 'jti', 'sub', 'sha256'] as const;
+  const literal = fc.string({ maxLength: 6 }).filter((s) => !/[{}]/.test(s));
+  const template = fc.array(fc.oneof(literal.map((text) => ({ text })), fc.constantFrom(...names).map((name) => ({ name }))), { minLength: 1, maxLength: 6 })
+    .filter((parts) => parts.some((p) => 'name' in p));
+  const value = fc.option(fc.string({ minLength: 1, maxLength: 8 }), { nil: undefined });
+  fc.assert(
+    fc.property(fc.array(template, { minLength: 1, maxLength: 3 }), fc.string({ minLength: 1 }), value, value, (templates, token, jti, sub) => {
+      const v: ExternalKeyValues = { token, sha256: 'f'.repeat(64), jti, sub };
+      const source = templates.map((parts) => parts.map((p) => ('text' in p ? p.text : `{${p.name}}`)).join(''));
+      const want = templates
+        .filter((parts) => parts.every((p) => 'text' in p || v[p.name] !== undefined))
+        .map((parts) => parts.map((p) => ('text' in p ? p.text : v[p.name]!)).join(''));
+      const got = compileExternalKeys(source)!(v);
+      return JSON.stringify(got ?? []) === JSON.stringify(want);
+    }),
+  );
 });
 
 const missing = await serviceAvailable('redis');
