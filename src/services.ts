@@ -10,7 +10,7 @@ import { ApiKeyAuthenticator } from './authn/api-key.js';
 import { openStore } from './store/open.js';
 import type { KeyStore } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
-import { openRevocation } from './revocation/open.js';
+import { openRevocation, revocationBackend } from './revocation/open.js';
 import type { InvalidationEvent, RevocationSnapshot, RevocationSource, RevocationStore } from './revocation/types.js';
 import { DEFAULT_EXPIRY_GRACE_MS } from './revocation/support.js';
 import { compileExternalKeys } from './revocation/external-keys.js';
@@ -172,7 +172,13 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
     else if (ev.subject.startsWith(KEY_SUBJECT)) apiKey?.evictSubject(ev.subject.slice(KEY_SUBJECT.length));
   });
 
+  // The revocation view is opened once; a reload cannot give a gateway without Redis one.
+  const onRedis = revocationBackend(config.revocation, config.store.url) === 'redis';
   const authenticators = async (cfg: GatewayConfig): Promise<Authenticators> => {
+    if (cfg.revocation.externalKeys.length > 0 && !onRedis) {
+      // Refusing the reload beats serving tokens the API has revoked without a word.
+      throw new TypeError('revocation.externalKeys needs Redis, and this gateway runs without it: restart it with revocation.redis set');
+    }
     const rank = (role: string) => roleRank(cfg, role);
     const jk = JSON.stringify([cfg.jwt, cfg.roles, cfg.revocation.externalKeys]);
     if (jk !== jwtKey) {

@@ -1,6 +1,10 @@
 import t from 'tap';
 import fc from 'fast-check';
+import { parseConfig } from '../../src/config/load.js';
 import { GatewayError } from '../../src/http/problem.js';
+import { startPortcullis } from '../../src/server.js';
+import { memoryLogger } from '../helpers/gateway.js';
+import { tempDatabase } from '../helpers/services.js';
 import { compileExternalKeys, type ExternalKeyValues } from '../../src/revocation/external-keys.js';
 import { RedisRevocationStore } from '../../src/revocation/redis.js';
 import { CI, parseInfo, PrivateRedis, recordingLogger, serviceAvailable, sleep } from './helpers.js';
@@ -111,5 +115,24 @@ if (missing !== undefined) {
     await allow.waitReady(5_000);
     await server.admin((r) => r.set('out-token', '1'));
     t.equal(await deny.isRevoked(ref('out-token')), true, 'the API\'s key is honoured again once Redis is back');
+  });
+
+  await t.test('a reload cannot add external keys to a gateway running without Redis', async (t) => {
+    const db = await tempDatabase();
+    t.teardown(() => db.drop());
+    const yaml = (revocation: string) => `
+upstreams: { api: { url: "http://127.0.0.1:9" } }
+store: { url: "${db.url}", poolSize: 2 }
+revocation: ${revocation}
+log: { level: silent }
+jwt: { issuers: [{ name: t, issuer: x, algorithms: [HS256], secret: "reload-secret-that-is-long-enough-0123" }] }
+routes: [{ match: { path: "/**" }, upstream: api }]
+`;
+    const { logger } = memoryLogger('warn');
+    const p = await startPortcullis(parseConfig(yaml('{ redis: "" }'), 'a.yaml', {}), { logger, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } });
+    t.teardown(() => p.close(100));
+    const next = parseConfig(yaml(`{ redis: "${server.url}", externalKeys: ["{token}"] }`), 'b.yaml', {});
+    await t.rejects(p.reload(next), /revocation\.externalKeys needs Redis/, 'refused: the API\'s revocations would go unread');
+    t.same(p.gateway.config.revocation.externalKeys, [], 'the old config keeps serving');
   });
 }
