@@ -11,6 +11,7 @@ import { openStore } from './store/open.js';
 import type { KeyStore } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
 import { openRevocation, revocationBackend } from './revocation/open.js';
+import { openLimiter } from './limits/open.js';
 import type { InvalidationEvent, RevocationSnapshot, RevocationSource, RevocationStore } from './revocation/types.js';
 import { DEFAULT_EXPIRY_GRACE_MS } from './revocation/support.js';
 import { compileExternalKeys } from './revocation/external-keys.js';
@@ -220,15 +221,18 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
 
   const revocation = scopedCheck(core.revocation, opts.observeRevocation);
   const pruner = startPruning(core, logger, opts.pruneIntervalMs ?? 3_600_000);
+  const limiter = openLimiter(config, logger);
   return {
     core,
     authenticators,
     revocation,
+    limiter,
     current: () => ({ jwt, apiKey, assertion }),
     checks: () => [
       { name: 'store', ready: () => core.store.ping().then(() => true, () => false) },
       { name: 'revocation', ready: () => core.revocation.ready() },
       { name: 'jwks', ready: () => jwt?.ready() ?? true },
+      { name: 'rateLimits', ready: () => limiter.connected() },
     ],
     retire: (_old: Runtime) => {
       // Authenticators replaced by a reload close once requests that started on them are done.
@@ -240,6 +244,7 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
       clearInterval(pruner);
       await apiKey?.close();
       jwt?.close();
+      await limiter.close();
       await core.close();
     },
   };
