@@ -193,6 +193,9 @@ export function parseConfig(text: string, file: string, env: Readonly<Record<str
     if (iss.issuer === undefined && cfg.jwt.issuers.some((o, j) => j < i && o.issuer === undefined)) problems.push(`${where.at(['jwt', 'issuers', i])} only one issuer may omit "issuer" (it takes the tokens that carry no iss)`);
     if (iss.defaultRole !== undefined && !roleRanks.has(iss.defaultRole)) problems.push(`${where.at(['jwt', 'issuers', i, 'defaultRole'])} defaultRole "${iss.defaultRole}" is not in roles`);
   });
+  if (cfg.revocation.externalKeys.length > 0 && cfg.revocation.redis.trim() === '') {
+    problems.push(`${where.at(['revocation', 'externalKeys'])} revocation.externalKeys: needs revocation.redis (the keys are read from the Redis the API writes them to)`);
+  }
   const policyNames = new Set<string>();
   cfg.rateLimits.policies.forEach((pol, i) => {
     if (policyNames.has(pol.name)) problems.push(`${where.at(['rateLimits', 'policies', i, 'name'])} rate-limit policy "${pol.name}" is defined twice`);

@@ -100,12 +100,27 @@ const tracing = z.strictObject({
   maxQueueSize: z.number().int().min(1).default(2048),
 });
 
+/** Longest `jwt.clockTolerance`: revocation markers and records outlive a credential by at least this (SPEC §7). */
+export const MAX_CLOCK_TOLERANCE_MS = 300_000;
+
+const externalKey = z
+  .string()
+  .min(1)
+  .refine((s) => /^(?:[^{}]|\{(?:token|jti|sub|sha256)\})*$/.test(s), 'a Redis key template: text with the placeholders {token}, {jti}, {sub} or {sha256}, and no other braces')
+  .refine((s) => /\{(?:token|jti|sub|sha256)\}/.test(s), 'a template without a placeholder names one fixed key, which would revoke every token at once');
+
 const revocation = z.strictObject({
   redis: z.string().default(''),
   onError: z.enum(['deny', 'allow']).default('deny'),
   keyPrefix: z.string().default('portcullis:'),
   /** Upper bound on one revocation check before `onError` applies. */
   timeout: timer.default(1_000),
+  /**
+   * Redis keys the fronted API itself writes to revoke a JWT (e.g. `{token}` for an API
+   * that logs out with `SET <token> 1`): a token is revoked when any of them exists.
+   * Taken as written, without `keyPrefix`. Redis only.
+   */
+  externalKeys: z.array(externalKey).default([]),
 });
 
 const claims = z.strictObject({
@@ -153,7 +168,7 @@ const issuer = z
   });
 
 const jwt = z.strictObject({
-  clockTolerance: duration.default(30_000),
+  clockTolerance: duration.refine((ms) => ms <= MAX_CLOCK_TOLERANCE_MS, 'at most 5m: revocations are kept that long past a credential\'s expiry, and a token must not outlive its revocation').default(30_000),
   jwksCooldown: timer.default(30_000),
   /** How long a fetched JWKS is fresh before a background refresh. */
   jwksCacheMaxAge: timer.default(600_000),
