@@ -3,7 +3,7 @@ import type { Credential, Identity } from '../authn/types.js';
 import { GatewayError } from '../http/problem.js';
 import { checkAmbiguity } from '../http/guard.js';
 import { normalizeTarget } from '../http/normalize-path.js';
-import { hostName, matchRoute, splitPath, type CompiledRoute } from '../http/match.js';
+import { hostName, matchPath, type CompiledRoute } from '../http/match.js';
 import { extractCredential } from '../credentials/extract.js';
 import { authorize } from '../authz/authorize.js';
 import { plainIp } from '../net/ip.js';
@@ -46,7 +46,8 @@ export function route(rt: Runtime, facts: RequestFacts): { route: CompiledRoute;
   if (reason !== null) throw new GatewayError('bad-request', reason, { headers: CLOSE_CONNECTION });
   const n = normalizeTarget(facts.target, { allowPathParams: rt.config.allowPathParams });
   if (!n.ok) throw new GatewayError('bad-request', n.reason);
-  const r = matchRoute(rt.routes, facts.method, hostName(facts.host ?? facts.headers.host), splitPath(n.path));
+  const r = matchPath(rt.routes, facts.method, hostName(facts.host ?? facts.headers.host), n.path);
+  if (r === 'case') throw new GatewayError('bad-request', 'The letter case of the path selects another route than the path in lower case.');
   if (r === undefined) throw new GatewayError('route-not-found', `No route for ${facts.method} ${n.path}.`);
   return { route: r, path: n.path, query: n.query };
 }
