@@ -62,7 +62,7 @@ async function upstreamDuring(fn: () => Promise<Exchanged>, settleMs = 150): Pro
   return { result, seen: raw.requests.slice(n), text: raw.textSince(mark) };
 }
 
-const exchange = (bytes: string | string[], idleMs = 250) => upstreamDuring(() => exchangeRaw(port, bytes, { idleMs }));
+const exchange = (bytes: string | string[], idleMs = 250) => upstreamDuring(() => exchangeRaw(port, bytes, { idleMs, firstMs: 5000 }));
 const headerNames = (r: RawSeen) => r.headerLines.map((l) => l.slice(0, l.indexOf(':')).toLowerCase());
 const header = (r: RawSeen, name: string) => r.headerLines.find((l) => l.toLowerCase().startsWith(name + ':'))?.slice(name.length + 1).trim();
 
