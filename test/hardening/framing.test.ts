@@ -235,7 +235,9 @@ t.test('headers through which a server takes an address, host or path', async (t
   const trusting = await gatewayFor(yaml({ trustedProxies: ['127.0.0.0/8'] }));
   t.teardown(() => trusting.close());
   const n = raw.requests.length;
-  await exchangeRaw(Number(new URL(trusting.url).port), `GET /public/x HTTP/1.1\r\nHost: api.test\r\n${claimed.map((h) => h + '\r\n').join('')}Connection: close\r\n\r\n`, { idleMs: 250 });
+  // (Its X-Forwarded-Host names Host's host: with a route on the host, two hosts are refused.)
+  const fromTrusted = claimed.map((h) => (h.startsWith('X-Forwarded-Host:') ? 'X-Forwarded-Host: api.test' : h));
+  await exchangeRaw(Number(new URL(trusting.url).port), `GET /public/x HTTP/1.1\r\nHost: api.test\r\n${fromTrusted.map((h) => h + '\r\n').join('')}Connection: close\r\n\r\n`, { idleMs: 250, firstMs: 5000 });
   const fromProxy = raw.requests[n]!;
   t.equal(header(fromProxy, 'x-forwarded-prefix'), '/admin', 'a trusted proxy\'s X-Forwarded-Prefix passes');
   t.equal(header(fromProxy, 'x-forwarded-for'), '1.2.3.4, 127.0.0.1', 'and its X-Forwarded-For is appended to');
