@@ -119,7 +119,7 @@ export interface CreatedKey extends KeyInfo {
   readonly rotatedFrom?: string;
 }
 
-/** Answer of a successful refresh (SPEC §6). */
+/** Answer of a successful refresh (docs/reference/api-keys.md). */
 export interface RefreshedKey {
   readonly id: string;
   readonly key: string;
@@ -382,7 +382,8 @@ export class KeyService {
     const lifetime = old.expiresAt === null ? null : old.expiresAt - old.createdAt;
     const successor = successorOf(old, gen.id, await hashSecret(gen.secret, this.#hash), now, {
       expiresAt: lifetime === null ? null : now + lifetime,
-      familyId: null,
+      // The successor continues the key's lineage: rate-limit buckets and quotas carry over.
+      familyId: old.familyId ?? old.id,
       refreshHash: null,
       refreshExpiresAt: null,
     });
