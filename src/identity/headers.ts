@@ -17,22 +17,25 @@ const HOP_BY_HOP = new Set([
 
 /**
  * Headers through which a client could claim an address, a scheme, a host, or a different
- * URL or method (besides every `X-Forwarded-*`). Replaced unless the peer is a trusted proxy.
+ * URL (besides every `X-Forwarded-*`). Replaced unless the peer is a trusted proxy.
  */
 const FORWARDING = new Set([
   'forwarded', 'x-real-ip',
   'x-original-uri', 'x-original-method', 'x-original-host',
-  'x-http-method-override', 'x-http-method', 'x-method-override',
 ]);
 
 /**
- * Headers through which some servers take the client address, the host or the path, which
- * the gateway decides and states itself (X-Forwarded-For/-Host, the normalized path on the
- * request line). Removed whoever sent them: a second opinion on these is a split view.
+ * Headers through which some servers take the client address, the host, the path or the
+ * method, which the gateway decides and states itself (X-Forwarded-For/-Host, the normalized
+ * path and the method on the request line). Removed whoever sent them: a second opinion on
+ * these is a split view. No proxy adds a method override, so one that comes through a
+ * trusted proxy is still the client's, and would have the upstream run a method the route
+ * was not chosen for.
  */
 const NEVER_FORWARDED = new Set([
   'x-forwarded-path', 'x-original-path', 'x-envoy-original-path', 'x-original-url', 'x-rewrite-url', 'x-host',
   'client-ip', 'true-client-ip', 'cf-connecting-ip', 'x-client-ip', 'x-cluster-client-ip',
+  'x-http-method-override', 'x-http-method', 'x-method-override',
 ]);
 
 /** True for a header a client may only send through a trusted proxy. */

@@ -429,6 +429,16 @@ function single(v: string | string[] | undefined): string | undefined | null {
 }
 
 /**
+ * A path that normalization reshapes: a dot segment (raw or percent-encoded) or an empty
+ * segment before the last. In proxy mode the upstream gets the normalized path; in
+ * forward-auth the proxy forwards the client's own bytes, so such a path would be judged as
+ * one path and served as another (`/admin/..` judged as `/`, routed as `/admin/:id` by a
+ * server that does not resolve dot segments; `//public/admin` read as host `public`, path
+ * `/admin` by one that parses its target as a URL). It is refused, never judged.
+ */
+const RESHAPED_PATH = /\/\/|\/(?:\.|%2e){1,2}(?:\/|$)/i;
+
+/**
  * The request a forward-auth call asks about. Proxies name it with X-Forwarded-Method/-Uri
  * (Traefik, Envoy) or X-Original-Method/-URI (nginx). When both families are present they
  * must agree: otherwise a client-sent header the proxy passed along could change what is
@@ -447,6 +457,7 @@ export function originalRequest(h: IncomingMessage['headers']): { method: string
   if (fm !== undefined && om !== undefined && fm.toUpperCase() !== om.toUpperCase()) return 'X-Forwarded-Method and X-Original-Method disagree.';
   const target = fu ?? ou;
   if (target === undefined) return 'Forward-auth needs X-Forwarded-Uri or X-Original-URI.';
+  if (RESHAPED_PATH.test(target.split('?', 1)[0]!)) return 'The original URI has "." or ".." segments or "//": the upstream would not read it as the gateway does.';
   return { method: (fm ?? om ?? 'GET').toUpperCase(), target, host: fh ?? h.host };
 }
 

@@ -91,6 +91,27 @@ function withoutDeleteLength(server: ProxyServer): void {
   passes.splice(i, 1);
 }
 
+/**
+ * Destroys the upstream request when the client's connection closes before its body has
+ * all arrived. http-proxy-3 does so only while the response is still being written: once
+ * the upstream has answered early (a 404 or 413 before reading the body) and the answer has
+ * gone out, Node neither ends nor fails the half-received request body, so the upstream
+ * request — and its pooled socket — would wait for the rest forever. A few abandoned
+ * uploads would then hold every socket of the pool, and every later request would wait.
+ */
+function abandonWithClient(proxyReq: http.ClientRequest, req: http.IncomingMessage): void {
+  const client = req.socket;
+  const abandon = () => {
+    if (!req.complete) proxyReq.destroy();
+  };
+  if (client.destroyed) {
+    abandon();
+    return;
+  }
+  client.once('close', abandon);
+  proxyReq.once('close', () => client.off('close', abandon));
+}
+
 /** Maps a proxying failure to the problem the client gets. */
 export function upstreamError(err: unknown, req: http.IncomingMessage, upstream: Upstream, startedAt: number): GatewayError {
   const timedOut = (req as Marked)[TIMED_OUT] === true || performance.now() - startedAt >= upstream.timeout;
@@ -113,6 +134,7 @@ export class Proxy {
     // Marks requests whose upstream went idle past the timeout, so the error is a 504 not a 502.
     this.server.on('proxyReq', (proxyReq, req) => {
       proxyReq.once('timeout', () => { (req as Marked)[TIMED_OUT] = true; });
+      abandonWithClient(proxyReq, req);
     });
     // A websocket handshake gets the upstream's timeout too (http-proxy-3 sets none on it);
     // once upgraded, the tunnel is idle as long as its two ends like.
