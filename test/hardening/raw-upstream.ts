@@ -9,6 +9,8 @@ export interface RawSeen {
   /** Header lines exactly as received (name: value). */
   headerLines: string[];
   body: Buffer;
+  /** Date.now() when the request was framed complete. */
+  at: number;
 }
 
 export interface RawUpstream {
@@ -52,7 +54,7 @@ export async function startRawUpstream(): Promise<RawUpstream> {
           return;
         }
         buf = buf.subarray(r.consumed);
-        requests.push({ conn, requestLine: r.requestLine, headerLines: r.headerLines, body: r.body });
+        requests.push({ conn, requestLine: r.requestLine, headerLines: r.headerLines, body: r.body, at: Date.now() });
         const body = JSON.stringify({ n: requests.length, line: r.requestLine, bodyBytes: r.body.length });
         sock.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-raw-upstream: yes\r\n\r\n${body}`);
       }
