@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { GatewayError } from '../http/problem.js';
 import { LruMap } from './lru-map.js';
 
@@ -14,8 +15,29 @@ export interface AttemptLimits {
 }
 
 /**
+ * The address failures are counted under: an IPv4 address itself, an IPv6 address by its
+ * /64 (one host commonly holds a whole /64, and would otherwise get a fresh try from each
+ * of its addresses).
+ */
+export function clientBucket(ip: string): string {
+  const addr = ip.split('%', 1)[0]!.toLowerCase();
+  if (isIP(addr) !== 6) return ip;
+  // An embedded IPv4 tail is two groups; it lies in the lower 64 bits anyway.
+  const groups = (s: string): string[] => (s === '' ? [] : s.split(':').flatMap((g) => (g.includes('.') ? ['0', '0'] : [g])));
+  const gap = addr.indexOf('::');
+  let all: string[];
+  if (gap === -1) all = groups(addr);
+  else {
+    const head = groups(addr.slice(0, gap));
+    const tail = groups(addr.slice(gap + 2));
+    all = [...head, ...Array<string>(8 - head.length - tail.length).fill('0'), ...tail];
+  }
+  return `${all.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+}
+
+/**
  * Failed-attempt limiting for secrets checked against a public key id (API keys, refresh
- * tokens; SPEC §6). Counted per client address and per key id:
+ * tokens; SPEC §6). Counted per client (see {@link clientBucket}) and per key id:
  * - a client with `max` failures within the window is refused (429) whatever it sends;
  * - a key id with `max` failures is under attack: then only clients with no failure of
  *   their own are let through to a verification.
@@ -42,7 +64,7 @@ export class AttemptLimiter {
    */
   check(keyId: string | undefined, client: string, message: string): void {
     const now = this.#now();
-    const mine = this.#live(`ip:${client}`, now);
+    const mine = this.#live(`ip:${clientBucket(client)}`, now);
     let until: number | undefined;
     if (mine !== undefined && mine.count >= this.#max) until = mine.resetAt;
     else if (keyId !== undefined && mine !== undefined && mine.count > 0) {
@@ -61,7 +83,7 @@ export class AttemptLimiter {
   count(keyId: string | undefined, client: string, delta: 1 | -1): void {
     const now = this.#now();
     if (keyId !== undefined) this.#bump(`k:${keyId}`, now, delta);
-    this.#bump(`ip:${client}`, now, delta);
+    this.#bump(`ip:${clientBucket(client)}`, now, delta);
   }
 
   #live(name: string, now: number): Attempts | undefined {
