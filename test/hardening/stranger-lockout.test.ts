@@ -125,14 +125,13 @@ else {
     // Let the key id come under attack before the holder's first request: its key is not cached or proven yet.
     while (stats().rateLimited < 20) await new Promise((r) => setTimeout(r, 5));
     const answers: Array<{ status: number; code?: string }> = [];
-    const end = Date.now() + 1_500;
-    while (Date.now() < end) answers.push(await get(base, holder, holderKey.key));
+    for (let i = 0; i < 20; i++) answers.push(await get(base, holder, holderKey.key));
     f.stop();
     const fl = await f.done;
     const ran = stats().verifications - before;
     t.comment(`loopback flood: ${fl.sent} forgeries (${codesText(fl.codes)}); holder ${answers.length} requests; argon2 runs ${ran}; peak ${fl.peakActive} running, ${fl.peakQueued} waiting`);
     t.same(answers.filter((a) => a.status !== 200), [], 'every holder request was admitted');
-    t.ok(answers.length > 10, 'and the holder kept going');
+    t.ok(fl.sent > answers.length, 'while the flood went on');
     t.ok((fl.codes.get('rate-limited') ?? 0) > fl.sent / 2, 'the forgers are refused 429');
     t.ok(ran <= attackers.length * MAX + 1, `argon2 runs at most ${MAX} per attacking address plus the holder's one (${ran})`);
     t.ok(fl.peakActive <= 2, 'never more than maxConcurrentVerifications at once');

@@ -1,21 +1,19 @@
-import t, { type Test } from 'tap';
+import type { Test } from 'tap';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { startRawUpstream, type RawSeen, type RawUpstream } from '../hardening/raw-upstream.js';
-import { REDIS_URL, redisPrefix, serviceSkip, tempDatabase } from '../helpers/services.js';
+import { REDIS_URL, redisPrefix, tempDatabase } from '../helpers/services.js';
 import { call, cli, cliJson, fleetConfig, pollUntilDenied, sleep, startFleet, stopFleet, type Answer, type Instance } from './helpers.js';
 
 // Every end of a key — the end of a rotation's grace, an expiry moved by `keys update`, a
 // revocation by name — reaches the cached identities of two running gateways sharing one
-// PostgreSQL database within 1 s, with LISTEN/NOTIFY and with Redis; a change of grants
-// reaches them as fast. What the upstream received is checked, not only what clients saw.
+// PostgreSQL database within 1 s; a change of grants reaches them as fast. What the upstream
+// received is checked, not only what clients saw. Run with LISTEN/NOTIFY and with Redis by
+// key-lifecycle-*.test.ts.
 
 const BOUND_MS = 1_000;
-
-const pgSkip = await serviceSkip('postgres');
-const redisSkip = await serviceSkip('redis');
 
 const bearer = (v: string) => ({ authorization: `Bearer ${v}` });
 /** performance.now() as wall-clock ms, to compare with the times the CLI prints. */
@@ -48,7 +46,7 @@ async function ready(inst: Instance): Promise<void> {
 }
 
 /** Polls one instance until `done` holds for its answer; the moment (performance.now()) it first did. */
-async function pollUntil(inst: Instance, path: string, headers: Record<string, string>, done: (a: Answer) => boolean, deadlineMs = 5_000): Promise<{ at: number | undefined; last: Answer }> {
+async function pollUntil(inst: Instance, path: string, headers: Record<string, string>, done: (a: Answer) => boolean, deadlineMs = 20_000): Promise<{ at: number | undefined; last: Answer }> {
   const deadline = performance.now() + deadlineMs;
   let last: Answer = { status: 0, code: undefined, body: '' };
   while (performance.now() < deadline) {
@@ -69,7 +67,8 @@ async function refresh(inst: Instance, token: string): Promise<{ status: number;
   return { status: r.statusCode, body: (await r.body.json()) as Record<string, unknown> };
 }
 
-async function lifecycleSuite(t: Test, backend: string, redis: boolean): Promise<void> {
+/** The suite on a fleet of two gateways sharing one fresh database (and Redis when `redis`). */
+export async function lifecycleSuite(t: Test, backend: string, redis: boolean): Promise<void> {
   const db = await tempDatabase();
   t.teardown(() => db.drop());
   const up = await startRawUpstream();
@@ -100,16 +99,19 @@ async function lifecycleSuite(t: Test, backend: string, redis: boolean): Promise
   await t.test('the end of a rotation grace reaches cached copies', async (t) => {
     const old = await createKey(cfg, '--subject', 'rot');
     await warm('the key to rotate', old.key);
-    const r = cliJson<{ id: string; key: string; graceUntil: string; rotatedFrom: string }>(await cli(cfg, 'keys', 'rotate', old.id, '--grace', '2s', '--json'));
+    const r = cliJson<{ id: string; key: string; graceUntil: string; rotatedFrom: string }>(await cli(cfg, 'keys', 'rotate', old.id, '--grace', '3s', '--json'));
     const graceEnd = Date.parse(r.graceUntil);
     for (const inst of fleet) {
-      t.equal((await call(inst, '/in-grace', bearer(old.key))).status, 200, `${inst.name}: the old key works during the grace`);
+      const a = await call(inst, '/in-grace', bearer(old.key));
+      // On a slow machine the grace may be over already: then it must be refused as expired.
+      t.same(Date.now() < graceEnd ? [a.status] : [a.status, a.code], Date.now() < graceEnd ? [200] : [401, 'key-expired'], `${inst.name}: the old key works during the grace`);
       t.equal((await call(inst, '/successor', bearer(r.key))).status, 200, `${inst.name}: the successor works`);
     }
-    const denials = await pollUntilDenied(fleet, '/poll', bearer(old.key), { gapMs: 5, deadlineMs: 6_000 });
+    const pollFrom = Date.now();
+    const denials = await pollUntilDenied(fleet, '/poll', bearer(old.key), { gapMs: 5, deadlineMs: 20_000 });
     for (const d of denials) {
       t.equal(d.code, 'key-expired', `${d.instance}: the old key is refused as expired once the grace is over`);
-      t.ok(d.allowed > 0, `${d.instance}: and admitted until then (${d.allowed} requests)`);
+      if (pollFrom < graceEnd - 100) t.ok(d.allowed > 0, `${d.instance}: and admitted until then (${d.allowed} requests)`);
       if (d.at === undefined) continue;
       const late = wall(d.at) - graceEnd;
       t.comment(`${backend}: ${d.instance} refused the rotated key ${late.toFixed(0)} ms after its grace ended`);
@@ -143,7 +145,7 @@ async function lifecycleSuite(t: Test, backend: string, redis: boolean): Promise
 
     const run2 = await cli(cfg, 'keys', 'update', k.id, '--expires', '1s', '--json');
     const end = Date.parse(cliJson<{ expiresAt: string }>(run2).expiresAt);
-    const denials = await pollUntilDenied(fleet, '/poll', bearer(k.key), { gapMs: 5, deadlineMs: 5_000 });
+    const denials = await pollUntilDenied(fleet, '/poll', bearer(k.key), { gapMs: 5, deadlineMs: 20_000 });
     for (const d of denials) {
       t.equal(d.code, 'key-expired', `${d.instance}: refused once the new expiry passed`);
       if (d.at !== undefined) t.ok(wall(d.at) - end <= BOUND_MS, `${d.instance}: within ${BOUND_MS} ms of the new expiry (${(wall(d.at) - end).toFixed(0)} ms)`);
@@ -157,13 +159,15 @@ async function lifecycleSuite(t: Test, backend: string, redis: boolean): Promise
   });
 
   await t.test('keys revoke --name ends a job\'s keys on every instance', async (t) => {
-    const a = await createKey(cfg, '--subject', 'ci-a', '--name', 'job-7');
-    const b = await createKey(cfg, '--subject', 'ci-b', '--name', 'job-7');
-    const other = await createKey(cfg, '--subject', 'ci-a', '--name', 'job-8');
+    const [a, b, other] = await Promise.all([
+      createKey(cfg, '--subject', 'ci-a', '--name', 'job-7'),
+      createKey(cfg, '--subject', 'ci-b', '--name', 'job-7'),
+      createKey(cfg, '--subject', 'ci-a', '--name', 'job-8'),
+    ]);
     await warm('job-7 a', a.key);
     await warm('job-7 b', b.key);
     await warm('job-8', other.key);
-    const polls = [pollUntilDenied(fleet, '/poll', bearer(a.key), { deadlineMs: 5_000 }), pollUntilDenied(fleet, '/poll', bearer(b.key), { deadlineMs: 5_000 })];
+    const polls = [pollUntilDenied(fleet, '/poll', bearer(a.key), { deadlineMs: 20_000 }), pollUntilDenied(fleet, '/poll', bearer(b.key), { deadlineMs: 20_000 })];
     const run = await cli(cfg, 'keys', 'revoke', '--name', 'job-7', '--json');
     t.same(cliJson<{ revoked: string[] }>(run).revoked.sort(), [a.id, b.id].sort(), 'both keys of the job are revoked');
     for (const d of (await Promise.all(polls)).flat()) {
@@ -199,9 +203,3 @@ async function lifecycleSuite(t: Test, backend: string, redis: boolean): Promise
   });
 }
 
-if (pgSkip) t.plan(0, `skipping: ${pgSkip}`);
-else {
-  await t.test('two instances on LISTEN/NOTIFY', (t) => lifecycleSuite(t, 'LISTEN/NOTIFY', false));
-  if (redisSkip) t.comment(`Redis variant skipped: ${redisSkip}`);
-  else await t.test('two instances on Redis', (t) => lifecycleSuite(t, 'redis', true));
-}
