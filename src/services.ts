@@ -11,6 +11,7 @@ import { openStore } from './store/open.js';
 import type { KeyStore } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
 import { openRevocation } from './revocation/open.js';
+import { openLimiter } from './limits/open.js';
 import type { InvalidationEvent, RevocationSnapshot, RevocationSource, RevocationStore } from './revocation/types.js';
 import { KEY_SUBJECT, TOKEN_SUBJECT, TokenService } from './tokens/service.js';
 import type { ReadinessCheck } from './ops/admin.js';
@@ -185,15 +186,18 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
   };
 
   const revocation = scopedCheck(core.revocation, opts.observeRevocation);
+  const limiter = openLimiter(config, logger);
   return {
     core,
     authenticators,
     revocation,
+    limiter,
     current: () => ({ jwt, apiKey, assertion }),
     checks: () => [
       { name: 'store', ready: () => core.store.ping().then(() => true, () => false) },
       { name: 'revocation', ready: () => core.revocation.ready() },
       { name: 'jwks', ready: () => jwt?.ready() ?? true },
+      { name: 'rateLimits', ready: () => limiter.connected() },
     ],
     retire: (_old: Runtime) => {
       // Authenticators replaced by a reload close once requests that started on them are done.
@@ -204,6 +208,7 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
       unsubscribe();
       await apiKey?.close();
       jwt?.close();
+      await limiter.close();
       await core.close();
     },
   };

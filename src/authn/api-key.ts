@@ -158,7 +158,7 @@ class VerificationLimiter {
 }
 
 /**
- * API key authenticator (SPEC §6). Hot path: a SHA-256 digest of the presented key keys
+ * API key authenticator (docs/reference/api-keys.md). Hot path: a SHA-256 digest of the presented key keys
  * an LRU of verified identities — a hit returns synchronously with no store access and no
  * argon2. Misses parse the key (malformed or checksum failure: 401 without the store),
  * share one verification per distinct key among concurrent requests, look the key up
@@ -398,6 +398,7 @@ export class ApiKeyAuthenticator implements Authenticator {
       scopes: scopes.scopes,
       scopesHeader: scopes.header,
       keyId: record.id,
+      ...(record.familyId !== null && record.familyId !== record.id ? { lineage: record.familyId } : {}),
       audiences: record.audiences.length === 0 ? NO_AUDIENCES : this.#audiences.get(JSON.stringify(record.audiences), () => Object.freeze([...record.audiences])),
       allowIp: compileAllowIp(record.allowedIps),
       issuedAt: record.createdAt,

@@ -140,7 +140,7 @@ export interface CreatedKey extends KeyInfo {
   readonly rotatedFrom?: string;
 }
 
-/** Answer of a successful refresh (SPEC §6). */
+/** Answer of a successful refresh (docs/reference/api-keys.md). */
 export interface RefreshedKey {
   readonly id: string;
   readonly key: string;
@@ -408,8 +408,8 @@ export class KeyService {
       throw new KeyServiceError('conflict', `key ${id} is ${status}: only a working key can be rotated`);
     }
     const gen = generateKey(this.#prefix);
-    // A refreshable key's successor gets its own refresh token, in a family of its own: the
-    // old token is spent by the rotation, and whoever still holds it cannot reach the successor.
+    // A refreshable key's successor gets its own refresh token; the old one is spent by the
+    // rotation, and presenting it is refused without touching the successor (see refresh).
     const refresh = old.refreshHash === null ? undefined : generateRefreshToken(this.#prefix, gen.id);
     const [secretHash, refreshHash] = await Promise.all([
       hashSecret(gen.secret, this.#hash),
@@ -418,7 +418,8 @@ export class KeyService {
     const lifetime = old.expiresAt === null ? null : old.expiresAt - old.createdAt;
     const successor = successorOf(old, gen.id, secretHash, now, {
       expiresAt: lifetime === null ? null : now + lifetime,
-      familyId: refresh === undefined ? null : gen.id,
+      // The successor continues the key's lineage: rate-limit buckets and quotas carry over.
+      familyId: old.familyId ?? old.id,
       refreshHash,
       refreshExpiresAt: refresh === undefined ? null : now + this.#refresh.tokenTtl,
     });
@@ -659,6 +660,8 @@ export class KeyService {
       const refreshExpiresAt = now + this.#refresh.tokenTtl;
       const successor = successorOf(old, gen.id, secretHash, now, { expiresAt, familyId: old.familyId ?? old.id, refreshHash, refreshExpiresAt });
       if (!(await this.#store.refreshKey(old.id, successor, now))) {
+        // Lost a race with a rotation: the token is spent, not replayed.
+        if ((await this.#store.getKey(old.id))?.successorId != null) throw refused('The key of this refresh token was rotated; use the refresh token issued with its successor.');
         // Lost a race with another use of the same token: that is a replay too.
         await this.#revokeFamily(old, now);
         throw refused('The refresh token was already used; every key of its family is revoked.');

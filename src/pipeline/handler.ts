@@ -2,8 +2,10 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { GatewayError, respond, toGatewayError, problemBody, challengeFor } from '../http/problem.js';
-import { upstreamHeaders } from '../identity/headers.js';
+import { identityHeaders, upstreamHeaders } from '../identity/headers.js';
 import { upstreamError, type Proxy, type Upstream } from '../proxy/upstreams.js';
+import { checkLimits, limitHeaders, limitRefusal } from '../limits/apply.js';
+import type { LimitVerdict, RateLimiter } from '../limits/types.js';
 import type { RevocationCheck } from '../revocation/check.js';
 import { CLOSE_CONNECTION, decide, type Decision, type RequestFacts } from './decide.js';
 import type { Runtime } from './runtime.js';
@@ -27,6 +29,8 @@ export interface RequestRecord {
   readonly clientIp: string | undefined;
   readonly upstream: string | undefined;
   readonly upstreamMs: number | undefined;
+  /** The rate-limit policy that refused the request (429 `rate-limited`). */
+  readonly ratePolicy?: string | undefined;
 }
 
 export interface PipelineObserver {
@@ -34,9 +38,22 @@ export interface PipelineObserver {
 }
 
 /** Handlers for `/.portcullis/*` endpoints other than `verify` (refresh, logout). */
-export type EndpointHandler = (req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime) => void;
+export type EndpointHandler = (req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime) => Promise<void>;
 
 const ENDPOINT_PREFIX = '/.portcullis/';
+const VERIFY = ENDPOINT_PREFIX + 'verify';
+
+/** How a request ended, for {@link Pipeline.record}. */
+interface Outcome {
+  readonly err?: GatewayError | undefined;
+  readonly d?: Decision | undefined;
+  readonly upstream?: string | undefined;
+  readonly authMs: number;
+  readonly status?: number | undefined;
+  readonly upstreamMs?: number | undefined;
+  /** Route label when it is not the decision's (the gateway's own endpoints). */
+  readonly route?: string | undefined;
+}
 
 /**
  * Set on a socket once a request on it was refused for ambiguous framing. Requests Node
@@ -50,6 +67,23 @@ type Marked = { [REFUSED]?: true };
 function framingFault(req: IncomingMessage): GatewayError | undefined {
   if (req.headers['transfer-encoding'] === undefined || req.httpVersionMajor !== 1 || req.httpVersionMinor !== 0) return undefined;
   return new GatewayError('bad-request', 'Transfer-Encoding is not allowed in an HTTP/1.0 request.', { headers: CLOSE_CONNECTION });
+}
+
+/**
+ * Only websocket handshakes are tunnelled, and only bodiless ones (RFC 6455 §4.1: a GET).
+ * Any other upgrade — `h2c` above all — would hand the client a raw connection to the
+ * upstream on which further requests pass unseen; a body on a handshake is bytes that
+ * would reach the upstream outside any request the gateway framed.
+ */
+function upgradeFault(req: IncomingMessage): GatewayError | undefined {
+  const h = req.headers;
+  if (req.method !== 'GET' || h.upgrade?.toLowerCase() !== 'websocket') {
+    return new GatewayError('bad-request', 'Only websocket upgrades (GET with "Upgrade: websocket") are proxied.', { headers: CLOSE_CONNECTION });
+  }
+  if (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')) {
+    return new GatewayError('bad-request', 'A websocket handshake has no body.', { headers: CLOSE_CONNECTION });
+  }
+  return framingFault(req);
 }
 
 function facts(req: IncomingMessage, target: string, method: string): RequestFacts {
@@ -66,6 +100,7 @@ export class Pipeline {
     private readonly revocation: RevocationCheck,
     private readonly proxy: Proxy,
     private readonly observer: PipelineObserver | undefined,
+    private readonly limiter?: RateLimiter | undefined,
   ) {
     this.runtime = runtime;
   }
@@ -133,10 +168,22 @@ export class Pipeline {
       const authMs = performance.now() - started;
       holdRefusal(rt, e, socket, () => {
         writeRawProblem(socket, e, requestId);
-        this.record(req, requestId, e, started, undefined, undefined, authMs);
+        this.record(req, requestId, started, { err: e, authMs });
       });
     };
     const go = (d: Decision) => {
+      let v: ReturnType<typeof checkLimits>;
+      try {
+        v = checkLimits(this.limiter, rt.routeLimits[d.route.index]!, d);
+      } catch (err) {
+        return fail(err);
+      }
+      if (v === undefined) return tunnel(d);
+      const decided = (verdict: LimitVerdict) => (verdict.admitted ? tunnel(d) : fail(limitRefusal(verdict)));
+      if (v instanceof Promise) v.then(decided, fail);
+      else decided(v);
+    };
+    const tunnel = (d: Decision) => {
       const upstream = rt.routeUpstreams[d.route.index]!;
       req.url = d.path + d.query;
       const headers = upstreamHeaders(req.headers, rt.forward, d.identity, this.forwardCtx(d, req, requestId, true));
@@ -144,7 +191,7 @@ export class Pipeline {
       const open = () => {
         const authMs = performance.now() - started;
         this.proxy.ws(req, socket, head, upstream, (err) => writeRawProblem(socket, upstreamError(err, req, upstream, authMs + started), requestId));
-        this.record(req, requestId, undefined, started, d, upstream.name, authMs, 101);
+        this.record(req, requestId, started, { d, upstream: upstream.name, authMs, status: 101 });
       };
       if (rt.assertion !== undefined && d.identity !== null) {
         const signed = rt.assertion.signer.sign(d.identity, upstream.name);
@@ -156,6 +203,11 @@ export class Pipeline {
       }
       open();
     };
+    const fault = upgradeFault(req);
+    if (fault !== undefined) {
+      fail(fault);
+      return;
+    }
     try {
       const d = decide(rt, this.revocation, facts(req, req.url ?? '', req.method ?? ''));
       if (d instanceof Promise) d.then(go, fail);
@@ -173,11 +225,45 @@ export class Pipeline {
       proto: (req.socket as { encrypted?: boolean }).encrypted ? ('https' as const) : ('http' as const),
       requestId,
       upgrade,
-      dropAuthorization: d.credential !== null ? d.credential.source === 'authorization' : false,
     };
   }
 
+  /**
+   * Step 6½: the route's rate limits, for an admitted request. Calls `go` with the headers
+   * to add to the answer (none without limits), or refuses 429 / 503.
+   */
+  private limited(rt: Runtime, req: IncomingMessage, res: ServerResponse, requestId: string, d: Decision, started: number, go: (headers: Record<string, string> | undefined) => void, route?: string): void {
+    let v: ReturnType<typeof checkLimits>;
+    try {
+      v = checkLimits(this.limiter, rt.routeLimits[d.route.index]!, d);
+    } catch (err) {
+      this.refuse(rt, req, res, requestId, err, started, d, route);
+      return;
+    }
+    if (v === undefined) {
+      go(undefined);
+      return;
+    }
+    const decided = (verdict: LimitVerdict) => {
+      if (verdict.admitted) go(limitHeaders(verdict));
+      else this.refuse(rt, req, res, requestId, limitRefusal(verdict), started, d, route);
+    };
+    if (v instanceof Promise) v.then(decided, (err) => this.refuse(rt, req, res, requestId, err, started, d, route));
+    else decided(v);
+  }
+
   private forward(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, d: Decision, started: number): void {
+    if (rt.routeLimits[d.route.index]!.length !== 0) {
+      this.limited(rt, req, res, requestId, d, started, (headers) => {
+        if (headers !== undefined) for (const name in headers) res.setHeader(name, headers[name]!);
+        this.admitted(req, res, requestId, rt, d, started);
+      });
+      return;
+    }
+    this.admitted(req, res, requestId, rt, d, started);
+  }
+
+  private admitted(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, d: Decision, started: number): void {
     const upstream = rt.routeUpstreams[d.route.index]!;
     req.url = d.path + d.query;
     const headers = upstreamHeaders(req.headers, rt.forward, d.identity, this.forwardCtx(d, req, requestId, false));
@@ -208,11 +294,11 @@ export class Pipeline {
       failure = respond(res, upstreamError(err, req, upstream, proxyStart), requestId, req.method === 'HEAD');
     });
     if (this.observer) {
-      res.once('close', () => this.record(req, requestId, failure, started, d, upstream.name, authMs, res.statusCode, performance.now() - proxyStart));
+      res.once('close', () => this.record(req, requestId, started, { err: failure, d, upstream: upstream.name, authMs, status: res.statusCode, upstreamMs: performance.now() - proxyStart }));
     }
   }
 
-  private refuse(rt: Runtime, req: IncomingMessage, res: ServerResponse, requestId: string, err: unknown, started: number, d: Decision | undefined): void {
+  private refuse(rt: Runtime, req: IncomingMessage, res: ServerResponse, requestId: string, err: unknown, started: number, d: Decision | undefined, route?: string): void {
     const e = toGatewayError(err);
     if (e.headers?.connection === 'close') (req.socket as Marked)[REFUSED] = true;
     // The request body is not wanted; drain it so the connection can be reused.
@@ -220,14 +306,14 @@ export class Pipeline {
     const authMs = performance.now() - started;
     holdRefusal(rt, e, res, () => {
       respond(res, e, requestId, req.method === 'HEAD');
-      this.record(req, requestId, e, started, d, undefined, authMs);
+      this.record(req, requestId, started, { err: e, d, authMs, route });
     });
   }
 
   private endpoint(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, started: number): void {
     const q = req.url!.indexOf('?');
     const path = q === -1 ? req.url! : req.url!.slice(0, q);
-    if (path === ENDPOINT_PREFIX + 'verify') {
+    if (path === VERIFY) {
       this.verify(req, res, requestId, rt, started);
       return;
     }
@@ -236,43 +322,45 @@ export class Pipeline {
       this.refuse(rt, req, res, requestId, new GatewayError('route-not-found', `No gateway endpoint ${path}.`), started, undefined);
       return;
     }
-    h(req, res, requestId, rt);
+    // Logged and counted like a proxied request, under the endpoint's own route label.
+    const route = path.slice(1);
+    h(req, res, requestId, rt).then(
+      () => this.record(req, requestId, started, { authMs: performance.now() - started, status: res.statusCode, route }),
+      (err) => this.refuse(rt, req, res, requestId, err, started, undefined, route),
+    );
   }
 
   /** Forward-auth: decide for the original request named in X-Forwarded-* / X-Original-*. */
   private verify(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, started: number): void {
-    const h = req.headers;
-    const original = originalRequest(h);
-    if (typeof original === 'string') {
-      this.refuse(rt, req, res, requestId, new GatewayError('bad-request', original), started, undefined);
-      return;
-    }
-    const { method, target } = original;
-    const onOk = (d: Decision) => {
-      const headers: Record<string, string> = { 'x-request-id': requestId, 'cache-control': 'no-store' };
-      if (d.identity !== null) {
-        const n = rt.forward.names;
-        headers[n.subject] = d.identity.subject;
-        headers[n.role] = d.identity.role;
-        headers[n.scopes] = d.identity.scopesHeader;
-        headers[n.method] = d.identity.method;
-        if (d.identity.keyId !== undefined) headers[n.keyId] = d.identity.keyId;
-        if (rt.assertion !== undefined) {
-          const signed = rt.assertion.signer.sign(d.identity, d.route.upstream);
-          if (typeof signed !== 'string') {
-            signed.then((a) => { headers[rt.assertion!.header] = a; res.writeHead(200, headers); res.end(); }, onErr);
-            return;
-          }
-          headers[rt.assertion.header] = signed;
-        }
-      }
+    const route = VERIFY.slice(1);
+    const onErr = (err: unknown) => this.refuse(rt, req, res, requestId, err, started, undefined, route);
+    const answer = (d: Decision, headers: Record<string, string>) => {
       res.writeHead(200, headers);
       res.end();
-      this.record(req, requestId, undefined, started, d, undefined, performance.now() - started, 200);
+      this.record(req, requestId, started, { d, authMs: performance.now() - started, status: 200, route });
     };
-    const onErr = (err: unknown) => this.refuse(rt, req, res, requestId, err, started, undefined);
+    const onOk = (d: Decision) => this.limited(rt, req, res, requestId, d, started, (limits) => onAdmitted(d, limits), route);
+    const onAdmitted = (d: Decision, limits: Record<string, string> | undefined) => {
+      const headers: Record<string, string> = { 'x-request-id': requestId, 'cache-control': 'no-store', 'content-length': '0', ...limits };
+      if (d.identity === null) return answer(d, headers);
+      identityHeaders(headers, rt.forward.names, d.identity);
+      if (rt.assertion === undefined) return answer(d, headers);
+      const header = rt.assertion.header;
+      const signed = rt.assertion.signer.sign(d.identity, d.route.upstream);
+      if (typeof signed === 'string') {
+        headers[header] = signed;
+        return answer(d, headers);
+      }
+      signed.then((a) => { headers[header] = a; answer(d, headers); }, onErr);
+    };
+    const original = originalRequest(req.headers);
+    if (typeof original === 'string') {
+      onErr(new GatewayError('bad-request', original));
+      return;
+    }
+    const { method, target, host } = original;
     try {
-      const d = decide(rt, this.revocation, { method, target, headers: h, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' });
+      const d = decide(rt, this.revocation, { method, target, host, headers: req.headers, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' });
       if (d instanceof Promise) d.then(onOk, onErr);
       else onOk(d);
     } catch (err) {
@@ -280,35 +368,27 @@ export class Pipeline {
     }
   }
 
-  private record(
-    req: IncomingMessage,
-    requestId: string,
-    err: GatewayError | undefined,
-    started: number,
-    d: Decision | undefined,
-    upstream: string | undefined,
-    authMs: number,
-    status?: number,
-    upstreamMs?: number,
-  ): void {
+  private record(req: IncomingMessage, requestId: string, started: number, o: Outcome): void {
     if (!this.observer) return;
+    const { err, d } = o;
     const id = d?.identity ?? null;
     this.observer.onRequest({
       requestId,
       method: req.method ?? '',
       path: d?.path ?? err?.path,
-      route: d?.route.label ?? err?.route,
+      route: o.route ?? d?.route.label ?? err?.route,
       decision: err === undefined ? 'allow' : err.status >= 500 ? 'error' : 'deny',
       code: err?.code,
-      status: err?.status ?? status ?? 0,
+      ratePolicy: err?.policy,
+      status: err?.status ?? o.status ?? 0,
       latencyMs: performance.now() - started,
-      authMs,
+      authMs: o.authMs,
       keyId: id?.keyId,
       subject: id?.subject,
       method_: id?.method,
       clientIp: d?.clientIp ?? req.socket.remoteAddress,
-      upstream,
-      upstreamMs,
+      upstream: o.upstream,
+      upstreamMs: o.upstreamMs,
     });
   }
 }
@@ -321,7 +401,8 @@ export class Pipeline {
  * frees its timer at once; the refusal is then still logged.
  */
 export function holdRefusal(rt: Runtime, e: GatewayError, conn: ServerResponse | Duplex, send: () => void): void {
-  if (e.code !== 'rate-limited' || rt.rateLimitedDelay <= 0) {
+  // A policy's 429 (it names its policy) is answered at once: it tells the client when to return.
+  if (e.code !== 'rate-limited' || e.policy !== undefined || rt.rateLimitedDelay <= 0) {
     send();
     return;
   }
@@ -346,17 +427,20 @@ function single(v: string | string[] | undefined): string | undefined | null {
  * must agree: otherwise a client-sent header the proxy passed along could change what is
  * judged. Returns a reason string when the headers are missing or ambiguous.
  */
-export function originalRequest(h: IncomingMessage['headers']): { method: string; target: string } | string {
+export function originalRequest(h: IncomingMessage['headers']): { method: string; target: string; host: string | undefined } | string {
   const fm = single(h['x-forwarded-method']);
   const om = single(h['x-original-method']);
   const fu = single(h['x-forwarded-uri']);
   const ou = single(h['x-original-uri']);
-  if (fm === null || om === null || fu === null || ou === null) return 'Forward-auth headers must not repeat.';
+  const fh = single(h['x-forwarded-host']);
+  if (fm === null || om === null || fu === null || ou === null || fh === null) return 'Forward-auth headers must not repeat.';
+  // Node joins repeated X-Forwarded-Host lines with ", ": two hosts have no one reading.
+  if (fh !== undefined && (fh.includes(',') || fh.trim() === '')) return 'X-Forwarded-Host must name one host.';
   if (fu !== undefined && ou !== undefined && fu !== ou) return 'X-Forwarded-Uri and X-Original-URI disagree.';
   if (fm !== undefined && om !== undefined && fm.toUpperCase() !== om.toUpperCase()) return 'X-Forwarded-Method and X-Original-Method disagree.';
   const target = fu ?? ou;
   if (target === undefined) return 'Forward-auth needs X-Forwarded-Uri or X-Original-URI.';
-  return { method: (fm ?? om ?? 'GET').toUpperCase(), target };
+  return { method: (fm ?? om ?? 'GET').toUpperCase(), target, host: fh ?? h.host };
 }
 
 /** A problem written straight onto a socket (websocket handshakes have no ServerResponse). */

@@ -23,7 +23,7 @@ export interface OpenRevocationOptions {
 /** Which backend {@link openRevocation} picks for a configuration. */
 export type RevocationBackend = 'redis' | 'pg-notify' | 'memory';
 
-/** Redis when configured, else LISTEN/NOTIFY on PostgreSQL, else an in-process set (SPEC §7). */
+/** Redis when configured, else LISTEN/NOTIFY on PostgreSQL, else an in-process set (docs/reference/revocation.md). */
 export function revocationBackend(config: RevocationConfig, databaseUrl: string | undefined): RevocationBackend {
   if (config.redis.trim() !== '') return 'redis';
   if (databaseUrl !== undefined && /^postgres(ql)?:\/\//i.test(databaseUrl)) return 'pg-notify';
