@@ -151,6 +151,13 @@ export interface Revoked {
 
 /** An instance started after the revocations learns them from the durable record. */
 export async function checkLateInstance(t: Test, inst: Instance, revoked: readonly Revoked[], working: Record<string, string>): Promise<void> {
+  // Until its revocation set is loaded a gateway refuses 503 (fail closed); wait for /readyz.
+  let ready = false;
+  for (let i = 0; i < 300 && !ready && inst.gw.adminUrl !== undefined; i++) {
+    ready = await fetch(`${inst.gw.adminUrl}/readyz`).then((r) => r.ok, () => false);
+    if (!ready) await new Promise((r) => setTimeout(r, 50));
+  }
+  t.ok(ready, 'the newly started instance reports ready');
   for (const r of revoked) {
     const a = await call(inst, '/late', bearer(r.value));
     t.same([a.status, a.code], [401, r.code], `a newly started instance refuses the ${r.label}`);
