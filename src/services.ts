@@ -8,7 +8,7 @@ import type { Identity } from './authn/types.js';
 import { JwtAuthenticator } from './authn/jwt.js';
 import { ApiKeyAuthenticator } from './authn/api-key.js';
 import { openStore } from './store/open.js';
-import type { KeyStore } from './store/types.js';
+import { REVOCATION_CHANNEL, type KeyStore, type RevocationNotice } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
 import { openRevocation } from './revocation/open.js';
 import type { InvalidationEvent, RevocationSnapshot, RevocationSource, RevocationStore } from './revocation/types.js';
@@ -30,32 +30,68 @@ export interface CoreOptions {
   clock?: Clock;
   /** Called on every revocation check the backend could not answer. */
   onRevocationFailure?: (err: unknown) => void;
-  /** Directory relative `pglite://` paths resolve against (default: working directory). */
+  /** Directory relative `sqlite://` paths resolve against (default: working directory). */
   baseDir?: string;
   /** PostgreSQL notification channel override (tests sharing one database). */
   channel?: string;
 }
 
+type KeyRow = { revocationId: string; expiresAt: number | null };
+type TokenRow = { id: string; until: number | null };
+type SubjectRow = { subject: string; scope: string; revokedBefore: number };
+
+/** Store rows as revocation entries: ids by kind, subjects scoped by the credentials they cover. */
+function toSnapshot(ks: readonly KeyRow[], ts: readonly TokenRow[], ss: readonly SubjectRow[]): RevocationSnapshot {
+  const out: RevocationSnapshot = { ids: [], subjects: [] };
+  for (const k of ks) out.ids.push({ revocationId: k.revocationId, until: k.expiresAt ?? undefined });
+  for (const t of ts) out.ids.push({ revocationId: t.id.startsWith('sha256:') ? `tok:${t.id.slice(7)}` : `jti:${t.id}`, until: t.until ?? undefined });
+  for (const s of ss) {
+    if (s.scope !== 'tokens') out.subjects.push({ subject: KEY_SUBJECT + s.subject, before: s.revokedBefore });
+    if (s.scope !== 'keys') out.subjects.push({ subject: TOKEN_SUBJECT + s.subject, before: s.revokedBefore });
+  }
+  return out;
+}
+
+/** One notice of the store's revocation channel as revocation entries. */
+function noticeSnapshot(payload: string): RevocationSnapshot {
+  const n = JSON.parse(payload) as RevocationNotice;
+  if (n.kind === 'key') return toSnapshot([n], [], []);
+  if (n.kind === 'token') return toSnapshot([], [n], []);
+  if (n.kind === 'changed') return { ids: [], subjects: [], changed: [n.revocationId] };
+  return toSnapshot([], [], [n]);
+}
+
 /** The durable record of revocations, as the revocation view loads it (subjects scoped by kind). */
-export function revocationSource(store: KeyStore, clock: Clock): RevocationSource {
-  const snapshot = async (keys: Promise<Array<{ revocationId: string; expiresAt: number | null }>>, tokens: Promise<Array<{ id: string; until: number | null }>>, subjects: Promise<Array<{ subject: string; scope: string; revokedBefore: number }>>): Promise<RevocationSnapshot> => {
-    const out: RevocationSnapshot = { ids: [], subjects: [] };
-    const [ks, ts, ss] = await Promise.all([keys, tokens, subjects]);
-    for (const k of ks) out.ids.push({ revocationId: k.revocationId, until: k.expiresAt ?? undefined });
-    for (const t of ts) out.ids.push({ revocationId: t.id.startsWith('sha256:') ? `tok:${t.id.slice(7)}` : `jti:${t.id}`, until: t.until ?? undefined });
-    for (const s of ss) {
-      if (s.scope !== 'tokens') out.subjects.push({ subject: KEY_SUBJECT + s.subject, before: s.revokedBefore });
-      if (s.scope !== 'keys') out.subjects.push({ subject: TOKEN_SUBJECT + s.subject, before: s.revokedBefore });
-    }
-    return out;
+export function revocationSource(store: KeyStore, clock: Clock, logger?: Pick<Logger, 'warn'>): RevocationSource {
+  const loadActive = async (): Promise<RevocationSnapshot> => {
+    const now = clock.now();
+    const [ks, ts, ss] = await Promise.all([store.listActiveRevokedKeys(now), store.listActiveTokenRevocations(now), store.listSubjectRevocations()]);
+    return toSnapshot(ks, ts, ss);
   };
-  return {
-    loadActive: () => {
-      const now = clock.now();
-      return snapshot(store.listActiveRevokedKeys(now), store.listActiveTokenRevocations(now), store.listSubjectRevocations());
+  const source: RevocationSource = {
+    loadActive,
+    changedSince: async (since) => {
+      const [ks, ts, ss] = await Promise.all([store.listRevokedKeysSince(since), store.listTokenRevocationsSince(since), store.listSubjectRevocationsSince(since)]);
+      return toSnapshot(ks, ts, ss);
     },
-    changedSince: (ts) => snapshot(store.listRevokedKeysSince(ts), store.listTokenRevocationsSince(ts), store.listSubjectRevocationsSince(ts)),
   };
+  // The embedded file has no server to push changes: every process polls its notices.
+  if (store.kind === 'sqlite') {
+    source.watch = (apply) =>
+      store.listen(REVOCATION_CHANNEL, {
+        onMessage: (payload) => {
+          try {
+            apply(noticeSnapshot(payload));
+          } catch (err) {
+            logger?.warn({ err: String(err) }, 'revocation: ignored a malformed store notice');
+          }
+        },
+        onReconnect: () => {
+          loadActive().then(apply, (err: unknown) => logger?.warn({ err: String(err) }, 'revocation: reloading after missed notices failed'));
+        },
+      });
+  }
+  return source;
 }
 
 /** Opens the key store (migrated), the revocation view and the key/token services on them. */
@@ -72,7 +108,7 @@ export async function openCore(config: GatewayConfig, logger: Logger, opts: Core
     revocation = await openRevocation({
       config: config.revocation,
       databaseUrl: config.store.url,
-      source: revocationSource(store, clock),
+      source: revocationSource(store, clock, logger),
       logger,
       clock,
       ...(opts.channel === undefined ? {} : { channel: opts.channel }),

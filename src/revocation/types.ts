@@ -51,6 +51,8 @@ export interface RevocationStore {
 export interface RevocationSnapshot {
   ids: Array<{ revocationId: string; until?: number | undefined }>;
   subjects: Array<{ subject: string; before: number; until?: number | undefined }>;
+  /** Credentials that changed but are not revoked (a rotation's grace, new grants): evict them from caches. */
+  changed?: string[];
 }
 
 /**
@@ -63,6 +65,13 @@ export interface RevocationSource {
   loadActive(): Promise<RevocationSnapshot>;
   /** Revocations recorded or changed at or after `ts` (ms since the epoch). */
   changedSince(ts: number): Promise<RevocationSnapshot>;
+  /**
+   * Stores that every process shares without a server (the embedded file) announce their
+   * changes themselves: `apply` gets each one as it is seen (within the store's poll
+   * interval), and the whole active set again when some may have been missed. Resolves to
+   * an unsubscribe function.
+   */
+  watch?(apply: (changes: RevocationSnapshot) => void): Promise<() => Promise<void>>;
 }
 
 /** The part of a pino logger the revocation layer uses. */

@@ -288,9 +288,8 @@ export class SqlKeyStore implements KeyStore {
       await tx.query('UPDATE keys SET successor_id = $2, grace_until = $3, revoked_at = $4 WHERE id = $1', [
         oldId, successor.id, date(graceUntil), revokeNow ? date(at) : null,
       ]);
-      if (revokeNow) {
-        await notice(tx, this.#sql, { kind: 'key', id: old.id, revocationId: keyRevocationId(old), subject: old.subject, at, expiresAt: graceUntil });
-      }
+      const ref = { id: old.id, revocationId: keyRevocationId(old), subject: old.subject, at };
+      await notice(tx, this.#sql, revokeNow ? { kind: 'key', ...ref, expiresAt: graceUntil } : { kind: 'changed', ...ref });
     });
   }
 

@@ -94,7 +94,9 @@ export interface RevokedKey {
 export type RevocationNotice =
   | { readonly kind: 'key'; readonly id: string; readonly revocationId: string; readonly subject: string; readonly at: number; readonly expiresAt: number | null }
   | { readonly kind: 'subject'; readonly subject: string; readonly scope: SubjectRevocationScope; readonly revokedBefore: number; readonly at: number }
-  | { readonly kind: 'token'; readonly id: string; readonly issuer: string; readonly until: number | null; readonly at: number };
+  | { readonly kind: 'token'; readonly id: string; readonly issuer: string; readonly until: number | null; readonly at: number }
+  /** A key still working but changed (rotated with a grace): caches drop it and read it again. */
+  | { readonly kind: 'changed'; readonly id: string; readonly revocationId: string; readonly subject: string; readonly at: number };
 
 /** The PostgreSQL NOTIFY channel carrying {@link RevocationNotice} JSON payloads. */
 export const REVOCATION_CHANNEL = 'portcullis_revocations';
