@@ -19,7 +19,7 @@ else {
   const REFRESH_SECRET = 'refresh-secret-that-is-long-enough-012345678';
   const rp = redisPrefix();
   t.teardown(() => rp.clean());
-  const loaded = await loadConfigFile('examples/jwt-api.yaml', { JWT_SECRET_KEY: SECRET, UPSTREAM_URL: up.url, DATABASE_URL: 'pglite://memory', REDIS_URL });
+  const loaded = await loadConfigFile('examples/jwt-api.yaml', { JWT_SECRET_KEY: SECRET, UPSTREAM_URL: up.url, DATABASE_URL: 'sqlite://memory', REDIS_URL });
   // Isolate this run's Redis keys from other test files.
   const config = { ...loaded.config, revocation: { ...loaded.config.revocation, keyPrefix: rp.prefix } };
   const { logger } = memoryLogger();

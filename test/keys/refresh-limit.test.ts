@@ -10,7 +10,7 @@ import { apiKeysConfig, FAST_HASH, TestClock } from './helpers.js';
 // each costs an argon2 run. Failed refreshes are limited per key id like failed keys are,
 // so a flood cannot keep argon2 busy and starve key verification.
 
-const store = await openStore('pglite://memory', { migrate: true });
+const store = await openStore('sqlite://memory', { migrate: true });
 t.teardown(() => store.close());
 const clock = new TestClock();
 const svc = new KeyService({ store, config: apiKeysConfig({ hash: FAST_HASH, failedAttempts: { max: 3, window: 60_000, delay: 0 } }), clock, roles: ['basic'] });
