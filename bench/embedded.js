@@ -7,10 +7,12 @@
 //   - `keys import` of 100 000 SHA-256 keys into a fresh store (time and the CLI's peak RSS),
 //   - idle RSS of a gateway opened on those 100 000 keys.
 //
-//   node bench/embedded.js [--build DIR] [--keys N] [--duration S] [--json FILE]
+//   node bench/embedded.js [--build DIR]… [--rounds N] [--keys N] [--duration S] [--json FILE]
 //
-// --build runs another build (a checkout with dist/, bin/, src/store/migrations and
-// node_modules), so one script measures before and after on the same machine.
+// --build names a build to measure (a checkout with dist/, bin/, gateway.config.yaml,
+// src/store/migrations and node_modules; default this one). Given several times, the builds
+// are measured in the same run, in alternating order over --rounds, and each figure is the
+// median of its rounds: before and after on the same machine at the same time.
 import { parseArgs } from 'node:util';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -25,15 +27,15 @@ import { median, quantile, round } from './lib/stats.js';
 const HERE = dirname(fileURLToPath(import.meta.url));
 const { values: flags } = parseArgs({
   options: {
-    build: { type: 'string', default: join(HERE, '..') },
+    build: { type: 'string', multiple: true, default: [join(HERE, '..')] },
+    rounds: { type: 'string', default: '1' },
     keys: { type: 'string', default: '100000' },
     duration: { type: 'string', default: '10' },
     cold: { type: 'string', default: '16' },
     json: { type: 'string' },
   },
 });
-const BUILD = resolve(flags.build);
-const BIN = join(BUILD, 'bin', 'portcullis.js');
+const BUILDS = flags.build.map((b) => resolve(b));
 const N = Number(flags.keys);
 const log = (m) => process.stderr.write(`[embedded] ${m}\n`);
 // The shipped config's defaults, not the developer's environment.
@@ -48,8 +50,8 @@ async function settledRss(pid, ms = 3000) {
   return mb(rssKb(pid));
 }
 
-function shippedConfig(dir, upstreamUrl) {
-  const text = readFileSync(join(BUILD, 'gateway.config.yaml'), 'utf8')
+function shippedConfig(build, dir, upstreamUrl) {
+  const text = readFileSync(join(build, 'gateway.config.yaml'), 'utf8')
     // Block style with `port: 0`, which startGateway replaces by free ports.
     .replace(/^listen: \{[^}]*\}/m, 'listen:\n  host: 127.0.0.1\n  port: 0')
     .replace(/^admin: \{.*\}$/m, 'admin:\n  host: 127.0.0.1\n  port: 0')
@@ -61,10 +63,10 @@ function shippedConfig(dir, upstreamUrl) {
 }
 
 /** Runs a CLI command, sampling its RSS every 20 ms; resolves with stdout, seconds and peak MB. */
-function timedCommand(args, cwd) {
+function timedCommand(bin, args, cwd) {
   return new Promise((resolvePromise, reject) => {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [BIN, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const child = spawn(process.execPath, [bin, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let peak = 0;
     const timer = setInterval(() => {
       try {
@@ -93,11 +95,11 @@ async function request(url, key) {
   return { status: res.status, ms: performance.now() - t0 };
 }
 
-async function coldVerification(gw, dir, configFile) {
+async function coldVerification(bin, gw, dir, configFile) {
   const cold = [];
   const warm = [];
   for (let i = 0; i < Number(flags.cold); i++) {
-    const { out } = await timedCommand(['keys', 'create', '-c', configFile, '--subject', `cold-${i}`, '--role', 'basic', '--json'], dir);
+    const { out } = await timedCommand(bin, ['keys', 'create', '-c', configFile, '--subject', `cold-${i}`, '--role', 'basic', '--json'], dir);
     const { key } = JSON.parse(out);
     const first = await request(`${gw.url}/items`, key);
     if (first.status !== 200) throw new Error(`cold request answered ${first.status}`);
@@ -107,21 +109,23 @@ async function coldVerification(gw, dir, configFile) {
   return { coldMs: { p50: round(median(cold), 2), p90: round(quantile(cold, 0.9), 2) }, warmMs: { p50: round(median(warm), 3) } };
 }
 
-async function main() {
+/** Every figure of one build, from fresh stores. */
+async function measure(build, upstream) {
+  const bin = join(build, 'bin', 'portcullis.js');
   const dir = mkdtempSync(join(os.tmpdir(), 'pcl-embedded-'));
-  const upstream = await startServer(join(HERE, 'servers', 'upstream.js'));
-  const results = { build: BUILD, node: process.version, cpus: os.cpus().length, keys: N };
+  const results = {};
+  log(`build ${build}`);
   try {
-    const configFile = shippedConfig(dir, upstream.url);
+    const configFile = shippedConfig(build, dir, upstream.url);
     const logFile = join(dir, 'gateway.log');
-    let gw = await startGateway(BIN, configFile, { cwd: dir, logFile, env });
+    let gw = await startGateway(bin, configFile, { cwd: dir, logFile, env });
     results.idleRssMB = await settledRss(gw.pid);
     log(`idle RSS ${results.idleRssMB} MB`);
 
-    Object.assign(results, await coldVerification(gw, dir, configFile));
+    Object.assign(results, await coldVerification(bin, gw, dir, configFile));
     log(`cold verification p50 ${results.coldMs.p50} ms (warm ${results.warmMs.p50} ms)`);
 
-    const { out } = await timedCommand(['keys', 'create', '-c', configFile, '--subject', 'load', '--role', 'basic', '--json'], dir);
+    const { out } = await timedCommand(bin, ['keys', 'create', '-c', configFile, '--subject', 'load', '--role', 'basic', '--json'], dir);
     const job = { url: `${gw.url}/items`, connections: 32, duration: Number(flags.duration), warmup: 0.5, headers: { 'x-api-key': JSON.parse(out).key } };
     const load = JSON.parse(await runCommand([join(HERE, 'load.js'), JSON.stringify(job)]));
     results.loadRps = round(load.rps ?? load.requests?.average ?? 0, 0);
@@ -131,7 +135,7 @@ async function main() {
 
     // 100 000 SHA-256 keys into a fresh store, as `keys import` does it, no gateway running.
     const importDir = mkdtempSync(join(dir, 'import-'));
-    const importConfig = shippedConfig(importDir, upstream.url);
+    const importConfig = shippedConfig(build, importDir, upstream.url);
     const lines = [];
     const keys = [];
     for (let i = 0; i < N; i++) {
@@ -140,13 +144,13 @@ async function main() {
       lines.push(JSON.stringify({ sha256: createHash('sha256').update(key).digest('hex'), subject: `user-${i}`, role: 'basic' }));
     }
     writeFileSync(join(importDir, 'keys.jsonl'), lines.join('\n') + '\n');
-    const imp = await timedCommand(['keys', 'import', '-c', importConfig, '--file', 'keys.jsonl', '--json'], importDir);
+    const imp = await timedCommand(bin, ['keys', 'import', '-c', importConfig, '--file', 'keys.jsonl', '--json'], importDir);
     if (JSON.parse(imp.out).imported !== N) throw new Error(`import: ${imp.out.slice(0, 200)}`);
     results.importSeconds = round(imp.seconds, 1);
     results.importPeakRssMB = imp.peakMB;
     log(`imported ${N} keys in ${results.importSeconds} s (CLI peak RSS ${results.importPeakRssMB} MB)`);
 
-    gw = await startGateway(BIN, importConfig, { cwd: importDir, logFile: join(importDir, 'gateway.log'), env });
+    gw = await startGateway(bin, importConfig, { cwd: importDir, logFile: join(importDir, 'gateway.log'), env });
     results.idleRssWithKeysMB = await settledRss(gw.pid);
     const sample = keys.slice(0, 2000);
     for (const k of sample) {
@@ -157,9 +161,34 @@ async function main() {
     log(`gateway on ${N} keys: idle RSS ${results.idleRssWithKeysMB} MB, ${sample.length} keys verified → ${results.rssAfterSampleMB} MB`);
     await stop(gw.child);
   } finally {
-    await stop(upstream.child);
     rmSync(dir, { recursive: true, force: true });
   }
+  return results;
+}
+
+/** The median of every figure over the rounds (nested objects field by field). */
+function medians(runs) {
+  const out = {};
+  for (const [k, v] of Object.entries(runs[0])) {
+    out[k] = typeof v === 'number' ? round(median(runs.map((r) => r[k])), 2) : medians(runs.map((r) => r[k]));
+  }
+  return out;
+}
+
+async function main() {
+  const upstream = await startServer(join(HERE, 'servers', 'upstream.js'));
+  const runs = new Map(BUILDS.map((b) => [b, []]));
+  try {
+    for (let r = 0; r < Number(flags.rounds); r++) {
+      const order = r % 2 === 0 ? BUILDS : [...BUILDS].reverse();
+      for (const b of order) runs.get(b).push(await measure(b, upstream));
+    }
+  } finally {
+    await stop(upstream.child);
+  }
+  const common = { node: process.version, cpus: os.cpus().length, keys: N, rounds: Number(flags.rounds) };
+  const per = BUILDS.map((b) => ({ build: b, ...medians(runs.get(b)), ...(runs.get(b).length > 1 ? { perRound: runs.get(b) } : {}) }));
+  const results = per.length === 1 ? { ...common, ...per[0] } : { ...common, builds: per };
   const text = JSON.stringify(results, null, 2);
   if (flags.json) writeFileSync(flags.json, text + '\n');
   process.stdout.write(text + '\n');
