@@ -62,6 +62,7 @@ export async function startPortcullis(loaded: LoadResult, opts: PortcullisOption
       host: opts.admin?.host ?? config.admin.host,
       port: opts.admin?.port ?? config.admin.port,
       checks: services.checks,
+      allowedHosts: config.admin.allowedHosts,
       metrics,
       jwks: () => services.current().assertion?.jwks() ?? { keys: [] },
       authorize: async (authorization) => {

@@ -41,6 +41,11 @@ const admin = z.strictObject({
   token: z.string().default(''),
   /** Admin-role JWTs are also accepted by the admin API when this is true. */
   acceptJwt: z.boolean().default(false),
+  /**
+   * Host names the admin listener answers besides IP literals and `localhost` (any other
+   * `Host` is refused, so a web page cannot reach it through DNS rebinding).
+   */
+  allowedHosts: z.array(nonEmpty).default([]),
 });
 
 const upstream = z.strictObject({

@@ -36,10 +36,16 @@ export function checkAmbiguity(rawHeaders: readonly string[], opts: GuardOptions
     switch (name) {
       case 'host':
         if (++hosts > 1) return 'duplicate Host header';
+        if (!HOST_SHAPE.test(rawHeaders[i + 1]!)) return 'the Host header is not one host';
         continue;
       case 'content-length':
         if (++contentLengths > 1) return 'duplicate Content-Length header';
         continue;
+      case 'connection': {
+        const named = nominatedProtected(rawHeaders[i + 1]!, opts);
+        if (named !== null) return `Connection names ${named}, a header the gateway reads or sets`;
+        continue;
+      }
       case 'transfer-encoding':
         // Only a lone, exact `chunked` has one reading; lists, repeats and unknown codings
         // are where front ends and back ends disagree about where the body ends.
@@ -47,7 +53,10 @@ export function checkAmbiguity(rawHeaders: readonly string[], opts: GuardOptions
         if (!isExactlyChunked(rawHeaders[i + 1]!)) return 'unsupported Transfer-Encoding (only "chunked" is accepted)';
         continue;
     }
-    if (name === 'authorization' && ++authorizations > 1) return 'duplicate Authorization header';
+    if (name === 'authorization') {
+      if (++authorizations > 1) return 'duplicate Authorization header';
+      if (!AUTHORIZATION_SHAPE.test(rawHeaders[i + 1]!)) return 'the Authorization header must be "<scheme> <credential>" with a single space';
+    }
     if (opts.credentialHeaders.has(name)) {
       // Node decodes header values as latin1, so one character is one byte.
       if (rawHeaders[i + 1]!.length > opts.maxCredentialBytes) return `credential header too large (over ${opts.maxCredentialBytes} bytes)`;
@@ -67,6 +76,41 @@ export function checkAmbiguity(rawHeaders: readonly string[], opts: GuardOptions
 
   if (hosts === 0) return 'missing Host header';
   if (contentLengths > 0 && transferEncodings > 0) return 'both Content-Length and Transfer-Encoding';
+  return null;
+}
+
+/**
+ * One host and an optional port: an IP literal, or dot-separated labels with at most one
+ * trailing dot (empty is allowed: a request target without authority). Anything else —
+ * `a..b`, `a@b`, `a/b`, spaces — is read as different hosts by different servers, while
+ * routes match on the gateway's reading.
+ */
+const HOST_SHAPE = /^(?:(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?)(?::[0-9]*)?)?$/;
+
+/**
+ * `<scheme> SP <value>`: a token, exactly one space, then the value. Another separator
+ * (two spaces, a tab) is read differently by different servers — one takes the scheme as
+ * unknown and forwards, another strips the whitespace and verifies — so it has no single
+ * reading. Node has already trimmed whitespace around the whole value.
+ */
+const AUTHORIZATION_SHAPE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^ \t]/;
+
+/**
+ * Headers a client must not have removed on the way upstream by naming them in
+ * `Connection`: they frame the request, carry its credential, or describe it to the
+ * upstream, and the gateway reads or sets each of them.
+ */
+const PROTECTED_FROM_CONNECTION: ReadonlySet<string> = new Set([
+  'host', 'content-length', 'transfer-encoding', 'authorization', 'cookie', 'forwarded', 'x-request-id', 'traceparent', 'tracestate',
+]);
+
+/** The first protected header a `Connection` value names, or null. */
+function nominatedProtected(value: string, opts: GuardOptions): string | null {
+  for (const part of value.split(',')) {
+    const name = part.trim().toLowerCase();
+    if (name === '' || name === 'close' || name === 'keep-alive' || name === 'upgrade') continue;
+    if (PROTECTED_FROM_CONNECTION.has(name) || name.startsWith('x-forwarded-') || opts.credentialHeaders.has(name) || isIdentityName(name, opts)) return name;
+  }
   return null;
 }
 

@@ -39,7 +39,7 @@ export function compileRoutes(routes: readonly RouteConfig[], ranks: ReadonlyMap
       segments: parts,
       tail,
       methods,
-      host: r.match.host?.toLowerCase() ?? null,
+      host: r.match.host === undefined ? null : (hostName(r.match.host) ?? null),
       public: r.public,
       minRole: r.minRole,
       minRank: r.minRole === undefined ? -Infinity : (ranks.get(r.minRole) ?? Infinity),
@@ -61,10 +61,15 @@ export function splitPath(path: string): string[] {
   return end <= 1 ? [] : path.slice(1, end).split('/');
 }
 
-/** Host without port, lower-cased; `undefined` stays undefined. */
+/**
+ * Host as routes compare it: lower-cased, without the port and without the trailing dot of
+ * a fully qualified name (`Admin.Example.com.:8080` is `admin.example.com`), which DNS and
+ * the upstream take as the same host. `undefined` stays undefined.
+ */
 export function hostName(host: string | undefined): string | undefined {
   if (host === undefined) return undefined;
-  const h = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':', 1)[0]!;
+  let h = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':', 1)[0]!;
+  if (h.endsWith('.')) h = h.slice(0, -1);
   return h.toLowerCase();
 }
 

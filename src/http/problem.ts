@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import { isStoreError } from '../store/errors.js';
 
 /**
  * The closed set of problems the gateway answers with itself (SPEC §5).
@@ -18,9 +19,12 @@ export const PROBLEMS = {
   'authorisation-required': { status: 403, title: 'Not authorised for this route', wwwAuthenticate: 'insufficient_scope' },
   'route-not-found': { status: 404, title: 'No route matches' },
   'rate-limited': { status: 429, title: 'Too many requests' },
+  'quota-exhausted': { status: 429, title: 'Usage quota exhausted' },
+  'internal-error': { status: 500, title: 'Internal error' },
   'upstream-unavailable': { status: 502, title: 'Upstream unavailable' },
   'revocation-unavailable': { status: 503, title: 'Revocation check unavailable' },
   'store-unavailable': { status: 503, title: 'Key store unavailable' },
+  'rate-limit-unavailable': { status: 503, title: 'Rate limit unavailable' },
   'upstream-timeout': { status: 504, title: 'Upstream timed out' },
 } as const satisfies Record<string, { status: number; title: string; wwwAuthenticate?: string | null }>;
 
@@ -88,10 +92,16 @@ export function challengeFor(err: GatewayError, realm = 'portcullis'): string | 
   return `Bearer realm="${realm}", error="${p.wwwAuthenticate}", error_description="${quote(err.message)}"`;
 }
 
-/** Anything thrown that is not a GatewayError becomes a 502/503 class problem upstream of here; this maps the rest. */
+/**
+ * Any error as the problem the client gets: a GatewayError as it is, a key store failure
+ * as `store-unavailable`, anything else — a fault of the gateway's own — as
+ * `internal-error`, never as an upstream or store outage. Upstream failures are mapped
+ * where they happen (proxy/upstreams).
+ */
 export function toGatewayError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
-  return new GatewayError('upstream-unavailable', 'The gateway could not complete the request.', { cause: err });
+  if (isStoreError(err, 'store-unavailable')) return new GatewayError('store-unavailable', 'The key store is unavailable; retry shortly.', { cause: err, headers: { 'retry-after': '1' } });
+  return new GatewayError('internal-error', 'The gateway failed to complete the request.', { cause: err });
 }
 
 /**

@@ -2,23 +2,42 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Identity } from '../authn/types.js';
 import type { IdentityConfig } from '../config/schema.js';
 
-/** Headers that describe one connection, never forwarded (RFC 9110 §7.6.1). */
+/**
+ * Headers that describe one connection, never forwarded (RFC 9110 §7.6.1). `Expect` is
+ * answered by the gateway itself (Node sends `100 Continue` before the request is handed
+ * over), so the body comes anyway and the upstream sees an ordinary, framed request.
+ * `Transfer-Encoding` is hop-by-hop too, but the framing it carries is re-stated upstream:
+ * see {@link upstreamHeaders}.
+ */
 const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
-  'proxy-authorization', 'proxy-authenticate', 'http2-settings',
+  'proxy-authorization', 'proxy-authenticate', 'http2-settings', 'expect',
 ]);
 
 /**
- * Headers through which a client could claim an address, a scheme, a host or a
- * different URL or method. Replaced unless the peer is a trusted proxy.
+ * Headers through which a client could claim an address, a scheme, a host, or a different
+ * URL or method (besides every `X-Forwarded-*`). Replaced unless the peer is a trusted proxy.
  */
 const FORWARDING = new Set([
-  'forwarded', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port',
-  'x-forwarded-prefix', 'x-forwarded-uri', 'x-forwarded-method', 'x-forwarded-server', 'x-forwarded-ssl', 'x-forwarded-scheme',
-  'x-real-ip', 'x-client-ip', 'true-client-ip', 'x-cluster-client-ip',
-  'x-original-url', 'x-rewrite-url', 'x-original-uri', 'x-original-method', 'x-original-host',
+  'forwarded', 'x-real-ip',
+  'x-original-uri', 'x-original-method', 'x-original-host',
   'x-http-method-override', 'x-http-method', 'x-method-override',
 ]);
+
+/**
+ * Headers through which some servers take the client address, the host or the path, which
+ * the gateway decides and states itself (X-Forwarded-For/-Host, the normalized path on the
+ * request line). Removed whoever sent them: a second opinion on these is a split view.
+ */
+const NEVER_FORWARDED = new Set([
+  'x-forwarded-path', 'x-original-path', 'x-envoy-original-path', 'x-original-url', 'x-rewrite-url', 'x-host',
+  'client-ip', 'true-client-ip', 'cf-connecting-ip', 'x-client-ip', 'x-cluster-client-ip',
+]);
+
+/** True for a header a client may only send through a trusted proxy. */
+function isForwarding(name: string): boolean {
+  return name.startsWith('x-forwarded-') || FORWARDING.has(name);
+}
 
 /** What the forwarding step needs, computed once per config. */
 export interface ForwardPlan {
@@ -58,15 +77,16 @@ export interface ForwardContext {
   readonly requestId: string;
   /** Keep upgrade headers (websocket handshakes). */
   readonly upgrade: boolean;
-  /** Remove the Authorization header: it carried the credential. */
-  readonly dropAuthorization: boolean;
 }
 
 /**
- * The headers the upstream receives: everything in our namespace, hop-by-hop and
- * (from untrusted peers) forwarding headers removed first, then the verified identity
- * and the forwarding headers set — in one step, so nothing a client sent can survive
- * under a name we set.
+ * The headers the upstream receives: everything in our namespace, hop-by-hop, and (from
+ * untrusted peers) forwarding headers removed first, then the verified identity and the
+ * forwarding headers set — in one step, so nothing a client sent can survive under a name
+ * we set. A body keeps its framing: `Content-Length` passes as it came, and a chunked body
+ * is sent chunked (Node's client would otherwise write a GET's body raw after a bodiless
+ * head, where the upstream reads it as the next request). The guard has already refused a
+ * `Connection` header naming any header that frames, carries or describes the request.
  */
 export function upstreamHeaders(
   inbound: IncomingHttpHeaders,
@@ -84,10 +104,12 @@ export function upstreamHeaders(
       continue;
     }
     if (named !== null && named.includes(name)) continue;
-    if (!ctx.peerTrusted && FORWARDING.has(name)) continue;
-    if (!plan.forwardCredential && plan.credentialHeaders.has(name) && (name !== 'authorization' || ctx.dropAuthorization)) continue;
+    if (NEVER_FORWARDED.has(name) || (!ctx.peerTrusted && isForwarding(name))) continue;
+    if (!plan.forwardCredential && plan.credentialHeaders.has(name)) continue;
     out[name] = inbound[name];
   }
+  // The guard admits only a lone `chunked`, so this is the framing exactly as it arrived.
+  if (inbound['transfer-encoding'] !== undefined) out['transfer-encoding'] = 'chunked';
   if (ctx.upgrade) out['connection'] = 'upgrade';
 
   const xff = ctx.peerTrusted ? inbound['x-forwarded-for'] : undefined;
@@ -98,13 +120,15 @@ export function upstreamHeaders(
   }
   out['x-request-id'] = ctx.requestId;
 
-  if (identity !== null) {
-    const n = plan.names;
-    out[n.subject] = identity.subject;
-    out[n.role] = identity.role;
-    out[n.scopes] = identity.scopesHeader;
-    out[n.method] = identity.method;
-    if (identity.keyId !== undefined) out[n.keyId] = identity.keyId;
-  }
+  if (identity !== null) identityHeaders(out, plan.names, identity);
   return out;
+}
+
+/** Sets the identity headers (the upstream's, or forward-auth's answer) from a verified identity. */
+export function identityHeaders(out: Record<string, string | string[] | number | undefined>, n: IdentityConfig['headers'], identity: Identity): void {
+  out[n.subject] = identity.subject;
+  out[n.role] = identity.role;
+  out[n.scopes] = identity.scopesHeader;
+  out[n.method] = identity.method;
+  if (identity.keyId !== undefined) out[n.keyId] = identity.keyId;
 }

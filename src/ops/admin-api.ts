@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { parseDuration } from '../config/duration.js';
-import { KeyServiceError, type CreateKeyOptions } from '../keys/service.js';
+import { KeyServiceError, type CreateKeyOptions, type KeyServiceErrorCode } from '../keys/service.js';
+import { PROBLEM_TYPE_BASE } from '../http/problem.js';
 import { parseStoreUrl } from '../store/open.js';
 import type { Core } from '../services.js';
 import type { AdminReply, AdminRoute } from './admin.js';
@@ -37,25 +38,41 @@ export async function readAdminToken(file: string): Promise<string | undefined> 
   }
 }
 
-function fail(err: unknown): AdminReply {
-  if (err instanceof KeyServiceError) {
-    const status = err.code === 'not-found' ? 404 : err.code === 'conflict' ? 409 : 400;
-    return { status, body: { error: err.code, message: err.message, ...(err.problems.length ? { problems: err.problems } : {}) } };
-  }
-  if (err instanceof TypeError) return { status: 400, body: { error: 'invalid-argument', message: err.message } };
-  throw err;
+/** The key service's refusals as the admin API answers them (RFC 9457, like every gateway problem). */
+const KEY_PROBLEMS = {
+  'invalid-argument': { status: 400, title: 'Invalid argument' },
+  'import-invalid': { status: 400, title: 'Import refused' },
+  'not-found': { status: 404, title: 'No such key' },
+  conflict: { status: 409, title: 'Conflict' },
+} as const satisfies Record<KeyServiceErrorCode, { status: number; title: string }>;
+
+/**
+ * A key-service refusal as problem+json with its own code (`problems` lists every bad
+ * import line). Anything else is rethrown for the admin listener's `respond`: a store
+ * failure is `store-unavailable`, the rest `internal-error`.
+ */
+function fail(err: unknown, requestId: string): AdminReply {
+  if (!(err instanceof KeyServiceError)) throw err;
+  const p = KEY_PROBLEMS[err.code];
+  return {
+    status: p.status,
+    headers: { 'content-type': 'application/problem+json' },
+    body: { type: PROBLEM_TYPE_BASE + err.code, title: p.title, status: p.status, detail: err.message, code: err.code, requestId, ...(err.problems.length ? { problems: err.problems } : {}) },
+  };
 }
+
+const invalid = (message: string) => new KeyServiceError('invalid-argument', message);
 
 function strings(v: unknown, field: string): string[] | undefined {
   if (v === undefined) return undefined;
-  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new TypeError(`${field} must be a list of strings`);
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw invalid(`${field} must be a list of strings`);
   return v;
 }
 
 function duration(v: unknown, field: string): number | undefined {
   if (v === undefined || v === null) return undefined;
   const ms = typeof v === 'string' || typeof v === 'number' ? parseDuration(v) : undefined;
-  if (ms === undefined) throw new TypeError(`${field} must be a duration like 720h`);
+  if (ms === undefined) throw invalid(`${field} must be a duration like 720h`);
   return ms;
 }
 
@@ -64,7 +81,7 @@ export function createOptions(body: Record<string, unknown>): CreateKeyOptions {
   const text = (f: string) => {
     const v = body[f];
     if (v === undefined) return undefined;
-    if (typeof v !== 'string') throw new TypeError(`${f} must be a string`);
+    if (typeof v !== 'string') throw invalid(`${f} must be a string`);
     return v;
   };
   const expires = body.expires === null ? null : duration(body.expires, 'expires');
@@ -91,12 +108,12 @@ export function adminRoutes(core: Core): AdminRoute[] {
     try {
       return await fn(req);
     } catch (err) {
-      return fail(err);
+      return fail(err, req.requestId);
     }
   };
   const body = async (req: Parameters<AdminRoute['handler']>[0]) => {
     const b = await req.body();
-    if (b === null || typeof b !== 'object' || Array.isArray(b)) throw new TypeError('the body must be a JSON object');
+    if (b === null || typeof b !== 'object' || Array.isArray(b)) throw invalid('the body must be a JSON object');
     return b as Record<string, unknown>;
   };
   return [
@@ -118,7 +135,7 @@ export function adminRoutes(core: Core): AdminRoute[] {
       method: 'POST', pattern: '/admin/v1/keys/import',
       handler: wrap(async (req) => {
         const b = await body(req);
-        if (typeof b.content !== 'string') throw new TypeError('content must be the JSON-lines text');
+        if (typeof b.content !== 'string') throw invalid('content must be the JSON-lines text');
         return { status: 201, body: await core.keys.importKeys(b.content, typeof b.file === 'string' ? b.file : 'import') };
       }),
     },
@@ -127,11 +144,11 @@ export function adminRoutes(core: Core): AdminRoute[] {
       handler: wrap(async (req) => {
         const b = await body(req);
         if (typeof b.subject === 'string') return { status: 200, body: await core.tokens.revokeSubject(b.subject) };
-        if (typeof b.jti !== 'string') throw new TypeError('give jti or subject');
+        if (typeof b.jti !== 'string') throw invalid('give jti or subject');
         let until: number | undefined;
         if (b.until !== undefined) {
           until = typeof b.until === 'string' ? Date.parse(b.until) : NaN;
-          if (!Number.isFinite(until)) throw new TypeError('until must be an ISO 8601 time');
+          if (!Number.isFinite(until)) throw invalid('until must be an ISO 8601 time');
         }
         return { status: 200, body: await core.tokens.revokeJti(b.jti, until) };
       }),

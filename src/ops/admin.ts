@@ -1,7 +1,9 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { timingSafeEqual, createHash, randomUUID } from 'node:crypto';
+import { isIP } from 'node:net';
 import { GatewayError, respond } from '../http/problem.js';
+import { hostName } from '../http/match.js';
 import { readJsonObject } from '../http/body.js';
 
 /** A dependency `/readyz` reports on. */
@@ -15,6 +17,7 @@ export interface AdminRequest {
   readonly path: string;
   readonly query: URLSearchParams;
   readonly params: Record<string, string>;
+  readonly requestId: string;
   body(): Promise<unknown>;
 }
 
@@ -35,6 +38,8 @@ export interface AdminOptions {
   /** Accepts or refuses the Authorization header of an admin API call. */
   authorize: (authorization: string | undefined) => boolean | Promise<boolean>;
   routes: readonly AdminRoute[];
+  /** Host names answered besides IP literals and `localhost` (lower-case). */
+  allowedHosts?: readonly string[];
 }
 
 const MAX_BODY = 1 << 20;
@@ -45,10 +50,29 @@ function match(pattern: string, path: string): Record<string, string> | null {
   if (p.length !== s.length) return null;
   const params: Record<string, string> = {};
   for (let i = 0; i < p.length; i++) {
-    if (p[i]!.startsWith(':')) params[p[i]!.slice(1)] = decodeURIComponent(s[i]!);
+    if (p[i]!.startsWith(':')) params[p[i]!.slice(1)] = decodePathParam(s[i]!);
     else if (p[i] !== s[i]) return null;
   }
   return params;
+}
+
+function decodePathParam(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new GatewayError('bad-request', 'The admin path is not valid percent-encoding.');
+  }
+}
+
+/**
+ * DNS rebinding: a page from evil.example whose name is re-pointed at 127.0.0.1 talks to
+ * this listener with `Host: evil.example`. Only hosts the operator expects are answered.
+ */
+export function adminHostAllowed(host: string | undefined, allowed: readonly string[]): boolean {
+  const h = hostName(host);
+  if (h === undefined || h === '') return false;
+  if (h === 'localhost' || isIP(h.startsWith('[') ? h.slice(1, -1) : h) !== 0) return true;
+  return allowed.includes(h);
 }
 
 /** Constant-time comparison of a presented bearer token with the configured one. */
@@ -75,8 +99,13 @@ export class AdminServer {
   readonly server: http.Server;
 
   constructor(private readonly opts: AdminOptions) {
+    const allowed = (opts.allowedHosts ?? []).map((h) => hostName(h)!);
     this.server = http.createServer((req, res) => {
-      this.handle(req, res).catch((err) => respond(res, err instanceof GatewayError ? err : new GatewayError('store-unavailable', 'The admin request failed.', { cause: err }), randomUUID()));
+      if (!adminHostAllowed(req.headers.host, allowed)) {
+        respond(res, new GatewayError('bad-request', 'This Host is not answered here; list it in admin.allowedHosts.'), randomUUID());
+        return;
+      }
+      this.handle(req, res).catch((err) => respond(res, err, randomUUID()));
     });
   }
 
@@ -100,7 +129,7 @@ export class AdminServer {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://admin');
+    const url = adminUrl(req.url);
     const path = url.pathname;
     if (req.method === 'GET' || req.method === 'HEAD') {
       if (path === '/healthz') return json(res, 200, { status: 'ok' });
@@ -131,10 +160,19 @@ export class AdminServer {
         respond(res, new GatewayError('token-missing', 'The admin API needs the admin token (Authorization: Bearer …).'), requestId);
         return;
       }
-      const reply = await r.handler({ method: req.method, path, query: url.searchParams, params, body: () => readJsonObject(req, MAX_BODY) });
+      const reply = await r.handler({ method: req.method, path, query: url.searchParams, params, requestId, body: () => readJsonObject(req, MAX_BODY) });
       return json(res, reply.status, reply.body, reply.headers);
     }
     respond(res, new GatewayError('route-not-found', `No admin endpoint ${req.method} ${path}.`), requestId);
+  }
+}
+
+function adminUrl(target: string | undefined): URL {
+  if (target === undefined || !target.startsWith('/')) throw new GatewayError('bad-request', 'The admin path must start with "/".');
+  try {
+    return new URL(target, 'http://admin');
+  } catch {
+    throw new GatewayError('bad-request', 'The admin path could not be parsed.');
   }
 }
 

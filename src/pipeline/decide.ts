@@ -17,6 +17,8 @@ export interface RequestFacts {
   readonly headers: IncomingHttpHeaders;
   readonly rawHeaders: readonly string[];
   readonly peerIp: string;
+  /** The host the request was for, when not its own `Host` (forward-auth: X-Forwarded-Host). */
+  readonly host?: string | undefined;
 }
 
 /** The outcome of steps 0–6 for an admitted request. */
@@ -44,7 +46,7 @@ export function route(rt: Runtime, facts: RequestFacts): { route: CompiledRoute;
   if (reason !== null) throw new GatewayError('bad-request', reason, { headers: CLOSE_CONNECTION });
   const n = normalizeTarget(facts.target, { allowPathParams: rt.config.allowPathParams });
   if (!n.ok) throw new GatewayError('bad-request', n.reason);
-  const r = matchRoute(rt.routes, facts.method, hostName(facts.headers.host), splitPath(n.path));
+  const r = matchRoute(rt.routes, facts.method, hostName(facts.host ?? facts.headers.host), splitPath(n.path));
   if (r === undefined) throw new GatewayError('route-not-found', `No route for ${facts.method} ${n.path}.`);
   return { route: r, path: n.path, query: n.query };
 }

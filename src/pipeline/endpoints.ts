@@ -1,38 +1,37 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { GatewayError, respond, toGatewayError } from '../http/problem.js';
+import type { IncomingMessage } from 'node:http';
+import { GatewayError } from '../http/problem.js';
 import { checkAmbiguity } from '../http/guard.js';
 import { readJsonObject } from '../http/body.js';
 import { extractCredential } from '../credentials/extract.js';
 import type { KeyService } from '../keys/service.js';
 import type { TokenService } from '../tokens/service.js';
 import type { RevocationCheck } from '../revocation/check.js';
-import { clientAddress, verifyCredential } from './decide.js';
-import { holdRefusal, type EndpointHandler } from './handler.js';
+import { CLOSE_CONNECTION, clientAddress, verifyCredential } from './decide.js';
+import type { EndpointHandler } from './handler.js';
 import type { Runtime } from './runtime.js';
 
 const MAX_BODY = 16 * 1024;
 
-function cookie(req: IncomingMessage, name: string): string | undefined {
+/** The named cookie's value; a value that is not valid percent-encoding is the client's error (400). */
+export function cookie(req: IncomingMessage, name: string): string | undefined {
   const header = req.headers.cookie;
   if (!header) return undefined;
   for (const part of header.split(';')) {
     const i = part.indexOf('=');
-    if (i !== -1 && part.slice(0, i).trim() === name) return decodeURIComponent(part.slice(i + 1).trim());
+    if (i === -1 || part.slice(0, i).trim() !== name) continue;
+    try {
+      return decodeURIComponent(part.slice(i + 1).trim());
+    } catch {
+      throw new GatewayError('bad-request', `The ${name} cookie is not valid percent-encoding.`);
+    }
   }
   return undefined;
 }
 
 function precheck(req: IncomingMessage, rt: Runtime): void {
   const reason = checkAmbiguity(req.rawHeaders, rt.guard);
-  if (reason !== null) throw new GatewayError('bad-request', reason);
+  if (reason !== null) throw new GatewayError('bad-request', reason, { headers: CLOSE_CONNECTION });
   if (req.method !== 'POST') throw new GatewayError('bad-request', 'Use POST.');
-}
-
-function run(rt: Runtime, res: ServerResponse, requestId: string, work: () => Promise<void>): void {
-  work().catch((err) => {
-    const e = toGatewayError(err);
-    holdRefusal(rt, e, res, () => respond(res, e, requestId));
-  });
 }
 
 /**
@@ -40,42 +39,40 @@ function run(rt: Runtime, res: ServerResponse, requestId: string, work: () => Pr
  * and refresh token; a cookie-borne token is answered with a cookie (SPEC §6).
  */
 export function refreshEndpoint(keys: KeyService): EndpointHandler {
-  return (req, res, requestId, rt) =>
-    run(rt, res, requestId, async () => {
-      precheck(req, rt);
-      const cookieName = rt.config.apiKeys.refresh.cookieName;
-      const body = await readJsonObject(req, MAX_BODY);
-      const fromBody = typeof body.refreshToken === 'string' ? body.refreshToken : undefined;
-      const fromCookie = cookie(req, cookieName);
-      if (fromBody !== undefined && fromCookie !== undefined && fromBody !== fromCookie) throw new GatewayError('bad-request', 'Two different refresh tokens were sent.');
-      const token = fromBody ?? fromCookie;
-      if (token === undefined || token === '') throw new GatewayError('refresh-invalid', 'A refresh token is required (JSON "refreshToken" or the refresh cookie).');
-      const r = await keys.refresh(token);
-      const answer: Record<string, unknown> = { key: r.key, id: r.id, expiresAt: new Date(r.expiresAt).toISOString(), refreshExpiresAt: new Date(r.refreshExpiresAt).toISOString() };
-      const headers: Record<string, string | string[]> = { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': requestId };
-      if (fromBody === undefined) {
-        const maxAge = Math.max(0, Math.floor((r.refreshExpiresAt - Date.now()) / 1000));
-        headers['set-cookie'] = `${cookieName}=${encodeURIComponent(r.refreshToken)}; Max-Age=${maxAge}; Path=/.portcullis/; HttpOnly; Secure; SameSite=Strict`;
-      } else answer.refreshToken = r.refreshToken;
-      const text = JSON.stringify(answer);
-      res.writeHead(200, { ...headers, 'content-length': Buffer.byteLength(text) });
-      res.end(text);
-    });
+  return async (req, res, requestId, rt) => {
+    precheck(req, rt);
+    const cookieName = rt.config.apiKeys.refresh.cookieName;
+    const body = await readJsonObject(req, MAX_BODY);
+    const fromBody = typeof body.refreshToken === 'string' ? body.refreshToken : undefined;
+    const fromCookie = cookie(req, cookieName);
+    if (fromBody !== undefined && fromCookie !== undefined && fromBody !== fromCookie) throw new GatewayError('bad-request', 'Two different refresh tokens were sent.');
+    const token = fromBody ?? fromCookie;
+    if (token === undefined || token === '') throw new GatewayError('refresh-invalid', 'A refresh token is required (JSON "refreshToken" or the refresh cookie).');
+    const r = await keys.refresh(token);
+    const answer: Record<string, unknown> = { key: r.key, id: r.id, expiresAt: new Date(r.expiresAt).toISOString(), refreshExpiresAt: new Date(r.refreshExpiresAt).toISOString() };
+    const headers: Record<string, string | string[]> = { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': requestId };
+    if (fromBody === undefined) {
+      const maxAge = Math.max(0, Math.floor((r.refreshExpiresAt - Date.now()) / 1000));
+      headers['set-cookie'] = `${cookieName}=${encodeURIComponent(r.refreshToken)}; Max-Age=${maxAge}; Path=/.portcullis/; HttpOnly; Secure; SameSite=Strict`;
+    } else answer.refreshToken = r.refreshToken;
+    const text = JSON.stringify(answer);
+    res.writeHead(200, { ...headers, 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  };
 }
 
 /** `POST /.portcullis/logout`: revokes the credential the request carries; 204. */
 export function logoutEndpoint(keys: KeyService, tokens: TokenService, revocation: RevocationCheck): EndpointHandler {
-  return (req, res, requestId, rt) =>
-    run(rt, res, requestId, async () => {
-      precheck(req, rt);
-      req.resume();
-      const { credential } = extractCredential(req.headers, '', rt.extract);
-      if (credential === null) throw new GatewayError('token-missing', 'Log out with the credential to revoke.');
-      const { clientIp } = clientAddress(rt, { method: 'POST', target: '/', headers: req.headers, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' });
-      const identity = await verifyCredential(rt, revocation, credential, clientIp);
-      if (identity.method === 'apiKey') await keys.revoke(identity.keyId!);
-      else await tokens.revokeId(identity.revocationId, identity.expiresAt);
-      res.writeHead(204, { 'cache-control': 'no-store', 'x-request-id': requestId });
-      res.end();
-    });
+  return async (req, res, requestId, rt) => {
+    precheck(req, rt);
+    req.resume();
+    const { credential } = extractCredential(req.headers, '', rt.extract);
+    if (credential === null) throw new GatewayError('token-missing', 'Log out with the credential to revoke.');
+    const { clientIp } = clientAddress(rt, { method: 'POST', target: '/', headers: req.headers, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' });
+    const identity = await verifyCredential(rt, revocation, credential, clientIp);
+    if (identity.method === 'apiKey') await keys.revoke(identity.keyId!);
+    else await tokens.revokeId(identity.revocationId, identity.expiresAt);
+    res.writeHead(204, { 'cache-control': 'no-store', 'x-request-id': requestId });
+    res.end();
+  };
 }

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { GatewayError, respond, toGatewayError, problemBody, challengeFor } from '../http/problem.js';
-import { upstreamHeaders } from '../identity/headers.js';
+import { identityHeaders, upstreamHeaders } from '../identity/headers.js';
 import { upstreamError, type Proxy, type Upstream } from '../proxy/upstreams.js';
 import type { RevocationCheck } from '../revocation/check.js';
 import { CLOSE_CONNECTION, decide, type Decision, type RequestFacts } from './decide.js';
@@ -34,9 +34,22 @@ export interface PipelineObserver {
 }
 
 /** Handlers for `/.portcullis/*` endpoints other than `verify` (refresh, logout). */
-export type EndpointHandler = (req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime) => void;
+export type EndpointHandler = (req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime) => Promise<void>;
 
 const ENDPOINT_PREFIX = '/.portcullis/';
+const VERIFY = ENDPOINT_PREFIX + 'verify';
+
+/** How a request ended, for {@link Pipeline.record}. */
+interface Outcome {
+  readonly err?: GatewayError | undefined;
+  readonly d?: Decision | undefined;
+  readonly upstream?: string | undefined;
+  readonly authMs: number;
+  readonly status?: number | undefined;
+  readonly upstreamMs?: number | undefined;
+  /** Route label when it is not the decision's (the gateway's own endpoints). */
+  readonly route?: string | undefined;
+}
 
 /**
  * Set on a socket once a request on it was refused for ambiguous framing. Requests Node
@@ -50,6 +63,23 @@ type Marked = { [REFUSED]?: true };
 function framingFault(req: IncomingMessage): GatewayError | undefined {
   if (req.headers['transfer-encoding'] === undefined || req.httpVersionMajor !== 1 || req.httpVersionMinor !== 0) return undefined;
   return new GatewayError('bad-request', 'Transfer-Encoding is not allowed in an HTTP/1.0 request.', { headers: CLOSE_CONNECTION });
+}
+
+/**
+ * Only websocket handshakes are tunnelled, and only bodiless ones (RFC 6455 §4.1: a GET).
+ * Any other upgrade — `h2c` above all — would hand the client a raw connection to the
+ * upstream on which further requests pass unseen; a body on a handshake is bytes that
+ * would reach the upstream outside any request the gateway framed.
+ */
+function upgradeFault(req: IncomingMessage): GatewayError | undefined {
+  const h = req.headers;
+  if (req.method !== 'GET' || h.upgrade?.toLowerCase() !== 'websocket') {
+    return new GatewayError('bad-request', 'Only websocket upgrades (GET with "Upgrade: websocket") are proxied.', { headers: CLOSE_CONNECTION });
+  }
+  if (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')) {
+    return new GatewayError('bad-request', 'A websocket handshake has no body.', { headers: CLOSE_CONNECTION });
+  }
+  return framingFault(req);
 }
 
 function facts(req: IncomingMessage, target: string, method: string): RequestFacts {
@@ -133,7 +163,7 @@ export class Pipeline {
       const authMs = performance.now() - started;
       holdRefusal(rt, e, socket, () => {
         writeRawProblem(socket, e, requestId);
-        this.record(req, requestId, e, started, undefined, undefined, authMs);
+        this.record(req, requestId, started, { err: e, authMs });
       });
     };
     const go = (d: Decision) => {
@@ -144,7 +174,7 @@ export class Pipeline {
       const open = () => {
         const authMs = performance.now() - started;
         this.proxy.ws(req, socket, head, upstream, (err) => writeRawProblem(socket, upstreamError(err, req, upstream, authMs + started), requestId));
-        this.record(req, requestId, undefined, started, d, upstream.name, authMs, 101);
+        this.record(req, requestId, started, { d, upstream: upstream.name, authMs, status: 101 });
       };
       if (rt.assertion !== undefined && d.identity !== null) {
         const signed = rt.assertion.signer.sign(d.identity, upstream.name);
@@ -156,6 +186,11 @@ export class Pipeline {
       }
       open();
     };
+    const fault = upgradeFault(req);
+    if (fault !== undefined) {
+      fail(fault);
+      return;
+    }
     try {
       const d = decide(rt, this.revocation, facts(req, req.url ?? '', req.method ?? ''));
       if (d instanceof Promise) d.then(go, fail);
@@ -173,7 +208,6 @@ export class Pipeline {
       proto: (req.socket as { encrypted?: boolean }).encrypted ? ('https' as const) : ('http' as const),
       requestId,
       upgrade,
-      dropAuthorization: d.credential !== null ? d.credential.source === 'authorization' : false,
     };
   }
 
@@ -208,11 +242,11 @@ export class Pipeline {
       failure = respond(res, upstreamError(err, req, upstream, proxyStart), requestId, req.method === 'HEAD');
     });
     if (this.observer) {
-      res.once('close', () => this.record(req, requestId, failure, started, d, upstream.name, authMs, res.statusCode, performance.now() - proxyStart));
+      res.once('close', () => this.record(req, requestId, started, { err: failure, d, upstream: upstream.name, authMs, status: res.statusCode, upstreamMs: performance.now() - proxyStart }));
     }
   }
 
-  private refuse(rt: Runtime, req: IncomingMessage, res: ServerResponse, requestId: string, err: unknown, started: number, d: Decision | undefined): void {
+  private refuse(rt: Runtime, req: IncomingMessage, res: ServerResponse, requestId: string, err: unknown, started: number, d: Decision | undefined, route?: string): void {
     const e = toGatewayError(err);
     if (e.headers?.connection === 'close') (req.socket as Marked)[REFUSED] = true;
     // The request body is not wanted; drain it so the connection can be reused.
@@ -220,14 +254,14 @@ export class Pipeline {
     const authMs = performance.now() - started;
     holdRefusal(rt, e, res, () => {
       respond(res, e, requestId, req.method === 'HEAD');
-      this.record(req, requestId, e, started, d, undefined, authMs);
+      this.record(req, requestId, started, { err: e, d, authMs, route });
     });
   }
 
   private endpoint(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, started: number): void {
     const q = req.url!.indexOf('?');
     const path = q === -1 ? req.url! : req.url!.slice(0, q);
-    if (path === ENDPOINT_PREFIX + 'verify') {
+    if (path === VERIFY) {
       this.verify(req, res, requestId, rt, started);
       return;
     }
@@ -236,43 +270,41 @@ export class Pipeline {
       this.refuse(rt, req, res, requestId, new GatewayError('route-not-found', `No gateway endpoint ${path}.`), started, undefined);
       return;
     }
-    h(req, res, requestId, rt);
+    // Logged and counted like a proxied request, under the endpoint's own route label.
+    const route = path.slice(1);
+    h(req, res, requestId, rt).then(
+      () => this.record(req, requestId, started, { authMs: performance.now() - started, status: res.statusCode, route }),
+      (err) => this.refuse(rt, req, res, requestId, err, started, undefined, route),
+    );
   }
 
   /** Forward-auth: decide for the original request named in X-Forwarded-* / X-Original-*. */
   private verify(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, started: number): void {
-    const h = req.headers;
-    const original = originalRequest(h);
-    if (typeof original === 'string') {
-      this.refuse(rt, req, res, requestId, new GatewayError('bad-request', original), started, undefined);
-      return;
-    }
-    const { method, target } = original;
-    const onOk = (d: Decision) => {
-      const headers: Record<string, string> = { 'x-request-id': requestId, 'cache-control': 'no-store' };
-      if (d.identity !== null) {
-        const n = rt.forward.names;
-        headers[n.subject] = d.identity.subject;
-        headers[n.role] = d.identity.role;
-        headers[n.scopes] = d.identity.scopesHeader;
-        headers[n.method] = d.identity.method;
-        if (d.identity.keyId !== undefined) headers[n.keyId] = d.identity.keyId;
-        if (rt.assertion !== undefined) {
-          const signed = rt.assertion.signer.sign(d.identity, d.route.upstream);
-          if (typeof signed !== 'string') {
-            signed.then((a) => { headers[rt.assertion!.header] = a; res.writeHead(200, headers); res.end(); }, onErr);
-            return;
-          }
-          headers[rt.assertion.header] = signed;
-        }
-      }
+    const route = VERIFY.slice(1);
+    const onErr = (err: unknown) => this.refuse(rt, req, res, requestId, err, started, undefined, route);
+    const answer = (d: Decision, headers: Record<string, string>) => {
       res.writeHead(200, headers);
       res.end();
-      this.record(req, requestId, undefined, started, d, undefined, performance.now() - started, 200);
+      this.record(req, requestId, started, { d, authMs: performance.now() - started, status: 200, route });
     };
-    const onErr = (err: unknown) => this.refuse(rt, req, res, requestId, err, started, undefined);
+    const onOk = (d: Decision) => {
+      const headers: Record<string, string> = { 'x-request-id': requestId, 'cache-control': 'no-store', 'content-length': '0' };
+      if (d.identity === null) return answer(d, headers);
+      identityHeaders(headers, rt.forward.names, d.identity);
+      if (rt.assertion === undefined) return answer(d, headers);
+      const header = rt.assertion.header;
+      const signed = rt.assertion.signer.sign(d.identity, d.route.upstream);
+      if (typeof signed === 'string') {
+        headers[header] = signed;
+        return answer(d, headers);
+      }
+      signed.then((a) => { headers[header] = a; answer(d, headers); }, onErr);
+    };
+    const original = originalRequest(req.headers);
+    if (typeof original === 'string') return onErr(new GatewayError('bad-request', original));
+    const { method, target, host } = original;
     try {
-      const d = decide(rt, this.revocation, { method, target, headers: h, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' });
+      const d = decide(rt, this.revocation, { method, target, host, headers: req.headers, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' });
       if (d instanceof Promise) d.then(onOk, onErr);
       else onOk(d);
     } catch (err) {
@@ -280,35 +312,26 @@ export class Pipeline {
     }
   }
 
-  private record(
-    req: IncomingMessage,
-    requestId: string,
-    err: GatewayError | undefined,
-    started: number,
-    d: Decision | undefined,
-    upstream: string | undefined,
-    authMs: number,
-    status?: number,
-    upstreamMs?: number,
-  ): void {
+  private record(req: IncomingMessage, requestId: string, started: number, o: Outcome): void {
     if (!this.observer) return;
+    const { err, d } = o;
     const id = d?.identity ?? null;
     this.observer.onRequest({
       requestId,
       method: req.method ?? '',
       path: d?.path ?? err?.path,
-      route: d?.route.label ?? err?.route,
+      route: o.route ?? d?.route.label ?? err?.route,
       decision: err === undefined ? 'allow' : err.status >= 500 ? 'error' : 'deny',
       code: err?.code,
-      status: err?.status ?? status ?? 0,
+      status: err?.status ?? o.status ?? 0,
       latencyMs: performance.now() - started,
-      authMs,
+      authMs: o.authMs,
       keyId: id?.keyId,
       subject: id?.subject,
       method_: id?.method,
       clientIp: d?.clientIp ?? req.socket.remoteAddress,
-      upstream,
-      upstreamMs,
+      upstream: o.upstream,
+      upstreamMs: o.upstreamMs,
     });
   }
 }
@@ -346,17 +369,20 @@ function single(v: string | string[] | undefined): string | undefined | null {
  * must agree: otherwise a client-sent header the proxy passed along could change what is
  * judged. Returns a reason string when the headers are missing or ambiguous.
  */
-export function originalRequest(h: IncomingMessage['headers']): { method: string; target: string } | string {
+export function originalRequest(h: IncomingMessage['headers']): { method: string; target: string; host: string | undefined } | string {
   const fm = single(h['x-forwarded-method']);
   const om = single(h['x-original-method']);
   const fu = single(h['x-forwarded-uri']);
   const ou = single(h['x-original-uri']);
-  if (fm === null || om === null || fu === null || ou === null) return 'Forward-auth headers must not repeat.';
+  const fh = single(h['x-forwarded-host']);
+  if (fm === null || om === null || fu === null || ou === null || fh === null) return 'Forward-auth headers must not repeat.';
+  // Node joins repeated X-Forwarded-Host lines with ", ": two hosts have no one reading.
+  if (fh !== undefined && (fh.includes(',') || fh.trim() === '')) return 'X-Forwarded-Host must name one host.';
   if (fu !== undefined && ou !== undefined && fu !== ou) return 'X-Forwarded-Uri and X-Original-URI disagree.';
   if (fm !== undefined && om !== undefined && fm.toUpperCase() !== om.toUpperCase()) return 'X-Forwarded-Method and X-Original-Method disagree.';
   const target = fu ?? ou;
   if (target === undefined) return 'Forward-auth needs X-Forwarded-Uri or X-Original-URI.';
-  return { method: (fm ?? om ?? 'GET').toUpperCase(), target };
+  return { method: (fm ?? om ?? 'GET').toUpperCase(), target, host: fh ?? h.host };
 }
 
 /** A problem written straight onto a socket (websocket handshakes have no ServerResponse). */

@@ -52,7 +52,22 @@ export function clientResponseHeaders(upstream: http.IncomingHttpHeaders, keepAl
 }
 
 const TIMED_OUT = Symbol('portcullis.timedOut');
-type Marked = http.IncomingMessage & { [TIMED_OUT]?: boolean };
+const WS_TIMEOUT = Symbol('portcullis.wsTimeout');
+type Marked = http.IncomingMessage & { [TIMED_OUT]?: boolean; [WS_TIMEOUT]?: number };
+
+/**
+ * Drops http-proxy-3's `deleteLength` pass, which gives a DELETE or OPTIONS without
+ * `Content-Length` a `Content-Length: 0` and deletes its `Transfer-Encoding` — and then
+ * pipes the chunked body anyway, raw, where the upstream reads it as the next request.
+ * The gateway states every request's framing itself (identity/headers). Fails at start if
+ * the library no longer has the pass, so a changed dependency cannot go unnoticed.
+ */
+function withoutDeleteLength(server: ProxyServer): void {
+  const passes = (server as unknown as { webPasses?: Array<{ name: string }> }).webPasses;
+  const i = passes?.findIndex((p) => p.name === 'deleteLength') ?? -1;
+  if (passes === undefined || i === -1) throw new Error('http-proxy-3 changed: its deleteLength pass was not found');
+  passes.splice(i, 1);
+}
 
 /** Maps a proxying failure to the problem the client gets. */
 export function upstreamError(err: unknown, req: http.IncomingMessage, upstream: Upstream, startedAt: number): GatewayError {
@@ -72,9 +87,26 @@ export class Proxy {
     // The response is written here (selfHandleResponse): one pass over the upstream's headers
     // instead of deleting from them and copying them header by header.
     this.server = new ProxyServer({ xfwd: false, ws: true, changeOrigin: false, preserveHeaderKeyCase: false, selfHandleResponse: true });
+    withoutDeleteLength(this.server);
     // Marks requests whose upstream went idle past the timeout, so the error is a 504 not a 502.
     this.server.on('proxyReq', (proxyReq, req) => {
       proxyReq.once('timeout', () => { (req as Marked)[TIMED_OUT] = true; });
+    });
+    // A websocket handshake gets the upstream's timeout too (http-proxy-3 sets none on it);
+    // once upgraded, the tunnel is idle as long as its two ends like.
+    this.server.on('proxyReqWs', (proxyReq, req) => {
+      const ms = (req as Marked)[WS_TIMEOUT];
+      if (ms === undefined) return;
+      proxyReq.setTimeout(ms, () => {
+        (req as Marked)[TIMED_OUT] = true;
+        proxyReq.destroy(new Error('websocket handshake timed out'));
+      });
+      const clear = () => proxyReq.setTimeout(0);
+      proxyReq.once('upgrade', (_res, socket) => {
+        clear();
+        socket.setTimeout(0);
+      });
+      proxyReq.once('response', clear);
     });
     // The upstream's connection management is its own: drop its hop-by-hop headers and
     // answer the client according to the client's connection, not the upstream's.
@@ -106,6 +138,7 @@ export class Proxy {
   }
 
   ws(req: http.IncomingMessage, socket: Duplex, head: Buffer, upstream: Upstream, onError: (err: Error) => void): void {
+    (req as Marked)[WS_TIMEOUT] = upstream.timeout;
     this.server.ws(req, socket, head, { target: upstream.target, agent: false as never, proxyTimeout: upstream.timeout }, onError as never);
   }
 

@@ -20,6 +20,10 @@ export interface RawUpstream {
   readonly requests: RawSeen[];
   /** All bytes received on every connection, as latin1 text. */
   text(): string;
+  /** A bookmark of how much each connection has received so far. */
+  mark(): number[];
+  /** The bytes every connection received after `mark`, as latin1 text (connection by connection). */
+  textSince(mark: readonly number[]): string;
   close(): Promise<void>;
 }
 
@@ -54,7 +58,9 @@ export async function startRawUpstream(): Promise<RawUpstream> {
         buf = buf.subarray(r.consumed);
         requests.push({ conn, requestLine: r.requestLine, headerLines: r.headerLines, body: r.body });
         const body = JSON.stringify({ n: requests.length, line: r.requestLine, bodyBytes: r.body.length });
-        sock.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-raw-upstream: yes\r\n\r\n${body}`);
+        // A response to HEAD has no body (RFC 9110 §9.3.2), or the proxy's next read would start in it.
+        const head = r.requestLine.startsWith('HEAD ');
+        sock.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-raw-upstream: yes\r\n\r\n${head ? '' : body}`);
       }
     });
   });
@@ -66,6 +72,8 @@ export async function startRawUpstream(): Promise<RawUpstream> {
     bytes,
     requests,
     text: () => Buffer.concat(bytes).toString('latin1'),
+    mark: () => bytes.map((b) => b.length),
+    textSince: (mark) => Buffer.concat(bytes.map((b, i) => b.subarray(mark[i] ?? 0))).toString('latin1'),
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

@@ -44,3 +44,83 @@ export function rawRequest(port: number, text: string, timeoutMs = 3000): Promis
 export function rawGet(port: number, target: string, headers: string[] = [], method = 'GET'): Promise<RawResponse> {
   return rawRequest(port, `${method} ${target} HTTP/1.1\r\nHost: localhost\r\n${headers.map((h) => h + '\r\n').join('')}Connection: close\r\n\r\n`);
 }
+
+export interface ExchangeOptions {
+  /** Pause between chunks, in ms. */
+  gapMs?: number;
+  /** How long the gateway may stay quiet before the exchange ends, in ms (default 400). */
+  idleMs?: number;
+}
+
+export interface Exchanged {
+  responses: Parsed[];
+  closed: boolean;
+  raw: string;
+}
+
+export interface Parsed {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/**
+ * Writes `chunks` (latin1; with `gapMs` between them), then reads until the gateway closes
+ * the connection or stays quiet for `idleMs`. Returns every complete response, in order.
+ */
+export function exchangeRaw(port: number, chunks: string | string[], opts: ExchangeOptions = {}): Promise<Exchanged> {
+  const parts = typeof chunks === 'string' ? [chunks] : chunks;
+  return new Promise((resolve) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let buf = '';
+    let closed = false;
+    let idle: NodeJS.Timeout | undefined;
+    const done = () => {
+      clearTimeout(idle);
+      sock.destroy();
+      resolve({ responses: parseResponses(buf), closed, raw: buf });
+    };
+    const arm = () => {
+      clearTimeout(idle);
+      idle = setTimeout(done, opts.idleMs ?? 400);
+    };
+    sock.on('data', (d) => {
+      buf += d.toString('latin1');
+      arm();
+    });
+    sock.on('close', () => {
+      closed = true;
+      done();
+    });
+    sock.on('error', () => undefined);
+    sock.on('connect', async () => {
+      for (let i = 0; i < parts.length; i++) {
+        if (i > 0 && opts.gapMs) await new Promise((r) => setTimeout(r, opts.gapMs));
+        if (sock.destroyed) return;
+        sock.write(Buffer.from(parts[i]!, 'latin1'));
+      }
+      arm();
+    });
+  });
+}
+
+export function parseResponses(buf: string): Parsed[] {
+  const out: Parsed[] = [];
+  let at = 0;
+  while (at < buf.length) {
+    const end = buf.indexOf('\r\n\r\n', at);
+    if (end === -1) break;
+    const head = buf.slice(at, end).split('\r\n');
+    const headers: Record<string, string> = {};
+    for (const l of head.slice(1)) {
+      const i = l.indexOf(':');
+      if (i > 0) headers[l.slice(0, i).toLowerCase()] = l.slice(i + 1).trim();
+    }
+    const len = Number(headers['content-length'] ?? 0);
+    const body = buf.slice(end + 4, end + 4 + len);
+    out.push({ status: Number(head[0]!.split(' ')[1]), headers, body });
+    at = end + 4 + len;
+  }
+  return out;
+}
+
