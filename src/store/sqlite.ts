@@ -25,6 +25,15 @@ const SYNC_BUSY_MS = 10;
 const SQLITE_BUSY = 5;
 const SQLITE_LOCKED = 6;
 
+/** Ends a transaction SQLite may already have rolled back by itself (after some errors it does). */
+function rollback(db: DatabaseSync): void {
+  try {
+    db.exec('ROLLBACK');
+  } catch {
+    // no transaction was open any more
+  }
+}
+
 function isBusy(err: unknown): boolean {
   const code = (err as { errcode?: unknown } | null)?.errcode;
   return typeof code === 'number' && ((code & 0xff) === SQLITE_BUSY || (code & 0xff) === SQLITE_LOCKED);
@@ -128,7 +137,7 @@ class SqliteDriver implements SqlDriver {
         this.#db.exec('COMMIT');
         return out;
       } catch (err) {
-        if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+        rollback(this.#db);
         throw err;
       }
     });
@@ -156,9 +165,17 @@ class SqliteDriver implements SqlDriver {
         },
       };
       try {
-        return await fn(conn);
-      } finally {
-        if (this.#db.isTransaction) this.#db.exec('COMMIT');
+        const out = await fn(conn);
+        this.#db.exec('COMMIT');
+        return out;
+      } catch (err) {
+        // What applied is kept, as PostgreSQL keeps each migration's own transaction.
+        try {
+          this.#db.exec('COMMIT');
+        } catch {
+          rollback(this.#db);
+        }
+        throw err;
       }
     });
   }
@@ -208,7 +225,7 @@ class SqliteDriver implements SqlDriver {
     this.#stopPolling();
     this.#subs.clear();
     await this.#exclusive.catch(() => undefined);
-    if (this.#db.isOpen) this.#db.close();
+    this.#db.close();
   }
 }
 
@@ -223,13 +240,14 @@ export async function openSqliteStore(file: string | undefined, opts: SqliteStor
   try {
     if (file !== undefined) mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     const created = file !== undefined && !existsSync(file);
-    db = new DatabaseSync(file ?? ':memory:', { timeout: SYNC_BUSY_MS });
+    db = new DatabaseSync(file ?? ':memory:');
     if (created) chmodSync(file, 0o600);
   } catch (err) {
     throw new StoreError('store-unavailable', `cannot open the SQLite file ${file ?? ':memory:'}: ${(err as Error).message}`, { cause: err });
   }
   const deadline = performance.now() + (opts.busyTimeoutMs ?? 5_000);
   try {
+    db.exec(`PRAGMA busy_timeout = ${SYNC_BUSY_MS}`);
     for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {
       try {
         // Switching to WAL needs the lock for a moment: another process may be opening the file too.
