@@ -58,6 +58,7 @@ function noticeSnapshot(payload: string): RevocationSnapshot {
   if (n.kind === 'key') return toSnapshot([n], [], []);
   if (n.kind === 'token') return toSnapshot([], [n], []);
   if (n.kind === 'changed') return { ids: [], subjects: [], changed: [n.revocationId] };
+  if (n.kind === 'added') return { ids: [], subjects: [], added: true };
   return toSnapshot([], [], [n]);
 }
 
@@ -175,7 +176,8 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
   const retired: Array<{ close(): unknown }> = [];
 
   const unsubscribe = core.revocation.onInvalidate((ev: InvalidationEvent) => {
-    if (ev.kind === 'id') {
+    if (ev.kind === 'added') apiKey?.forgetRefusals();
+    else if (ev.kind === 'id') {
       if (ev.revocationId.startsWith('jti:') || ev.revocationId.startsWith('tok:')) jwt?.evict(ev.revocationId);
       else apiKey?.evict(ev.revocationId);
     } else if (ev.subject.startsWith(TOKEN_SUBJECT)) jwt?.evictSubject(ev.subject.slice(TOKEN_SUBJECT.length));

@@ -151,6 +151,10 @@ class LruMap<V> {
   delete(key: string): void {
     this.#map.delete(key);
   }
+
+  clear(): void {
+    this.#map.clear();
+  }
 }
 
 /** Digests cached under one name: one digest as the string itself, more as a Set. */
@@ -550,6 +554,11 @@ export class ApiKeyAuthenticator implements Authenticator {
       return;
     }
     this.#evictDigests(this.#byRevocation.get(revocationId));
+  }
+
+  /** Forgets the refusals of keys not found: keys were just imported (failed-attempt counts stay). */
+  forgetRefusals(): void {
+    this.#negative.clear();
   }
 
   /** Drops every cached identity of a subject. */

@@ -106,6 +106,7 @@ export class MemoryRevocationStore implements RevocationStore {
     for (const r of snapshot.ids) this.addId(r.revocationId, r.until, notify);
     for (const s of snapshot.subjects) this.addSubject(s.subject, s.before, s.until, notify);
     if (notify) for (const revocationId of snapshot.changed ?? []) this.#listeners.emit({ kind: 'id', revocationId });
+    if (notify && snapshot.added === true) this.#listeners.emit({ kind: 'added' });
   }
 
   /** Drops expired entries; returns how many were dropped. */

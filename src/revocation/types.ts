@@ -9,7 +9,9 @@ export type RevocationSubjectRef = Pick<Identity, 'revocationId' | 'subject' | '
  */
 export type InvalidationEvent =
   | { readonly kind: 'id'; readonly revocationId: string }
-  | { readonly kind: 'subject'; readonly subject: string; readonly before: number };
+  | { readonly kind: 'subject'; readonly subject: string; readonly before: number }
+  /** Credentials were added to the store: refusals remembered for unknown ones are stale. */
+  | { readonly kind: 'added' };
 
 export type InvalidationListener = (ev: InvalidationEvent) => void;
 
@@ -53,6 +55,8 @@ export interface RevocationSnapshot {
   subjects: Array<{ subject: string; before: number; until?: number | undefined }>;
   /** Credentials that changed but are not revoked (a rotation's grace, new grants): evict them from caches. */
   changed?: string[];
+  /** Credentials were added (an import): forget refusals of unknown ones. */
+  added?: boolean;
 }
 
 /**

@@ -211,6 +211,7 @@ export class SqlKeyStore implements KeyStore {
     if (keys.length === 0) return;
     await this.#tx(async (tx) => {
       for (const k of keys) await tx.query(INSERT_KEY, keyParams(k));
+      await notice(tx, this.#sql, { kind: 'added', count: keys.length });
     });
   }
 

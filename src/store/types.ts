@@ -96,7 +96,9 @@ export type RevocationNotice =
   | { readonly kind: 'subject'; readonly subject: string; readonly scope: SubjectRevocationScope; readonly revokedBefore: number; readonly at: number }
   | { readonly kind: 'token'; readonly id: string; readonly issuer: string; readonly until: number | null; readonly at: number }
   /** A key still working but changed (rotated with a grace): caches drop it and read it again. */
-  | { readonly kind: 'changed'; readonly id: string; readonly revocationId: string; readonly subject: string; readonly at: number };
+  | { readonly kind: 'changed'; readonly id: string; readonly revocationId: string; readonly subject: string; readonly at: number }
+  /** Keys were imported: a refusal remembered for a key not found may be wrong now. */
+  | { readonly kind: 'added'; readonly count: number };
 
 /** The PostgreSQL NOTIFY channel carrying {@link RevocationNotice} JSON payloads. */
 export const REVOCATION_CHANNEL = 'portcullis_revocations';

@@ -2,6 +2,7 @@ import t from 'tap';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
 import { DatabaseSync } from 'node:sqlite';
 import { startUpstream } from '../helpers/upstream.js';
 import { call, cli, cliJson, fleetConfig, startFleet, stopFleet } from './helpers.js';
@@ -67,6 +68,32 @@ await t.test('a CLI revocation on the shared file reaches both gateways within 1
     t.equal(a.status, 401, `${inst.name}: the rotated key is refused once its grace is over (${a.code ?? ''})`);
   }
   t.equal(up.seen.slice(seenBefore).length, 0, 'and the upstream saw none of those requests');
+
+  // An import reaches both too: a key they refused a moment ago (and remember refusing) is
+  // admitted within 1 s of the CLI returning, and only then does the upstream see it.
+  const legacy = `legacy-${randomUUID()}`;
+  const seenAtStart = up.seen.length;
+  for (const inst of fleet) {
+    const a = await call(inst, '/imported', { authorization: `Bearer ${legacy}` });
+    t.same([a.status, a.code], [401, 'key-invalid'], `${inst.name}: the key is unknown before the import`);
+  }
+  t.equal(up.seen.length, seenAtStart, 'the upstream saw none of the refused requests');
+  const importFile = join(dir, 'import.jsonl');
+  await writeFile(importFile, JSON.stringify({ key: legacy, subject: 'grace', role: 'basic' }) + '\n');
+  const imp = await cli(configFile, 'keys', 'import', '--file', importFile, '--json');
+  t.equal(imp.code, 0, `keys import ${imp.err}`);
+  for (const inst of fleet) {
+    let a = await call(inst, '/imported', { authorization: `Bearer ${legacy}` });
+    while (a.status !== 200 && performance.now() - imp.exitedAt < BOUND_MS) {
+      await new Promise((r) => setTimeout(r, 10));
+      a = await call(inst, '/imported', { authorization: `Bearer ${legacy}` });
+    }
+    const late = performance.now() - imp.exitedAt;
+    t.equal(a.status, 200, `${inst.name}: the imported key is admitted within ${BOUND_MS} ms of the import (${late.toFixed(0)} ms)`);
+  }
+  const admitted = up.seen.slice(seenAtStart).filter((s) => s.url === '/imported');
+  t.equal(admitted.length, fleet.length, 'the upstream saw exactly the admitted requests');
+  t.ok(admitted.every((s) => s.headers['x-auth-subject'] === 'grace'), 'with the imported key\'s subject');
 
   // Durable: a gateway started afterwards loads every revocation from the file.
   const late = await startFleet(1, yaml);
