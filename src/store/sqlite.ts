@@ -109,10 +109,16 @@ class SqliteDriver implements SqlDriver {
     return this.#patiently(() => this.#run<T>(text, params));
   }
 
-  /** Serializes transactions on the one connection and keeps other statements out of them. */
+  /**
+   * Serializes transactions on the one connection and keeps other statements out of them
+   * once BEGIN IMMEDIATE has the write lock (not while waiting for it: reads go on then).
+   */
   #hold<T>(body: () => Promise<T>): Promise<T> {
     const run = this.#exclusive.catch(() => undefined).then(async () => {
-      this.#inTransaction = true;
+      await this.#patiently(() => {
+        this.#db.exec('BEGIN IMMEDIATE');
+        this.#inTransaction = true;
+      });
       try {
         return await body();
       } finally {
@@ -128,10 +134,9 @@ class SqliteDriver implements SqlDriver {
   }
 
   transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> {
+    // IMMEDIATE takes the write lock up front: a deferred transaction that reads first
+    // could not upgrade later if another process wrote meanwhile.
     return this.#hold(async () => {
-      // IMMEDIATE takes the write lock up front: a deferred transaction that reads first
-      // could not upgrade later if another process wrote meanwhile.
-      await this.#patiently(() => this.#db.exec('BEGIN IMMEDIATE'));
       try {
         const out = await fn(this.#sql());
         this.#db.exec('COMMIT');
@@ -147,7 +152,6 @@ class SqliteDriver implements SqlDriver {
   // migration is a savepoint inside it, kept when it applies, undone when it fails.
   withMigrationLock<T>(fn: (conn: MigrationConn) => Promise<T>): Promise<T> {
     return this.#hold(async () => {
-      await this.#patiently(() => this.#db.exec('BEGIN IMMEDIATE'));
       const conn: MigrationConn = {
         dialect: 'sqlite',
         query: async (text, params) => this.#run(text, params),
