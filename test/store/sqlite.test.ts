@@ -104,3 +104,51 @@ await t.test('processes share one file: concurrent migrations, writers and notic
   const subjects = heard.map((p) => (JSON.parse(p) as { subject: string }).subject).sort();
   t.same(subjects, ['a', 'b', 'here'], 'every revocation notice, from every process, heard here');
 });
+
+await t.test('another process holding the write lock: reads go on, writes wait without blocking the event loop', async (t) => {
+  const file = join(root, 'locked.db');
+  const store = await openStore(`sqlite://${file}`, { migrate: true });
+  t.teardown(() => store.close());
+  const k = newKey();
+  await store.insertKey(k);
+
+  // The other process takes the write lock and keeps it until told to commit.
+  const holder = spawn(process.execPath, ['--input-type=module', '-e', `
+    import { DatabaseSync } from 'node:sqlite';
+    const db = new DatabaseSync(${JSON.stringify(file)});
+    db.exec('BEGIN IMMEDIATE');
+    db.exec("INSERT INTO kv (name, value, updated_at) VALUES ('holder', 'x', 1)");
+    process.stdout.write('locked\\n');
+    process.stdin.once('data', () => { db.exec('COMMIT'); db.close(); process.stdout.write('done\\n'); process.exit(0); });
+  `], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.teardown(() => { holder.kill(); });
+  const lines: string[] = [];
+  const saw = (line: string) => new Promise<void>((resolve) => {
+    const check = () => (lines.includes(line) ? resolve() : setTimeout(check, 5));
+    check();
+  });
+  holder.stdout.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter(Boolean)));
+  await saw('locked');
+
+  // The longest the event loop went without running a timer while the write waited: a
+  // synchronous wait for the lock would show up here as seconds.
+  let last = performance.now();
+  let longestStall = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longestStall = Math.max(longestStall, now - last);
+    last = now;
+  }, 5);
+  t.teardown(() => clearInterval(timer));
+  let written = false;
+  const write = store.touchLastUsed(new Map([[k.id, 12345]])).then(() => (written = true));
+  t.equal((await store.getKey(k.id))?.id, k.id, 'a read is answered while the lock is held');
+  await new Promise((r) => setTimeout(r, 300));
+  t.notOk(written, 'the write waits for the lock');
+  t.ok(longestStall < 1_000, `the event loop kept turning while it waited (longest stall ${longestStall.toFixed(0)} ms)`);
+  t.notOk(lines.includes('done'), 'the other process still held the lock meanwhile');
+  holder.stdin.write('commit\n');
+  await write;
+  t.equal((await store.getKey(k.id))?.lastUsedAt, 12345, 'the write landed once the lock was released');
+  t.equal(await store.getKv('holder'), 'x', "and the other process's write is there too");
+});
