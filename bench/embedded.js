@@ -96,15 +96,22 @@ async function request(url, key) {
 }
 
 async function coldVerification(bin, gw, dir, configFile) {
-  const cold = [];
-  const warm = [];
+  // Every key first, then a pause: each first request then meets a settled gateway, whoever
+  // created the key (this build's CLI, or the gateway itself through its admin API).
+  const keys = [];
   for (let i = 0; i < Number(flags.cold); i++) {
     const { out } = await timedCommand(bin, ['keys', 'create', '-c', configFile, '--subject', `cold-${i}`, '--role', 'basic', '--json'], dir);
-    const { key } = JSON.parse(out);
+    keys.push(JSON.parse(out).key);
+  }
+  await sleep(1500);
+  const cold = [];
+  const warm = [];
+  for (const key of keys) {
     const first = await request(`${gw.url}/items`, key);
     if (first.status !== 200) throw new Error(`cold request answered ${first.status}`);
     cold.push(first.ms);
     for (let j = 0; j < 5; j++) warm.push((await request(`${gw.url}/items`, key)).ms);
+    await sleep(100);
   }
   return { coldMs: { p50: round(median(cold), 2), p90: round(quantile(cold, 0.9), 2) }, warmMs: { p50: round(median(warm), 3) } };
 }
