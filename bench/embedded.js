@@ -173,6 +173,47 @@ async function measure(build, upstream) {
   return results;
 }
 
+/**
+ * Cold verification of every build side by side: one gateway per build running at once,
+ * their first requests with new keys alternating, so a busy moment of the machine falls on
+ * both alike.
+ */
+async function pairedCold(builds, upstream) {
+  const dirs = [];
+  const gws = [];
+  const keys = [];
+  try {
+    for (const build of builds) {
+      const bin = join(build, 'bin', 'portcullis.js');
+      const dir = mkdtempSync(join(os.tmpdir(), 'pcl-embedded-cold-'));
+      dirs.push(dir);
+      const configFile = shippedConfig(build, dir, upstream.url);
+      gws.push(await startGateway(bin, configFile, { cwd: dir, logFile: join(dir, 'gateway.log'), env }));
+      const mine = [];
+      for (let i = 0; i < Number(flags.cold); i++) {
+        const { out } = await timedCommand(bin, ['keys', 'create', '-c', configFile, '--subject', `cold-${i}`, '--role', 'basic', '--json'], dir);
+        mine.push(JSON.parse(out).key);
+      }
+      keys.push(mine);
+    }
+    await sleep(1500);
+    const cold = builds.map(() => []);
+    for (let i = 0; i < Number(flags.cold); i++) {
+      for (let b = 0; b < builds.length; b++) {
+        const at = (i % 2 === 0 ? b : builds.length - 1 - b);
+        const r = await request(`${gws[at].url}/items`, keys[at][i]);
+        if (r.status !== 200) throw new Error(`cold request answered ${r.status}`);
+        cold[at].push(r.ms);
+        await sleep(50);
+      }
+    }
+    return builds.map((build, b) => ({ build, p50: round(median(cold[b]), 2), p90: round(quantile(cold[b], 0.9), 2) }));
+  } finally {
+    for (const gw of gws) await stop(gw.child);
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** The median of every figure over the rounds (nested objects field by field). */
 function medians(runs) {
   const out = {};
@@ -190,11 +231,21 @@ async function main() {
       const order = r % 2 === 0 ? BUILDS : [...BUILDS].reverse();
       for (const b of order) runs.get(b).push(await measure(b, upstream));
     }
+    if (BUILDS.length > 1) {
+      const paired = await pairedCold(BUILDS, upstream);
+      log(`cold verification side by side: ${paired.map((p) => `${p.build} p50 ${p.p50} ms`).join(', ')}`);
+      for (const p of paired) runs.get(p.build).paired = p;
+    }
   } finally {
     await stop(upstream.child);
   }
   const common = { node: process.version, cpus: os.cpus().length, keys: N, rounds: Number(flags.rounds) };
-  const per = BUILDS.map((b) => ({ build: b, ...medians(runs.get(b)), ...(runs.get(b).length > 1 ? { perRound: runs.get(b) } : {}) }));
+  const per = BUILDS.map((b) => ({
+    build: b,
+    ...(runs.get(b).length > 0 ? medians(runs.get(b)) : {}),
+    ...(runs.get(b).paired ? { coldSideBySideMs: { p50: runs.get(b).paired.p50, p90: runs.get(b).paired.p90 } } : {}),
+    ...(runs.get(b).length > 1 ? { perRound: runs.get(b) } : {}),
+  }));
   const results = per.length === 1 ? { ...common, ...per[0] } : { ...common, builds: per };
   const text = JSON.stringify(results, null, 2);
   if (flags.json) writeFileSync(flags.json, text + '\n');

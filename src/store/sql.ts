@@ -29,6 +29,11 @@ export interface SqlDriver extends Sql {
   readonly statements: Statements;
   /** Runs `fn` in one transaction on one connection; rolls back when it throws. */
   transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
+  /**
+   * A write that need not outlive a power cut (last-used times): the embedded store then
+   * skips the fsync, which would hold its event loop for milliseconds. Absent: `query`.
+   */
+  queryUnsynced?<T = Row>(text: string, params?: readonly unknown[]): Promise<T[]>;
   /** Runs `fn` while holding the cross-process migration lock. */
   withMigrationLock<T>(fn: (conn: MigrationConn) => Promise<T>): Promise<T>;
   listen(channel: string, handlers: ListenHandlers): Promise<() => Promise<void>>;
@@ -332,7 +337,12 @@ export class SqlKeyStore implements KeyStore {
       ids.push(id);
       times.push(at);
     }
-    await this.#q(this.#sql.touchLastUsed, [ids, times]);
+    if (this.#closed) throw new StoreError('store-unavailable', 'key store is closed');
+    try {
+      await (this.#db.queryUnsynced ?? this.#db.query).call(this.#db, this.#sql.touchLastUsed, [ids, times]);
+    } catch (err) {
+      throw mapDbError(err);
+    }
   }
 
   async listRevokedKeysSince(since: number): Promise<RevokedKey[]> {

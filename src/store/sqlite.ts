@@ -58,6 +58,8 @@ class SqliteDriver implements SqlDriver {
   readonly kind = 'sqlite' as const;
   readonly statements = sqliteStatements;
   readonly #db: DatabaseSync;
+  /** On a file (not in memory): commits are synced (synchronous = FULL). */
+  readonly #file: boolean;
   readonly #prepared = new Map<string, StatementSync>();
   readonly #busyTimeout: number;
   readonly #pollMs: number;
@@ -69,8 +71,9 @@ class SqliteDriver implements SqlDriver {
   #poller: NodeJS.Timeout | undefined;
   #lastPrune = 0;
 
-  constructor(db: DatabaseSync, opts: SqliteStoreOptions) {
+  constructor(db: DatabaseSync, file: boolean, opts: SqliteStoreOptions) {
     this.#db = db;
+    this.#file = file;
     this.#busyTimeout = opts.busyTimeoutMs ?? 5_000;
     this.#pollMs = opts.pollIntervalMs ?? 200;
     this.#retention = opts.noticeRetentionMs ?? 600_000;
@@ -107,6 +110,19 @@ class SqliteDriver implements SqlDriver {
   async query<T = Row>(text: string, params?: readonly unknown[]): Promise<T[]> {
     while (this.#inTransaction) await this.#exclusive.catch(() => undefined);
     return this.#patiently(() => this.#run<T>(text, params));
+  }
+
+  async queryUnsynced<T = Row>(text: string, params?: readonly unknown[]): Promise<T[]> {
+    while (this.#inTransaction) await this.#exclusive.catch(() => undefined);
+    return this.#patiently(() => {
+      // Per connection and outside a transaction: only this statement commits without fsync.
+      this.#db.exec('PRAGMA synchronous = NORMAL');
+      try {
+        return this.#run<T>(text, params);
+      } finally {
+        if (this.#file) this.#db.exec('PRAGMA synchronous = FULL');
+      }
+    });
   }
 
   /**
@@ -216,7 +232,7 @@ class SqliteDriver implements SqlDriver {
     const now = Date.now();
     if (now - this.#lastPrune > 60_000) {
       this.#lastPrune = now;
-      await this.query('DELETE FROM notices WHERE at < $1', [now - this.#retention]).catch(() => undefined);
+      await this.queryUnsynced('DELETE FROM notices WHERE at < $1', [now - this.#retention]).catch(() => undefined);
     }
   }
 
@@ -269,5 +285,5 @@ export async function openSqliteStore(file: string | undefined, opts: SqliteStor
     db.close();
     throw new StoreError('store-unavailable', `cannot prepare the SQLite file ${file}: ${(err as Error).message}`, { cause: err });
   }
-  return new SqlKeyStore(new SqliteDriver(db, opts));
+  return new SqlKeyStore(new SqliteDriver(db, file !== undefined, opts));
 }
