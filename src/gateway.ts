@@ -7,12 +7,15 @@ import { Pipeline, writeRawProblem, type PipelineObserver, type RequestRecord } 
 import { buildRuntime, type Authenticators, type Runtime } from './pipeline/runtime.js';
 import { Proxy, closeUpstreams } from './proxy/upstreams.js';
 import type { RevocationCheck } from './revocation/check.js';
+import type { RateLimiter } from './limits/types.js';
 import { createLogger, requestLogger, subjectHasher, type Logger } from './ops/log.js';
 
 /** What the gateway runs on besides its config; built by `openServices`, closed with the gateway. */
 export interface Services {
   authenticators(config: GatewayConfig): Authenticators | Promise<Authenticators>;
   readonly revocation: RevocationCheck;
+  /** Counts requests against the routes' rate-limit policies (none: limits are not enforced). */
+  readonly limiter?: RateLimiter | undefined;
   /** Called after a reload swapped the runtime, with the one it replaced. */
   retire?(old: Runtime): void;
   close(): Promise<void>;
@@ -40,7 +43,7 @@ export class Gateway {
     const logLine = requestLogger(logger, subjectHasher(rt.config.log.pii, rt.config.log.salt));
     const all = [{ onRequest: logLine }, ...observers];
     const observer: PipelineObserver = all.length === 1 ? all[0]! : { onRequest: (r: RequestRecord) => { for (const o of all) o.onRequest(r); } };
-    this.pipeline = new Pipeline(rt, services.revocation, this.proxy, observer);
+    this.pipeline = new Pipeline(rt, services.revocation, this.proxy, observer, services.limiter);
     const l = rt.config.listen;
     this.server = http.createServer({
       headersTimeout: l.headersTimeout,

@@ -11,6 +11,7 @@ import { openStore } from './store/open.js';
 import { REVOCATION_CHANNEL, type KeyStore, type RevocationNotice } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
 import { openRevocation } from './revocation/open.js';
+import { openLimiter } from './limits/open.js';
 import type { InvalidationEvent, RevocationSnapshot, RevocationSource, RevocationStore } from './revocation/types.js';
 import { KEY_SUBJECT, TOKEN_SUBJECT, TokenService } from './tokens/service.js';
 import type { ReadinessCheck } from './ops/admin.js';
@@ -220,10 +221,12 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
   };
 
   const revocation = scopedCheck(core.revocation, opts.observeRevocation);
+  const limiter = openLimiter(config, logger);
   return {
     core,
     authenticators,
     revocation,
+    limiter,
     current: () => ({ jwt, apiKey, assertion }),
     checks: () => [
       { name: 'store', ready: () => core.store.ping().then(() => true, () => false) },
@@ -239,6 +242,7 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
       unsubscribe();
       await apiKey?.close();
       jwt?.close();
+      await limiter.close();
       await core.close();
     },
   };

@@ -468,6 +468,7 @@ export class ApiKeyAuthenticator implements Authenticator {
       scopes: scopes.scopes,
       scopesHeader: scopes.header,
       keyId: record.id,
+      ...(record.familyId !== null && record.familyId !== record.id ? { lineage: record.familyId } : {}),
       audiences: record.audiences.length === 0 ? NO_AUDIENCES : this.#audiences.get(JSON.stringify(record.audiences), () => Object.freeze([...record.audiences])),
       allowIp: compileAllowIp(record.allowedIps),
       issuedAt: record.createdAt,

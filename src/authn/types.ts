@@ -18,6 +18,11 @@ export interface Identity {
   readonly scopesHeader: string;
   /** Key id (API keys) — public, safe to log and forward. */
   readonly keyId?: string | undefined;
+  /**
+   * First key of the lineage (API keys that were rotated or refreshed): the key, its
+   * rotation successors and refreshed descendants share it. Absent: the key is its own.
+   */
+  readonly lineage?: string | undefined;
   /** Key audiences, or the token's `aud` values. Empty: none declared. */
   readonly audiences: readonly string[];
   /** CIDR restriction of a key; undefined means any address. */

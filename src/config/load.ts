@@ -195,6 +195,16 @@ export function parseConfig(text: string, file: string, env: Readonly<Record<str
   } catch (err) {
     problems.push(`${where.at(['store', 'url'])} store.url: ${(err as Error).message}`);
   }
+  const policyNames = new Set<string>();
+  cfg.rateLimits.policies.forEach((pol, i) => {
+    if (policyNames.has(pol.name)) problems.push(`${where.at(['rateLimits', 'policies', i, 'name'])} rate-limit policy "${pol.name}" is defined twice`);
+    policyNames.add(pol.name);
+  });
+  cfg.routes.forEach((r, i) => {
+    r.rateLimit.forEach((name, j) => {
+      if (!policyNames.has(name)) problems.push(`${where.at(['routes', i, 'rateLimit', j])} routes.${i}.rateLimit: no policy named "${name}" in rateLimits.policies`);
+    });
+  });
   const idh = Object.values(cfg.identity.headers);
   if (new Set(idh).size !== idh.length) problems.push(`${where.at(['identity', 'headers'])} identity.headers: two identity fields share one header name`);
   if (problems.length) throw new ConfigError(problems);

@@ -186,6 +186,22 @@ const pathPattern = z
   .regex(/^\//, 'a path pattern starts with /')
   .refine((p) => !p.split('/').slice(0, -1).includes('**'), '** may only be the last segment');
 
+const rateLimitPolicy = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'policy names are letters, digits, "_", "." and "-"'),
+  /** Requests admitted per window, sliding: never more than this in any window-long interval. */
+  limit: z.number().int().min(1),
+  window: duration.refine((ms) => ms >= 1_000, 'a rate-limit window is at least 1s'),
+  by: z.enum(['credential', 'subject', 'ip', 'route', 'global']).default('credential'),
+});
+
+const rateLimits = z.strictObject({
+  /** Redis unreachable: `allow` (each instance enforces the limits alone meanwhile) or `deny` (503). */
+  onError: z.enum(['allow', 'deny']).default('allow'),
+  policies: z.array(rateLimitPolicy).default([]),
+  /** Buckets kept in process (without Redis, or while it is away); least recently used go first. */
+  maxBuckets: z.number().int().min(1000).default(100_000),
+});
+
 const route = z.strictObject({
   name: z.string().optional(),
   match: z.strictObject({
@@ -198,6 +214,8 @@ const route = z.strictObject({
   scopes: z.array(nonEmpty).default([]),
   audience: z.union([nonEmpty, z.array(nonEmpty).min(1)]).optional(),
   auth: z.array(z.enum(['jwt', 'apiKey'])).min(1).default(['jwt', 'apiKey']),
+  /** Names of `rateLimits.policies` that apply to this route, after authentication. */
+  rateLimit: z.array(nonEmpty).default([]),
   upstream: nonEmpty,
 });
 
@@ -215,6 +233,7 @@ export const configSchema = z
     jwt: jwt.default(jwt.parse({})),
     apiKeys: apiKeys.default(apiKeys.parse({})),
     identity: identity.default(identity.parse({})),
+    rateLimits: rateLimits.default(rateLimits.parse({})),
     log: log.default(log.parse({})),
     shutdown: z.strictObject({ drainTimeout: timer.default(10_000) }).default({ drainTimeout: 10_000 }),
     routes: z.array(route).min(1),
@@ -230,6 +249,7 @@ export type ApiKeysConfig = z.output<typeof apiKeys>;
 export type JwtConfig = z.output<typeof jwt>;
 export type RevocationConfig = z.output<typeof revocation>;
 export type IdentityConfig = z.output<typeof identity>;
+export type RateLimitsConfig = z.output<typeof rateLimits>;
 
 /** JSON Schema of the config file (input side), for editors. */
 export function configJsonSchema(): Record<string, unknown> {

@@ -45,6 +45,8 @@ export class GatewayError extends Error {
   /** Route label and normalized path, when the request got that far (for logs and metrics). */
   route: string | undefined;
   path: string | undefined;
+  /** The rate-limit policy that refused the request, for metrics. */
+  policy: string | undefined;
 
   constructor(code: ProblemCode, detail: string, options?: { cause?: unknown; headers?: Record<string, string> }) {
     // A refusal of the client's request (4xx) is an answer, not a fault: capturing its stack
@@ -58,6 +60,7 @@ export class GatewayError extends Error {
     this.headers = options?.headers;
     this.route = undefined;
     this.path = undefined;
+    this.policy = undefined;
   }
 }
 

@@ -110,6 +110,9 @@ export function upstreamHeaders(
   }
   // The guard admits only a lone `chunked`, so this is the framing exactly as it arrived.
   if (inbound['transfer-encoding'] !== undefined) out['transfer-encoding'] = 'chunked';
+  // The same length in its one canonical spelling: leading zeros are where parsers differ.
+  const length = inbound['content-length'];
+  if (length !== undefined && length.length > 1 && length.charCodeAt(0) === 0x30) out['content-length'] = length.replace(/^0+(?=\d)/, '');
   if (ctx.upgrade) out['connection'] = 'upgrade';
 
   const xff = ctx.peerTrusted ? inbound['x-forwarded-for'] : undefined;

@@ -382,7 +382,8 @@ export class KeyService {
     const lifetime = old.expiresAt === null ? null : old.expiresAt - old.createdAt;
     const successor = successorOf(old, gen.id, await hashSecret(gen.secret, this.#hash), now, {
       expiresAt: lifetime === null ? null : now + lifetime,
-      familyId: null,
+      // The successor continues the key's lineage: rate-limit buckets and quotas carry over.
+      familyId: old.familyId ?? old.id,
       refreshHash: null,
       refreshExpiresAt: null,
     });

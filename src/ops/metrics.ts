@@ -151,6 +151,8 @@ export class Metrics implements PipelineObserver {
   private readonly hits: Record<CacheKind, CounterSeries>;
   private readonly misses: Record<CacheKind, CounterSeries>;
   private readonly revocationErrors = new CounterSeries({});
+  /** 429s from rate-limit policies, by route and policy. */
+  private readonly rateLimited = new Map<string, CounterSeries>();
   private readonly revocationLatency = new HistogramSeries({}, REVOCATION_BUCKETS);
   private queueDepth: (() => number) | undefined;
   private readonly cacheSources: Partial<Record<CacheKind, CacheSource>> = {};
@@ -186,6 +188,8 @@ export class Metrics implements PipelineObserver {
       this.pullCacheSources();
       return [this.misses.jwt, this.misses.apiKey];
     }).register(this.registry);
+    const limited = this.rateLimited;
+    new Collected('portcullis_rate_limited_total', 'Requests refused 429 by a rate-limit policy, by route and policy.', 'counter', () => limited.values()).register(this.registry);
     new Collected('portcullis_revocation_errors_total', 'Revocation checks that failed because the revocation backend was unreachable.', 'counter', () => [this.revocationErrors]).register(this.registry);
     new Collected('portcullis_revocation_duration_seconds', 'Time of one revocation round trip to the backend.', 'histogram', () => [this.revocationLatency]).register(this.registry);
     const self = this;
@@ -213,6 +217,12 @@ export class Metrics implements PipelineObserver {
       this.routes.set(route, rs);
     }
     this.outcome(rs, r).n++;
+    if (r.ratePolicy !== undefined) {
+      const key = `${route}\u0000${r.ratePolicy}`;
+      let c = this.rateLimited.get(key);
+      if (c === undefined) this.rateLimited.set(key, (c = new CounterSeries({ route, policy: r.ratePolicy })));
+      c.n++;
+    }
     rs.latency.observe(r.latencyMs / 1000);
     const m = r.method_;
     (m === 'jwt' ? this.authBy.jwt : m === 'apiKey' ? this.authBy.apiKey : this.authBy.none).observe(r.authMs / 1000);

@@ -4,6 +4,8 @@ import { randomUUID } from 'node:crypto';
 import { GatewayError, respond, toGatewayError, problemBody, challengeFor } from '../http/problem.js';
 import { identityHeaders, upstreamHeaders } from '../identity/headers.js';
 import { upstreamError, type Proxy, type Upstream } from '../proxy/upstreams.js';
+import { checkLimits, limitHeaders, limitRefusal } from '../limits/apply.js';
+import type { LimitVerdict, RateLimiter } from '../limits/types.js';
 import type { RevocationCheck } from '../revocation/check.js';
 import { CLOSE_CONNECTION, decide, type Decision, type RequestFacts } from './decide.js';
 import type { Runtime } from './runtime.js';
@@ -27,6 +29,8 @@ export interface RequestRecord {
   readonly clientIp: string | undefined;
   readonly upstream: string | undefined;
   readonly upstreamMs: number | undefined;
+  /** The rate-limit policy that refused the request (429 `rate-limited`). */
+  readonly ratePolicy?: string | undefined;
 }
 
 export interface PipelineObserver {
@@ -96,6 +100,7 @@ export class Pipeline {
     private readonly revocation: RevocationCheck,
     private readonly proxy: Proxy,
     private readonly observer: PipelineObserver | undefined,
+    private readonly limiter?: RateLimiter | undefined,
   ) {
     this.runtime = runtime;
   }
@@ -167,6 +172,18 @@ export class Pipeline {
       });
     };
     const go = (d: Decision) => {
+      let v;
+      try {
+        v = checkLimits(this.limiter, rt.routeLimits[d.route.index]!, d);
+      } catch (err) {
+        return fail(err);
+      }
+      if (v === undefined) return tunnel(d);
+      const decided = (verdict: LimitVerdict) => (verdict.admitted ? tunnel(d) : fail(limitRefusal(verdict)));
+      if (v instanceof Promise) v.then(decided, fail);
+      else decided(v);
+    };
+    const tunnel = (d: Decision) => {
       const upstream = rt.routeUpstreams[d.route.index]!;
       req.url = d.path + d.query;
       const headers = upstreamHeaders(req.headers, rt.forward, d.identity, this.forwardCtx(d, req, requestId, true));
@@ -211,7 +228,39 @@ export class Pipeline {
     };
   }
 
+  /**
+   * Step 6½: the route's rate limits, for an admitted request. Calls `go` with the headers
+   * to add to the answer (none without limits), or refuses 429 / 503.
+   */
+  private limited(rt: Runtime, req: IncomingMessage, res: ServerResponse, requestId: string, d: Decision, started: number, go: (headers: Record<string, string> | undefined) => void, route?: string): void {
+    let v;
+    try {
+      v = checkLimits(this.limiter, rt.routeLimits[d.route.index]!, d);
+    } catch (err) {
+      this.refuse(rt, req, res, requestId, err, started, d, route);
+      return;
+    }
+    if (v === undefined) return go(undefined);
+    const decided = (verdict: LimitVerdict) => {
+      if (verdict.admitted) go(limitHeaders(verdict));
+      else this.refuse(rt, req, res, requestId, limitRefusal(verdict), started, d, route);
+    };
+    if (v instanceof Promise) v.then(decided, (err) => this.refuse(rt, req, res, requestId, err, started, d, route));
+    else decided(v);
+  }
+
   private forward(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, d: Decision, started: number): void {
+    if (rt.routeLimits[d.route.index]!.length !== 0) {
+      this.limited(rt, req, res, requestId, d, started, (headers) => {
+        if (headers !== undefined) for (const name in headers) res.setHeader(name, headers[name]!);
+        this.admitted(req, res, requestId, rt, d, started);
+      });
+      return;
+    }
+    this.admitted(req, res, requestId, rt, d, started);
+  }
+
+  private admitted(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, d: Decision, started: number): void {
     const upstream = rt.routeUpstreams[d.route.index]!;
     req.url = d.path + d.query;
     const headers = upstreamHeaders(req.headers, rt.forward, d.identity, this.forwardCtx(d, req, requestId, false));
@@ -287,8 +336,9 @@ export class Pipeline {
       res.end();
       this.record(req, requestId, started, { d, authMs: performance.now() - started, status: 200, route });
     };
-    const onOk = (d: Decision) => {
-      const headers: Record<string, string> = { 'x-request-id': requestId, 'cache-control': 'no-store', 'content-length': '0' };
+    const onOk = (d: Decision) => this.limited(rt, req, res, requestId, d, started, (limits) => onAdmitted(d, limits), route);
+    const onAdmitted = (d: Decision, limits: Record<string, string> | undefined) => {
+      const headers: Record<string, string> = { 'x-request-id': requestId, 'cache-control': 'no-store', 'content-length': '0', ...limits };
       if (d.identity === null) return answer(d, headers);
       identityHeaders(headers, rt.forward.names, d.identity);
       if (rt.assertion === undefined) return answer(d, headers);
@@ -323,6 +373,7 @@ export class Pipeline {
       route: o.route ?? d?.route.label ?? err?.route,
       decision: err === undefined ? 'allow' : err.status >= 500 ? 'error' : 'deny',
       code: err?.code,
+      ratePolicy: err?.policy,
       status: err?.status ?? o.status ?? 0,
       latencyMs: performance.now() - started,
       authMs: o.authMs,
@@ -344,7 +395,8 @@ export class Pipeline {
  * frees its timer at once; the refusal is then still logged.
  */
 export function holdRefusal(rt: Runtime, e: GatewayError, conn: ServerResponse | Duplex, send: () => void): void {
-  if (e.code !== 'rate-limited' || rt.rateLimitedDelay <= 0) {
+  // A policy's 429 (it names its policy) is answered at once: it tells the client when to return.
+  if (e.code !== 'rate-limited' || e.policy !== undefined || rt.rateLimitedDelay <= 0) {
     send();
     return;
   }

@@ -7,6 +7,7 @@ import type { AssertionSigner } from '../identity/assertion.js';
 import { forwardPlan, type ForwardPlan } from '../identity/headers.js';
 import { cidrMatcher } from '../net/ip.js';
 import { createUpstreams, type Upstream } from '../proxy/upstreams.js';
+import { compilePolicy, type CompiledPolicy } from '../limits/policy.js';
 
 /**
  * Everything the per-request path needs, derived once from one config. A reload builds a
@@ -28,6 +29,8 @@ export interface Runtime {
   readonly assertion: { readonly header: string; readonly signer: AssertionSigner } | undefined;
   /** Milliseconds a 429 `rate-limited` (failed-attempt limits) is held before it is sent. */
   readonly rateLimitedDelay: number;
+  /** Rate-limit policies of each route, by route index. */
+  readonly routeLimits: ReadonlyArray<readonly CompiledPolicy[]>;
 }
 
 export interface Authenticators {
@@ -52,5 +55,11 @@ export function buildRuntime(config: GatewayConfig, authn: Authenticators, upstr
     apiKey: authn.apiKey,
     assertion: config.identity.assertion && authn.assertion ? { header: config.identity.assertion.header, signer: authn.assertion } : undefined,
     rateLimitedDelay: config.apiKeys.failedAttempts.delay,
+    routeLimits: routeLimits(config),
   };
+}
+
+function routeLimits(config: GatewayConfig): CompiledPolicy[][] {
+  const byName = new Map(config.rateLimits.policies.map((p) => [p.name, compilePolicy(p)]));
+  return config.routes.map((r) => r.rateLimit.map((name) => byName.get(name)!));
 }

@@ -62,7 +62,9 @@ async function upstreamDuring(fn: () => Promise<Exchanged>, settleMs = 150): Pro
   return { result, seen: raw.requests.slice(n), text: raw.textSince(mark) };
 }
 
-const exchange = (bytes: string | string[], idleMs = 250) => upstreamDuring(() => exchangeRaw(port, bytes, { idleMs }));
+// Requests end with `Connection: close` where they can, so an exchange ends when the gateway
+// closes; the idle bound is only the fallback for those that keep the connection open.
+const exchange = (bytes: string | string[], idleMs = 1500) => upstreamDuring(() => exchangeRaw(port, bytes, { idleMs }));
 const headerNames = (r: RawSeen) => r.headerLines.map((l) => l.slice(0, l.indexOf(':')).toLowerCase());
 const header = (r: RawSeen, name: string) => r.headerLines.find((l) => l.toLowerCase().startsWith(name + ':'))?.slice(name.length + 1).trim();
 
@@ -84,7 +86,7 @@ t.test('a body reaches the upstream framed as it arrived, on every method, or no
     for (const [framing, frame, legal] of FRAMINGS) {
       for (const [routeName, path, auth, admitted] of ROUTES) {
         const name = `${method} ${routeName}, ${framing}`;
-        const { result, seen, text } = await exchange(`${method} ${path} HTTP/1.1\r\nHost: api.test\r\n${auth}${frame(SMUGGLED)}`);
+        const { result, seen, text } = await exchange(`${method} ${path} HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n${auth}${frame(SMUGGLED)}`);
         const statuses = result.responses.map((r) => r.status);
         t.equal(statuses.length, 1, `${name}: one response (${statuses.join(', ') || JSON.stringify(result.raw.slice(0, 60))})`);
         const expected = !legal ? 400 : admitted ? 200 : 401;
@@ -123,7 +125,7 @@ t.test('Connection may not name a header the gateway reads, sets or frames by', 
   ];
   for (const name of nominated) {
     for (const value of [`close, ${name}`, ` ${name.toUpperCase()} `, `keep-alive,${name.toLowerCase()}`]) {
-      const { result, text } = await exchange(`GET /public/x HTTP/1.1\r\nHost: api.test\r\nConnection: ${value}\r\n${name}: x\r\n\r\n`);
+      const { result, text } = await exchange(`GET /public/x HTTP/1.1\r\nHost: api.test\r\nConnection: ${value}\r\n${name}: x\r\n\r\n`, 600);
       t.same(result.responses.map((r) => r.status), [400], `Connection: ${value} → 400`);
       t.equal(text, '', `Connection: ${value}: the upstream read nothing`);
     }
@@ -254,10 +256,10 @@ t.test('other ways bytes could reach the upstream unframed', async (t) => {
 
   await t.test('Expect: 100-continue', async (t) => {
     const body = SMUGGLED;
-    const refused = await exchange([`POST /app/x HTTP/1.1\r\nHost: api.test\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\n\r\n`, body], 300);
+    const refused = await exchange([`POST /app/x HTTP/1.1\r\nHost: api.test\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\n\r\n`, body], 600);
     t.ok(refused.result.responses.some((r) => r.status === 401), 'no credential: 401');
     t.equal(refused.text, '', 'the upstream read nothing');
-    const admitted = await exchange([`POST /app/x HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer ${BASIC}\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`, body], 300);
+    const admitted = await exchange([`POST /app/x HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer ${BASIC}\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`, body]);
     t.same(admitted.result.responses.map((r) => r.status).filter((s) => s !== 100), [200]);
     t.equal(admitted.seen.length, 1, 'one request upstream');
     t.equal(admitted.seen[0]?.body.toString('latin1'), body, 'its body whole');
@@ -290,6 +292,13 @@ t.test('other ways bytes could reach the upstream unframed', async (t) => {
     t.ok(seen.length >= 1 && seen.length <= 2, 'one or two requests upstream');
     for (const r of seen) t.equal(r.body.toString('latin1'), SMUGGLED, `${r.requestLine}: its body whole`);
     t.notOk(seen.some((r) => r.requestLine.includes('smuggled')));
+  });
+
+  await t.test('a Content-Length with leading zeros reaches the upstream in its canonical spelling', async (t) => {
+    const { result, seen } = await exchange(`POST /public/x HTTP/1.1\r\nHost: api.test\r\nContent-Length: 0005\r\nConnection: close\r\n\r\nhello`);
+    t.same(result.responses.map((r) => r.status), [200]);
+    t.equal(header(seen[0]!, 'content-length'), '5');
+    t.equal(seen[0]!.body.toString(), 'hello');
   });
 
   await t.test('trailers of a chunked body never become headers upstream', async (t) => {

@@ -281,6 +281,7 @@ const routesArb = fc.array(fc.record({ path: patternArb, methods: fc.option(fc.s
         public: false,
         scopes: [],
         auth: ['jwt', 'apiKey'],
+        rateLimit: [],
         upstream: 'api',
       }),
     ),

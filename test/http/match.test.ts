@@ -3,7 +3,7 @@ import { compileRoutes, findShadowedRoutes, hostName, matchRoute, splitPath } fr
 import type { RouteConfig } from '../../src/config/schema.js';
 
 function r(path: string, extra: Partial<RouteConfig['match']> = {}): RouteConfig {
-  return { match: { path, ...extra }, public: false, scopes: [], auth: ['jwt', 'apiKey'], upstream: 'api' };
+  return { match: { path, ...extra }, public: false, scopes: [], auth: ['jwt', 'apiKey'], rateLimit: [], upstream: 'api' };
 }
 const ranks = new Map([['basic', 0], ['admin', 1]]);
 

@@ -5,6 +5,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { startPortcullis } from '../../src/server.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { memoryLogger } from '../helpers/gateway.js';
+import { rawRequest } from '../helpers/raw.js';
 
 // The admin listener of a whole Portcullis: health, readiness, metrics, the assertion JWKS,
 // and the admin API (authenticated) acting on the same services as the CLI.
@@ -97,4 +98,79 @@ t.test('metrics and logs', async (t) => {
   const all = lines.join('\n');
   t.notMatch(all, /pcl_[A-Za-z0-9]+_[A-Za-z0-9]{20,}/, 'no key in the logs');
   t.notMatch(all, /admin-secret-token/, 'no admin token in the logs');
+});
+
+t.test('the admin listener answers only Host names it expects (DNS rebinding)', async (t) => {
+  const port = p.adminAddress.port;
+  for (const host of [`127.0.0.1:${port}`, '127.0.0.1', `localhost:${port}`, 'LOCALHOST.', '[::1]', `[::1]:${port}`, '10.0.0.7:9090']) {
+    const r = await rawRequest(port, `GET /healthz HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+    t.equal(r.status, 200, `Host: ${host}`);
+  }
+  for (const host of ['evil.example', `evil.example:${port}`, 'localhost.evil.example', '127.0.0.1.nip.io', '']) {
+    for (const path of ['/healthz', '/metrics', '/admin/v1/keys']) {
+      const r = await rawRequest(port, `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer admin-secret-token\r\nConnection: close\r\n\r\n`);
+      t.equal(r.status, 400, `Host: ${JSON.stringify(host)} ${path} refused`);
+      t.equal(r.headers['content-type'], 'application/problem+json');
+      t.notMatch(r.body, /portcullis_requests_total|"subject"/, 'nothing of the listener leaks');
+    }
+  }
+  const listed = await startPortcullis(parseConfig(`
+upstreams: { api: { url: "${up.url}" } }
+store: { url: "sqlite://memory" }
+admin: { allowedHosts: [Portcullis-Admin.internal] }
+roles: [basic]
+routes: [{ match: { path: "/**" }, minRole: basic, upstream: api }]
+`, 'admin-hosts.yaml', {}), { logger: memoryLogger().logger, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } });
+  t.teardown(() => listed.close(100));
+  const ok = await rawRequest(listed.adminAddress.port, 'GET /healthz HTTP/1.1\r\nHost: portcullis-admin.internal:9090\r\nConnection: close\r\n\r\n');
+  t.equal(ok.status, 200, 'a host in admin.allowedHosts is answered, in any case and with a port');
+  const other = await rawRequest(listed.adminAddress.port, 'GET /healthz HTTP/1.1\r\nHost: other.internal\r\nConnection: close\r\n\r\n');
+  t.equal(other.status, 400);
+});
+
+t.test('admin API errors are problem+json; a malformed path is 400', async (t) => {
+  const auth = { authorization: 'Bearer admin-secret-token', 'content-type': 'application/json' };
+  const missing = await json(`${admin}/admin/v1/keys/nosuchkey0000/revoke`, { method: 'POST', headers: auth, body: '{}' });
+  t.equal(missing.status, 404);
+  t.match(missing.headers['content-type'], /^application\/problem\+json/);
+  t.match(missing.body, { type: 'urn:portcullis:problem:not-found', status: 404, code: 'not-found', title: String });
+  t.match(missing.body.requestId, /^[0-9a-f-]{36}$/);
+  const invalid = await json(`${admin}/admin/v1/keys`, { method: 'POST', headers: auth, body: JSON.stringify({ subject: 'x', role: 'basic', scopes: 'read' }) });
+  t.equal(invalid.status, 400);
+  t.match(invalid.body, { code: 'invalid-argument', detail: /scopes must be a list/ });
+  const notJson = await json(`${admin}/admin/v1/keys`, { method: 'POST', headers: auth, body: '{' });
+  t.equal(notJson.status, 400);
+  t.equal(notJson.body.code, 'bad-request');
+  const badImport = await json(`${admin}/admin/v1/keys/import`, { method: 'POST', headers: auth, body: JSON.stringify({ content: '{"key":"x"}\nnot json\n' }) });
+  t.equal(badImport.status, 400);
+  t.equal(badImport.body.code, 'import-invalid');
+  t.ok(Array.isArray(badImport.body.problems) && badImport.body.problems.length > 0, 'every bad line listed');
+  const malformed = await rawRequest(p.adminAddress.port, 'POST /admin/v1/keys/%E0%A4%A/revoke HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer admin-secret-token\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+  t.equal(malformed.status, 400, 'malformed percent-encoding in the path');
+  t.equal(JSON.parse(malformed.body).code, 'bad-request');
+  const noRoute = await json(`${admin}/admin/v1/nothing`, { headers: auth });
+  t.equal(noRoute.status, 404);
+  t.equal(noRoute.body.code, 'route-not-found');
+});
+
+t.test('refresh, logout and verify are logged and counted under their own route', async (t) => {
+  const auth = { authorization: 'Bearer admin-secret-token', 'content-type': 'application/json' };
+  const created = await json(`${admin}/admin/v1/keys`, { method: 'POST', headers: auth, body: JSON.stringify({ subject: 'svc-r', role: 'basic', refreshable: true }) });
+  const badCookie = await rawRequest(Number(new URL(gw).port), 'POST /.portcullis/refresh HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: portcullis_refresh=%E0%A4%A\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+  t.equal(badCookie.status, 400, 'a malformed refresh cookie is 400');
+  t.equal(JSON.parse(badCookie.body).code, 'bad-request');
+  const refreshed = await json(`${gw}/.portcullis/refresh`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refreshToken: created.body.refreshToken }) });
+  t.equal(refreshed.status, 200);
+  const verified = await json(`${gw}/.portcullis/verify`, { headers: { 'x-forwarded-uri': '/things', 'x-api-key': refreshed.body.key } });
+  t.equal(verified.status, 200);
+  const out = await request(`${gw}/.portcullis/logout`, { method: 'POST', headers: { 'x-api-key': refreshed.body.key } });
+  await out.body.dump();
+  t.equal(out.statusCode, 204);
+  const logged = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request' && typeof l.route === 'string' && l.route.startsWith('.portcullis/'));
+  const seen = logged.map((l) => `${l.route} ${l.status}${l.code ? ' ' + l.code : ''}`);
+  for (const want of ['.portcullis/refresh 400 bad-request', '.portcullis/refresh 200', '.portcullis/verify 200', '.portcullis/logout 204']) t.ok(seen.includes(want), `logged: ${want}`);
+  const metrics = await (await request(`${admin}/metrics`)).body.text();
+  for (const [route, status] of [['.portcullis/refresh', '200'], ['.portcullis/refresh', '400'], ['.portcullis/verify', '200'], ['.portcullis/logout', '204']]) {
+    t.match(metrics, new RegExp(`portcullis_requests_total\\{[^}]*route="${route.replace('.', '\\.')}"[^}]*status="${status}"[^}]*\\} 1`), `counted: ${route} ${status}`);
+  }
 });

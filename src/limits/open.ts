@@ -1,0 +1,31 @@
+import type { GatewayConfig } from '../config/load.js';
+import type { Logger } from '../ops/log.js';
+import { LocalRateLimiter } from './local.js';
+import { RedisRateLimiter } from './redis.js';
+import type { RateLimiter } from './types.js';
+
+/**
+ * The limiter a gateway counts with: shared by the fleet through Redis when
+ * `revocation.redis` is set, else kept in this process. Its backend is restart-only; the
+ * policies themselves reload with the config.
+ */
+export function openLimiter(config: GatewayConfig, logger: Logger): RateLimiter {
+  const local = new LocalRateLimiter(Date.now, config.rateLimits.maxBuckets);
+  const url = config.revocation.redis;
+  if (url === undefined || url === '') return local;
+  let lastLog = 0;
+  return new RedisRateLimiter({
+    url,
+    prefix: `${config.revocation.keyPrefix}rl:`,
+    onError: config.rateLimits.onError,
+    fallback: local,
+    timeoutMs: config.revocation.timeout,
+    onUnavailable: (err) => {
+      const now = Date.now();
+      if (now - lastLog < 5_000) return;
+      lastLog = now;
+      const mode = config.rateLimits.onError === 'allow' ? 'each instance enforces the limits alone meanwhile (onError: allow)' : 'refusing 503 rate-limit-unavailable (onError: deny)';
+      logger.error({ err: { message: (err as Error).message } }, `rate limits: redis unreachable; ${mode}`);
+    },
+  });
+}

@@ -1,0 +1,183 @@
+import { Redis } from 'ioredis';
+import { GatewayError } from '../http/problem.js';
+import { backoff } from '../revocation/support.js';
+import type { Hit } from './policy.js';
+import { verdictOf, type LimitVerdict, type RateLimiter } from './types.js';
+import type { LocalRateLimiter } from './local.js';
+
+/**
+ * The sliding-window rule of `window.ts`, run inside Redis for a whole batch of requests
+ * so the fleet shares every bucket atomically. KEYS: every request's bucket keys in order.
+ * ARGV: now in ms ('' = Redis's own clock, one clock for the whole fleet), the number of
+ * requests, then per request its bucket count and per bucket `limit, windowMs`.
+ * Answers per request: admitted (1/0), then per bucket `remaining, retryAfterMs`.
+ */
+const HIT_LUA = `
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local out, a, k = {}, 3, 1
+for r = 1, tonumber(ARGV[2]) do
+  local n = tonumber(ARGV[a]); a = a + 1
+  local admitted, seen = 1, {}
+  for b = 1, n do
+    local limit, window = tonumber(ARGV[a]), tonumber(ARGV[a + 1]); a = a + 2
+    local key = KEYS[k]; k = k + 1
+    local size = math.max(1, math.floor(window / 10))
+    local oldest = math.floor((now - window) / size)
+    local flat = redis.call('HGETALL', key)
+    local used, slots = 0, {}
+    for i = 1, #flat, 2 do
+      local s, c = tonumber(flat[i]), tonumber(flat[i + 1])
+      if s < oldest then redis.call('HDEL', key, flat[i]) else used = used + c; slots[#slots + 1] = { s, c } end
+    end
+    local remaining, retry = limit - used - 1, 0
+    if used >= limit then
+      admitted, remaining, retry = 0, 0, 1
+      table.sort(slots, function(x, y) return x[1] < y[1] end)
+      local u = used
+      for _, sc in ipairs(slots) do
+        u = u - sc[2]
+        if u < limit then retry = math.max(1, (sc[1] + 1) * size + window - now); break end
+      end
+    end
+    seen[b] = { key, size, window, remaining, retry }
+  end
+  out[#out + 1] = admitted
+  for b = 1, n do
+    local x = seen[b]
+    if admitted == 1 then
+      redis.call('HINCRBY', x[1], string.format('%d', math.floor(now / x[2])), 1)
+      redis.call('PEXPIRE', x[1], x[3] + x[2])
+    end
+    out[#out + 1] = x[4]; out[#out + 1] = x[5]
+  end
+end
+return out
+`;
+
+interface Pending {
+  readonly hits: readonly Hit[];
+  resolve(v: LimitVerdict): void;
+  reject(e: unknown): void;
+}
+
+type ScriptedRedis = Redis & { portcullisHit(numKeys: number, ...args: (string | number)[]): Promise<number[]> };
+
+export interface RedisLimiterOptions {
+  url: string;
+  /** Key prefix (tests use their own). */
+  prefix?: string;
+  /** `allow`: while Redis is away each instance enforces the limits alone; `deny`: 503. */
+  onError: 'allow' | 'deny';
+  /** The in-process limiter used meanwhile with `onError: allow`. */
+  fallback: LocalRateLimiter;
+  timeoutMs?: number;
+  /** Fixed clock for tests; by default Redis's own. */
+  now?: () => number;
+  onUnavailable?: (err: unknown) => void;
+}
+
+/**
+ * Rate limits shared by every instance through Redis: the checks of one event-loop turn go
+ * out as one script call — one round trip for many requests — and are decided atomically.
+ */
+export class RedisRateLimiter implements RateLimiter {
+  readonly #redis: ScriptedRedis;
+  readonly #prefix: string;
+  readonly #timeout: number;
+  #batch: Pending[] | undefined;
+
+  constructor(private readonly opts: RedisLimiterOptions) {
+    this.#prefix = opts.prefix ?? 'portcullis:rl:';
+    this.#timeout = opts.timeoutMs ?? 1_000;
+    this.#redis = new Redis(opts.url, {
+      connectionName: 'portcullis-ratelimit',
+      connectTimeout: 2_000,
+      retryStrategy: (times: number) => backoff(times - 1, 50, 2_000),
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+    }) as ScriptedRedis;
+    this.#redis.defineCommand('portcullisHit', { lua: HIT_LUA });
+    this.#redis.on('error', () => {
+      // Reported per failed check through onUnavailable; the connection retries by itself.
+    });
+  }
+
+  check(hits: readonly Hit[]): LimitVerdict | Promise<LimitVerdict> {
+    if (this.#redis.status !== 'ready') return this.#unavailable(hits, new Error(`redis connection ${this.#redis.status}`));
+    let batch = this.#batch;
+    if (batch === undefined) {
+      batch = this.#batch = [];
+      setImmediate(this.#send);
+    }
+    const b = batch;
+    return new Promise<LimitVerdict>((resolve, reject) => b.push({ hits, resolve, reject }));
+  }
+
+  readonly #send = (): void => {
+    const batch = this.#batch!;
+    this.#batch = undefined;
+    const keys: string[] = [];
+    const args: (string | number)[] = [this.opts.now ? this.opts.now() : '', batch.length];
+    for (const p of batch) {
+      args.push(p.hits.length);
+      for (const h of p.hits) {
+        keys.push(`${this.#prefix}${h.policy.name}:${h.bucket}`);
+        args.push(h.policy.limit, h.policy.windowMs);
+      }
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`redis did not answer within ${this.#timeout} ms`)), this.#timeout);
+    });
+    Promise.race([this.#redis.portcullisHit(keys.length, ...keys, ...args), timedOut]).then(
+      (out) => {
+        clearTimeout(timer);
+        let at = 0;
+        for (const p of batch) {
+          const admitted = out[at++] === 1;
+          const remaining: number[] = [];
+          const retry: number[] = [];
+          for (let i = 0; i < p.hits.length; i++) {
+            remaining.push(Number(out[at++]));
+            retry.push(Number(out[at++]));
+          }
+          p.resolve(verdictOf(p.hits, admitted, remaining, retry));
+        }
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        for (const p of batch) {
+          const v = this.#unavailable(p.hits, err);
+          if (v instanceof Promise) v.catch(p.reject);
+          else p.resolve(v);
+        }
+      },
+    );
+  };
+
+  #unavailable(hits: readonly Hit[], err: unknown): LimitVerdict | Promise<LimitVerdict> {
+    this.opts.onUnavailable?.(err);
+    if (this.opts.onError === 'allow') return this.opts.fallback.check(hits);
+    return Promise.reject(new GatewayError('rate-limit-unavailable', 'Rate limits could not be checked; retry shortly.', { cause: err, headers: { 'retry-after': '1' } }));
+  }
+
+  /** Resolves once connected (or false after `timeoutMs`). */
+  async ready(timeoutMs = 5_000): Promise<boolean> {
+    const until = Date.now() + timeoutMs;
+    while (this.#redis.status !== 'ready') {
+      if (Date.now() > until) return false;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return true;
+  }
+
+  async close(): Promise<void> {
+    this.#redis.disconnect();
+    await this.opts.fallback.close();
+  }
+}

@@ -1,0 +1,30 @@
+import type { CompiledPolicy, Hit } from './policy.js';
+
+/** The answer for one request: admitted or not, and the bucket closest to its limit. */
+export interface LimitVerdict {
+  readonly admitted: boolean;
+  /** The policy that refused, or the one with the fewest requests left. */
+  readonly policy: CompiledPolicy;
+  readonly remaining: number;
+  /** Milliseconds until a request is admitted again (0 when one would be now). */
+  readonly retryAfterMs: number;
+}
+
+/**
+ * Counts requests against their buckets: admitted only when every bucket has room, and
+ * then counted in each. Synchronous in process, a promise when shared through Redis.
+ */
+export interface RateLimiter {
+  check(hits: readonly Hit[]): LimitVerdict | Promise<LimitVerdict>;
+  close(): Promise<void>;
+}
+
+/** Folds per-bucket answers into one verdict (all must admit; report the tightest). */
+export function verdictOf(hits: readonly Hit[], admitted: boolean, remaining: readonly number[], retry: readonly number[]): LimitVerdict {
+  let at = 0;
+  for (let i = 1; i < hits.length; i++) {
+    const worse = admitted ? remaining[i]! < remaining[at]! : retry[i]! > retry[at]!;
+    if (worse) at = i;
+  }
+  return { admitted, policy: hits[at]!.policy, remaining: admitted ? remaining[at]! : 0, retryAfterMs: admitted ? 0 : retry[at]! };
+}
