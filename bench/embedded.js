@@ -56,7 +56,7 @@ function shippedConfig(build, dir, upstreamUrl) {
     .replace(/^listen: \{[^}]*\}/m, 'listen:\n  host: 127.0.0.1\n  port: 0')
     .replace(/^admin: \{.*\}$/m, 'admin:\n  host: 127.0.0.1\n  port: 0')
     .replace(/^(\s*log: \{ level: )\w+/m, '$1warn')
-    .replace('${UPSTREAM_URL:-http://127.0.0.1:3000}', upstreamUrl);
+    .replace(/\$\{UPSTREAM_URL:-[^}]*\}/, upstreamUrl);
   const file = join(dir, 'gateway.config.yaml');
   writeFileSync(file, text);
   return file;

@@ -68,7 +68,7 @@ if (flags.help) {
                      can vary the key per request
   --keys N           distinct cached keys for the memory scenario (default 100000)
   --only a,b         run only these targets (names as in the table)
-  --skip x,y         skip scenarios: flood, memory, cold, embedded
+  --skip x,y         skip scenarios: flood, memory, cold, limits, embedded
   --out DIR          results directory (default bench/results)
   --label NAME       results file name (default latest → latest.md, latest.json)
   --redis URL        Redis for the revocation targets (default $REDIS_URL or redis://127.0.0.1:6379)
@@ -146,11 +146,11 @@ function machine() {
   return { nproc: os.availableParallelism(), cpu, node: process.version, os: `${os.type()} ${os.release()}`, loadavg: os.loadavg().map((x) => round(x, 2)), commit };
 }
 
-/** Two load generators (the flood runs beside the valid traffic), started once. */
+/** Three load generators (the flood beside the valid traffic; one per instance of the fleet scenario), started once. */
 let workers;
 /** One load-generator run (autocannon or wrk), driven from a process of its own. */
 function load(job) {
-  workers ??= new LoadWorkers(join(HERE, 'load.js'), 2);
+  workers ??= new LoadWorkers(join(HERE, 'load.js'), 3);
   return workers.run(job);
 }
 
@@ -206,6 +206,10 @@ function request(url, headers = {}, agent = undefined) {
   });
 }
 
+/** The fleet scenario's policy: this many requests per window, for all instances together. */
+const FLEET_LIMIT = 300;
+const FLEET_WINDOW_S = 2;
+
 function gatewayConfig({ upstream, adminToken, jwksUri, hsSecret, redis, keyPrefix, cache, storeUrl, poolSize }) {
   return stringify({
     listen: { host: '127.0.0.1', port: 0 },
@@ -222,8 +226,18 @@ function gatewayConfig({ upstream, adminToken, jwksUri, hsSecret, redis, keyPref
     },
     apiKeys: { prefix: 'pcl', ...(cache ? { cache } : {}) },
     log: { level: S.logLevel, pii: 'hashed', salt: 'bench' },
+    rateLimits: {
+      policies: [
+        // Far above any load here: measures what counting costs, never refuses.
+        { name: 'bench-limit', limit: 1_000_000_000, window: '1m', by: 'credential' },
+        // The fleet scenario's: refuses most of its load, so accuracy can be read.
+        { name: 'fleet', limit: FLEET_LIMIT, window: `${FLEET_WINDOW_S}s`, by: 'global' },
+      ],
+    },
     routes: [
       { match: { path: '/public/**' }, public: true, upstream: 'api' },
+      { match: { path: '/limited/**' }, minRole: 'basic', rateLimit: ['bench-limit'], upstream: 'api' },
+      { match: { path: '/fleet/**' }, minRole: 'basic', rateLimit: ['fleet'], upstream: 'api' },
       { match: { path: '/**' }, minRole: 'basic', upstream: 'api' },
     ],
   });
@@ -356,6 +370,7 @@ async function main() {
           { name: 'pcl-hs256-redis', label: 'Portcullis, cached HS256 JWT + Redis revocation', gw: 'gw-redis', headers: bearer(hsToken), kind: 'jwt', redis: true },
           { name: 'pcl-es256-redis', label: 'Portcullis, cached ES256 JWT + Redis revocation', gw: 'gw-redis', headers: bearer(esToken), kind: 'jwt', redis: true },
           { name: 'pcl-key-redis', label: 'Portcullis, cached API key + Redis revocation', gw: 'gw-redis', headers: { 'x-api-key': keyRedis.key }, kind: 'key', redis: true },
+          { name: 'pcl-hs256-redis-limited', label: 'Portcullis, cached HS256 JWT + Redis revocation + rate limit', gw: 'gw-redis', path: '/limited', headers: bearer(hsToken), kind: 'jwt', redis: true },
         ]
       : []),
     { name: 'fastify-peer', label: 'fastify + @fastify/http-proxy + @fastify/jwt (HS256)', url: peer.url, pid: peer.pid, headers: bearer(hsToken), kind: 'peer' },
@@ -430,6 +445,7 @@ async function main() {
   // Cold first: the flood leaves this client address rate-limited for new keys (as designed).
   if (!skip.has('cold')) scenarios.cold = await coldScenario(live.gw, adminToken, hsSecret, es.privateKey);
   if (!skip.has('flood') && (!only || only.has('pcl-key'))) scenarios.flood = await floodScenario(live.gw, keyMem);
+  if (!skip.has('limits') && gRedis) scenarios.limits = await limitsScenario(live['gw-redis'], gRedis, bearer(hsToken), procs);
   // The upstream stays for the memory scenario; everything else stops to free the machine.
   for (const p of procs) if (p !== up) await stop(p.child);
   if (mem) scenarios.memory = await memoryScenario(mem);
@@ -542,6 +558,13 @@ function goals(results, scenarios) {
     out.push({ goal: `${name}: p99 ≤ 1.2 × bare proxy`, measured: r.vsBare.p99, met: r.vsBare.p99 <= 1.2 });
     if (peer) out.push({ goal: `${name}: req/s ahead of the fastify peer`, measured: round(r.median.rps / peer.median.rps, 3), met: r.median.rps > peer.median.rps });
   }
+  const limited = by.get('pcl-hs256-redis-limited');
+  const unlimited = by.get('pcl-hs256-redis');
+  if (limited && unlimited) {
+    const ratio = round(limited.median.rps / unlimited.median.rps, 3);
+    out.push({ goal: 'pcl-hs256-redis-limited: req/s ≥ 0.9 × the same route without a limit', measured: ratio, met: ratio >= 0.9 });
+  }
+  if (scenarios.limits) out.push({ goal: '3-instance fleet: admitted ≤ limit per window (admitted ÷ allowance ≤ 1)', measured: scenarios.limits.accuracy, met: scenarios.limits.accuracy <= 1 });
   const pub = by.get('pcl-public');
   if (pub) out.push({ goal: 'pcl-public: req/s ≥ 0.95 × bare proxy', measured: pub.vsBare.rps, met: pub.vsBare.rps >= 0.95 });
   if (scenarios.flood) {
@@ -557,6 +580,53 @@ function goals(results, scenarios) {
     out.push({ goal: '`npm start` on the shipped config: RSS after the load ≤ 250 MB', measured: e.rssAfterLoadMB, met: e.rssAfterLoadMB <= 250 });
   }
   return out;
+}
+
+/**
+ * Rate limits on Redis: commands per request on the limited route, then three instances
+ * sharing one global policy under load far above it — admitted ÷ what the policy allows
+ * over the run (≤ 1 is correct; the sliding rule admits up to a slot's share late).
+ */
+async function limitsScenario(gw, g, headers, procs) {
+  log('scenario: rate limits on Redis (commands per request, fleet accuracy)');
+  const redis = new Redis(redisUrl);
+  const stats = async () => {
+    const text = await redis.info('commandstats');
+    const calls = (cmd) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(text)?.[1] ?? 0);
+    return { evalsha: calls('evalsha') + calls('eval'), mget: calls('mget') };
+  };
+  const before = await stats();
+  const one = await load({ url: `${gw.url}/limited/items`, headers, connections: S.connections, duration: S.duration, warmup: 0, generator });
+  const after = await stats();
+  const perRequest = { evalsha: round((after.evalsha - before.evalsha) / one.total, 3), mget: round((after.mget - before.mget) / one.total, 3) };
+  // Two more instances on the same config, each with an embedded store of its own (the
+  // policy's buckets live in Redis; the JWT needs no store).
+  const extra = [];
+  for (const i of [1, 2]) {
+    const dir = join(tmp, `gw-fleet-${i}`);
+    mkdirSync(dir);
+    // The config as written, with its `port: 0`s (startGateway keeps it beside the live one).
+    cpSync(join(g.dir, 'gateway.config.yaml.ports-0'), join(dir, 'gateway.config.yaml'));
+    const p = await startGateway(BIN, join(dir, 'gateway.config.yaml'), { cwd: dir, logFile: join(dir, 'gateway.log') });
+    procs.push(p);
+    await waitReady(p);
+    extra.push(p);
+  }
+  const fleet = [gw, ...extra];
+  const seconds = Math.max(3 * FLEET_WINDOW_S, S.duration);
+  const runs = await Promise.all(fleet.map((p) => load({ url: `${p.url}/fleet/items`, headers, connections: Math.max(4, Math.floor(S.connections / 3)), duration: seconds, warmup: 0, generator: 'autocannon' })));
+  for (const p of extra) await stop(p.child);
+  await redis.quit();
+  const admitted = runs.reduce((n, r) => n + r.ok, 0);
+  const total = runs.reduce((n, r) => n + r.total, 0);
+  // Over `seconds` of overload the policy allows one window's worth at once, then its rate.
+  const allowance = FLEET_LIMIT * (1 + (seconds - FLEET_WINDOW_S) / FLEET_WINDOW_S);
+  return {
+    commandsPerRequest: perRequest,
+    limitedRps: round(one.rps, 0),
+    fleet: { instances: 3, limit: FLEET_LIMIT, windowSeconds: FLEET_WINDOW_S, seconds, requests: total, admitted, allowance: Math.round(allowance) },
+    accuracy: round(admitted / allowance, 3),
+  };
 }
 
 /** Scenario 1: valid-key throughput alone and next to a flood of wrong secrets for its key id. */

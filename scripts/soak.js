@@ -161,7 +161,10 @@ const base = `http://127.0.0.1:${port}`;
 for (let i = 0; ; i++) {
   if (gwExit) throw new Error(`gateway exited ${JSON.stringify(gwExit)}; log: ${join(dir, 'gateway.log')}`);
   const ok = await request(`http://127.0.0.1:${adminPort}/readyz`).then(
-    async (r) => (await r.body.dump(), r.statusCode === 200),
+    async (r) => {
+      await r.body.dump();
+      return r.statusCode === 200;
+    },
     () => false,
   );
   if (ok) break;

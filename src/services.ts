@@ -232,6 +232,7 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
       { name: 'store', ready: () => core.store.ping().then(() => true, () => false) },
       { name: 'revocation', ready: () => core.revocation.ready() },
       { name: 'jwks', ready: () => jwt?.ready() ?? true },
+      { name: 'rateLimits', ready: () => limiter.connected() },
     ],
     retire: (_old: Runtime) => {
       // Authenticators replaced by a reload close once requests that started on them are done.

@@ -44,7 +44,7 @@ export function startServer(script, args = [], { nodeArgs = [], env = {} } = {})
       try {
         const { port } = JSON.parse(out.slice(0, nl));
         resolve({ child, port, url: `http://127.0.0.1:${port}`, pid: child.pid });
-      } catch (e) {
+      } catch {
         reject(new Error(`${script}: unexpected output ${out}\n${err}`));
       }
     };

@@ -7,7 +7,7 @@ const body = Buffer.from('{"ok":true}');
 const server = http.createServer((req, res) => {
   // Consume any request body before answering so the connection stays reusable.
   req.resume();
-  if (req.url === '/echo') {
+  if (req.url === '/echo' || req.url.endsWith('/echo')) {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify(req.headers));
     return;

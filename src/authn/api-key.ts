@@ -225,7 +225,7 @@ class VerificationLimiter {
 }
 
 /**
- * API key authenticator (SPEC §6). Hot path: a SHA-256 digest of the presented key keys
+ * API key authenticator (docs/reference/api-keys.md). Hot path: a SHA-256 digest of the presented key keys
  * an LRU of verified identities — a hit returns synchronously with no store access and no
  * argon2. Misses parse the key (malformed or checksum failure: 401 without the store),
  * share one verification per distinct key among concurrent requests, look the key up

@@ -250,7 +250,7 @@ function buildIssuer(
 }
 
 /**
- * Verifies bearer JWTs (SPEC §4 step 4) against the configured issuers with jose, and
+ * Verifies bearer JWTs (docs/reference/request-pipeline.md, step 4) against the configured issuers with jose, and
  * keeps verified identities in an LRU so a repeated token costs one hash and one map
  * lookup: a cache hit returns the Identity synchronously, with no crypto.
  *

@@ -19,6 +19,8 @@ export interface Explanation {
   target: string;
   normalizedPath?: string;
   route?: { index: number; pattern: string; upstream: string; public: boolean; minRole?: string | undefined; scopes: readonly string[] };
+  /** Rate-limit policies of the matched route (counted once the request is admitted). */
+  rateLimits?: Array<{ name: string; limit: number; windowMs: number; by: string }>;
   steps: ExplainStep[];
   decision: 'allow' | 'deny';
   status: number;
@@ -69,6 +71,11 @@ export async function explain(config: GatewayConfig, input: ExplainInput): Promi
     out.route = { index: m.route.index, pattern: m.route.pattern, upstream: m.route.upstream, public: m.route.public, minRole: m.route.minRole, scopes: m.route.scopes };
     steps.push({ step: 'normalize', ok: true, detail: m.path === target.split('?')[0] ? m.path : `${target} → ${m.path}` });
     steps.push({ step: 'match', ok: true, detail: `route ${m.route.index} (${m.route.pattern}${m.route.methods ? ` ${[...m.route.methods].join(',')}` : ''}) → upstream ${m.route.upstream}` });
+    const limits = rt.routeLimits[m.route.index]!;
+    if (limits.length) {
+      out.rateLimits = limits.map((l) => ({ name: l.name, limit: l.limit, windowMs: l.windowMs, by: l.by }));
+      steps.push({ step: 'limits', ok: true, detail: limits.map((l) => `"${l.name}" ${l.limit} per ${l.windowMs / 1000}s by ${l.by}`).join('; ') + ' (counted once admitted)' });
+    }
     if (m.route.public) {
       steps.push({ step: 'decision', ok: true, detail: 'public route: no credential needed' });
       return { ...out, decision: 'allow', status: 200, reason: 'public route' };

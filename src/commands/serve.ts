@@ -1,6 +1,6 @@
 import { watch } from 'node:fs';
 import type { Command } from 'commander';
-import { ConfigError, loadConfigFile } from '../config/load.js';
+import { ConfigError, loadConfigFile, type LoadResult } from '../config/load.js';
 import { createLogger } from '../ops/log.js';
 import { startPortcullis } from '../server.js';
 import { CommandError, type Io } from './io.js';
@@ -12,7 +12,7 @@ export function registerServeCommand(program: Command, io: Io): void {
     .option('--watch', 'reload when the config file changes')
     .action(async (opts: { watch?: boolean }, cmd: Command) => {
       const file = cmd.optsWithGlobals().config as string;
-      let loaded;
+      let loaded: LoadResult;
       try {
         loaded = await loadConfigFile(file);
       } catch (err) {

@@ -23,7 +23,7 @@ export async function openTokenOps(config: GatewayConfig, io: Io): Promise<Token
   };
 }
 
-/** `portcullis tokens revoke --jti J [--until ISO]` / `--subject S` (SPEC §2). */
+/** `portcullis tokens revoke --jti J [--until ISO]` / `--subject S` (docs/reference/cli.md). */
 export function registerTokensCommand(program: Command, io: Io = processIo, open: typeof openTokenOps = openTokenOps): Command {
   const tokens = program.command('tokens').description('revoke JWTs');
   tokens

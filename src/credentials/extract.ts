@@ -1,5 +1,5 @@
 /**
- * Credential extraction (SPEC §4 step 3): finds the one credential a request carries in the
+ * Credential extraction (docs/reference/request-pipeline.md, step 3): finds the one credential a request carries in the
  * Authorization header, a configured key header or a configured query parameter. Pure and
  * allocation-light; it runs on every protected request.
  */

@@ -1,5 +1,5 @@
 /**
- * Connection-string preambles and the JWS shape test (SPEC §4 step 3). Clients that were
+ * Connection-string preambles and the JWS shape test (docs/reference/request-pipeline.md, step 3). Clients that were
  * handed keys as `host:port:KEY` keep sending them that way; only the part after the last
  * `:` is the credential. A compact JWS never contains `:`, so stripping is safe for tokens too.
  */

@@ -1,5 +1,5 @@
 /**
- * Ambiguous-request refusal (SPEC §4 step 0). Works on `req.rawHeaders` because Node's
+ * Ambiguous-request refusal (docs/reference/request-pipeline.md, step 0). Works on `req.rawHeaders` because Node's
  * `req.headers` has already folded duplicates (dropping a second `Authorization`, joining
  * unknown headers with ", "), which is exactly the information this check needs.
  */
@@ -17,7 +17,7 @@ export interface GuardOptions {
   maxCredentialBytes: number;
 }
 
-/** SPEC §4: credentials over 8 KiB are refused. */
+/** docs/reference/request-pipeline.md, step 0: credentials over 8 KiB are refused. */
 export const DEFAULT_MAX_CREDENTIAL_BYTES = 8192;
 
 /**

@@ -1,5 +1,5 @@
 /**
- * Request-target normalization (SPEC §4 step 1).
+ * Request-target normalization (docs/reference/request-pipeline.md, step 1).
  *
  * The path this produces is both the one routes are matched against and the one sent
  * upstream, so the gateway and the upstream can never disagree about which resource was

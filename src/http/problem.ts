@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import { isStoreError } from '../store/errors.js';
 
 /**
- * The closed set of problems the gateway answers with itself (SPEC §5).
+ * The closed set of problems the gateway answers with itself (docs/reference/responses.md).
  * `wwwAuthenticate` is the RFC 6750 error code carried in the challenge, `null` for a
  * bare challenge (no credential was sent: RFC 6750 §3.1 says to name no error then).
  */

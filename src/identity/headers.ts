@@ -103,7 +103,7 @@ export function upstreamHeaders(
       if (ctx.upgrade && name === 'upgrade') out[name] = inbound[name];
       continue;
     }
-    if (named !== null && named.includes(name)) continue;
+    if (named?.includes(name)) continue;
     if (NEVER_FORWARDED.has(name) || (!ctx.peerTrusted && isForwarding(name))) continue;
     if (!plan.forwardCredential && plan.credentialHeaders.has(name)) continue;
     out[name] = inbound[name];

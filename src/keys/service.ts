@@ -119,7 +119,7 @@ export interface CreatedKey extends KeyInfo {
   readonly rotatedFrom?: string;
 }
 
-/** Answer of a successful refresh (SPEC §6). */
+/** Answer of a successful refresh (docs/reference/api-keys.md). */
 export interface RefreshedKey {
   readonly id: string;
   readonly key: string;

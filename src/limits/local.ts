@@ -35,6 +35,10 @@ export class LocalRateLimiter implements RateLimiter {
     return verdictOf(hits, admitted, remaining, retry);
   }
 
+  connected(): boolean {
+    return true;
+  }
+
   async close(): Promise<void> {
     this.#buckets.clear();
   }

@@ -166,6 +166,10 @@ export class RedisRateLimiter implements RateLimiter {
     return Promise.reject(new GatewayError('rate-limit-unavailable', 'Rate limits could not be checked; retry shortly.', { cause: err, headers: { 'retry-after': '1' } }));
   }
 
+  connected(): boolean {
+    return this.#redis.status === 'ready';
+  }
+
   /** Resolves once connected (or false after `timeoutMs`). */
   async ready(timeoutMs = 5_000): Promise<boolean> {
     const until = Date.now() + timeoutMs;

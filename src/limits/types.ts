@@ -16,6 +16,8 @@ export interface LimitVerdict {
  */
 export interface RateLimiter {
   check(hits: readonly Hit[]): LimitVerdict | Promise<LimitVerdict>;
+  /** Whether limits are shared as configured (for `/readyz`). */
+  connected(): boolean;
   close(): Promise<void>;
 }
 

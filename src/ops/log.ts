@@ -130,7 +130,7 @@ function num(name: string, v: number | undefined): string {
 }
 
 /**
- * One JSON line per request (SPEC §8). Never a credential: the record carries none.
+ * One JSON line per request (docs/reference/operations.md). Never a credential: the record carries none.
  * Written straight as text, field by field (byte for byte what pino writes for the same
  * fields): building an object to stringify it was the largest of the gateway's own costs
  * per request.

@@ -97,7 +97,7 @@ export function verifyCredential(
   clientIp: string,
   allow: { allowJwt: boolean; allowApiKey: boolean } = { allowJwt: true, allowApiKey: true },
 ): Identity | Promise<Identity> {
-  let pending;
+  let pending: Identity | Promise<Identity>;
   if (credential.kind === 'jwt') {
     if (!allow.allowJwt) throw new GatewayError('token-invalid', 'This route does not accept JWTs.');
     if (rt.jwt === undefined) throw new GatewayError('token-invalid', 'No JWT issuer is configured.');

@@ -36,7 +36,7 @@ function precheck(req: IncomingMessage, rt: Runtime): void {
 
 /**
  * `POST /.portcullis/refresh`: exchanges a refresh token (JSON body or cookie) for a new key
- * and refresh token; a cookie-borne token is answered with a cookie (SPEC §6).
+ * and refresh token; a cookie-borne token is answered with a cookie (docs/reference/api-keys.md).
  */
 export function refreshEndpoint(keys: KeyService): EndpointHandler {
   return async (req, res, requestId, rt) => {

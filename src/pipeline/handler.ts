@@ -172,7 +172,7 @@ export class Pipeline {
       });
     };
     const go = (d: Decision) => {
-      let v;
+      let v: ReturnType<typeof checkLimits>;
       try {
         v = checkLimits(this.limiter, rt.routeLimits[d.route.index]!, d);
       } catch (err) {
@@ -233,14 +233,17 @@ export class Pipeline {
    * to add to the answer (none without limits), or refuses 429 / 503.
    */
   private limited(rt: Runtime, req: IncomingMessage, res: ServerResponse, requestId: string, d: Decision, started: number, go: (headers: Record<string, string> | undefined) => void, route?: string): void {
-    let v;
+    let v: ReturnType<typeof checkLimits>;
     try {
       v = checkLimits(this.limiter, rt.routeLimits[d.route.index]!, d);
     } catch (err) {
       this.refuse(rt, req, res, requestId, err, started, d, route);
       return;
     }
-    if (v === undefined) return go(undefined);
+    if (v === undefined) {
+      go(undefined);
+      return;
+    }
     const decided = (verdict: LimitVerdict) => {
       if (verdict.admitted) go(limitHeaders(verdict));
       else this.refuse(rt, req, res, requestId, limitRefusal(verdict), started, d, route);
@@ -351,7 +354,10 @@ export class Pipeline {
       signed.then((a) => { headers[header] = a; answer(d, headers); }, onErr);
     };
     const original = originalRequest(req.headers);
-    if (typeof original === 'string') return onErr(new GatewayError('bad-request', original));
+    if (typeof original === 'string') {
+      onErr(new GatewayError('bad-request', original));
+      return;
+    }
     const { method, target, host } = original;
     try {
       const d = decide(rt, this.revocation, { method, target, host, headers: req.headers, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' });

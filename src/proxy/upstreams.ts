@@ -43,7 +43,7 @@ export function clientResponseHeaders(upstream: http.IncomingHttpHeaders, keepAl
   const listed = named ? named.toLowerCase().split(',').map((n) => n.trim()) : undefined;
   const out: http.OutgoingHttpHeaders = {};
   for (const name in upstream) {
-    if (RESPONSE_HOP_BY_HOP.has(name) || (listed !== undefined && listed.includes(name))) continue;
+    if (RESPONSE_HOP_BY_HOP.has(name) || listed?.includes(name)) continue;
     out[name] = upstream[name];
   }
   out['connection'] = keepAlive ? 'keep-alive' : 'close';

@@ -1,6 +1,6 @@
 import type { Identity } from '../authn/types.js';
 
-/** The slice of a revocation store the request path uses (SPEC §4 step 5). */
+/** The slice of a revocation store the request path uses (docs/reference/request-pipeline.md, step 5). */
 export interface RevocationCheck {
   isRevoked(identity: Pick<Identity, 'revocationId' | 'subject' | 'issuedAt'>): boolean | Promise<boolean>;
 }

@@ -25,7 +25,7 @@ export type RevocationBackend = 'redis' | 'pg-notify' | 'memory';
 
 /**
  * Redis when configured, else LISTEN/NOTIFY on PostgreSQL, else an in-process set kept
- * current from the embedded store's notices (SPEC §7).
+ * current from the embedded store's notices (docs/reference/revocation.md).
  */
 export function revocationBackend(config: RevocationConfig, databaseUrl: string | undefined): RevocationBackend {
   if (config.redis.trim() !== '') return 'redis';

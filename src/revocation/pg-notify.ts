@@ -74,7 +74,7 @@ export function revocationPayload(
 }
 
 /**
- * Revocations for a PostgreSQL fleet without Redis (SPEC §7). Each instance holds the
+ * Revocations for a PostgreSQL fleet without Redis (docs/reference/revocation.md). Each instance holds the
  * active set in memory (checks are synchronous lookups), loaded from the durable store at
  * start; revocations are announced with `pg_notify` and heard through `LISTEN` on a
  * dedicated connection. When that connection is lost the instance reconnects with

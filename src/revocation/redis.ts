@@ -93,7 +93,7 @@ type ScriptedPipeline = ReturnType<Redis['pipeline']> & {
 const SEED_CHUNK = 1_000;
 
 /**
- * Revocation markers in Redis, shared by a fleet (SPEC §7).
+ * Revocation markers in Redis, shared by a fleet (docs/reference/revocation.md).
  *
  * Keys: `<prefix>r:<revocationId>` (a marker expiring at the credential's expiry plus the
  * grace) and `<prefix>s:<subject>` (the subject-wide "issued before" timestamp, ms).

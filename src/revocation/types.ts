@@ -16,7 +16,7 @@ export type InvalidationEvent =
 export type InvalidationListener = (ev: InvalidationEvent) => void;
 
 /**
- * Where revocation state lives at request time (SPEC §7). The durable record is the key
+ * Where revocation state lives at request time (docs/reference/revocation.md). The durable record is the key
  * store; a RevocationStore is the fast, fleet-wide view of it.
  */
 export interface RevocationStore {

@@ -40,7 +40,7 @@ export function parseStoreUrl(url: string, baseDir = process.cwd()): StoreLocati
     // The embedded store was PGlite (PostgreSQL in WebAssembly), which held 500 MB and more.
     const dir = url.slice('pglite://'.length);
     const instead = dir === 'memory' || dir === '' ? 'sqlite://memory' : `sqlite://${dir.replace(/\/+$/, '')}/portcullis.db`;
-    throw new StoreError('store-url-invalid', `pglite:// is no longer supported: the embedded store is SQLite; write ${instead} (keys in an old PGlite directory are not read: export them with \`keys list --json\` on the previous version and \`keys import\` them)`);
+    throw new StoreError('store-url-invalid', `pglite:// is no longer supported: the embedded store is SQLite; write ${instead} (keys in a PGlite directory are not read: create or import them again)`);
   }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
   throw new StoreError('store-url-invalid', `unsupported store URL ${scheme === undefined ? JSON.stringify(url) : `scheme "${scheme}:"`}: ${USE}`);

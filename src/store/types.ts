@@ -1,5 +1,5 @@
 /**
- * The key store: the durable record of API keys and of every revocation (SPEC §6, §7).
+ * The key store: the durable record of API keys and of every revocation (docs/reference/api-keys.md, docs/reference/revocation.md).
  *
  * Two implementations share one store over SQL (`sql.ts`), each with its dialect's few own
  * statements and migrations: PostgreSQL through `pg` (`postgres.ts`) and the embedded

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { JwtAuthenticator, explainJwt } from '../../src/authn/jwt.js';
-import { JwtRejection } from '../../src/authn/jose-errors.js';
+import type { JwtRejection } from '../../src/authn/jose-errors.js';
 import { GatewayError } from '../../src/http/problem.js';
 import { buildJwtAttacks } from '../fixtures/jwt-attacks.js';
 

@@ -81,3 +81,22 @@ t.test('unknown command and bad usage exit non-zero', async (t) => {
   t.not((await run('frobnicate')).code, 0);
   t.not((await run('tokens', 'revoke', '-c', good)).code, 0, 'tokens revoke needs --jti or --subject');
 });
+
+t.test('explain shows the rate limits of the matched route; check locates an unknown policy', async (t) => {
+  const f = join(dir, 'limits.yaml');
+  writeFileSync(f, 'upstreams: { api: { url: "http://x" } }\nroles: [basic]\nrateLimits:\n  policies:\n    - { name: per-key, limit: 100, window: 1m }\n    - { name: everyone, limit: 5000, window: 1h, by: global }\nroutes:\n  - match: { path: "/api/**" }\n    minRole: basic\n    rateLimit: [per-key, everyone]\n    upstream: api\n  - match: { path: "/**" }\n    public: true\n    upstream: api\n');
+  const e = JSON.parse((await run('explain', '-c', f, 'GET', '/api/x', '--role', 'basic', '--json')).out);
+  t.same(e.rateLimits, [{ name: 'per-key', limit: 100, windowMs: 60_000, by: 'credential' }, { name: 'everyone', limit: 5000, windowMs: 3_600_000, by: 'global' }]);
+  const text = (await run('explain', '-c', f, 'GET', '/api/x', '--role', 'basic')).out;
+  t.match(text, /limits +"per-key" 100 per 60s by credential; "everyone" 5000 per 3600s by global/);
+  t.equal(JSON.parse((await run('explain', '-c', f, 'GET', '/other', '--json')).out).rateLimits, undefined, 'none on an unlimited route');
+  const bad = join(dir, 'limits-bad.yaml');
+  writeFileSync(bad, 'upstreams: { api: { url: "http://x" } }\nrateLimits:\n  policies:\n    - { name: a, limit: 1, window: 500ms }\nroutes:\n  - match: { path: "/**" }\n    rateLimit: [b]\n    upstream: api\n');
+  const r = await run('check', '-c', bad);
+  t.equal(r.code, 1);
+  t.match(r.err, /:4:\d+ .*window.*at least 1s/);
+  writeFileSync(bad, 'upstreams: { api: { url: "http://x" } }\nrateLimits:\n  policies:\n    - { name: a, limit: 1, window: 1s }\nroutes:\n  - match: { path: "/**" }\n    rateLimit: [b]\n    upstream: api\n');
+  const r2 = await run('check', '-c', bad);
+  t.equal(r2.code, 1);
+  t.match(r2.err, /:7:\d+ routes\.0\.rateLimit: no policy named "b"/);
+});

@@ -82,7 +82,7 @@ t.test('credential extraction', async (t) => {
     }
   }));
   holds(t, 'what it returns is a usable credential and a query without credential parameters', fc.property(headers, query, extractOptions, (h, q, o) => {
-    let r;
+    let r: ReturnType<typeof extractCredential>;
     try {
       r = extractCredential(h, q, o);
     } catch {
@@ -277,7 +277,7 @@ const routesArb = fc.array(fc.record({ path: patternArb, methods: fc.option(fc.s
   compileRoutes(
     rs.map(
       (r): RouteConfig => ({
-        match: { path: r.path, ...(r.methods && r.methods.length ? { methods: r.methods } : {}) },
+        match: { path: r.path, ...(r.methods?.length ? { methods: r.methods } : {}) },
         public: false,
         scopes: [],
         auth: ['jwt', 'apiKey'],

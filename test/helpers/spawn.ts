@@ -41,7 +41,7 @@ export async function spawnGateway(configYaml: string, opts: { env?: Record<stri
     const timer = setTimeout(() => reject(new Error(`gateway did not start in time\n${stderr}\n${lines.join('\n')}`)), opts.timeoutMs ?? 45_000);
     child.stdout!.on('data', (d) => {
       buf += d;
-      let i;
+      let i: number;
       while ((i = buf.indexOf('\n')) !== -1) {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);

@@ -75,7 +75,7 @@ t.test('options from the config', async (t) => {
   t.ok(o.identityHeaders.has('x-auth-subject') && o.identityHeaders.has('x-auth-key-id'), 'identity headers');
   t.ok(o.identityHeaders.has('x-gw-assertion'), 'assertion header');
   t.same(o.identityPrefixes, ['x-auth-']);
-  t.equal(o.maxCredentialBytes, 8192, 'SPEC: 8 KiB');
+  t.equal(o.maxCredentialBytes, 8192, 'docs/reference/request-pipeline.md: 8 KiB');
   t.match(checkAmbiguity([...H, 'X_GW_Assertion', 'forged'], o), /identity namespace/);
   t.match(checkAmbiguity([...H, 'x-legacy-token', 'a', 'X-Legacy-Token', 'b'], o), /duplicate credential/);
   t.equal(checkAmbiguity([...H, 'x-legacy-token', 'k'.repeat(8192)], o), null);

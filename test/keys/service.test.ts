@@ -225,7 +225,7 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
           /^in\.jsonl:15 "scopes" must be an array of strings$/,
         ];
         t.equal(problems.length, want.length, problems.join('\n'));
-        want.forEach((re, i) => t.match(problems[i], re));
+        for (const [i, re] of want.entries()) t.match(problems[i], re);
       }
       t.equal((await svc.list()).length, before, 'nothing imported');
       t.equal(await code(svc.importKeys('\n\n', 'empty.jsonl')), 'import-invalid', 'an empty file is refused');

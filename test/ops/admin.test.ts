@@ -41,7 +41,7 @@ t.test('health and readiness', async (t) => {
   t.same(await json(`${admin}/healthz`), { status: 200, headers: (await json(`${admin}/healthz`)).headers, body: { status: 'ok' } });
   const ready = await json(`${admin}/readyz`);
   t.equal(ready.status, 200);
-  t.same(ready.body.checks, { store: true, revocation: true, jwks: true });
+  t.same(ready.body.checks, { store: true, revocation: true, jwks: true, rateLimits: true });
 });
 
 t.test('admin API needs the admin token', async (t) => {

@@ -255,6 +255,19 @@ t.test('own registry: process metrics present, prom-client global registry untou
 });
 
 // The deployment manifests ship with the code; a typo in them should fail here, not in a cluster.
+/** The parts of the shipped Kubernetes manifests that the checks below read. */
+interface Container {
+  name: string;
+  readinessProbe: { httpGet: { path: string; port: number } };
+  livenessProbe: { httpGet: { path: string } };
+  ports?: { name?: string; containerPort: number }[];
+  securityContext: { readOnlyRootFilesystem?: boolean; allowPrivilegeEscalation?: boolean };
+  env?: { name: string; valueFrom?: { secretKeyRef?: { key: string } } }[];
+}
+type Deployment = {
+  spec: { template: { spec: { containers: Container[]; securityContext: { runAsNonRoot?: boolean } } } };
+};
+
 t.test('deploy/ manifests parse, and the sidecar gateway config is a valid config', async (t) => {
   const root = new URL('../../deploy/', import.meta.url).pathname;
   const files: string[] = [];
@@ -288,31 +301,31 @@ t.test('deploy/ manifests parse, and the sidecar gateway config is a valid confi
   const appUrl = new URL(loaded.config.upstreams.app!.url);
   t.equal(appUrl.hostname, '127.0.0.1', 'the app is reached over the pod loopback');
 
-  const dep = kinds.get('Deployment')![0] as any;
+  const dep = kinds.get('Deployment')![0] as Deployment;
   const pod = dep.spec.template.spec;
-  const gw = pod.containers.find((c: any) => c.name === 'portcullis');
-  const app = pod.containers.find((c: any) => c.name !== 'portcullis');
+  const gw = pod.containers.find((c) => c.name === 'portcullis')!;
+  const app = pod.containers.find((c) => c.name !== 'portcullis')!;
   t.ok(gw && app, 'two containers: the app and the gateway');
   t.equal(gw.readinessProbe.httpGet.path, '/readyz');
   t.equal(gw.livenessProbe.httpGet.path, '/healthz');
   t.equal(gw.readinessProbe.httpGet.port, loaded.config.admin.port);
-  const gwPort = gw.ports.find((p: any) => p.containerPort === loaded.config.listen.port);
+  const gwPort = gw.ports?.find((p) => p.containerPort === loaded.config.listen.port);
   t.ok(gwPort, 'the gateway container exposes the configured listen port');
-  t.notOk(app.ports?.some((p: any) => p.containerPort === Number(appUrl.port)), 'the app port is not exposed');
-  const svc = kinds.get('Service')![0] as any;
-  t.ok(svc.spec.ports.every((p: any) => p.targetPort === gwPort.name || p.targetPort === gwPort.containerPort), 'the Service targets the gateway, not the app');
+  t.notOk(app.ports?.some((p) => p.containerPort === Number(appUrl.port)), 'the app port is not exposed');
+  const svc = kinds.get('Service')![0] as { spec: { ports: { targetPort: string | number }[] } };
+  t.ok(svc.spec.ports.every((p) => p.targetPort === gwPort?.name || p.targetPort === gwPort?.containerPort), 'the Service targets the gateway, not the app');
   for (const c of [gw, app]) {
     t.equal(c.securityContext.readOnlyRootFilesystem, true, `${c.name}: read-only root`);
     t.equal(c.securityContext.allowPrivilegeEscalation, false, `${c.name}: no privilege escalation`);
   }
   t.equal(pod.securityContext.runAsNonRoot, true);
-  const secret = kinds.get('Secret')![0] as any;
+  const secret = kinds.get('Secret')![0] as { data?: object; stringData?: object };
   for (const k of ['JWT_SECRET', 'DATABASE_URL', 'REDIS_URL', 'PORTCULLIS_ADMIN_TOKEN']) {
-    t.ok(k in (secret.stringData ?? secret.data), `Secret holds ${k}`);
-    t.ok(gw.env.some((e: any) => e.name === k && e.valueFrom.secretKeyRef.key === k), `gateway env ${k} from the Secret`);
+    t.ok(k in (secret.stringData ?? secret.data ?? {}), `Secret holds ${k}`);
+    t.ok(gw.env?.some((e) => e.name === k && e.valueFrom?.secretKeyRef?.key === k), `gateway env ${k} from the Secret`);
   }
 
-  const mw = kinds.get('Middleware')![0] as any;
+  const mw = kinds.get('Middleware')![0] as { spec: { forwardAuth: { authResponseHeaders: string[]; address: string } } };
   const names = loaded.config.identity.headers;
   const expected = [...Object.values(names), loaded.config.identity.assertion?.header].filter((h) => h !== undefined);
   t.same([...mw.spec.forwardAuth.authResponseHeaders].sort(), expected.sort(), 'Traefik copies every identity header and the assertion');

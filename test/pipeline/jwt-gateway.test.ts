@@ -44,7 +44,7 @@ for (const c of fx.cases) {
     } else {
       t.equal(r.status, r.body.includes('"bad-request"') ? 400 : 401, r.body.slice(0, 200));
       if (r.status === 401) {
-        // Values that are not compact-JWS shaped are API keys by definition (SPEC §4 step 3).
+        // Values that are not compact-JWS shaped are API keys by definition (docs/reference/request-pipeline.md, step 3).
         t.equal(JSON.parse(r.body).code, isCompactJws(c.token) ? c.expect : 'key-invalid');
         t.match(r.headers['www-authenticate'], /^Bearer realm="portcullis", error="invalid_token"/);
       }

@@ -78,8 +78,14 @@ if (missing !== undefined) {
     const real = { setTimeout: globalThis.setTimeout, setInterval: globalThis.setInterval };
     let timeouts = 0;
     let intervals = 0;
-    globalThis.setTimeout = ((...a: Parameters<typeof setTimeout>) => (timeouts++, real.setTimeout(...a))) as typeof setTimeout;
-    globalThis.setInterval = ((...a: Parameters<typeof setInterval>) => (intervals++, real.setInterval(...a))) as typeof setInterval;
+    globalThis.setTimeout = ((...a: Parameters<typeof setTimeout>) => {
+      timeouts++;
+      return real.setTimeout(...a);
+    }) as typeof setTimeout;
+    globalThis.setInterval = ((...a: Parameters<typeof setInterval>) => {
+      intervals++;
+      return real.setInterval(...a);
+    }) as typeof setInterval;
     let answers: boolean[];
     try {
       // 200 checks, each in a turn of its own: 200 MGETs.
