@@ -11,6 +11,7 @@ import { openStore } from './store/open.js';
 import { REVOCATION_CHANNEL, type KeyStore, type RevocationNotice } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
 import { openRevocation } from './revocation/open.js';
+import { ThrottledLog } from './revocation/support.js';
 import { openLimiter } from './limits/open.js';
 import type { InvalidationEvent, RevocationSnapshot, RevocationSource, RevocationStore } from './revocation/types.js';
 import { KEY_SUBJECT, TOKEN_SUBJECT, TokenService } from './tokens/service.js';
@@ -64,7 +65,7 @@ function noticeSnapshot(payload: string): RevocationSnapshot {
 }
 
 /** The durable record of revocations, as the revocation view loads it (subjects scoped by kind). */
-export function revocationSource(store: KeyStore, clock: Clock, logger?: Pick<Logger, 'warn'>): RevocationSource {
+export function revocationSource(store: KeyStore, clock: Clock, logger?: Pick<Logger, 'warn' | 'error'>): RevocationSource {
   const loadActive = async (): Promise<RevocationSnapshot> => {
     const now = clock.now();
     const [ks, ts, ss] = await Promise.all([store.listActiveRevokedKeys(now), store.listActiveTokenRevocations(now), store.listSubjectRevocations()]);
@@ -79,8 +80,11 @@ export function revocationSource(store: KeyStore, clock: Clock, logger?: Pick<Lo
   };
   // The embedded file has no server to push changes: every process polls its notices.
   if (store.kind === 'sqlite') {
+    // A file that cannot be read (a disk error) would fail every poll: one line per 30 s.
+    const failures = logger === undefined ? undefined : new ThrottledLog(logger, 30_000);
     source.watch = (apply) =>
       store.listen(REVOCATION_CHANNEL, {
+        onError: (err) => failures?.error({ err: err.message }, 'revocation: reading the store\'s notices failed; changes from other processes are not seen'),
         onMessage: (payload) => {
           try {
             apply(noticeSnapshot(payload));
