@@ -13,6 +13,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync, cpSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import os from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -194,10 +195,20 @@ async function startJwks(jwk) {
   return { server, url: `http://127.0.0.1:${server.address().port}/.well-known/jwks.json` };
 }
 
+/** The HTTPS gateway's certificate (self-signed for 127.0.0.1), made by openssl at start. */
+let benchCert;
+function makeCert() {
+  const dir = join(tmp, 'tls');
+  mkdirSync(dir);
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'key.pem', '-out', 'cert.pem', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { cwd: dir, stdio: 'ignore' });
+  return { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem'), pem: readFileSync(join(dir, 'cert.pem'), 'utf8') };
+}
+
 function request(url, headers = {}, agent = undefined) {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const req = http.get(url, { headers, agent }, (res) => {
+    const get = url.startsWith('https:') ? (u, o, cb) => https.get(u, { ...o, ca: benchCert.pem }, cb) : http.get;
+    const req = get(url, { headers, agent }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - t0 }));
@@ -210,9 +221,9 @@ function request(url, headers = {}, agent = undefined) {
 const FLEET_LIMIT = 300;
 const FLEET_WINDOW_S = 2;
 
-function gatewayConfig({ upstream, adminToken, jwksUri, hsSecret, redis, keyPrefix, cache, storeUrl, poolSize }) {
+function gatewayConfig({ upstream, adminToken, jwksUri, hsSecret, redis, keyPrefix, cache, storeUrl, poolSize, tls, tracing }) {
   return stringify({
-    listen: { host: '127.0.0.1', port: 0 },
+    listen: { host: '127.0.0.1', port: 0, ...(tls ? { tls } : {}) },
     admin: { host: '127.0.0.1', port: 0, token: adminToken },
     upstreams: { api: { url: upstream } },
     roles: ['basic', 'premium', 'admin'],
@@ -226,6 +237,7 @@ function gatewayConfig({ upstream, adminToken, jwksUri, hsSecret, redis, keyPref
     },
     apiKeys: { prefix: 'pcl', ...(cache ? { cache } : {}) },
     log: { level: S.logLevel, pii: 'hashed', salt: 'bench' },
+    ...(tracing ? { tracing } : {}),
     rateLimits: {
       policies: [
         // Far above any load here: measures what counting costs, never refuses.
@@ -305,10 +317,16 @@ async function main() {
   memPrep?.catch(() => undefined);
   const gMem = await prepareGateway('gw', base);
   const gRedis = withRedis ? await prepareGateway('gw-redis', { ...base, redis: redisUrl, keyPrefix }) : undefined;
+  // The edge features, each on a gateway of its own, measured against `gw` in the same rounds.
+  benchCert = makeCert();
+  const sink = await startServer(join(HERE, 'servers', 'otlp-sink.js'));
+  procs.push(sink);
+  const gTls = await prepareGateway('gw-tls', { ...base, tls: { cert: benchCert.cert, key: benchCert.key } });
+  const gTrace = await prepareGateway('gw-trace', { ...base, tracing: { otlp: { endpoint: `${sink.url}/v1/traces` }, sampleRatio: 1, batchDelay: '1s' } });
   log('creating the API key with `portcullis keys create --json` on the embedded store');
   const key = await createKeyWithCli(gMem, 'bench-key');
   // One store initialized with the benchmark key: the other gateways start from copies.
-  if (gRedis) cpSync(join(gMem.dir, 'data'), join(gRedis.dir, 'data'), { recursive: true });
+  for (const g of [gRedis, gTls, gTrace]) if (g) cpSync(join(gMem.dir, 'data'), join(g.dir, 'data'), { recursive: true });
   const twins = {};
   if (flags.base) {
     for (const g of [gMem, gRedis]) {
@@ -332,16 +350,17 @@ async function main() {
   const live = {};
   const startAs = async (name) => {
     const p = await starters[name]();
+    if (name === 'gw-tls') p.url = p.url.replace('http:', 'https:');
     procs.push(p);
     await waitReady(p);
     live[name] = p;
     return p;
   };
   const starter = (bin, g, name) => () => startGateway(bin, g.configFile, { cwd: g.dir, logFile: g.logFile, nodeArgs: gatewayNodeArgs(name) });
-  for (const [name, g] of [['gw', gMem], ['gw-redis', gRedis]]) {
+  for (const [name, g] of [['gw', gMem], ['gw-redis', gRedis], ['gw-tls', gTls], ['gw-trace', gTrace]]) {
     if (!g) continue;
     starters[name] = starter(BIN, g, name);
-    if (flags.base) starters[`${name}@base`] = starter(join(flags.base, 'bin', 'portcullis.js'), twins[g.dir], `${name}@base`);
+    if (flags.base && twins[g.dir]) starters[`${name}@base`] = starter(join(flags.base, 'bin', 'portcullis.js'), twins[g.dir], `${name}@base`);
   }
   for (const name of Object.keys(starters)) await startAs(name);
   const gwMem = live.gw;
@@ -373,6 +392,8 @@ async function main() {
           { name: 'pcl-hs256-redis-limited', label: 'Portcullis, cached HS256 JWT + Redis revocation + rate limit', gw: 'gw-redis', path: '/limited', headers: bearer(hsToken), kind: 'jwt', redis: true },
         ]
       : []),
+    { name: 'pcl-hs256-https', label: 'Portcullis, cached HS256 JWT over HTTPS', gw: 'gw-tls', headers: bearer(hsToken), kind: 'jwt', pair: 'pcl-hs256' },
+    { name: 'pcl-hs256-traced', label: 'Portcullis, cached HS256 JWT, tracing on (sampleRatio 1, local OTLP sink)', gw: 'gw-trace', headers: bearer(hsToken), kind: 'jwt', pair: 'pcl-hs256' },
     { name: 'fastify-peer', label: 'fastify + @fastify/http-proxy + @fastify/jwt (HS256)', url: peer.url, pid: peer.pid, headers: bearer(hsToken), kind: 'peer' },
   ];
   const chosen = allTargets.filter((t) => t.kind === 'floor' && t.name === 'bare-proxy' ? true : !only || only.has(t.name));
@@ -441,6 +462,10 @@ async function main() {
     r.vsBase = { rps: round(median(rps), 3), cpu: round(median(cpu), 3), rpsPerRound: rps.map((x) => round(x, 3)), cpuPerRound: cpu.map((x) => round(x, 3)) };
   }
 
+  pairRatios(targets, samples, results);
+  const exported = await request(`${sink.url}/stats`).then((r) => JSON.parse(r.body), () => undefined);
+  if (exported && results.some((r) => r.name === 'pcl-hs256-traced')) notes.push(`The tracing target's OTLP sink received ${int(exported.posts)} exports, ${int(exported.bytes)} bytes of OTLP JSON.`);
+
   const scenarios = {};
   // Cold first: the flood leaves this client address rate-limited for new keys (as designed).
   if (!skip.has('cold')) scenarios.cold = await coldScenario(live.gw, adminToken, hsSecret, es.privateKey);
@@ -478,6 +503,31 @@ async function finish(m, results, scenarios, procs, jwks, withRedis, keyPrefix) 
   process.stdout.write(md);
   log(`wrote ${join(outDir, flags.label)}.{md,json} in ${report.elapsedSeconds}s`);
 }
+
+/**
+ * A feature target against the same gateway without it (`pair`), in the same rounds:
+ * per-round ratios, then the median, as for the bare proxy.
+ */
+function pairRatios(targets, samples, results) {
+  for (const r of results) {
+    const pair = targets.find((t) => t.name === r.name)?.pair;
+    const other = pair === undefined ? undefined : samples.get(pair);
+    if (!other) continue;
+    const rps = [];
+    const cpu = [];
+    const p99 = [];
+    for (const s of samples.get(r.name)) {
+      const b = other.find((x) => x.round === s.round);
+      if (!b) continue;
+      rps.push(s.rps / b.rps);
+      if (s.cpuUsPerReq && b.cpuUsPerReq) cpu.push(s.cpuUsPerReq / b.cpuUsPerReq);
+      if (s.latencyMs.p99 && b.latencyMs.p99) p99.push(s.latencyMs.p99 / b.latencyMs.p99);
+    }
+    r.vsPair = { of: pair, rps: round(median(rps), 3), cpu: round(median(cpu), 3), p99: round(median(p99), 3), rpsPerRound: rps.map((x) => round(x, 3)) };
+  }
+}
+
+const int = (x) => Math.round(x).toLocaleString('en-US');
 
 /** A permutation of `list` from a small seeded generator (mulberry32). */
 function shuffled(list, seed) {

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { LoadResult, GatewayConfig } from './config/load.js';
 import { randomUUID } from 'node:crypto';
@@ -9,6 +10,8 @@ import { Proxy, closeUpstreams } from './proxy/upstreams.js';
 import type { RevocationCheck } from './revocation/check.js';
 import type { RateLimiter } from './limits/types.js';
 import { createLogger, requestLogger, subjectHasher, type Logger } from './ops/log.js';
+import { openTracing } from './ops/tracing.js';
+import { serverContextOptions } from './net/tls.js';
 
 /** What the gateway runs on besides its config; built by `openServices`, closed with the gateway. */
 export interface Services {
@@ -32,6 +35,7 @@ export interface GatewayOptions {
 
 /** A running gateway: the main listener and its pipeline. */
 export class Gateway {
+  /** An https.Server when `listen.tls` is set (it has every http.Server method the gateway uses). */
   readonly server: http.Server;
   readonly pipeline: Pipeline;
   readonly logger: Logger;
@@ -41,11 +45,12 @@ export class Gateway {
   private constructor(rt: Runtime, private readonly services: Services, logger: Logger, observers: PipelineObserver[]) {
     this.logger = logger;
     const logLine = requestLogger(logger, subjectHasher(rt.config.log.pii, rt.config.log.salt));
-    const all = [{ onRequest: logLine }, ...observers];
+    const all = [{ onRequest: logLine }, { onRequest: (r: RequestRecord) => r.trace?.end(r) }, ...observers];
     const observer: PipelineObserver = all.length === 1 ? all[0]! : { onRequest: (r: RequestRecord) => { for (const o of all) o.onRequest(r); } };
     this.pipeline = new Pipeline(rt, services.revocation, this.proxy, observer, services.limiter);
     const l = rt.config.listen;
-    this.server = http.createServer({
+    const tls = rt.config.tlsFiles.listen;
+    const options: http.ServerOptions = {
       headersTimeout: l.headersTimeout,
       requestTimeout: l.requestTimeout,
       // Node enforces both timeouts only when it sweeps its connections, every 30 s by
@@ -60,7 +65,12 @@ export class Gateway {
       // connection; Node's own check would answer with a bare 400 of its own.
       requireHostHeader: false,
       joinDuplicateHeaders: false,
-    });
+    };
+    // HTTP/1.1 only, also to clients that offer h2: the pipeline's framing rules and the
+    // proxy engine are HTTP/1.1's (docs/reference/operations.md, TLS).
+    this.server = tls === undefined
+      ? http.createServer(options)
+      : (https.createServer({ ...options, ...serverContextOptions(tls), ALPNProtocols: ['http/1.1'] }) as unknown as http.Server);
     if (l.maxConnections > 0) this.server.maxConnections = l.maxConnections;
     this.server.on('request', this.pipeline.handle);
     this.server.on('upgrade', this.pipeline.upgrade);
@@ -86,7 +96,7 @@ export class Gateway {
     const config = loaded.config;
     const logger = opts.logger ?? createLogger(config.log);
     for (const w of loaded.warnings) logger.warn(w);
-    const rt = buildRuntime(config, await opts.services.authenticators(config));
+    const rt = buildRuntime(config, await opts.services.authenticators(config), undefined, await openTracing(config.tracing));
     const gw = new Gateway(rt, opts.services, logger, opts.observers ?? []);
     const host = opts.listen?.host ?? config.listen.host;
     const port = opts.listen?.port ?? config.listen.port;
@@ -112,17 +122,43 @@ export class Gateway {
 
   url(): string {
     const { host, port } = this.address();
-    return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    return `${this.server instanceof https.Server ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   }
 
   /** Builds a runtime from a new config and swaps it in; in-flight requests finish on the old one. */
   async reload(loaded: LoadResult): Promise<void> {
-    const rt = buildRuntime(loaded.config, await this.services.authenticators(loaded.config));
+    const prev = this.pipeline.current.tracing;
+    const same = JSON.stringify(prev.config) === JSON.stringify(loaded.config.tracing);
+    const tracing = same ? prev : await openTracing(loaded.config.tracing);
+    const rt = buildRuntime(loaded.config, await this.services.authenticators(loaded.config), undefined, tracing);
+    this.reloadTls(loaded.config);
     const old = this.pipeline.swap(rt);
     for (const w of loaded.warnings) this.logger.warn(w);
     this.services.retire?.(old);
-    // Old upstream agents close once their sockets are idle.
-    setTimeout(() => closeUpstreams(old.upstreams as never), 60_000).unref();
+    // Old upstream agents close once their sockets are idle; the old tracer sends what it holds.
+    setTimeout(() => {
+      closeUpstreams(old.upstreams as never);
+      if (!same) void prev.shutdown(5_000);
+    }, 60_000).unref();
+  }
+
+  /**
+   * New certificate files for new handshakes; connections already open keep theirs. Turning
+   * TLS on or off needs a restart (the listener's kind is fixed when it is created).
+   */
+  private reloadTls(config: GatewayConfig): void {
+    const tls = config.tlsFiles.listen;
+    const isTls = this.server instanceof https.Server;
+    if (tls === undefined || !isTls) {
+      if ((tls !== undefined) !== isTls) this.logger.warn({ file: config.file }, 'listen.tls changed between on and off: this takes a restart; the listener keeps its current protocol');
+      return;
+    }
+    const s = this.server as unknown as https.Server & { requestCert: boolean; rejectUnauthorized: boolean };
+    const o = serverContextOptions(tls);
+    s.setSecureContext(o);
+    // Read per handshake by Node, but set by setSecureContext only for the context itself.
+    s.requestCert = o.requestCert;
+    s.rejectUnauthorized = o.rejectUnauthorized;
   }
 
   /** Stops accepting, drains in-flight requests up to `drainMs`, then closes everything. */
@@ -135,6 +171,7 @@ export class Gateway {
       clearTimeout(timer);
       this.proxy.close();
       closeUpstreams(this.pipeline.current.upstreams as never);
+      await this.pipeline.current.tracing.shutdown(Math.min(drainMs, 5_000));
       await this.services.close();
     })();
     return this.closing;

@@ -10,10 +10,11 @@ import { ApiKeyAuthenticator } from './authn/api-key.js';
 import { openStore } from './store/open.js';
 import { REVOCATION_CHANNEL, type KeyStore, type RevocationNotice } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
-import { openRevocation } from './revocation/open.js';
-import { ThrottledLog } from './revocation/support.js';
+import { openRevocation, revocationBackend } from './revocation/open.js';
 import { openLimiter } from './limits/open.js';
 import type { InvalidationEvent, RevocationSnapshot, RevocationSource, RevocationStore } from './revocation/types.js';
+import { DEFAULT_EXPIRY_GRACE_MS, ThrottledLog } from './revocation/support.js';
+import { compileExternalKeys } from './revocation/external-keys.js';
 import { KEY_SUBJECT, TOKEN_SUBJECT, TokenService } from './tokens/service.js';
 import type { ReadinessCheck } from './ops/admin.js';
 import { AssertionSigner } from './identity/assertion.js';
@@ -36,6 +37,8 @@ export interface CoreOptions {
   baseDir?: string;
   /** PostgreSQL notification channel override (tests sharing one database). */
   channel?: string;
+  /** How often a running gateway deletes token revocations that can no longer matter (default 1 h). */
+  pruneIntervalMs?: number;
 }
 
 type KeyRow = { revocationId: string; expiresAt: number | null };
@@ -67,8 +70,9 @@ function noticeSnapshot(payload: string): RevocationSnapshot {
 /** The durable record of revocations, as the revocation view loads it (subjects scoped by kind). */
 export function revocationSource(store: KeyStore, clock: Clock, logger?: Pick<Logger, 'warn' | 'error'>): RevocationSource {
   const loadActive = async (): Promise<RevocationSnapshot> => {
-    const now = clock.now();
-    const [ks, ts, ss] = await Promise.all([store.listActiveRevokedKeys(now), store.listActiveTokenRevocations(now), store.listSubjectRevocations()]);
+    // A credential is accepted a clock tolerance past its end: so is its revocation kept.
+    const since = clock.now() - DEFAULT_EXPIRY_GRACE_MS;
+    const [ks, ts, ss] = await Promise.all([store.listActiveRevokedKeys(since), store.listActiveTokenRevocations(since), store.listSubjectRevocations()]);
     return toSnapshot(ks, ts, ss);
   };
   const source: RevocationSource = {
@@ -145,13 +149,34 @@ export async function openCore(config: GatewayConfig, logger: Logger, opts: Core
  */
 export function scopedCheck(revocation: RevocationStore, observe?: (ms: number) => void) {
   return {
-    isRevoked: (id: Pick<Identity, 'revocationId' | 'subject' | 'issuedAt'> & { method?: Identity['method'] }) => {
-      const r = revocation.isRevoked({ revocationId: id.revocationId, subject: (id.method === 'jwt' ? TOKEN_SUBJECT : KEY_SUBJECT) + id.subject, issuedAt: id.issuedAt });
+    isRevoked: (id: Pick<Identity, 'revocationId' | 'subject' | 'issuedAt' | 'externalRevocationKeys'> & { method?: Identity['method'] }) => {
+      const r = revocation.isRevoked({
+        revocationId: id.revocationId,
+        subject: (id.method === 'jwt' ? TOKEN_SUBJECT : KEY_SUBJECT) + id.subject,
+        issuedAt: id.issuedAt,
+        externalRevocationKeys: id.externalRevocationKeys,
+      });
       if (observe === undefined || typeof r === 'boolean') return r;
       const t0 = performance.now();
       return r.finally(() => observe(performance.now() - t0));
     },
   };
+}
+
+/**
+ * Deletes, every `everyMs`, the token revocations whose token can no longer be accepted
+ * (its expiry plus the longest clock tolerance has passed). Instances pruning at once
+ * are harmless: a deletion is idempotent.
+ */
+function startPruning(core: Core, logger: Logger, everyMs: number): NodeJS.Timeout {
+  const timer = setInterval(() => {
+    core.store.pruneTokenRevocations(core.clock.now() - DEFAULT_EXPIRY_GRACE_MS).then(
+      (n) => { if (n > 0) logger.info({ pruned: n }, 'pruned token revocations past their expiry'); },
+      (err: unknown) => logger.warn({ err: String(err) }, 'pruning token revocations failed; retrying at the next interval'),
+    );
+  }, everyMs);
+  timer.unref();
+  return timer;
 }
 
 export interface GatewayServices extends Services {
@@ -189,12 +214,23 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
     else if (ev.subject.startsWith(KEY_SUBJECT)) apiKey?.evictSubject(ev.subject.slice(KEY_SUBJECT.length));
   });
 
+  // The revocation view is opened once; a reload cannot give a gateway without Redis one.
+  const onRedis = revocationBackend(config.revocation, config.store.url) === 'redis';
   const authenticators = async (cfg: GatewayConfig): Promise<Authenticators> => {
+    if (cfg.revocation.externalKeys.length > 0 && !onRedis) {
+      // Refusing the reload beats serving tokens the API has revoked without a word.
+      throw new TypeError('revocation.externalKeys needs Redis, and this gateway runs without it: restart it with revocation.redis set');
+    }
     const rank = (role: string) => roleRank(cfg, role);
-    const jk = JSON.stringify([cfg.jwt, cfg.roles]);
+    const jk = JSON.stringify([cfg.jwt, cfg.roles, cfg.revocation.externalKeys]);
     if (jk !== jwtKey) {
       if (jwt) retired.push(jwt);
-      jwt = cfg.jwt.issuers.length > 0 ? new JwtAuthenticator(cfg.jwt, rank, clock, { onJwksError: (issuer, err) => logger.warn({ issuer, err: String(err) }, 'JWKS fetch failed') }) : undefined;
+      jwt = cfg.jwt.issuers.length > 0
+        ? new JwtAuthenticator(cfg.jwt, rank, clock, {
+            onJwksError: (issuer, err) => logger.warn({ issuer, err: String(err) }, 'JWKS fetch failed'),
+            externalKeys: compileExternalKeys(cfg.revocation.externalKeys),
+          })
+        : undefined;
       jwtKey = jk;
       await jwt?.start();
     }
@@ -225,6 +261,7 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
   };
 
   const revocation = scopedCheck(core.revocation, opts.observeRevocation);
+  const pruner = startPruning(core, logger, opts.pruneIntervalMs ?? 3_600_000);
   const limiter = openLimiter(config, logger);
   return {
     core,
@@ -245,6 +282,7 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
     },
     close: async () => {
       unsubscribe();
+      clearInterval(pruner);
       await apiKey?.close();
       jwt?.close();
       await limiter.close();

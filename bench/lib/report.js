@@ -39,6 +39,12 @@ export function renderMarkdown(r) {
     for (const t of ab) lines.push(`| ${t.label} | ${f(t.vsBase.rps)} | ${f(t.vsBase.cpu)} | ${t.vsBase.cpuPerRound.map((x) => f(x)).join(' ')} |`);
     lines.push('');
   }
+  const pairs = r.targets.filter((t) => t.vsPair);
+  if (pairs.length) {
+    lines.push('Edge features against the same gateway without them (same rounds; per-round ratios, median):', '', '| target | against | req/s × | CPU/req × | p99 × | per-round req/s ratios |', '| --- | --- | ---: | ---: | ---: | --- |');
+    for (const t of pairs) lines.push(`| ${t.label} | ${r.targets.find((x) => x.name === t.vsPair.of)?.label ?? t.vsPair.of} | ${f(t.vsPair.rps)} | ${f(t.vsPair.cpu)} | ${f(t.vsPair.p99)} | ${t.vsPair.rpsPerRound.map((x) => f(x)).join(' ')} |`);
+    lines.push('');
+  }
   if (r.goals.length) {
     lines.push('| goal | measured | met |', '| --- | ---: | :---: |');
     for (const g of r.goals) lines.push(`| ${g.goal} | ${f(g.measured)} | ${g.met ? 'yes' : '**no**'} |`);

@@ -5,7 +5,7 @@ import type { ApiKeysConfig } from '../config/schema.js';
 import { GatewayError } from '../http/problem.js';
 import { compileAllowIp } from '../keys/cidr.js';
 import { looksNative, parseKey, type ParsedKey } from '../keys/format.js';
-import { argon2Verifier, safeEqual, type SecretVerifier } from '../keys/hash.js';
+import { argon2Verifier, safeEqual, uuidBytesSha256, type SecretVerifier } from '../keys/hash.js';
 import { effectiveEnd } from '../keys/service.js';
 import { keyRevocationId, LEGACY_REVOCATION_PREFIX as LEGACY_ID } from '../store/sql.js';
 import type { KeyRecord, KeyStore } from '../store/types.js';
@@ -370,7 +370,7 @@ export class ApiKeyAuthenticator implements Authenticator {
     // A key proven before skips the key-id limit (its holder must not be locked out).
     if (parsed === null) this.#checkAttempts(undefined, clientIp);
     else if (!this.#proven.has(digest)) this.#checkAttempts(parsed.id, clientIp);
-    const p = (parsed === null ? this.#verifyLegacy(digest, clientIp) : this.#verifyNative(parsed, digest, clientIp)).finally(() => {
+    const p = (parsed === null ? this.#verifyLegacy(value, digest, clientIp) : this.#verifyNative(parsed, digest, clientIp)).finally(() => {
       this.#inflight.delete(digest);
     });
     this.#inflight.set(digest, p);
@@ -406,11 +406,18 @@ export class ApiKeyAuthenticator implements Authenticator {
     return this.#accept(record, digest, epoch);
   }
 
-  async #verifyLegacy(digest: string, clientIp: string): Promise<Identity> {
+  async #verifyLegacy(value: string, digest: string, clientIp: string): Promise<Identity> {
     const epoch = this.#epoch;
-    // The digest is the key's SHA-256 in hex: what the store holds for imported keys.
-    const record = await this.#lookup(() => this.#store.getKeyBySha256(digest));
-    if (record === undefined || record.sha256 === null || !safeEqual(record.sha256, digest)) {
+    // The digest is the key's SHA-256 in hex: what the store holds for keys imported with
+    // `digestOf: key`. A UUID may also have been imported by the digest of its 16 bytes.
+    let stored = digest;
+    let record = await this.#lookup(() => this.#store.getKeyBySha256(digest));
+    const uuidDigest = record === undefined ? uuidBytesSha256(value) : undefined;
+    if (uuidDigest !== undefined) {
+      stored = uuidDigest;
+      record = await this.#lookup(() => this.#store.getKeyBySha256(uuidDigest));
+    }
+    if (record === undefined || record.sha256 === null || !safeEqual(record.sha256, stored)) {
       this.#fail(undefined, clientIp, 1);
       throw this.#refuse(digest, keyInvalid());
     }
@@ -552,6 +559,10 @@ export class ApiKeyAuthenticator implements Authenticator {
       const digest = revocationId.slice(LEGACY_ID.length);
       const cached = this.#cache.peek(digest, { allowStale: true });
       this.#evictDigests(cached !== undefined && cached.revocationId === revocationId ? digest : undefined);
+      // A UUID key imported by the digest of its bytes is cached under the digest of the
+      // text the client sent (any letter case), so those entries are indexed.
+      const indexed = this.#byRevocation.get(revocationId);
+      if (indexed !== undefined) this.#evictDigests(indexed);
       return;
     }
     this.#evictDigests(this.#byRevocation.get(revocationId));

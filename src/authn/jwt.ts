@@ -14,6 +14,7 @@ import type { Dispatcher } from 'undici';
 import type { Clock } from '../clock.js';
 import { systemClock } from '../clock.js';
 import type { IssuerConfig, JwtConfig } from '../config/schema.js';
+import type { ExternalKeys } from '../revocation/external-keys.js';
 import type { AuthContext, Authenticator, Credential, Identity } from './types.js';
 import { JwksCache } from './jwks.js';
 import { fromJoseError, JwtRejection, rejectToken, type JwtCheck, type JwtProblemCode } from './jose-errors.js';
@@ -39,6 +40,8 @@ export interface JwtAuthenticatorOptions {
   readonly negativeMax?: number | undefined;
   /** Called with each failed JWKS fetch (the old set keeps serving). */
   readonly onJwksError?: ((issuer: string, err: unknown) => void) | undefined;
+  /** Renders the fronted API's own revocation keys of a token (`revocation.externalKeys`). */
+  readonly externalKeys?: ExternalKeys | undefined;
 }
 
 /** Cache counters for `/metrics`. */
@@ -276,6 +279,7 @@ export class JwtAuthenticator implements Authenticator {
   readonly #cache: LRUCache<string, Cached>;
   readonly #refused: LRUCache<string, Refused>;
   readonly #inflight = new Map<string, Promise<Identity>>();
+  readonly #externalKeys: ExternalKeys | undefined;
 
   constructor(config: JwtConfig, rankOf: (role: string) => number, clock: Clock = systemClock, options: JwtAuthenticatorOptions = {}) {
     this.#config = config;
@@ -284,6 +288,7 @@ export class JwtAuthenticator implements Authenticator {
     this.#toleranceSeconds = config.clockTolerance / 1000;
     this.#cacheMaxTtl = options.cacheMaxTtl ?? 600_000;
     this.#negativeTtl = options.negativeTtl ?? 5_000;
+    this.#externalKeys = options.externalKeys;
     const jwksByUri = new Map<string, JwksCache>();
     const byIss = new Map<string | undefined, Issuer[]>();
     const jwksByName = new Map<string, JwksCache>();
@@ -472,7 +477,7 @@ export class JwtAuthenticator implements Authenticator {
       }
       // jose stops at the expiry; the token is `token-expired` only if nothing after it fails too.
       if (rejection.code === 'token-expired' && err instanceof errors.JWTExpired) {
-        this.#identity(err.payload as JWTPayload, issuer, nowMs, undefined, id ?? sha256(token));
+        this.#identity(err.payload as JWTPayload, issuer, nowMs, undefined, id ?? sha256(token), token);
       }
       throw rejection;
     }
@@ -487,7 +492,7 @@ export class JwtAuthenticator implements Authenticator {
       pass(trace, 'exp', payload.exp === undefined ? 'absent (not required)' : `exp ${new Date(payload.exp * 1000).toISOString()}`);
       if (issuer.maxTokenAge !== undefined) pass(trace, 'max-age', `issued ${Math.floor(nowMs / 1000) - (payload.iat ?? 0)}s ago, limit ${issuer.maxTokenAge}s`);
     }
-    const identity = this.#identity(payload, issuer, nowMs, trace, id ?? sha256(token));
+    const identity = this.#identity(payload, issuer, nowMs, trace, id ?? sha256(token), token);
     return { identity, validUntil: this.#validUntil(payload, issuer, nowMs) };
   }
 
@@ -509,7 +514,7 @@ export class JwtAuthenticator implements Authenticator {
   }
 
   /** Checks that come after jose's, then maps claims to the Identity. */
-  #identity(payload: JWTPayload, issuer: Issuer, nowMs: number, trace: Trace, tokenHash: string): Identity {
+  #identity(payload: JWTPayload, issuer: Issuer, nowMs: number, trace: Trace, tokenHash: string, token: string): Identity {
     const nowSeconds = Math.floor(nowMs / 1000);
     const { iat, nbf, exp } = payload;
     if (iat !== undefined && iat > nowSeconds + this.#toleranceSeconds) throw rejectToken('iat', 'The token claims to be issued in the future.');
@@ -558,6 +563,7 @@ export class JwtAuthenticator implements Authenticator {
       issuedAt: (iat ?? nbf ?? 0) * 1000,
       expiresAt: exp === undefined ? undefined : exp * 1000,
       revocationId,
+      externalRevocationKeys: this.#externalKeys?.({ token, sha256: tokenHash, jti: claimString(jti), sub: claimString(payload.sub) }),
       issuer: issuer.name,
     } satisfies Identity);
   }

@@ -36,6 +36,11 @@ export interface Identity {
    * `legacy:<sha256>` for imported keys, `jti:<jti>` or `tok:<sha256>` for JWTs.
    */
   readonly revocationId: string;
+  /**
+   * Redis keys the fronted API writes to revoke this token (`revocation.externalKeys`,
+   * rendered once at verification); any of them existing revokes it.
+   */
+  readonly externalRevocationKeys?: readonly string[] | undefined;
   /** Issuer name (JWT) — informational. */
   readonly issuer?: string | undefined;
 }

@@ -269,7 +269,7 @@ export function registerKeysCommand(program: Command, io: Io = processIo, deps: 
 
   keys
     .command('import')
-    .description('import existing keys from JSON lines (key or sha256, subject, role, scopes, name, expiresAt)')
+    .description('import existing keys from JSON lines (key or sha256, digestOf, subject, role, scopes, name, expiresAt)')
     .requiredOption('--file <file>', 'JSON-lines file')
     .option('--json', 'print JSON')
     .action(async (o: { file: string; json?: boolean }, cmd: Command) => {

@@ -1,10 +1,12 @@
 import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
 import { configSchema, type RawConfig } from './schema.js';
 import { interpolate } from './interpolate.js';
 import { normalizeTarget } from '../http/normalize-path.js';
 import { parseStoreUrl } from '../store/open.js';
 import { compileRoutes, type CompiledRoute, findShadowedRoutes } from '../http/match.js';
+import { readTlsFiles, type TlsFiles } from '../net/tls.js';
 
 /** The validated, deep-frozen configuration with compiled routes. Never mutated; a reload builds a new one. */
 export interface GatewayConfig extends RawConfig {
@@ -12,6 +14,8 @@ export interface GatewayConfig extends RawConfig {
   readonly compiledRoutes: readonly CompiledRoute[];
   /** Role name → rank (index in `roles`). */
   readonly roleRanks: ReadonlyMap<string, number>;
+  /** PEM text of the files `listen.tls` and `upstreams.*.tls` name, read with the config. */
+  readonly tlsFiles: TlsFiles;
 }
 
 /** A config that cannot be used; `problems` are `FILE:LINE:COL message` lines. */
@@ -195,6 +199,9 @@ export function parseConfig(text: string, file: string, env: Readonly<Record<str
   } catch (err) {
     problems.push(`${where.at(['store', 'url'])} store.url: ${(err as Error).message}`);
   }
+  if (cfg.revocation.externalKeys.length > 0 && cfg.revocation.redis.trim() === '') {
+    problems.push(`${where.at(['revocation', 'externalKeys'])} revocation.externalKeys: needs revocation.redis (the keys are read from the Redis the API writes them to)`);
+  }
   const policyNames = new Set<string>();
   cfg.rateLimits.policies.forEach((pol, i) => {
     if (policyNames.has(pol.name)) problems.push(`${where.at(['rateLimits', 'policies', i, 'name'])} rate-limit policy "${pol.name}" is defined twice`);
@@ -207,6 +214,7 @@ export function parseConfig(text: string, file: string, env: Readonly<Record<str
   });
   const idh = Object.values(cfg.identity.headers);
   if (new Set(idh).size !== idh.length) problems.push(`${where.at(['identity', 'headers'])} identity.headers: two identity fields share one header name`);
+  const tlsFiles = readTlsFiles(cfg, dirname(file), (path, message) => problems.push(`${where.at(path)} ${path.join('.')}: ${message}`));
   if (problems.length) throw new ConfigError(problems);
 
   const compiledRoutes = compileRoutes(cfg.routes, roleRanks);
@@ -214,7 +222,7 @@ export function parseConfig(text: string, file: string, env: Readonly<Record<str
   for (const s of findShadowedRoutes(compiledRoutes)) {
     warnings.push(`${where.at(['routes', s.index, 'match'])} warning: route ${s.index} (${cfg.routes[s.index]!.match.path}) can never match: route ${s.by} (${cfg.routes[s.by]!.match.path}) before it matches everything it would`);
   }
-  const config: GatewayConfig = deepFreeze({ ...cfg, file, compiledRoutes, roleRanks });
+  const config: GatewayConfig = deepFreeze({ ...cfg, file, compiledRoutes, roleRanks, tlsFiles });
   return { config, warnings };
 }
 

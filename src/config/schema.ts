@@ -22,6 +22,19 @@ const cidr = z
   .string()
   .regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected an IP address or CIDR like 10.0.0.0/8');
 
+/** HTTPS on the main listener (SPEC §11). Files are read at load and on every reload. */
+const listenTls = z.strictObject({
+  /** PEM certificate chain (leaf first); a path relative to the config file's folder. */
+  cert: nonEmpty,
+  /** PEM private key of `cert`. */
+  key: nonEmpty,
+  /** PEM CA certificates that sign client certificates. */
+  ca: nonEmpty.optional(),
+  /** `request`: ask for a client certificate, admit without one; `require`: no handshake without one signed by `ca`. */
+  clientCertificates: z.enum(['none', 'request', 'require']).default('none'),
+  minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+});
+
 const listen = z.strictObject({
   host: nonEmpty.default('0.0.0.0'),
   port: port.default(8080),
@@ -32,6 +45,7 @@ const listen = z.strictObject({
   keepAliveTimeout: timer.default(5_000),
   maxHeaderSize: z.number().int().min(1024).max(1_048_576).default(16_384),
   maxConnections: z.number().int().min(0).default(0),
+  tls: listenTls.optional(),
 });
 
 const admin = z.strictObject({
@@ -53,7 +67,48 @@ const upstream = z.strictObject({
   timeout: timer.default(30_000),
   connectTimeout: timer.default(5_000),
   maxSockets: z.number().int().min(1).default(256),
+  /** For `https://` upstreams behind a private CA or requiring a client certificate (SPEC §11). */
+  tls: z
+    .strictObject({
+      /** PEM CA certificates the upstream's certificate must chain to (instead of the system's). */
+      ca: nonEmpty.optional(),
+      /** PEM client certificate and its key, for upstreams that require one. */
+      cert: nonEmpty.optional(),
+      key: nonEmpty.optional(),
+      /** Name sent as SNI and checked against the upstream's certificate; default: the URL's host. */
+      servername: nonEmpty.optional(),
+    })
+    .optional(),
 });
+
+/** W3C Trace Context is always on; spans are exported only with `otlp` (SPEC §12). */
+const tracing = z.strictObject({
+  otlp: z
+    .strictObject({
+      /** OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces (JSON encoding). */
+      endpoint: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' }),
+      headers: z.record(z.string(), z.string()).default({}),
+      /** Longest wait for the collector per export; spans queued meanwhile are dropped past `maxQueueSize`. */
+      timeout: timer.default(10_000),
+    })
+    .optional(),
+  /** Fraction of new traces recorded; an incoming `traceparent` keeps its caller's decision. */
+  sampleRatio: z.number().min(0).max(1).default(1),
+  serviceName: nonEmpty.default('portcullis'),
+  /** How long finished spans wait to be sent in one batch. */
+  batchDelay: timer.default(5_000),
+  /** Finished spans held at most while the collector is slow or down; more are dropped. */
+  maxQueueSize: z.number().int().min(1).default(2048),
+});
+
+/** Longest `jwt.clockTolerance`: revocation markers and records outlive a credential by at least this (SPEC §7). */
+export const MAX_CLOCK_TOLERANCE_MS = 300_000;
+
+const externalKey = z
+  .string()
+  .min(1)
+  .refine((s) => /^(?:[^{}]|\{(?:token|jti|sub|sha256)\})*$/.test(s), 'a Redis key template: text with the placeholders {token}, {jti}, {sub} or {sha256}, and no other braces')
+  .refine((s) => /\{(?:token|jti|sub|sha256)\}/.test(s), 'a template without a placeholder names one fixed key, which would revoke every token at once');
 
 const revocation = z.strictObject({
   redis: z.string().default(''),
@@ -61,6 +116,12 @@ const revocation = z.strictObject({
   keyPrefix: z.string().default('portcullis:'),
   /** Upper bound on one revocation check before `onError` applies. */
   timeout: timer.default(1_000),
+  /**
+   * Redis keys the fronted API itself writes to revoke a JWT (e.g. `{token}` for an API
+   * that logs out with `SET <token> 1`): a token is revoked when any of them exists.
+   * Taken as written, without `keyPrefix`. Redis only.
+   */
+  externalKeys: z.array(externalKey).default([]),
 });
 
 const claims = z.strictObject({
@@ -108,7 +169,7 @@ const issuer = z
   });
 
 const jwt = z.strictObject({
-  clockTolerance: duration.default(30_000),
+  clockTolerance: duration.refine((ms) => ms <= MAX_CLOCK_TOLERANCE_MS, 'at most 5m: revocations are kept that long past a credential\'s expiry, and a token must not outlive its revocation').default(30_000),
   jwksCooldown: timer.default(30_000),
   /** How long a fetched JWKS is fresh before a background refresh. */
   jwksCacheMaxAge: timer.default(600_000),
@@ -235,6 +296,7 @@ export const configSchema = z
     identity: identity.default(identity.parse({})),
     rateLimits: rateLimits.default(rateLimits.parse({})),
     log: log.default(log.parse({})),
+    tracing: tracing.default(tracing.parse({})),
     shutdown: z.strictObject({ drainTimeout: timer.default(10_000) }).default({ drainTimeout: 10_000 }),
     routes: z.array(route).min(1),
   })
@@ -249,6 +311,8 @@ export type ApiKeysConfig = z.output<typeof apiKeys>;
 export type JwtConfig = z.output<typeof jwt>;
 export type RevocationConfig = z.output<typeof revocation>;
 export type IdentityConfig = z.output<typeof identity>;
+export type ListenTlsConfig = z.output<typeof listenTls>;
+export type TracingConfig = z.output<typeof tracing>;
 export type RateLimitsConfig = z.output<typeof rateLimits>;
 
 /** JSON Schema of the config file (input side), for editors. */

@@ -7,6 +7,8 @@ export interface CompiledRoute {
   readonly pattern: string;
   /** Pattern segments without the trailing `**`. */
   readonly segments: readonly string[];
+  /** The same, case-folded (see {@link foldCase}); `segments` itself when nothing folds. */
+  readonly folded: readonly string[];
   /** The pattern ends in `**` (zero or more further segments). */
   readonly tail: boolean;
   readonly methods: ReadonlySet<string> | null;
@@ -37,6 +39,7 @@ export function compileRoutes(routes: readonly RouteConfig[], ranks: ReadonlyMap
       label: r.name ?? `${index}:${r.match.path}`,
       pattern: r.match.path,
       segments: parts,
+      folded: parts.some((p) => foldCase(p) !== p) ? parts.map(foldCase) : parts,
       tail,
       methods,
       host: r.match.host === undefined ? null : (hostName(r.match.host) ?? null),
@@ -79,8 +82,8 @@ function hostMatches(pattern: string, host: string | undefined): boolean {
   return host === pattern;
 }
 
-function pathMatches(route: CompiledRoute, segs: readonly string[]): boolean {
-  const p = route.segments;
+function pathMatches(route: CompiledRoute, segs: readonly string[], folded: boolean): boolean {
+  const p = folded ? route.folded : route.segments;
   if (route.tail ? segs.length < p.length : segs.length !== p.length) return false;
   for (let i = 0; i < p.length; i++) {
     const want = p[i]!;
@@ -97,13 +100,43 @@ export function matchRoute(
   method: string,
   host: string | undefined,
   segs: readonly string[],
+  folded = false,
 ): CompiledRoute | undefined {
   for (const r of routes) {
     if (r.methods !== null && !r.methods.has(method)) continue;
     if (r.host !== null && !hostMatches(r.host, host)) continue;
-    if (pathMatches(r, segs)) return r;
+    if (pathMatches(r, segs, folded)) return r;
   }
   return undefined;
+}
+
+/**
+ * Encoded letters outside ASCII whose simple case mapping is an ASCII letter: Java's
+ * `equalsIgnoreCase` and .NET's `OrdinalIgnoreCase` take `admın` (dotless ı) for `ADMIN`.
+ */
+const FOLDS_TO_ASCII: ReadonlyArray<[string, string]> = [['%C4%B0', 'i'], ['%C4%B1', 'i'], ['%C5%BF', 's'], ['%E2%84%AA', 'k']];
+
+/** A normalized path or pattern as a server that routes without regard to case reads it. */
+export function foldCase(path: string): string {
+  let p = path;
+  if (p.includes('%')) for (const [from, to] of FOLDS_TO_ASCII) p = p.replaceAll(from, to);
+  return p.toLowerCase();
+}
+
+const FOLDABLE = /[A-Z]|%C4%B[01]|%C5%BF|%E2%84%AA/;
+
+/**
+ * The route for a normalized path, or `'case'` when its letter case decides which route
+ * that is. Routes compare paths exactly, but many upstreams route without regard to case
+ * (Express and ASP.NET by default, IIS): `/ADMIN/users` would miss a rule on `/admin/**`,
+ * match a looser one, and be served by the very handler that rule protects. When the
+ * case-folded path matches another route than the path as sent, neither reading can be
+ * trusted.
+ */
+export function matchPath(routes: readonly CompiledRoute[], method: string, host: string | undefined, path: string): CompiledRoute | undefined | 'case' {
+  const exact = matchRoute(routes, method, host, splitPath(path));
+  if (!FOLDABLE.test(path) && !routes.some((r) => r.folded !== r.segments)) return exact;
+  return matchRoute(routes, method, host, splitPath(foldCase(path)), true) === exact ? exact : 'case';
 }
 
 function covers(a: CompiledRoute, b: CompiledRoute): boolean {

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Identity } from '../authn/types.js';
 import type { IdentityConfig } from '../config/schema.js';
+import type { TraceHeaders } from '../ops/tracing.js';
 
 /**
  * Headers that describe one connection, never forwarded (RFC 9110 §7.6.1). `Expect` is
@@ -16,22 +17,25 @@ const HOP_BY_HOP = new Set([
 
 /**
  * Headers through which a client could claim an address, a scheme, a host, or a different
- * URL or method (besides every `X-Forwarded-*`). Replaced unless the peer is a trusted proxy.
+ * URL (besides every `X-Forwarded-*`). Replaced unless the peer is a trusted proxy.
  */
 const FORWARDING = new Set([
   'forwarded', 'x-real-ip',
   'x-original-uri', 'x-original-method', 'x-original-host',
-  'x-http-method-override', 'x-http-method', 'x-method-override',
 ]);
 
 /**
- * Headers through which some servers take the client address, the host or the path, which
- * the gateway decides and states itself (X-Forwarded-For/-Host, the normalized path on the
- * request line). Removed whoever sent them: a second opinion on these is a split view.
+ * Headers through which some servers take the client address, the host, the path or the
+ * method, which the gateway decides and states itself (X-Forwarded-For/-Host, the normalized
+ * path and the method on the request line). Removed whoever sent them: a second opinion on
+ * these is a split view. No proxy adds a method override, so one that comes through a
+ * trusted proxy is still the client's, and would have the upstream run a method the route
+ * was not chosen for.
  */
 const NEVER_FORWARDED = new Set([
   'x-forwarded-path', 'x-original-path', 'x-envoy-original-path', 'x-original-url', 'x-rewrite-url', 'x-host',
   'client-ip', 'true-client-ip', 'cf-connecting-ip', 'x-client-ip', 'x-cluster-client-ip',
+  'x-http-method-override', 'x-http-method', 'x-method-override',
 ]);
 
 /** True for a header a client may only send through a trusted proxy. */
@@ -77,6 +81,8 @@ export interface ForwardContext {
   readonly requestId: string;
   /** Keep upgrade headers (websocket handshakes). */
   readonly upgrade: boolean;
+  /** The gateway's Trace Context for the upstream; the client's never passes on unchanged. */
+  readonly trace?: TraceHeaders | undefined;
 }
 
 /**
@@ -106,6 +112,7 @@ export function upstreamHeaders(
     if (named?.includes(name)) continue;
     if (NEVER_FORWARDED.has(name) || (!ctx.peerTrusted && isForwarding(name))) continue;
     if (!plan.forwardCredential && plan.credentialHeaders.has(name)) continue;
+    if (name === 'traceparent' || name === 'tracestate') continue;
     out[name] = inbound[name];
   }
   // The guard admits only a lone `chunked`, so this is the framing exactly as it arrived.
@@ -122,6 +129,10 @@ export function upstreamHeaders(
     if (inbound.host !== undefined) out['x-forwarded-host'] = inbound.host;
   }
   out['x-request-id'] = ctx.requestId;
+  if (ctx.trace !== undefined) {
+    out['traceparent'] = ctx.trace.traceparent;
+    if (ctx.trace.tracestate !== undefined) out['tracestate'] = ctx.trace.tracestate;
+  }
 
   if (identity !== null) identityHeaders(out, plan.names, identity);
   return out;

@@ -44,6 +44,18 @@ export function sha256Hex(value: string): string {
   return createHash('sha256').update(value).digest('hex');
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * Lowercase hex SHA-256 of a UUID's 16 bytes, as services that hash UUID keys store them
+ * (Go: `sha256.Sum256(id.Bytes())`); undefined when `value` is not a UUID. The hex digits
+ * are read in any letter case, as such services parse the key before hashing it.
+ */
+export function uuidBytesSha256(value: string): string | undefined {
+  if (value.length !== 36 || !UUID.test(value)) return undefined;
+  return createHash('sha256').update(Buffer.from(value.replaceAll('-', ''), 'hex')).digest('hex');
+}
+
 /**
  * Constant-time string equality. Both sides are hashed first so neither the content nor
  * the length of the secret side leaks through timing.

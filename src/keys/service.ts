@@ -7,7 +7,7 @@ import { keyRevocationId } from '../store/sql.js';
 import type { KeyRecord, KeyStore, NewKey } from '../store/types.js';
 import { parseCidr } from './cidr.js';
 import { generateKey, generateKeyId, generateRefreshToken, looksNative, parseRefreshToken } from './format.js';
-import { hashSecret, sha256Hex, verifySecret, type HashParams } from './hash.js';
+import { hashSecret, sha256Hex, uuidBytesSha256, verifySecret, type HashParams } from './hash.js';
 
 /** Why a key operation was refused. */
 export type KeyServiceErrorCode = 'invalid-argument' | 'not-found' | 'conflict' | 'import-invalid';
@@ -136,7 +136,7 @@ const MAX_KEY_BYTES = 8192;
 const SUBJECT_MAX = 256;
 const NAME_MAX = 128;
 const DEFAULT_GRACE = 3_600_000;
-const IMPORT_FIELDS = new Set(['key', 'sha256', 'subject', 'role', 'scopes', 'name', 'expiresAt']);
+const IMPORT_FIELDS = new Set(['key', 'sha256', 'digestOf', 'subject', 'role', 'scopes', 'name', 'expiresAt']);
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
@@ -402,9 +402,10 @@ export class KeyService {
   }
 
   /**
-   * Imports existing keys from JSON lines (`key` plaintext or `sha256` digest, `subject`,
-   * `role`, optional `scopes`, `name`, `expiresAt`). Every line is validated first; if any
-   * is bad nothing is imported and the error lists each problem as `FILE:LINE message`.
+   * Imports existing keys from JSON lines (`key` plaintext or `sha256` digest, what the
+   * digest is of (`digestOf`), `subject`, `role`, optional `scopes`, `name`, `expiresAt`:
+   * absent, `apiKeys.defaultTtl` from now; null, never). Every line is validated first; if
+   * any is bad nothing is imported and the error lists each problem as `FILE:LINE message`.
    */
   async importKeys(content: string, file: string): Promise<ImportResult> {
     const now = this.#clock.now();
@@ -465,8 +466,14 @@ export class KeyService {
     };
     for (const k of Object.keys(o)) if (!IMPORT_FIELDS.has(k)) fail(`unknown field "${k}"`);
     let digest: string | undefined;
+    const digestOf = o.digestOf ?? 'key';
+    if (digestOf !== 'key' && digestOf !== 'uuid-bytes') fail('"digestOf" must be "key" (the key\'s text) or "uuid-bytes" (the 16 bytes of a UUID key)');
     if ((o.key === undefined) === (o.sha256 === undefined)) {
       fail('exactly one of "key" or "sha256" is required');
+    } else if (o.key !== undefined && digestOf === 'uuid-bytes') {
+      const d = typeof o.key === 'string' ? uuidBytesSha256(o.key) : undefined;
+      if (d === undefined) fail('"key" must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) with "digestOf": "uuid-bytes"');
+      else digest = d;
     } else if (o.key !== undefined) {
       const k = o.key;
       if (typeof k !== 'string' || k === '') fail('"key" must be a non-empty string');
@@ -510,12 +517,16 @@ export class KeyService {
         }
       }
     }
-    let expiresAt: number | null = null;
+    // Absent: the configured lifetime from now, like a key created today; null: never.
+    let expiresAt: number | null = o.expiresAt === null ? null : now + this.#defaultTtl;
     if (o.expiresAt !== undefined && o.expiresAt !== null) {
       const t = typeof o.expiresAt === 'string' ? Date.parse(o.expiresAt) : Number.NaN;
-      if (Number.isNaN(t)) fail('"expiresAt" must be an ISO 8601 date-time');
-      else if (t <= now) fail(`"expiresAt" ${o.expiresAt as string} is in the past`);
-      else expiresAt = t;
+      if (Number.isNaN(t)) fail('"expiresAt" must be an ISO 8601 date-time, or null for never');
+      // A past expiry is imported as it is: services revoke keys by setting their expiry to
+      // now, and an export of their keys must import whole, those keys refused as expired.
+      // Earlier than 1970 (Go's zero time is year 1) is stored as 1970: both are long past,
+      // and a year below 100 does not survive the round trip through the database drivers.
+      else expiresAt = Math.max(t, 0);
     }
     if (bad || digest === undefined || subject === null || role === null) return undefined;
     return {

@@ -146,6 +146,7 @@ export function requestLogger(logger: Logger, hashSubject: (s: string) => string
       lines.pushLine(
         lines.head() +
           str('requestId', r.requestId) +
+          str('traceId', r.trace?.traceId) +
           str('route', r.route) +
           str('method', r.method) +
           str('path', r.path) +
@@ -166,6 +167,7 @@ export function requestLogger(logger: Logger, hashSubject: (s: string) => string
     logger.info(
       {
         requestId: r.requestId,
+        traceId: r.trace?.traceId,
         route: r.route,
         method: r.method,
         path: r.path,

@@ -3,7 +3,7 @@ import type { Credential, Identity } from '../authn/types.js';
 import { GatewayError } from '../http/problem.js';
 import { checkAmbiguity } from '../http/guard.js';
 import { normalizeTarget } from '../http/normalize-path.js';
-import { hostName, matchRoute, splitPath, type CompiledRoute } from '../http/match.js';
+import { hostName, matchPath, type CompiledRoute } from '../http/match.js';
 import { extractCredential } from '../credentials/extract.js';
 import { authorize } from '../authz/authorize.js';
 import { plainIp } from '../net/ip.js';
@@ -46,9 +46,25 @@ export function route(rt: Runtime, facts: RequestFacts): { route: CompiledRoute;
   if (reason !== null) throw new GatewayError('bad-request', reason, { headers: CLOSE_CONNECTION });
   const n = normalizeTarget(facts.target, { allowPathParams: rt.config.allowPathParams });
   if (!n.ok) throw new GatewayError('bad-request', n.reason);
-  const r = matchRoute(rt.routes, facts.method, hostName(facts.host ?? facts.headers.host), splitPath(n.path));
+  if (facts.host === undefined && forwardedHostDisagrees(rt, facts)) {
+    throw new GatewayError('bad-request', 'X-Forwarded-Host names another host than Host, and routes here depend on the host.');
+  }
+  const r = matchPath(rt.routes, facts.method, hostName(facts.host ?? facts.headers.host), n.path);
+  if (r === 'case') throw new GatewayError('bad-request', 'The letter case of the path selects another route than the path in lower case.');
   if (r === undefined) throw new GatewayError('route-not-found', `No route for ${facts.method} ${n.path}.`);
   return { route: r, path: n.path, query: n.query };
+}
+
+/**
+ * True when a trusted proxy passes on an X-Forwarded-Host that names another host than
+ * `Host` while some route matches on the host. The header goes upstream as it came, and
+ * many upstreams take their host from it (Rails always, Express behind "trust proxy"), while
+ * routes are chosen by `Host`; proxies that do not set it pass on the client's own.
+ */
+function forwardedHostDisagrees(rt: Runtime, facts: RequestFacts): boolean {
+  const xfh = facts.headers['x-forwarded-host'];
+  if (xfh === undefined || xfh === '' || !rt.isTrustedProxy(plainIp(facts.peerIp)) || !rt.routes.some((r) => r.host !== null)) return false;
+  return typeof xfh !== 'string' || xfh.includes(',') || hostName(xfh) !== hostName(facts.headers.host);
 }
 
 /**

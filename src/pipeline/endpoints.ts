@@ -28,6 +28,10 @@ export function cookie(req: IncomingMessage, name: string): string | undefined {
   return undefined;
 }
 
+function refreshCookie(name: string, token: string, maxAgeSeconds: number): string {
+  return `${name}=${encodeURIComponent(token)}; Max-Age=${maxAgeSeconds}; Path=/.portcullis/; HttpOnly; Secure; SameSite=Strict`;
+}
+
 function precheck(req: IncomingMessage, rt: Runtime): void {
   const reason = checkAmbiguity(req.rawHeaders, rt.guard);
   if (reason !== null) throw new GatewayError('bad-request', reason, { headers: CLOSE_CONNECTION });
@@ -53,7 +57,7 @@ export function refreshEndpoint(keys: KeyService): EndpointHandler {
     const headers: Record<string, string | string[]> = { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': requestId };
     if (fromBody === undefined) {
       const maxAge = Math.max(0, Math.floor((r.refreshExpiresAt - Date.now()) / 1000));
-      headers['set-cookie'] = `${cookieName}=${encodeURIComponent(r.refreshToken)}; Max-Age=${maxAge}; Path=/.portcullis/; HttpOnly; Secure; SameSite=Strict`;
+      headers['set-cookie'] = refreshCookie(cookieName, r.refreshToken, maxAge);
     } else answer.refreshToken = r.refreshToken;
     const text = JSON.stringify(answer);
     res.writeHead(200, { ...headers, 'content-length': Buffer.byteLength(text) });
@@ -72,7 +76,8 @@ export function logoutEndpoint(keys: KeyService, tokens: TokenService, revocatio
     const identity = await verifyCredential(rt, revocation, credential, clientIp);
     if (identity.method === 'apiKey') await keys.revoke(identity.keyId!);
     else await tokens.revokeId(identity.revocationId, identity.expiresAt);
-    res.writeHead(204, { 'cache-control': 'no-store', 'x-request-id': requestId });
+    // A browser that kept its refresh token in the cookie must drop it on logout.
+    res.writeHead(204, { 'cache-control': 'no-store', 'x-request-id': requestId, 'set-cookie': refreshCookie(rt.config.apiKeys.refresh.cookieName, '', 0) });
     res.end();
   };
 }

@@ -7,6 +7,7 @@ import { upstreamError, type Proxy, type Upstream } from '../proxy/upstreams.js'
 import { checkLimits, limitHeaders, limitRefusal } from '../limits/apply.js';
 import type { LimitVerdict, RateLimiter } from '../limits/types.js';
 import type { RevocationCheck } from '../revocation/check.js';
+import { traceOf, traceRequest, type RequestTrace } from '../ops/tracing.js';
 import { CLOSE_CONNECTION, decide, type Decision, type RequestFacts } from './decide.js';
 import type { Runtime } from './runtime.js';
 
@@ -29,6 +30,8 @@ export interface RequestRecord {
   readonly clientIp: string | undefined;
   readonly upstream: string | undefined;
   readonly upstreamMs: number | undefined;
+  /** The request's trace (its id for the log line; its spans end with the record). */
+  readonly trace?: RequestTrace | undefined;
   /** The rate-limit policy that refused the request (429 `rate-limited`). */
   readonly ratePolicy?: string | undefined;
 }
@@ -129,6 +132,7 @@ export class Pipeline {
     const rt = this.runtime;
     const started = performance.now();
     const requestId = randomUUID();
+    traceRequest(req, rt.tracing, started);
     const url = req.url ?? '';
     const fault = framingFault(req);
     if (fault !== undefined) {
@@ -162,6 +166,7 @@ export class Pipeline {
     const rt = this.runtime;
     const started = performance.now();
     const requestId = randomUUID();
+    traceRequest(req, rt.tracing, started);
     socket.on('error', () => socket.destroy());
     const fail = (err: unknown) => {
       const e = toGatewayError(err);
@@ -225,6 +230,7 @@ export class Pipeline {
       proto: (req.socket as { encrypted?: boolean }).encrypted ? ('https' as const) : ('http' as const),
       requestId,
       upgrade,
+      trace: traceOf(req)?.upstream(req.method ?? '', d.route.upstream),
     };
   }
 
@@ -389,6 +395,7 @@ export class Pipeline {
       clientIp: d?.clientIp ?? req.socket.remoteAddress,
       upstream: o.upstream,
       upstreamMs: o.upstreamMs,
+      trace: traceOf(req),
     });
   }
 }
@@ -422,6 +429,16 @@ function single(v: string | string[] | undefined): string | undefined | null {
 }
 
 /**
+ * A path that normalization reshapes: a dot segment (raw or percent-encoded) or an empty
+ * segment before the last. In proxy mode the upstream gets the normalized path; in
+ * forward-auth the proxy forwards the client's own bytes, so such a path would be judged as
+ * one path and served as another (`/admin/..` judged as `/`, routed as `/admin/:id` by a
+ * server that does not resolve dot segments; `//public/admin` read as host `public`, path
+ * `/admin` by one that parses its target as a URL). It is refused, never judged.
+ */
+const RESHAPED_PATH = /\/\/|\/(?:\.|%2e){1,2}(?:\/|$)/i;
+
+/**
  * The request a forward-auth call asks about. Proxies name it with X-Forwarded-Method/-Uri
  * (Traefik, Envoy) or X-Original-Method/-URI (nginx). When both families are present they
  * must agree: otherwise a client-sent header the proxy passed along could change what is
@@ -440,6 +457,7 @@ export function originalRequest(h: IncomingMessage['headers']): { method: string
   if (fm !== undefined && om !== undefined && fm.toUpperCase() !== om.toUpperCase()) return 'X-Forwarded-Method and X-Original-Method disagree.';
   const target = fu ?? ou;
   if (target === undefined) return 'Forward-auth needs X-Forwarded-Uri or X-Original-URI.';
+  if (RESHAPED_PATH.test(target.split('?', 1)[0]!)) return 'The original URI has "." or ".." segments or "//": the upstream would not read it as the gateway does.';
   return { method: (fm ?? om ?? 'GET').toUpperCase(), target, host: fh ?? h.host };
 }
 

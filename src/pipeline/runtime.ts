@@ -7,6 +7,7 @@ import type { AssertionSigner } from '../identity/assertion.js';
 import { forwardPlan, type ForwardPlan } from '../identity/headers.js';
 import { cidrMatcher } from '../net/ip.js';
 import { createUpstreams, type Upstream } from '../proxy/upstreams.js';
+import { Tracing } from '../ops/tracing.js';
 import { compilePolicy, type CompiledPolicy } from '../limits/policy.js';
 
 /**
@@ -29,6 +30,8 @@ export interface Runtime {
   readonly assertion: { readonly header: string; readonly signer: AssertionSigner } | undefined;
   /** Milliseconds a 429 `rate-limited` (failed-attempt limits) is held before it is sent. */
   readonly rateLimitedDelay: number;
+  /** Trace Context and span export; one instance lives across reloads that keep `tracing`. */
+  readonly tracing: Tracing;
   /** Rate-limit policies of each route, by route index. */
   readonly routeLimits: ReadonlyArray<readonly CompiledPolicy[]>;
 }
@@ -39,8 +42,9 @@ export interface Authenticators {
   assertion?: AssertionSigner | undefined;
 }
 
-export function buildRuntime(config: GatewayConfig, authn: Authenticators, upstreams?: Map<string, Upstream>): Runtime {
-  const ups = upstreams ?? createUpstreams(config.upstreams);
+/** Without `tracing`, traces are handed on and no span is exported (commands that never serve). */
+export function buildRuntime(config: GatewayConfig, authn: Authenticators, upstreams?: Map<string, Upstream>, tracing?: Tracing): Runtime {
+  const ups = upstreams ?? createUpstreams(config.upstreams, config.tlsFiles.upstreams);
   const forward = forwardPlan(config.identity, config.apiKeys.headers);
   return {
     config,
@@ -55,6 +59,7 @@ export function buildRuntime(config: GatewayConfig, authn: Authenticators, upstr
     apiKey: authn.apiKey,
     assertion: config.identity.assertion && authn.assertion ? { header: config.identity.assertion.header, signer: authn.assertion } : undefined,
     rateLimitedDelay: config.apiKeys.failedAttempts.delay,
+    tracing: tracing ?? new Tracing(config.tracing),
     routeLimits: routeLimits(config),
   };
 }

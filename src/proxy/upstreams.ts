@@ -4,28 +4,50 @@ import type { Duplex } from 'node:stream';
 import { ProxyServer } from 'http-proxy-3';
 import { GatewayError } from '../http/problem.js';
 import type { UpstreamConfig } from '../config/schema.js';
+import { plainUpstreamTls, type UpstreamTls } from '../net/tls.js';
 
 /** One upstream: its target URL, a keep-alive agent and its timeout. */
 export interface Upstream {
   readonly name: string;
   readonly target: URL;
   readonly agent: http.Agent;
+  /**
+   * Agent for websocket handshakes: an upgraded socket never returns to a pool, so it must
+   * not count against the keep-alive agent's `maxSockets`. `false` (a fresh connection
+   * each time) for http upstreams; for https ones an agent without keep-alive that carries
+   * the TLS settings.
+   */
+  readonly wsAgent: http.Agent | false;
   readonly timeout: number;
 }
 
-export function createUpstreams(configs: Readonly<Record<string, UpstreamConfig>>): Map<string, Upstream> {
+function tlsOptions(t: UpstreamTls): https.AgentOptions {
+  return {
+    servername: t.servername,
+    ...(t.ca === undefined ? {} : { ca: t.ca }),
+    ...(t.cert === undefined ? {} : { cert: t.cert }),
+    ...(t.key === undefined ? {} : { key: t.key }),
+  };
+}
+
+export function createUpstreams(configs: Readonly<Record<string, UpstreamConfig>>, tls: Readonly<Record<string, UpstreamTls>> = {}): Map<string, Upstream> {
   const out = new Map<string, Upstream>();
   for (const [name, c] of Object.entries(configs)) {
     const target = new URL(c.url);
-    const Agent = target.protocol === 'https:' ? https.Agent : http.Agent;
-    const agent = new Agent({ keepAlive: true, maxSockets: c.maxSockets, maxFreeSockets: Math.min(c.maxSockets, 64), scheduling: 'lifo', timeout: c.connectTimeout });
-    out.set(name, { name, target, agent, timeout: c.timeout });
+    const pool = { keepAlive: true, maxSockets: c.maxSockets, maxFreeSockets: Math.min(c.maxSockets, 64), scheduling: 'lifo' as const, timeout: c.connectTimeout };
+    const t = target.protocol === 'https:' ? (tls[name] ?? plainUpstreamTls(target)) : undefined;
+    const agent = t === undefined ? new http.Agent(pool) : new https.Agent({ ...pool, ...tlsOptions(t) });
+    const wsAgent = t === undefined ? false : new https.Agent({ keepAlive: false, ...tlsOptions(t) });
+    out.set(name, { name, target, agent, wsAgent, timeout: c.timeout });
   }
   return out;
 }
 
 export function closeUpstreams(upstreams: Map<string, Upstream>): void {
-  for (const u of upstreams.values()) u.agent.destroy();
+  for (const u of upstreams.values()) {
+    u.agent.destroy();
+    if (u.wsAgent) u.wsAgent.destroy();
+  }
 }
 
 /** Response headers that describe the upstream's connection (and its framing): never forwarded. */
@@ -69,6 +91,27 @@ function withoutDeleteLength(server: ProxyServer): void {
   passes.splice(i, 1);
 }
 
+/**
+ * Destroys the upstream request when the client's connection closes before its body has
+ * all arrived. http-proxy-3 does so only while the response is still being written: once
+ * the upstream has answered early (a 404 or 413 before reading the body) and the answer has
+ * gone out, Node neither ends nor fails the half-received request body, so the upstream
+ * request — and its pooled socket — would wait for the rest forever. A few abandoned
+ * uploads would then hold every socket of the pool, and every later request would wait.
+ */
+function abandonWithClient(proxyReq: http.ClientRequest, req: http.IncomingMessage): void {
+  const client = req.socket;
+  const abandon = () => {
+    if (!req.complete) proxyReq.destroy();
+  };
+  if (client.destroyed) {
+    abandon();
+    return;
+  }
+  client.once('close', abandon);
+  proxyReq.once('close', () => client.off('close', abandon));
+}
+
 /** Maps a proxying failure to the problem the client gets. */
 export function upstreamError(err: unknown, req: http.IncomingMessage, upstream: Upstream, startedAt: number): GatewayError {
   const timedOut = (req as Marked)[TIMED_OUT] === true || performance.now() - startedAt >= upstream.timeout;
@@ -91,6 +134,7 @@ export class Proxy {
     // Marks requests whose upstream went idle past the timeout, so the error is a 504 not a 502.
     this.server.on('proxyReq', (proxyReq, req) => {
       proxyReq.once('timeout', () => { (req as Marked)[TIMED_OUT] = true; });
+      abandonWithClient(proxyReq, req);
     });
     // A websocket handshake gets the upstream's timeout too (http-proxy-3 sets none on it);
     // once upgraded, the tunnel is idle as long as its two ends like.
@@ -139,7 +183,7 @@ export class Proxy {
 
   ws(req: http.IncomingMessage, socket: Duplex, head: Buffer, upstream: Upstream, onError: (err: Error) => void): void {
     (req as Marked)[WS_TIMEOUT] = upstream.timeout;
-    this.server.ws(req, socket, head, { target: upstream.target, agent: false as never, proxyTimeout: upstream.timeout }, onError as never);
+    this.server.ws(req, socket, head, { target: upstream.target, agent: upstream.wsAgent as never, proxyTimeout: upstream.timeout }, onError as never);
   }
 
   close(): void {

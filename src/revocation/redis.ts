@@ -96,7 +96,8 @@ const SEED_CHUNK = 1_000;
  * Revocation markers in Redis, shared by a fleet (docs/reference/revocation.md).
  *
  * Keys: `<prefix>r:<revocationId>` (a marker expiring at the credential's expiry plus the
- * grace) and `<prefix>s:<subject>` (the subject-wide "issued before" timestamp, ms).
+ * grace), `<prefix>s:<subject>` (the subject-wide "issued before" timestamp, ms), and the
+ * keys the fronted API writes itself (`revocation.externalKeys`, unprefixed; read only).
  * Checks made in one turn of the event loop share one `MGET` of their keys: one write and
  * one round trip for every request read in that turn. Invalidations are published as JSON on `<prefix>invalidate` and
  * read on a second connection (a subscribed connection can send nothing else).
@@ -235,10 +236,13 @@ export class RedisRevocationStore implements RevocationStore {
     }
     const idKey = this.#idPrefix + identity.revocationId;
     const subjectKey = this.#subjectPrefix + identity.subject;
+    const external = identity.externalRevocationKeys;
     const b = batch;
     return new Promise<boolean>((resolve, reject) => {
       const idSlot = b.keys.push(idKey, subjectKey) - 2;
-      b.checks.push({ idSlot, subjectSlot: idSlot + 1, issuedAt: identity.issuedAt, resolve, reject });
+      // The fronted API's own keys ride in the same MGET, after the check's two.
+      const end = external === undefined ? idSlot + 2 : b.keys.push(...external);
+      b.checks.push({ idSlot, subjectSlot: idSlot + 1, end, issuedAt: identity.issuedAt, resolve, reject });
     });
   }
 
@@ -262,7 +266,7 @@ export class RedisRevocationStore implements RevocationStore {
         // Already failed by the sweep: the answer came too late.
         if (!this.#inFlight.delete(batch)) return;
         for (const c of batch.checks) {
-          if (r[c.idSlot] !== null) {
+          if (r[c.idSlot] !== null || anyPresent(r, c.subjectSlot + 1, c.end)) {
             c.resolve(true);
             continue;
           }
@@ -495,13 +499,16 @@ export class RedisRevocationStore implements RevocationStore {
 interface PendingCheck {
   readonly idSlot: number;
   readonly subjectSlot: number;
+  /** One past the check's last key: slots after `subjectSlot` up to here are external keys. */
+  readonly end: number;
   readonly issuedAt: number;
   readonly resolve: (revoked: boolean) => void;
   readonly reject: (err: unknown) => void;
 }
 
 /**
- * The checks of one turn and their keys, two per check (id marker, subject timestamp).
+ * The checks of one turn and their keys, two per check (id marker, subject timestamp) and
+ * its external keys if any.
  * Keys are not deduplicated: hashing each one into a map cost more than Redis spends
  * reading a key twice.
  */
@@ -510,6 +517,11 @@ interface CheckBatch {
   readonly checks: PendingCheck[];
   /** `performance.now()` by which the answer must have come: the first check's time plus the timeout. */
   readonly deadline: number;
+}
+
+function anyPresent(values: Array<string | null>, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (values[i] !== null) return true;
+  return false;
 }
 
 function throwFirst(results: Array<[Error | null, unknown]> | null): void {

@@ -1,12 +1,15 @@
+import { MAX_CLOCK_TOLERANCE_MS } from '../config/schema.js';
 import { GatewayError } from '../http/problem.js';
 import type { InvalidationEvent, InvalidationListener, RevocationLogger } from './types.js';
 
 /**
  * Markers outlive the credential by this much by default: verifiers accept a JWT for up
  * to `clockTolerance` after `exp`, and instances' clocks disagree a little, so a marker
- * that vanished exactly at `exp` would let a revoked token through for that window.
+ * that vanished exactly at `exp` would let a revoked token through for that window. It
+ * covers the largest tolerance the config allows, not the current one: a reload that
+ * raises the tolerance must not bring back tokens revoked before it.
  */
-export const DEFAULT_EXPIRY_GRACE_MS = 120_000;
+export const DEFAULT_EXPIRY_GRACE_MS = MAX_CLOCK_TOLERANCE_MS + 120_000;
 
 /** The error every store throws when it cannot tell whether a credential is revoked. */
 export function revocationUnavailable(cause: unknown): GatewayError {

@@ -1,7 +1,7 @@
 import type { Identity } from '../authn/types.js';
 
 /** What a revocation check needs to know about a verified credential. */
-export type RevocationSubjectRef = Pick<Identity, 'revocationId' | 'subject' | 'issuedAt'>;
+export type RevocationSubjectRef = Pick<Identity, 'revocationId' | 'subject' | 'issuedAt' | 'externalRevocationKeys'>;
 
 /**
  * An invalidation: a credential (`id`) or every credential of a subject issued before

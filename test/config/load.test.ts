@@ -62,6 +62,11 @@ const bad: Array<[string, string, Record<string, string>, RegExp]> = [
   ['unknown store scheme', base + 'store: { url: "mysql://h/db" }\n', {}, /^gw\.yaml:6:15 store\.url: unsupported store URL scheme "mysql:": use postgres:\/\/…, sqlite:\/\/FILE/],
   ['pattern with encoded slash', base.replace('"/**"', '"/a%2Fb"'), {}, /routes\.0\.match\.path: not a valid path/],
   ['rate-limited delay too long', base + 'apiKeys: { failedAttempts: { delay: 11s } }\n', {}, /^gw\.yaml:6:37 apiKeys\.failedAttempts\.delay: at most 10s/],
+  ['clock tolerance above 5m', base + 'jwt: { clockTolerance: 10m }\n', {}, /^gw\.yaml:6:24 jwt\.clockTolerance: at most 5m/],
+  ['external keys without Redis', base + 'revocation: { externalKeys: ["{token}"] }\n', {}, /^gw\.yaml:6:29 revocation\.externalKeys: needs revocation\.redis/],
+  ['external keys with Redis from an unset variable', base + 'revocation: { redis: "${R:-}", externalKeys: ["{token}"] }\n', {}, /^gw\.yaml:6:\d+ revocation\.externalKeys: needs revocation\.redis/],
+  ['external key with an unknown placeholder', base + 'revocation: { redis: "redis://x", externalKeys: ["{token}", "user:{user_id}"] }\n', {}, /^gw\.yaml:6:\d+ revocation\.externalKeys\.1: a Redis key template/],
+  ['external key without a placeholder', base + 'revocation: { redis: "redis://x", externalKeys: ["revoked"] }\n', {}, /revocation\.externalKeys\.0: a template without a placeholder/],
   ['bad method case', base.replace('path: "/**"', 'path: "/**", methods: [get]'), {}, /methods are upper-case/],
 ];
 for (const [name, text, env, want] of bad) {
@@ -71,6 +76,12 @@ for (const [name, text, env, want] of bad) {
     t.match(p[0], want, p.join('\n'));
   });
 }
+
+t.test('clock tolerance up to 5m and external keys with Redis are accepted', async (t) => {
+  const { config } = parseConfig(base + 'jwt: { clockTolerance: 5m }\nrevocation: { redis: "redis://127.0.0.1:6379", externalKeys: ["{token}", "jwt:{jti}", "u:{sub}:{sha256}"] }\n', 'gw.yaml', {});
+  t.equal(config.jwt.clockTolerance, 300_000);
+  t.same(config.revocation.externalKeys, ['{token}', 'jwt:{jti}', 'u:{sub}:{sha256}']);
+});
 
 t.test('interpolation', async (t) => {
   const env = { A: 'x', EMPTY: '' };

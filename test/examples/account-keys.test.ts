@@ -7,13 +7,28 @@ import { request } from 'undici';
 import { serviceSkip } from '../helpers/services.js';
 import { startExample } from './harness.js';
 
-// examples/account-keys.yaml: UUID keys of an account-management API, imported as SHA-256
-// digests (and one as plaintext), sent unchanged by clients, expiring on their own
-// schedule; new keys default to 720 hours.
+// examples/account-keys.yaml in front of storj's account-management API keys: UUID keys
+// stored as sha256.Sum256(uuid.Bytes()), 720 h by default, revoked by setting the expiry to
+// now. The keys are built and hashed here as accountmanagementapikeys/service.go does.
 
 const CONFIG = 'examples/account-keys.yaml';
 const HOUR = 3_600_000;
-const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+const textSha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+/** storj.io/common/uuid `FromString(s).Bytes()`: the 16 bytes the hex digits spell. */
+function uuidBytes(s: string): Buffer {
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)) throw new Error(`not a UUID: ${s}`);
+  return Buffer.from(s.replaceAll('-', ''), 'hex');
+}
+
+/** What the API stores for a key (`string(sha256.Sum256(id.Bytes())[:])`), exported as hex. */
+const storedDigest = (apiKey: string) => createHash('sha256').update(uuidBytes(apiKey)).digest('hex');
+
+/** `GenerateNewKey` + `InsertIntoDB`: a random UUID; expiry now + expiration, 720 h when none is given. */
+function issue(now: number, expirationMs = 0): { apiKey: string; hash: string; expiresAt: number } {
+  const apiKey = randomUUID();
+  return { apiKey, hash: storedDigest(apiKey), expiresAt: now + (expirationMs > 0 ? expirationMs : 720 * HOUR) };
+}
 
 interface ListedKey {
   id: string;
@@ -40,45 +55,67 @@ else {
     return [r.statusCode, r.statusCode >= 400 ? (JSON.parse(text) as { code?: string }).code : undefined] as const;
   };
   const get = (path: string, headers: Record<string, string>) => call('GET', path, headers);
+  const importLines = async (name: string, lines: object[]) => {
+    const file = join(dir, name);
+    await writeFile(file, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+    return portcullis('keys', 'import', '--file', file, '--json');
+  };
 
-  // The API's keys as its database holds them: digests of UUIDs, one known in plaintext.
-  const member = randomUUID();
-  const owner = randomUUID();
-  const viewer = randomUUID();
+  // The API's table as it stands: digests of the UUIDs' bytes with their expiries; one key
+  // issued without an expiration (720 h), one revoked (expiry set to now), one exported
+  // without an expiry column, and one known in plaintext.
   const now = Date.now();
+  const member = issue(now, 600 * HOUR);
+  const viewer = issue(now, 24 * HOUR);
+  const defaulted = issue(now);
+  const revoked = issue(now - HOUR);
+  revoked.expiresAt = now - 1000;
+  const undated = issue(now);
+  const owner = randomUUID();
   const lines = [
-    { sha256: sha256(member), subject: 'acct-1001', role: 'member', name: 'ci', expiresAt: new Date(now + 600 * HOUR).toISOString() },
-    { key: owner, subject: 'acct-1002', role: 'owner', scopes: ['billing'], expiresAt: new Date(now + 720 * HOUR).toISOString() },
-    { sha256: sha256(viewer), subject: 'acct-1004', role: 'viewer', expiresAt: new Date(now + 24 * HOUR).toISOString() },
+    { sha256: member.hash, digestOf: 'uuid-bytes', subject: 'acct-1001', role: 'member', name: 'ci', expiresAt: new Date(member.expiresAt).toISOString() },
+    { key: owner, digestOf: 'uuid-bytes', subject: 'acct-1002', role: 'owner', scopes: ['billing'], expiresAt: new Date(now + 720 * HOUR).toISOString() },
+    { sha256: viewer.hash, digestOf: 'uuid-bytes', subject: 'acct-1004', role: 'viewer', expiresAt: new Date(viewer.expiresAt).toISOString() },
+    { sha256: defaulted.hash, digestOf: 'uuid-bytes', subject: 'acct-1005', role: 'member', expiresAt: new Date(defaulted.expiresAt).toISOString() },
+    { sha256: revoked.hash, digestOf: 'uuid-bytes', subject: 'acct-1006', role: 'member', expiresAt: new Date(revoked.expiresAt).toISOString() },
+    { sha256: undated.hash, digestOf: 'uuid-bytes', subject: 'acct-1007', role: 'member' },
   ];
-  const file = join(dir, 'keys.jsonl');
-  await writeFile(file, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
-  const imported = await portcullis('keys', 'import', '--file', file, '--json');
+  const importedAt = Date.now();
+  const imported = await importLines('keys.jsonl', lines);
 
   t.test('import', async (t) => {
     t.equal(imported.code, 0, imported.err);
     const r = JSON.parse(imported.out) as { imported: number; keys: ListedKey[] };
-    t.equal(r.imported, 3);
+    t.equal(r.imported, lines.length);
     t.ok(r.keys.every((k) => k.legacy), 'all imported as legacy keys');
-    const again = await portcullis('keys', 'import', '--file', file);
+    const bySubject = Object.fromEntries(r.keys.map((k) => [k.subject, k]));
+    t.equal(bySubject['acct-1006']!.status, 'expired', 'the key the API revoked is imported as expired');
+    const life = Date.parse(bySubject['acct-1007']!.expiresAt!) - importedAt;
+    t.ok(life > 719 * HOUR && life <= 720 * HOUR + 5_000, `no expiry in the line: 720 h from the import (${(life / HOUR).toFixed(2)} h)`);
+    const again = await importLines('keys.jsonl', lines);
     t.not(again.code, 0, 'importing the same keys twice is refused');
-    t.match(again.err, /already imported/);
-    const bad = join(dir, 'bad.jsonl');
-    await writeFile(bad, [JSON.stringify({ sha256: sha256(randomUUID()), subject: 'acct-2001', role: 'member' }), JSON.stringify({ sha256: 'NOT-HEX', subject: 'acct-2002', role: 'member' })].join('\n'));
-    const partial = await portcullis('keys', 'import', '--file', bad);
+    t.match(again.out + again.err, /already imported/);
+    const partial = await importLines('bad.jsonl', [
+      { sha256: storedDigest(randomUUID()), digestOf: 'uuid-bytes', subject: 'acct-2001', role: 'member' },
+      { key: 'not-a-uuid-at-all', digestOf: 'uuid-bytes', subject: 'acct-2002', role: 'member' },
+    ]);
     t.not(partial.code, 0);
-    t.match(partial.err, new RegExp(`${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:2 "sha256" must be 64 lowercase hex characters`));
+    t.match(partial.out + partial.err, /bad\.jsonl:2 "key" must be a UUID/);
     t.equal((await list('--subject', 'acct-2001')).length, 0, 'all lines or none: the good line was not imported either');
   });
 
-  t.test('clients send the UUID unchanged', async (t) => {
+  t.test('clients send the UUID unchanged, in any letter case', async (t) => {
     const keys = await list();
     const idOf = (subject: string) => keys.find((k) => k.subject === subject)!.id;
     for (const [what, headers, subject, role] of [
-      ['X-Api-Key (imported by digest)', { 'x-api-key': member }, 'acct-1001', 'member'],
-      ['Bearer (imported by digest)', { authorization: `Bearer ${member}` }, 'acct-1001', 'member'],
+      ['X-Api-Key (imported by digest)', { 'x-api-key': member.apiKey }, 'acct-1001', 'member'],
+      ['Bearer (imported by digest)', { authorization: `Bearer ${member.apiKey}` }, 'acct-1001', 'member'],
+      ['upper case, as the API accepts it', { 'x-api-key': member.apiKey.toUpperCase() }, 'acct-1001', 'member'],
+      ['mixed case', { authorization: `Bearer ${member.apiKey.slice(0, 18).toUpperCase()}${member.apiKey.slice(18)}` }, 'acct-1001', 'member'],
       ['Bearer (imported as plaintext)', { authorization: `Bearer ${owner}` }, 'acct-1002', 'owner'],
-      ['X-Api-Key (another account)', { 'x-api-key': viewer }, 'acct-1004', 'viewer'],
+      ['X-Api-Key (another account)', { 'x-api-key': viewer.apiKey }, 'acct-1004', 'viewer'],
+      ['issued without an expiration', { 'x-api-key': defaulted.apiKey }, 'acct-1005', 'member'],
+      ['exported without an expiry', { 'x-api-key': undated.apiKey }, 'acct-1007', 'member'],
     ] as const) {
       const before = up.seen.length;
       t.same(await get('/v2/accounts/1/profile', headers), [200, undefined], what);
@@ -87,53 +124,61 @@ else {
       t.equal(h['x-api-key'], undefined, `${what}: the key is not forwarded`);
       t.equal(h.authorization, undefined);
     }
-    t.same(await get('/v2/accounts/1/profile', { 'x-api-key': viewer.toUpperCase() }), [401, 'key-invalid'], 'the UUID is compared as sent (digest of the exact text)');
     t.same(await get('/v2/accounts/1/billing/invoices', { 'x-api-key': owner }), [200, undefined], 'owner with the billing scope');
-    t.same(await get('/v2/accounts/1/billing/invoices', { 'x-api-key': member }), [403, 'authorisation-required'], 'member: not billing');
-    t.same(await call('PATCH', '/v2/accounts/1', { 'x-api-key': viewer }), [403, 'authorisation-required'], 'viewer: read only');
-    t.same(await call('PATCH', '/v2/accounts/1', { 'x-api-key': member }), [200, undefined], 'member may write');
+    t.same(await get('/v2/accounts/1/billing/invoices', { 'x-api-key': member.apiKey }), [403, 'authorisation-required'], 'member: not billing');
+    t.same(await call('PATCH', '/v2/accounts/1', { 'x-api-key': viewer.apiKey }), [403, 'authorisation-required'], 'viewer: read only');
+    t.same(await call('PATCH', '/v2/accounts/1', { 'x-api-key': member.apiKey }), [200, undefined], 'member may write');
   });
 
-  t.test('a wrong UUID is refused', async (t) => {
-    t.same(await get('/v2/accounts/1/profile', { 'x-api-key': randomUUID() }), [401, 'key-invalid'], 'an unknown UUID');
-    const typo = member.slice(0, -1) + (member.endsWith('0') ? '1' : '0');
-    t.same(await get('/v2/accounts/1/profile', { 'x-api-key': typo }), [401, 'key-invalid'], 'one character off');
-    t.same(await get('/v2/accounts/1/profile', { 'x-api-key': sha256(member) }), [401, 'key-invalid'], 'the stored digest is not a key');
+  t.test('anything but the right UUID is refused and never reaches the API', async (t) => {
+    const before = up.seen.length;
+    const typo = member.apiKey.slice(0, -1) + (member.apiKey.endsWith('0') ? '1' : '0');
+    for (const [what, key] of [
+      ['an unknown UUID', randomUUID()],
+      ['one character off', typo],
+      ['the stored digest', member.hash],
+      ['the UUID without hyphens', member.apiKey.replaceAll('-', '')],
+      ['the UUID in braces', `{${member.apiKey}}`],
+      ['the digest of the UUID\'s text', textSha256(member.apiKey)],
+    ]) t.same(await get('/v2/accounts/1/profile', { 'x-api-key': key! }), [401, 'key-invalid'], what!);
+    t.same(await get('/v2/accounts/1/profile', { 'x-api-key': revoked.apiKey }), [401, 'key-expired'], 'revoked by the API (expiry set to now) before the import');
     t.same(await get('/v2/accounts/1/profile', {}), [401, 'token-missing']);
+    t.equal(up.seen.length, before, 'the upstream saw none of them');
   });
 
   t.test('keys expire on their own schedule', async (t) => {
-    // Revoked the way the API did it: an expiry a moment away.
-    const soon = randomUUID();
-    const soonExpiry = new Date(Date.now() + 3_000).toISOString();
-    const soonFile = join(dir, 'soon.jsonl');
-    await writeFile(soonFile, JSON.stringify({ sha256: sha256(soon), subject: 'acct-1003', role: 'member', expiresAt: soonExpiry }) + '\n');
-    const r = await portcullis('keys', 'import', '--file', soonFile);
+    const soon = issue(Date.now(), 3_000);
+    const r = await importLines('soon.jsonl', [{ sha256: soon.hash, digestOf: 'uuid-bytes', subject: 'acct-1003', role: 'member', expiresAt: new Date(soon.expiresAt).toISOString() }]);
     t.equal(r.code, 0, r.err);
-    t.same(await get('/v2/accounts/3/profile', { 'x-api-key': soon }), [200, undefined], 'valid (and cached) until its expiresAt');
+    t.same(await get('/v2/accounts/3/profile', { 'x-api-key': soon.apiKey }), [200, undefined], 'valid (and cached) until its expiry');
     t.equal((await list('--subject', 'acct-1003'))[0]!.status, 'active');
-    await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(soonExpiry) - Date.now()) + 50));
-    t.same(await get('/v2/accounts/3/profile', { 'x-api-key': soon }), [401, 'key-expired'], 'refused once expiresAt has passed, cached or not');
-    t.same(await get('/v2/accounts/3/profile', { 'x-api-key': soon }), [401, 'key-expired'], 'and stays refused');
+    await new Promise((r) => setTimeout(r, Math.max(0, soon.expiresAt - Date.now()) + 50));
+    t.same(await get('/v2/accounts/3/profile', { 'x-api-key': soon.apiKey }), [401, 'key-expired'], 'refused once its expiry has passed, cached or not');
+    t.same(await get('/v2/accounts/3/profile', { 'x-api-key': soon.apiKey.toUpperCase() }), [401, 'key-expired'], 'in any letter case');
     t.equal((await list('--subject', 'acct-1003'))[0]!.status, 'expired');
   });
 
-  t.test('keys list shows the legacy keys with their status; revoking one', async (t) => {
+  t.test('revoking an imported key stops every spelling of it, cached or not', async (t) => {
+    const spellings = [viewer.apiKey, viewer.apiKey.toUpperCase()];
+    for (const k of spellings) t.same(await get('/v2/accounts/4/profile', { 'x-api-key': k }), [200, undefined], `${k === viewer.apiKey ? 'lower' : 'upper'} case cached`);
     const viewerKey = (await list('--subject', 'acct-1004'))[0]!;
     const r = await portcullis('keys', 'revoke', viewerKey.id);
     t.equal(r.code, 0, r.err);
-    let a = await get('/v2/accounts/4/profile', { 'x-api-key': viewer });
-    for (let i = 0; i < 100 && a[0] === 200; i++) {
-      await new Promise((res) => setTimeout(res, 20));
-      a = await get('/v2/accounts/4/profile', { 'x-api-key': viewer });
+    const deadline = Date.now() + 1_000;
+    for (const k of spellings) {
+      let a = await get('/v2/accounts/4/profile', { 'x-api-key': k });
+      while (a[0] === 200 && Date.now() < deadline) {
+        await new Promise((res) => setTimeout(res, 20));
+        a = await get('/v2/accounts/4/profile', { 'x-api-key': k });
+      }
+      t.same(a, [401, 'key-revoked'], 'refused within 1 s');
     }
-    t.same(a, [401, 'key-revoked'], 'a revoked legacy key is refused');
 
     const all = await list();
     const bySubject = Object.fromEntries(all.map((k) => [k.subject, k]));
     t.same(
-      ['acct-1001', 'acct-1002', 'acct-1003', 'acct-1004'].map((s) => [s, bySubject[s]?.legacy, bySubject[s]?.status]),
-      [['acct-1001', true, 'active'], ['acct-1002', true, 'active'], ['acct-1003', true, 'expired'], ['acct-1004', true, 'revoked']],
+      ['acct-1001', 'acct-1002', 'acct-1003', 'acct-1004', 'acct-1006'].map((s) => [s, bySubject[s]?.legacy, bySubject[s]?.status]),
+      [['acct-1001', true, 'active'], ['acct-1002', true, 'active'], ['acct-1003', true, 'expired'], ['acct-1004', true, 'revoked'], ['acct-1006', true, 'expired']],
     );
     t.same([bySubject['acct-1001']!.name, bySubject['acct-1002']!.scopes, bySubject['acct-1002']!.role], ['ci', ['billing'], 'owner']);
     t.ok(all.every((k) => !('key' in k) && !('sha256' in k)), 'never a key or a digest in the list');

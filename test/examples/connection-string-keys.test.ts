@@ -1,4 +1,8 @@
 import t from 'tap';
+import { randomInt } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { request } from 'undici';
 import { serviceSkip } from '../helpers/services.js';
 import { startExample } from './harness.js';
@@ -94,6 +98,36 @@ else {
     t.same(await get('/api/runs', bearer(PREAMBLE + job.key)), [200, undefined], 'keys with other names are untouched');
     const list = JSON.parse((await portcullis('keys', 'list', '--subject', 'bob', '--json')).out) as Array<{ id: string; name: string; status: string }>;
     t.same(list.map((k) => [k.name, k.status]), [['default', 'revoked'], ['job-1', 'active'], ['default', 'active']]);
+  });
+
+  t.test('keys the API issued itself keep working, preamble and all', async (t) => {
+    // `APIKey.generate_api_key`: `_id` is a random nonce of letters and digits, stored as is.
+    const LETTERS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
+    const nonce = () => Array.from({ length: 24 }, () => LETTERS[randomInt(LETTERS.length)]).join('');
+    const userKey = nonce();
+    const jobKey = nonce();
+    const dir = await mkdtemp(join(tmpdir(), 'pcl-flywheel-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, 'apikeys.jsonl');
+    await writeFile(file, [
+      { key: userKey, subject: 'dana', role: 'user', name: 'default', expiresAt: null },
+      { key: jobKey, subject: 'dana', role: 'user', name: 'job-99', expiresAt: null },
+    ].map((l) => JSON.stringify(l)).join('\n'));
+    const r = await portcullis('keys', 'import', '--file', file, '--json');
+    t.equal(r.code, 0, r.err);
+    const imported = (JSON.parse(r.out) as { keys: Array<{ id: string; name: string; expiresAt: string | null }> }).keys;
+    t.same(imported.map((k) => k.expiresAt), [null, null], 'never expiring, like the API\'s own keys');
+    for (const key of [userKey, jobKey]) {
+      const before = up.seen.length;
+      t.same(await get('/api/runs', bearer(PREAMBLE + key)), [200, undefined], 'sent with its connection-string preamble');
+      const seen = up.seen[before]!;
+      t.equal(seen.headers['x-auth-subject'], 'dana');
+      t.notOk(seen.rawHeaders.some((v) => v.includes(key)), 'the key never reaches the upstream');
+    }
+    const next = await create('--subject', 'dana', '--role', 'user', '--name', 'default', '--replace');
+    t.same(next.replaced, [imported[0]!.id], 'regenerating replaces the imported user key');
+    t.same((await refusedWithin(bearer(PREAMBLE + userKey))).answer, [401, 'key-revoked'], 'the old key is refused');
+    t.same(await get('/api/runs', bearer(PREAMBLE + jobKey)), [200, undefined], 'the job key is untouched');
   });
 
   t.test('keys bound to a running job stop when the job ends', async (t) => {

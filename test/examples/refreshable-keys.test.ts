@@ -162,6 +162,7 @@ else {
     t.same(status(await get('/api/reports', k.key)), [200, undefined]);
     const out = await call('POST', '/.portcullis/logout', { authorization: `Bearer ${k.key}` });
     t.same(status(out), [204, undefined], 'logout: 204');
+    t.equal(out.headers['set-cookie'], 'portcullis_refresh=; Max-Age=0; Path=/.portcullis/; HttpOnly; Secure; SameSite=Strict', 'a browser drops its refresh cookie');
     t.same(status(await get('/api/reports', k.key)), [401, 'key-revoked'], 'then the key is refused');
     t.same(status(await refresh(k.refreshToken)), [401, 'refresh-invalid'], 'and cannot be refreshed');
     t.same(status(await call('POST', '/.portcullis/logout', { authorization: `Bearer ${k.key}` })), [401, 'key-revoked'], 'a second logout is refused');

@@ -220,7 +220,7 @@ t.test('headers through which a server takes an address, host or path', async (t
     'Forwarded: for=1.2.3.4;host=evil', 'X-Forwarded-For: 1.2.3.4', 'X-Forwarded-Host: evil', 'X-Forwarded-Proto: https', 'X-Forwarded-Prefix: /admin',
     'X-Forwarded-Path: /admin', 'X-Forwarded-Anything: 1', 'X-Real-IP: 1.2.3.4', 'X-Original-Path: /admin', 'X-Envoy-Original-Path: /admin', 'X-Host: evil',
     'Client-IP: 1.2.3.4', 'True-Client-IP: 1.2.3.4', 'CF-Connecting-IP: 1.2.3.4', 'X-Client-IP: 1.2.3.4', 'X-Cluster-Client-IP: 1.2.3.4',
-    'X-Original-URL: /admin', 'X-Rewrite-URL: /admin', 'X-HTTP-Method-Override: DELETE',
+    'X-Original-URL: /admin', 'X-Rewrite-URL: /admin', 'X-HTTP-Method-Override: DELETE', 'X-HTTP-Method: DELETE', 'X-Method-Override: DELETE',
   ];
   const { seen } = await exchange(`GET /public/x HTTP/1.1\r\nHost: api.test\r\n${claimed.map((h) => h + '\r\n').join('')}Connection: close\r\n\r\n`);
   const r = seen[0]!;
@@ -237,11 +237,19 @@ t.test('headers through which a server takes an address, host or path', async (t
   const trusting = await gatewayFor(yaml({ trustedProxies: ['127.0.0.0/8'] }));
   t.teardown(() => trusting.close());
   const n = raw.requests.length;
-  await exchangeRaw(Number(new URL(trusting.url).port), `GET /public/x HTTP/1.1\r\nHost: api.test\r\n${claimed.map((h) => h + '\r\n').join('')}Connection: close\r\n\r\n`, { idleMs: 250 });
+  // (Its X-Forwarded-Host names Host's host: with a route on the host, two hosts are refused.)
+  const fromTrusted = claimed.map((h) => (h.startsWith('X-Forwarded-Host:') ? 'X-Forwarded-Host: api.test' : h));
+  await exchangeRaw(Number(new URL(trusting.url).port), `GET /public/x HTTP/1.1\r\nHost: api.test\r\n${fromTrusted.map((h) => h + '\r\n').join('')}Connection: close\r\n\r\n`, { idleMs: 250, firstMs: 5000 });
   const fromProxy = raw.requests[n]!;
   t.equal(header(fromProxy, 'x-forwarded-prefix'), '/admin', 'a trusted proxy\'s X-Forwarded-Prefix passes');
   t.equal(header(fromProxy, 'x-forwarded-for'), '1.2.3.4, 127.0.0.1', 'and its X-Forwarded-For is appended to');
   for (const name of ['x-forwarded-path', 'x-original-path', 'x-envoy-original-path', 'x-host', 'client-ip', 'true-client-ip', 'cf-connecting-ip', 'x-client-ip', 'x-cluster-client-ip', 'x-original-url', 'x-rewrite-url']) {
+    t.notOk(headerNames(fromProxy).includes(name), `${name} removed even from a trusted proxy`);
+  }
+  // Routes are chosen by the method on the request line; no proxy adds a method override, so
+  // one arriving through a trusted proxy is the client's, and would have the upstream run
+  // a method the gateway never judged (a POST admitted to basic run as an admin's DELETE).
+  for (const name of ['x-http-method-override', 'x-http-method', 'x-method-override']) {
     t.notOk(headerNames(fromProxy).includes(name), `${name} removed even from a trusted proxy`);
   }
 });

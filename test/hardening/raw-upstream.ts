@@ -27,6 +27,11 @@ export interface RawUpstream {
   close(): Promise<void>;
 }
 
+export interface RawUpstreamOptions {
+  /** Runs before a request is answered (the upstream's own side effects, e.g. a logout). */
+  onRequest?: (req: RawSeen) => void | Promise<void>;
+}
+
 /**
  * An upstream that is a bare TCP server: it records exactly the bytes the gateway sends
  * and frames requests itself with a strict, minimal HTTP/1.1 reader (Content-Length or
@@ -34,7 +39,7 @@ export interface RawUpstream {
  * opinion on where each request ends: a smuggled request would show up here as one more
  * request line, whatever Node's parser thought.
  */
-export async function startRawUpstream(): Promise<RawUpstream> {
+export async function startRawUpstream(options: RawUpstreamOptions = {}): Promise<RawUpstream> {
   const bytes: Buffer[] = [];
   const requests: RawSeen[] = [];
   const sockets = new Set<net.Socket>();
@@ -45,6 +50,8 @@ export async function startRawUpstream(): Promise<RawUpstream> {
     sock.on('close', () => sockets.delete(sock));
     sock.on('error', () => sock.destroy());
     let buf = Buffer.alloc(0);
+    // Answers go out in request order even when the hook takes its time.
+    let answered: Promise<void> = Promise.resolve();
     sock.on('data', (d: Buffer) => {
       bytes[conn] = Buffer.concat([bytes[conn]!, d]);
       buf = Buffer.concat([buf, d]);
@@ -56,11 +63,15 @@ export async function startRawUpstream(): Promise<RawUpstream> {
           return;
         }
         buf = buf.subarray(r.consumed);
-        requests.push({ conn, requestLine: r.requestLine, headerLines: r.headerLines, body: r.body });
+        const seen: RawSeen = { conn, requestLine: r.requestLine, headerLines: r.headerLines, body: r.body };
+        requests.push(seen);
         const body = JSON.stringify({ n: requests.length, line: r.requestLine, bodyBytes: r.body.length });
         // A response to HEAD has no body (RFC 9110 §9.3.2), or the proxy's next read would start in it.
         const head = r.requestLine.startsWith('HEAD ');
-        sock.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-raw-upstream: yes\r\n\r\n${head ? '' : body}`);
+        const answer = `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-raw-upstream: yes\r\n\r\n${head ? '' : body}`;
+        const hook = options.onRequest;
+        if (hook === undefined) sock.write(answer);
+        else answered = answered.then(() => hook(seen)).then(() => void sock.write(answer), () => void sock.destroy());
       }
     });
   });

@@ -50,6 +50,11 @@ export interface ExchangeOptions {
   gapMs?: number;
   /** How long the gateway may stay quiet before the exchange ends, in ms (default 400). */
   idleMs?: number;
+  /**
+   * How long to wait for the first byte of an answer, in ms (default: `idleMs`). A longer wait
+   * keeps a slow first answer on a loaded machine from reading as no answer at all.
+   */
+  firstMs?: number;
 }
 
 export interface Exchanged {
@@ -82,7 +87,7 @@ export function exchangeRaw(port: number, chunks: string | string[], opts: Excha
     };
     const arm = () => {
       clearTimeout(idle);
-      idle = setTimeout(done, opts.idleMs ?? 400);
+      idle = setTimeout(done, buf === '' ? Math.max(opts.firstMs ?? 0, opts.idleMs ?? 400) : (opts.idleMs ?? 400));
     };
     sock.on('data', (d) => {
       buf += d.toString('latin1');

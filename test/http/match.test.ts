@@ -1,5 +1,5 @@
 import t from 'tap';
-import { compileRoutes, findShadowedRoutes, hostName, matchRoute, splitPath } from '../../src/http/match.js';
+import { compileRoutes, findShadowedRoutes, foldCase, hostName, matchPath, matchRoute, splitPath } from '../../src/http/match.js';
 import type { RouteConfig } from '../../src/config/schema.js';
 
 function r(path: string, extra: Partial<RouteConfig['match']> = {}): RouteConfig {
@@ -73,4 +73,23 @@ t.test('shadow detection', async (t) => {
     ['double star covers zero segments', [r('/a/**'), r('/a')], [{ index: 1, by: 0 }]],
   ];
   for (const [name, cfg, want] of cases) t.same(findShadowedRoutes(compileRoutes(cfg, ranks)), want, name);
+});
+
+t.test('a path whose letter case picks the route has no one reading', async (t) => {
+  const routes = compileRoutes([r('/public/**'), r('/admin/**'), r('/Reports/*'), r('/**')], ranks);
+  // [path, expected route index, or 'case']
+  const cases: Array<[string, number | 'case' | undefined]> = [
+    ['/admin/x', 1], ['/admin/X', 1], ['/ADMIN/x', 'case'], ['/Admin', 'case'], ['/PUBLIC/x', 'case'], ['/public/X', 0],
+    ['/files/ABC', 3], ['/Reports/q3', 2], ['/reports/q3', 'case'], ['/REPORTS/q3', 'case'], ['/Reports/q3/more', 3],
+    ['/adm%C4%B1n/x', 'case'], ['/adm%C4%B0n/x', 'case'], ['/%C3%A9', 3],
+  ];
+  for (const [path, want] of cases) {
+    const got = matchPath(routes, 'GET', undefined, path);
+    t.equal(got === 'case' || got === undefined ? got : got.index, want, path);
+  }
+  const lower = compileRoutes([r('/admin/**')], ranks);
+  t.equal(matchPath(lower, 'GET', undefined, '/other'), undefined, 'no route either way: undefined');
+  t.equal(matchPath(lower, 'GET', undefined, '/ADMIN'), 'case', 'no route as sent, a route in lower case: ambiguous');
+  const folds: Array<[string, string]> = [['/ADMIN', '/admin'], ['/adm%C4%B1n', '/admin'], ['/%C5%BFet', '/set'], ['/%E2%84%AAey', '/key'], ['/%C3%A9', '/%c3%a9']];
+  for (const [p, want] of folds) t.equal(foldCase(p), want, `foldCase(${p})`);
 });

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { DEFAULT_HASH_PARAMS, hashSecret, safeEqual, sha256Hex, verifySecret } from '../../src/keys/hash.js';
+import fc from 'fast-check';
+import { DEFAULT_HASH_PARAMS, hashSecret, safeEqual, sha256Hex, uuidBytesSha256, verifySecret } from '../../src/keys/hash.js';
 
 function phcParams(phc: string): Record<string, string> {
   return Object.fromEntries(phc.split('$')[3]!.split(',').map((kv) => kv.split('=') as [string, string]));
@@ -30,4 +31,25 @@ t.test('sha256Hex and safeEqual', async (t) => {
   t.equal(sha256Hex('ключ'), createHash('sha256').update(Buffer.from('ключ', 'utf8')).digest('hex'), 'UTF-8');
   const cases: Array<[string, string, boolean]> = [['a', 'a', true], ['a', 'b', false], ['a', 'aa', false], ['', '', true], ['', 'x', false]];
   for (const [a, b, want] of cases) t.equal(safeEqual(a, b), want, `${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
+});
+
+t.test('uuidBytesSha256: the digest of the 16 bytes a UUID spells, in any letter case', async (t) => {
+  const spell = (bytes: Uint8Array, upper: boolean[]) => {
+    const hex = [...Buffer.from(bytes).toString('hex')].map((c, i) => (upper[i] ? c.toUpperCase() : c)).join('');
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  };
+  fc.assert(
+    fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), fc.array(fc.boolean(), { minLength: 32, maxLength: 32 }), (bytes, upper) => {
+      return uuidBytesSha256(spell(bytes, upper)) === createHash('sha256').update(bytes).digest('hex');
+    }),
+  );
+  // Anything that is not exactly the 36-character hyphenated form is not a UUID key.
+  fc.assert(
+    fc.property(fc.string({ maxLength: 40 }), (s) => {
+      fc.pre(!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s));
+      return uuidBytesSha256(s) === undefined;
+    }),
+  );
+  const u = '9b2f6c1e-4d7a-4f3b-a1c2-0e5d8f7a6b90';
+  for (const s of [u.replaceAll('-', ''), `{${u}}`, `urn:uuid:${u}`, ` ${u}`, `${u}\n`, u.slice(0, 35) + 'g']) t.equal(uuidBytesSha256(s), undefined, JSON.stringify(s));
 });

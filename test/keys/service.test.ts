@@ -181,6 +181,50 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
       t.equal(await code(svc.importKeys(file, 'keys.jsonl')), 'import-invalid', 'importing again is refused');
     });
 
+    await t.test('import: expiry absent is the default lifetime, null is never, a past one is imported as expired', async (t) => {
+      const now = clock.now();
+      const lines = [
+        { key: 'expiry-default-key-1', subject: 'jo', role: 'basic' },
+        { key: 'expiry-never-key-1', subject: 'jo', role: 'basic', expiresAt: null },
+        { key: 'expiry-set-key-1', subject: 'jo', role: 'basic', expiresAt: new Date(now + 2 * HOUR).toISOString() },
+        // Revoked the way some services do it: expiry set to now, or to the zero time.
+        { key: 'expiry-revoked-key-1', subject: 'jo', role: 'basic', expiresAt: new Date(now - 1000).toISOString() },
+        { key: 'expiry-zero-key-1', subject: 'jo', role: 'basic', expiresAt: '0001-01-01T00:00:00Z' },
+      ];
+      const res = await svc.importKeys(lines.map((l) => JSON.stringify(l)).join('\n'), 'expiry.jsonl');
+      const stored = await Promise.all(lines.map((l) => store.getKeyBySha256(createHash('sha256').update(l.key).digest('hex'))));
+      t.same(stored.map((k) => k?.expiresAt), [now + 720 * HOUR, null, now + 2 * HOUR, now - 1000, 0], 'Go\'s zero time (year 1) as 1970: expired either way');
+      t.same(res.imported.map((k) => k.status), ['active', 'active', 'active', 'expired', 'expired']);
+      t.equal(await code(svc.importKeys(JSON.stringify({ key: 'expiry-bad-key-1', subject: 'jo', role: 'basic', expiresAt: 0 }), 'x.jsonl')), 'import-invalid', 'a number is not a date-time');
+    });
+
+    await t.test('import: digestOf uuid-bytes takes the digest of the UUID\'s 16 bytes', async (t) => {
+      const uuid = '9b2f6c1e-4d7a-4f3b-a1c2-0e5d8f7a6b90';
+      const bytesDigest = createHash('sha256').update(Buffer.from(uuid.replaceAll('-', ''), 'hex')).digest('hex');
+      const other = '0d9c3e5a-1b2c-4d3e-8f90-a1b2c3d4e5f6';
+      const lines = [
+        { sha256: bytesDigest, digestOf: 'uuid-bytes', subject: 'kim', role: 'basic' },
+        { key: other.toUpperCase(), digestOf: 'uuid-bytes', subject: 'kim', role: 'basic' },
+        { key: 'plain-text-key-123', digestOf: 'key', subject: 'kim', role: 'basic' },
+      ];
+      await svc.importKeys(lines.map((l) => JSON.stringify(l)).join('\n'), 'uuid.jsonl');
+      t.equal((await store.getKeyBySha256(bytesDigest))?.subject, 'kim', 'a digest is stored as given');
+      const otherDigest = createHash('sha256').update(Buffer.from(other.replaceAll('-', ''), 'hex')).digest('hex');
+      t.ok(await store.getKeyBySha256(otherDigest), 'a plaintext UUID is stored as the digest of its bytes, whatever its letter case');
+      t.notOk(await store.getKeyBySha256(createHash('sha256').update(other.toUpperCase()).digest('hex')), 'not as the digest of its text');
+      const bad = [
+        JSON.stringify({ key: other.slice(0, -1), digestOf: 'uuid-bytes', subject: 'kim', role: 'basic' }),
+        JSON.stringify({ sha256: bytesDigest, digestOf: 'text', subject: 'kim', role: 'basic' }),
+        JSON.stringify({ key: `{${other}}`, digestOf: 'uuid-bytes', subject: 'kim', role: 'basic' }),
+      ];
+      try {
+        await svc.importKeys(bad.join('\n'), 'bad.jsonl');
+        t.fail('resolved');
+      } catch (err) {
+        t.match((err as KeyServiceError).problems, [/^bad\.jsonl:1 "key" must be a UUID/, /^bad\.jsonl:2 "digestOf" must be "key"/, /^bad\.jsonl:3 "key" must be a UUID/]);
+      }
+    });
+
     await t.test('import: any bad line imports nothing and every problem is reported', async (t) => {
       const before = (await svc.list()).length;
       const good = JSON.stringify({ key: 'fine-legacy-key-1', subject: 'ivy', role: 'basic' });
@@ -196,7 +240,7 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
         JSON.stringify({ key: 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln', subject: 'ivy', role: 'basic' }), // 9
         JSON.stringify({ key: 'host:443:secret', subject: 'ivy', role: 'basic' }),         // 10
         JSON.stringify({ key: 'another-key-3', subject: 'ivy', role: 'basic', expiresAt: 'tomorrow' }), // 11
-        JSON.stringify({ key: 'another-key-4', subject: 'ivy', role: 'basic', expiresAt: '2000-01-01T00:00:00Z' }), // 12
+        JSON.stringify({ key: 'another-key-4', subject: 'ivy', role: 'basic', digestOf: 'uuid-bytes' }), // 12
         good,                                                                              // 13
         '[]',                                                                              // 14
         JSON.stringify({ key: 'another-key-5', role: 'basic', scopes: 'a,b' }),            // 15
@@ -217,8 +261,8 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
           /^in\.jsonl:8 "key" starts with "pcl_"/,
           /^in\.jsonl:9 "key" looks like a JWT/,
           /^in\.jsonl:10 "key" contains ":"/,
-          /^in\.jsonl:11 "expiresAt" must be an ISO 8601 date-time$/,
-          /^in\.jsonl:12 "expiresAt" .* is in the past$/,
+          /^in\.jsonl:11 "expiresAt" must be an ISO 8601 date-time, or null for never$/,
+          /^in\.jsonl:12 "key" must be a UUID .* with "digestOf": "uuid-bytes"$/,
           /^in\.jsonl:13 duplicate key \(same as line 1\)$/,
           /^in\.jsonl:14 expected a JSON object$/,
           /^in\.jsonl:15 "subject" must be a non-empty string$/,

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { startUpstream } from '../helpers/upstream.js';
 import { startTestGateway } from '../helpers/gateway.js';
+import { rawRequest } from '../helpers/raw.js';
 
 const DEPLOY = new URL('../../deploy/nginx/', import.meta.url).pathname;
 
@@ -139,9 +140,10 @@ t.test('verify endpoint: Traefik/Envoy style X-Forwarded-Method and X-Forwarded-
   t.equal(wrong.body?.code, 'key-invalid');
   t.match(wrong.headers['www-authenticate'], /error="invalid_token"/);
 
-  // The forwarded URI is normalized exactly like a proxied one: traversal cannot reach /admin.
+  // The forwarded URI is normalized like a proxied one, but the proxy forwards it as the
+  // client sent it: a traversal is refused rather than judged as the path it resolves to.
   const trav = await ask('GET', '/app/../admin/x', 'basic-key');
-  t.equal(trav.status, 403, '/app/../admin/x is judged as /admin/x');
+  t.equal(trav.status, 400, '/app/../admin/x is refused');
   const enc = await ask('GET', '/%61dmin/x', 'basic-key');
   t.equal(enc.status, 403, '/%61dmin/x is judged as /admin/x');
 
@@ -286,7 +288,17 @@ http {
     t.equal(otherHost.seen, undefined);
 
     const traversal = await via('/app/%2e%2e/admin/x', { authorization: 'Bearer basic-key' });
-    t.equal(traversal.status, 403, 'a traversal towards /admin is judged as /admin');
+    t.equal(traversal.status, 403, 'a traversal towards /admin is judged as /admin (the client resolved it before sending)');
     t.equal(traversal.seen, undefined);
+
+    // nginx asks about $request_uri and forwards the very same bytes: a path the gateway would
+    // reshape must be refused, or the application gets, under /admin, a request that was
+    // judged as /app/x (a router that does not resolve dot segments serves it as /admin/…).
+    for (const path of ['/admin/%2e%2e/app/x', '/admin/../app/x', '/admin/x/../../app/x']) {
+      const before = up.seen.length;
+      const answer = await rawRequest(port, `GET ${path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer basic-key\r\nConnection: close\r\n\r\n`);
+      t.equal(answer.status, 500, `${path}: refused`);
+      t.same(up.seen.slice(before).map((s) => s.url), [], `${path}: the application received nothing`);
+    }
   });
 }

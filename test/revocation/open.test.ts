@@ -7,7 +7,7 @@ import { RedisRevocationStore } from '../../src/revocation/redis.js';
 import { CI, createDatabase, randomTag, recordingLogger, REDIS_URL, serviceAvailable, TableSource } from './helpers.js';
 
 const config = (redis: string, extra: Partial<RevocationConfig> = {}): RevocationConfig => ({
-  redis, onError: 'deny', keyPrefix: `pcl-t-${randomTag()}:`, timeout: 1_000, ...extra,
+  redis, onError: 'deny', keyPrefix: `pcl-t-${randomTag()}:`, timeout: 1_000, externalKeys: [], ...extra,
 });
 
 const cases: Array<[string, string | undefined, ReturnType<typeof revocationBackend>]> = [

@@ -1,0 +1,64 @@
+import t from 'tap';
+import { startTestGateway } from '../helpers/gateway.js';
+import { exchangeRaw } from '../helpers/raw.js';
+import { startRawUpstream } from './raw-upstream.js';
+
+// Forward-auth judges a request that another proxy then forwards with the client's own
+// bytes (nginx passes `$request_uri` to the gateway and the raw URI to the application):
+// unlike proxy mode, the gateway cannot make the upstream see the path it normalized. A
+// path whose normalization changes its segments — a dot segment, raw or encoded, or an empty
+// segment — is judged as one path and served as another: `/admin/..` is `/` to the gateway
+// but `/admin/:id` with id ".." to a router that does not resolve dot segments, and
+// `//public/admin/x` is `/public/admin/x` to the gateway but host "public", path `/admin/x`
+// to an application that reads its target with `new URL(req.url, base)`.
+
+const raw = await startRawUpstream();
+t.teardown(() => raw.close());
+const g = await startTestGateway(`
+upstreams:
+  api: { url: "${raw.url}", timeout: 2s }
+roles: [basic, admin]
+log: { level: silent }
+routes:
+  - match: { path: "/public/**" }
+    public: true
+    upstream: api
+  - match: { path: "/admin/**" }
+    minRole: admin
+    upstream: api
+  - match: { path: "/**" }
+    minRole: basic
+    upstream: api
+`, { table: { 'basic-key': { subject: 'alice', role: 'basic', scopes: [] } } });
+t.teardown(() => g.close());
+const port = Number(new URL(g.url).port);
+
+const verify = async (header: string, uri: string) => {
+  const r = await exchangeRaw(port, `GET /.portcullis/verify HTTP/1.1\r\nHost: app.test\r\n${header}: ${uri}\r\nX-Api-Key: basic-key\r\nConnection: close\r\n\r\n`, { idleMs: 1000 });
+  return r.responses[0];
+};
+
+t.test('an original URI that normalization would reshape is refused, not judged', async (t) => {
+  const reshaped = [
+    '/admin/..', '/admin/.', '/admin/%2e%2e', '/admin/.%2E', '/admin/%2E.', '/admin/x/../..', '/admin/../public/x',
+    '/admin//..', '//public/admin/x', '/public//admin', '/public/./x', '/admin/..?next=/x',
+  ];
+  for (const header of ['X-Original-URI', 'X-Forwarded-Uri']) {
+    for (const uri of reshaped) {
+      const r = await verify(header, uri);
+      t.equal(r?.status, 400, `${header}: ${uri} → 400`);
+      t.equal(r?.headers['x-auth-subject'], undefined, `${header}: ${uri}: no identity answered`);
+    }
+  }
+  t.equal(raw.requests.length, 0, 'forward-auth never proxies');
+});
+
+t.test('canonical original URIs are judged as before', async (t) => {
+  const judged: Array<[string, number]> = [
+    ['/admin/x', 403], ['/app/x', 200], ['/app/x/', 200], ['/public/x', 200], ['/app/x?next=//a/../b', 200], ['/app/%7Ex', 200], ['/app/..x/.y', 200],
+  ];
+  for (const [uri, status] of judged) {
+    const r = await verify('X-Original-URI', uri);
+    t.equal(r?.status, status, `${uri} → ${status}`);
+  }
+});
