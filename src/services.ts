@@ -130,6 +130,7 @@ export async function openCore(config: GatewayConfig, logger: Logger, opts: Core
   }
   const onRevoke = async (ev: KeyRevocationEvent): Promise<void> => {
     if (ev.kind === 'key') await revocation.revoke(ev.revocationId, ev.expiresAt ?? undefined);
+    else if (ev.kind === 'change') await revocation.evict(ev.revocationId);
     else await revocation.revokeSubject(KEY_SUBJECT + ev.subject, ev.revokedBefore);
   };
   const keys = new KeyService({ store, config: config.apiKeys, clock, roles: config.roles, onRevoke });
@@ -206,7 +207,9 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
   const retired: Array<{ close(): unknown }> = [];
 
   const unsubscribe = core.revocation.onInvalidate((ev: InvalidationEvent) => {
-    if (ev.kind === 'added') apiKey?.forgetRefusals();
+    // Only key records change without a revocation; JWT revocations are all on record.
+    if (ev.kind === 'all') apiKey?.evictAll();
+    else if (ev.kind === 'added') apiKey?.forgetRefusals();
     else if (ev.kind === 'id') {
       if (ev.revocationId.startsWith('jti:') || ev.revocationId.startsWith('tok:')) jwt?.evict(ev.revocationId);
       else apiKey?.evict(ev.revocationId);

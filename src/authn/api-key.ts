@@ -3,9 +3,11 @@ import { LRUCache } from 'lru-cache';
 import { systemClock, type Clock } from '../clock.js';
 import type { ApiKeysConfig } from '../config/schema.js';
 import { GatewayError } from '../http/problem.js';
+import { AttemptLimiter } from '../keys/attempts.js';
 import { compileAllowIp } from '../keys/cidr.js';
 import { looksNative, parseKey, type ParsedKey } from '../keys/format.js';
 import { argon2Verifier, safeEqual, uuidBytesSha256, type SecretVerifier } from '../keys/hash.js';
+import { LruMap } from '../keys/lru-map.js';
 import { effectiveEnd } from '../keys/service.js';
 import { keyRevocationId, LEGACY_REVOCATION_PREFIX as LEGACY_ID } from '../store/sql.js';
 import type { KeyRecord, KeyStore } from '../store/types.js';
@@ -45,11 +47,6 @@ export interface ApiKeyStats {
   overloaded: number;
   /** Rejected before any store access: malformed key or checksum mismatch. */
   malformed: number;
-}
-
-interface Attempts {
-  count: number;
-  resetAt: number;
 }
 
 const INVALID_DETAIL = 'The API key is not valid.';
@@ -92,70 +89,6 @@ class Interner<T> {
 }
 
 const NO_AUDIENCES: readonly string[] = Object.freeze([]);
-
-interface LruEntry<V> {
-  readonly value: V;
-  /** Expiry time (ms, the injected clock); 0: none. */
-  readonly until: number;
-}
-
-/**
- * A bounded LRU map with optional per-entry expiry that allocates per entry only. lru-cache
- * preallocates its slot arrays for `max` entries up front (about 44 bytes a slot: 4.4 MB
- * for 100 000), which the side tables here — failures, refusals, proven hashes, all nearly
- * empty in normal operation — should not pay. Expiry as lru-cache's: stale once more than
- * `ttl` ms have passed.
- */
-class LruMap<V> {
-  readonly #max: number;
-  /** Lifetime of an entry in ms; 0: entries do not expire. */
-  readonly #ttl: number;
-  readonly #now: () => number;
-  readonly #map = new Map<string, LruEntry<V>>();
-
-  constructor(max: number, ttl: number, now: () => number) {
-    this.#max = max;
-    this.#ttl = ttl;
-    this.#now = now;
-  }
-
-  /** The value, made the most recently used; undefined when absent or expired. */
-  get(key: string): V | undefined {
-    const e = this.#map.get(key);
-    if (e === undefined) return undefined;
-    if (e.until !== 0 && this.#now() > e.until) {
-      this.#map.delete(key);
-      return undefined;
-    }
-    // Map iteration order is insertion order: re-inserting makes it the newest.
-    this.#map.delete(key);
-    this.#map.set(key, e);
-    return e.value;
-  }
-
-  /** Whether a live value is there; does not change its recency. */
-  has(key: string): boolean {
-    const e = this.#map.get(key);
-    return e !== undefined && (e.until === 0 || this.#now() <= e.until);
-  }
-
-  set(key: string, value: V): void {
-    this.#map.delete(key);
-    this.#map.set(key, { value, until: this.#ttl > 0 ? this.#now() + this.#ttl : 0 });
-    if (this.#map.size > this.#max) {
-      const oldest = this.#map.keys().next();
-      if (oldest.done !== true) this.#map.delete(oldest.value);
-    }
-  }
-
-  delete(key: string): void {
-    this.#map.delete(key);
-  }
-
-  clear(): void {
-    this.#map.clear();
-  }
-}
 
 /** Digests cached under one name: one digest as the string itself, more as a Set. */
 type Digests = string | Set<string>;
@@ -231,10 +164,11 @@ class VerificationLimiter {
  * share one verification per distinct key among concurrent requests, look the key up
  * (by id, or by digest for imported legacy keys), and run argon2 under a concurrency
  * limit. Wrong secrets are remembered briefly (negative cache) and counted per key id and
- * per client address; past `failedAttempts.max` within the window both get 429 without
- * argon2. A key that once verified here is "proven": later re-verifications (after the
- * identity cache entry expires) re-read the record but skip argon2 and the failure
- * limits, so a flood of wrong secrets against a key id cannot lock its real holder out.
+ * per client address (see AttemptLimiter): a client past `failedAttempts.max` gets 429
+ * without argon2, and a key id past it admits only clients that have not failed, so
+ * forgeries from elsewhere never lock its holder out. A key that once verified here is
+ * "proven": later re-verifications (after the identity cache entry expires) re-read the
+ * record but skip argon2 and the failure limits.
  *
  * `authenticate` may throw synchronously (malformed key, negative cache, rate limit):
  * call it inside `try` and `await` only when it returns a Promise.
@@ -261,14 +195,12 @@ export class ApiKeyAuthenticator implements Authenticator {
   readonly #verifier: SecretVerifier;
   readonly #cacheTtl: number;
   readonly #negativeTtl: number;
-  readonly #maxFailures: number;
-  readonly #failureWindow: number;
   readonly #provenTtl: number;
   /** Verified identities by key digest (the identity carries its key id). */
   readonly #cache: LRUCache<string, Identity>;
   readonly #negative: LruMap<GatewayError>;
   readonly #proven: LruMap<string>;
-  readonly #attempts: LruMap<Attempts>;
+  readonly #attempts: AttemptLimiter;
   readonly #inflight = new Map<string, Promise<Identity>>();
   readonly #limiter: VerificationLimiter;
   /**
@@ -296,8 +228,6 @@ export class ApiKeyAuthenticator implements Authenticator {
     this.#verifier = options.verifier ?? argon2Verifier;
     this.#cacheTtl = config.cache.ttl;
     this.#negativeTtl = config.negativeCacheTtl;
-    this.#maxFailures = config.failedAttempts.max;
-    this.#failureWindow = config.failedAttempts.window;
     this.#provenTtl = options.provenTtl ?? 86_400_000;
     this.#onLastUsedError = options.onLastUsedError;
     // lru-cache reads time through `perf`; with ttlResolution 0 it asks on every check,
@@ -314,7 +244,7 @@ export class ApiKeyAuthenticator implements Authenticator {
     const now = (): number => clock.now();
     this.#negative = new LruMap<GatewayError>(limiterMax, Math.max(1, config.negativeCacheTtl), now);
     this.#proven = new LruMap<string>(config.cache.max, this.#provenTtl, now);
-    this.#attempts = new LruMap<Attempts>(limiterMax, 0, now);
+    this.#attempts = new AttemptLimiter(config.failedAttempts, now, limiterMax);
     this.#limiter = new VerificationLimiter(config.maxConcurrentVerifications, config.verificationQueue);
     this.#lastUsedTimer = setInterval(() => void this.flushLastUsed(), Math.max(1000, config.lastUsedInterval));
     this.#lastUsedTimer.unref();
@@ -366,8 +296,8 @@ export class ApiKeyAuthenticator implements Authenticator {
       this.stats.coalesced++;
       return running;
     }
-    // Limited key ids and clients are refused here, synchronously: no store, no argon2.
-    // A key proven before skips the key-id limit (its holder must not be locked out).
+    // Limited clients are refused here, synchronously: no store, no argon2. A key proven
+    // before skips the limits (its holder must not wait on anyone's failures).
     if (parsed === null) this.#checkAttempts(undefined, clientIp);
     else if (!this.#proven.has(digest)) this.#checkAttempts(parsed.id, clientIp);
     const p = (parsed === null ? this.#verifyLegacy(value, digest, clientIp) : this.#verifyNative(parsed, digest, clientIp)).finally(() => {
@@ -501,40 +431,17 @@ export class ApiKeyAuthenticator implements Authenticator {
   }
 
   #checkAttempts(keyId: string | undefined, clientIp: string): void {
-    const now = this.#clock.now();
-    const blocked = (name: string): number | undefined => {
-      const a = this.#attempts.get(name);
-      if (a === undefined) return undefined;
-      if (now >= a.resetAt) {
-        this.#attempts.delete(name);
-        return undefined;
-      }
-      return a.count >= this.#maxFailures ? a.resetAt : undefined;
-    };
-    const until = (keyId === undefined ? undefined : blocked(`k:${keyId}`)) ?? blocked(`ip:${clientIp}`);
-    if (until !== undefined) {
+    try {
+      this.#attempts.check(keyId, clientIp, 'Too many failed attempts from this address; retry later.');
+    } catch (err) {
       this.stats.rateLimited++;
-      const retry = Math.max(1, Math.ceil((until - now) / 1000));
-      throw new GatewayError('rate-limited', 'Too many failed attempts with this key or from this address; retry later.', {
-        headers: { 'retry-after': String(retry) },
-      });
+      throw err;
     }
   }
 
   /** Adds `delta` to the failure counters of the key id (when known) and the client. */
   #fail(keyId: string | undefined, clientIp: string, delta: 1 | -1): void {
-    const now = this.#clock.now();
-    const bump = (name: string): void => {
-      let a = this.#attempts.get(name);
-      if (a === undefined || now >= a.resetAt) {
-        if (delta < 0) return;
-        a = { count: 0, resetAt: now + this.#failureWindow };
-        this.#attempts.set(name, a);
-      }
-      a.count = Math.max(0, a.count + delta);
-    };
-    if (keyId !== undefined) bump(`k:${keyId}`);
-    bump(`ip:${clientIp}`);
+    this.#attempts.count(keyId, clientIp, delta);
   }
 
   #unindex(digest: string, identity: Identity): void {
@@ -571,6 +478,12 @@ export class ApiKeyAuthenticator implements Authenticator {
   /** Forgets the refusals of keys not found: keys were just imported (failed-attempt counts stay). */
   forgetRefusals(): void {
     this.#negative.clear();
+  }
+
+  /** Drops every cached identity (invalidations may have been missed). */
+  evictAll(): void {
+    this.#epoch++;
+    this.#cache.clear();
   }
 
   /** Drops every cached identity of a subject. */

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { parseDuration } from '../config/duration.js';
 import type { GatewayConfig } from '../config/load.js';
-import { KeyServiceError, type CreateKeyOptions, type CreatedKey, type ImportResult, type KeyInfo } from '../keys/service.js';
+import { KeyServiceError, type CreateKeyOptions, type CreatedKey, type ImportResult, type KeyInfo, type UpdateKeyOptions } from '../keys/service.js';
 import { createLogger } from '../ops/log.js';
 import { openCore } from '../services.js';
 import { isStoreError } from '../store/errors.js';
@@ -14,6 +14,8 @@ export interface KeyOps {
   list(filter?: { subject?: string | undefined }): Promise<KeyInfo[]>;
   revoke(id: string): Promise<{ key: KeyInfo; changed: boolean }>;
   revokeSubject(subject: string): Promise<{ revoked: readonly string[] }>;
+  revokeByName(name: string, subject?: string): Promise<{ revoked: readonly string[] }>;
+  update(id: string, changes: UpdateKeyOptions): Promise<KeyInfo>;
   rotate(id: string, graceMs?: number): Promise<CreatedKey & { graceUntil: number }>;
   importKeys(content: string, file: string): Promise<ImportResult>;
   close(): Promise<void>;
@@ -41,6 +43,8 @@ export async function openKeyOps(config: GatewayConfig, io: Io): Promise<KeyOps>
     list: (f) => k.list(f),
     revoke: (id) => k.revoke(id),
     revokeSubject: (s) => k.revokeSubject(s),
+    revokeByName: (n, s) => k.revokeByName(n, s),
+    update: (id, c) => k.update(id, c),
     rotate: (id, g) => k.rotate(id, g),
     importKeys: (c, f) => k.importKeys(c, f),
     close: () => core.close(),
@@ -176,7 +180,7 @@ async function withKeys<T>(cmd: Command, io: Io, deps: KeysCommandDeps, fn: (ops
 }
 
 /**
- * Registers `keys create|list|revoke|rotate|import` on the root program (which defines
+ * Registers `keys create|list|update|revoke|rotate|import` on the root program (which defines
  * `-c, --config`). Every command opens the store (applying pending migrations) or, when a
  * running gateway owns the embedded store, its admin API.
  */
@@ -233,14 +237,22 @@ export function registerKeysCommand(program: Command, io: Io = processIo, deps: 
 
   keys
     .command('revoke')
-    .description('revoke a key by id, or every key of a subject')
+    .description('revoke a key by id, every key of a subject, or every key with a name')
     .argument('[id]', 'key id')
-    .option('--subject <subject>', "revoke all of the subject's keys")
+    .option('--subject <subject>', "revoke all of the subject's keys (with --name: only the subject's keys of that name)")
+    .option('--name <name>', 'revoke every key with this name (a job\'s keys when the job ends)')
     .option('--json', 'print JSON')
-    .action(async (id: string | undefined, o: { subject?: string; json?: boolean }, cmd: Command) => {
-      if ((id === undefined) === (o.subject === undefined)) throw new CommandError('keys revoke: give a key ID or --subject S (not both)');
+    .action(async (id: string | undefined, o: { subject?: string; name?: string; json?: boolean }, cmd: Command) => {
+      if (id !== undefined ? o.subject !== undefined || o.name !== undefined : o.subject === undefined && o.name === undefined) {
+        throw new CommandError('keys revoke: give a key ID, --subject S, or --name N [--subject S]');
+      }
       await withKeys(cmd, io, deps, async (ops) => {
-        if (id !== undefined) {
+        if (o.name !== undefined) {
+          const r = await ops.revokeByName(o.name, o.subject);
+          const whose = o.subject === undefined ? '' : ` of subject ${o.subject}`;
+          if (o.json) io.out(JSON.stringify({ name: o.name, ...(o.subject === undefined ? {} : { subject: o.subject }), revoked: r.revoked }));
+          else io.out(`Revoked ${r.revoked.length} key(s) named ${o.name}${whose}${r.revoked.length ? `: ${r.revoked.join(', ')}` : ''}.`);
+        } else if (id !== undefined) {
           const r = await ops.revoke(id);
           if (o.json) io.out(JSON.stringify({ id, revoked: true, changed: r.changed, revokedAt: iso(r.key.revokedAt) }));
           else io.out(r.changed ? `Revoked key ${id}.` : `Key ${id} was already revoked (at ${iso(r.key.revokedAt)}).`);
@@ -249,6 +261,29 @@ export function registerKeysCommand(program: Command, io: Io = processIo, deps: 
           if (o.json) io.out(JSON.stringify({ subject: o.subject, revoked: r.revoked }));
           else io.out(`Revoked ${r.revoked.length} key(s) of subject ${o.subject}${r.revoked.length ? `: ${r.revoked.join(', ')}` : ''}; their refresh tokens stop too.`);
         }
+      });
+    });
+
+  keys
+    .command('update')
+    .description('change a key in place (same id, same secret); every instance sees it within 1 s')
+    .argument('<id>', 'key id')
+    .option('--role <role>', 'new role')
+    .option('--scopes <list>', 'new comma-separated scopes (replace the old ones; "" for none)')
+    .option('--expires <duration>', 'new lifetime from now, e.g. 720h, or "never"')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { role?: string; scopes?: string; expires?: string; json?: boolean }, cmd: Command) => {
+      const expires = o.expires === 'never' ? null : durationOption('--expires', o.expires);
+      const scopes = splitList(o.scopes);
+      const changes: UpdateKeyOptions = {
+        ...(o.role === undefined ? {} : { role: o.role }),
+        ...(scopes === undefined ? {} : { scopes }),
+        ...(expires === undefined ? {} : { expiresIn: expires }),
+      };
+      await withKeys(cmd, io, deps, async (ops) => {
+        const k = await ops.update(id, changes);
+        if (o.json) io.out(JSON.stringify(keyJson(k)));
+        else io.out(`Updated key ${k.id}: role ${k.role}, scopes ${k.scopes.length ? k.scopes.join(' ') : '-'}, expires ${iso(k.expiresAt) ?? 'never'}.`);
       });
     });
 

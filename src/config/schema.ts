@@ -22,7 +22,7 @@ const cidr = z
   .string()
   .regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected an IP address or CIDR like 10.0.0.0/8');
 
-/** HTTPS on the main listener (SPEC §11). Files are read at load and on every reload. */
+/** HTTPS on the main listener (docs/reference/operations.md, TLS). Files are read at load and on every reload. */
 const listenTls = z.strictObject({
   /** PEM certificate chain (leaf first); a path relative to the config file's folder. */
   cert: nonEmpty,
@@ -67,7 +67,7 @@ const upstream = z.strictObject({
   timeout: timer.default(30_000),
   connectTimeout: timer.default(5_000),
   maxSockets: z.number().int().min(1).default(256),
-  /** For `https://` upstreams behind a private CA or requiring a client certificate (SPEC §11). */
+  /** For `https://` upstreams behind a private CA or requiring a client certificate (docs/reference/operations.md, TLS). */
   tls: z
     .strictObject({
       /** PEM CA certificates the upstream's certificate must chain to (instead of the system's). */
@@ -81,7 +81,7 @@ const upstream = z.strictObject({
     .optional(),
 });
 
-/** W3C Trace Context is always on; spans are exported only with `otlp` (SPEC §12). */
+/** W3C Trace Context is always on; spans are exported only with `otlp` (docs/reference/operations.md, Tracing). */
 const tracing = z.strictObject({
   otlp: z
     .strictObject({
@@ -101,7 +101,7 @@ const tracing = z.strictObject({
   maxQueueSize: z.number().int().min(1).default(2048),
 });
 
-/** Longest `jwt.clockTolerance`: revocation markers and records outlive a credential by at least this (SPEC §7). */
+/** Longest `jwt.clockTolerance`: revocation markers and records outlive a credential by at least this (docs/reference/revocation.md). */
 export const MAX_CLOCK_TOLERANCE_MS = 300_000;
 
 const externalKey = z

@@ -1,10 +1,10 @@
-import { LRUCache } from 'lru-cache';
 import { systemClock, type Clock } from '../clock.js';
 import type { ApiKeysConfig } from '../config/schema.js';
 import { GatewayError } from '../http/problem.js';
 import { isStoreError } from '../store/errors.js';
 import { keyRevocationId } from '../store/sql.js';
-import type { KeyRecord, KeyStore, NewKey } from '../store/types.js';
+import type { KeyRecord, KeyStore, KeyUpdate, NewKey } from '../store/types.js';
+import { AttemptLimiter } from './attempts.js';
 import { parseCidr } from './cidr.js';
 import { generateKey, generateKeyId, generateRefreshToken, looksNative, parseRefreshToken } from './format.js';
 import { hashSecret, sha256Hex, uuidBytesSha256, verifySecret, type HashParams } from './hash.js';
@@ -28,6 +28,7 @@ export class KeyServiceError extends Error {
 /**
  * What the service tells the revocation layer after a revocation is durably stored:
  * - `key`: one key stopped working (`reason` says why);
+ * - `change`: one key's grants or end changed; it may still be working;
  * - `subject`: every key of the subject created before `revokedBefore` is revoked
  *   (`keys revoke --subject`); `keyIds` are the keys this revoked.
  */
@@ -42,6 +43,15 @@ export type KeyRevocationEvent =
       /** When the key would have stopped working anyway (null: never); a marker can expire then. */
       readonly expiresAt: number | null;
       readonly reason: 'revoke' | 'replace' | 'rotate' | 'refresh' | 'family';
+    }
+  | {
+      /** A key's record changed without a revocation (rotation grace, update): caches must re-read it. */
+      readonly kind: 'change';
+      readonly keyId: string;
+      readonly revocationId: string;
+      readonly subject: string;
+      readonly at: number;
+      readonly reason: 'rotate' | 'update';
     }
   | {
       readonly kind: 'subject';
@@ -81,6 +91,17 @@ export interface CreateKeyOptions {
   readonly replace?: boolean;
   /** Also issue a refresh token. */
   readonly refreshable?: boolean;
+}
+
+/**
+ * What `keys update` changes; a field left out keeps its value. Every field is optional so
+ * that further limits (rate, uses) slot in beside these.
+ */
+export interface UpdateKeyOptions {
+  readonly role?: string;
+  readonly scopes?: readonly string[];
+  /** New lifetime from now (ms); null: never expires. */
+  readonly expiresIn?: number | null;
 }
 
 /** Key status as `keys list` shows it. */
@@ -237,8 +258,16 @@ function storeFailure(err: unknown): never {
   throw err;
 }
 
+/** The expiry `ttl` from `now` (null: never), checked to be a positive duration after `notBefore`. */
+function expiryFrom(ttl: number | null, now: number, notBefore: number | null): number | null {
+  if (ttl === null) return null;
+  if (!(Number.isFinite(ttl) && ttl > 0)) throw invalid('expiry must be a positive duration');
+  if (notBefore !== null && now + ttl <= notBefore) throw invalid('the expiry must be later than the not-before time');
+  return now + ttl;
+}
+
 /**
- * Key lifecycle: create, list, revoke, rotate, import, refresh. Writes go to the store;
+ * Key lifecycle: create, list, update, revoke, rotate, import, refresh. Writes go to the store;
  * every revocation is then announced through `onRevoke`.
  */
 export class KeyService {
@@ -250,9 +279,8 @@ export class KeyService {
   readonly #clock: Clock;
   readonly #roles: readonly string[] | undefined;
   readonly #onRevoke: ((event: KeyRevocationEvent) => void | Promise<void>) | undefined;
-  readonly #refreshLimit: { max: number; window: number };
-  /** Failed refreshes per key id: refresh tokens are well-formed for anyone who knows a key id. */
-  readonly #refreshFailures = new LRUCache<string, { count: number; resetAt: number }>({ max: 100_000 });
+  /** Failed refreshes: refresh tokens are well-formed for anyone who knows a key id. */
+  readonly #refreshAttempts: AttemptLimiter;
 
   constructor(opts: KeyServiceOptions) {
     this.#store = opts.store;
@@ -263,7 +291,8 @@ export class KeyService {
     this.#clock = opts.clock ?? systemClock;
     this.#roles = opts.roles;
     this.#onRevoke = opts.onRevoke;
-    this.#refreshLimit = opts.config.failedAttempts ?? { max: 10, window: 60_000 };
+    const clock = this.#clock;
+    this.#refreshAttempts = new AttemptLimiter(opts.config.failedAttempts ?? { max: 10, window: 60_000 }, () => clock.now());
   }
 
   #checkRole(role: unknown): string {
@@ -379,26 +408,74 @@ export class KeyService {
       throw new KeyServiceError('conflict', `key ${id} is ${status}: only a working key can be rotated`);
     }
     const gen = generateKey(this.#prefix);
+    // A refreshable key's successor gets its own refresh token; the old one is spent by the
+    // rotation, and presenting it is refused without touching the successor (see refresh).
+    const refresh = old.refreshHash === null ? undefined : generateRefreshToken(this.#prefix, gen.id);
+    const [secretHash, refreshHash] = await Promise.all([
+      hashSecret(gen.secret, this.#hash),
+      refresh === undefined ? Promise.resolve(null) : hashSecret(refresh.secret, this.#hash),
+    ]);
     const lifetime = old.expiresAt === null ? null : old.expiresAt - old.createdAt;
-    const successor = successorOf(old, gen.id, await hashSecret(gen.secret, this.#hash), now, {
+    const successor = successorOf(old, gen.id, secretHash, now, {
       expiresAt: lifetime === null ? null : now + lifetime,
       // The successor continues the key's lineage: rate-limit buckets and quotas carry over.
       familyId: old.familyId ?? old.id,
-      refreshHash: null,
-      refreshExpiresAt: null,
+      refreshHash,
+      refreshExpiresAt: refresh === undefined ? null : now + this.#refresh.tokenTtl,
     });
     const graceUntil = now + graceMs;
     await this.#store.rotateKey(id, successor, now, graceUntil).catch(storeFailure);
-    if (graceMs === 0) {
-      await this.#emit({ kind: 'key', keyId: old.id, revocationId: keyRevocationId(old), subject: old.subject, at: now, expiresAt: graceUntil, reason: 'rotate' });
-    }
+    const ref = { keyId: old.id, revocationId: keyRevocationId(old), subject: old.subject, at: now };
+    // With a grace the old key still works, but until its grace only: cached copies that
+    // know nothing of the grace must go.
+    if (graceMs === 0) await this.#emit({ kind: 'key', ...ref, expiresAt: graceUntil, reason: 'rotate' });
+    else await this.#emit({ kind: 'change', ...ref, reason: 'rotate' });
     return {
       ...keyInfo({ ...successor, lastUsedAt: null, revokedAt: null, successorId: null, graceUntil: null, refreshSpentAt: null }, now),
       key: gen.key,
+      ...(refresh === undefined ? {} : { refreshToken: refresh.key, refreshExpiresAt: successor.refreshExpiresAt! }),
       replaced: [],
       rotatedFrom: id,
       graceUntil,
     };
+  }
+
+  /**
+   * Changes a working key's role, scopes or expiry in place (same id, same secret); every
+   * instance drops its cached copy. Fields left out keep their value.
+   */
+  async update(id: string, changes: UpdateKeyOptions): Promise<KeyInfo> {
+    if (changes.role === undefined && changes.scopes === undefined && changes.expiresIn === undefined) {
+      throw invalid('nothing to update: give a role, scopes or an expiry');
+    }
+    const now = this.#clock.now();
+    const old = await this.#store.getKey(id);
+    if (old === undefined) throw new KeyServiceError('not-found', `no key with id ${id}`);
+    const status = keyStatus(old, now);
+    if (status !== 'active' && status !== 'not-yet-valid') {
+      throw new KeyServiceError('conflict', `key ${id} is ${status}: only a working key can be updated`);
+    }
+    const fields: KeyUpdate = {
+      role: changes.role === undefined ? old.role : this.#checkRole(changes.role),
+      scopes: changes.scopes === undefined ? old.scopes : checkList('scopes', changes.scopes, scopeProblem),
+      expiresAt: changes.expiresIn === undefined ? old.expiresAt : expiryFrom(changes.expiresIn, now, old.notBefore),
+    };
+    const updated = await this.#store.updateKey(id, fields);
+    if (updated === undefined) throw new KeyServiceError('conflict', `key ${id} was revoked or rotated meanwhile`);
+    await this.#emit({ kind: 'change', keyId: id, revocationId: keyRevocationId(updated), subject: updated.subject, at: now, reason: 'update' });
+    return keyInfo(updated, now);
+  }
+
+  /** Revokes every key named `name` (of one subject when given): a job's keys when the job ends. */
+  async revokeByName(name: string, subject?: string): Promise<{ revoked: readonly string[] }> {
+    checkText('name', name, NAME_MAX);
+    if (subject !== undefined) checkText('subject', subject, SUBJECT_MAX);
+    const now = this.#clock.now();
+    const revoked = await this.#store.revokeNamedKeys(name, now, subject);
+    for (const r of revoked) {
+      await this.#emit({ kind: 'key', keyId: r.id, revocationId: r.revocationId, subject: r.subject, at: now, expiresAt: r.expiresAt, reason: 'revoke' });
+    }
+    return { revoked: revoked.map((r) => r.id) };
   }
 
   /**
@@ -551,9 +628,10 @@ export class KeyService {
   /**
    * Exchanges a refresh token for a new key and refresh token (same grants, same family);
    * the old key and token are revoked at once. A spent token revokes the whole family.
-   * Refusals are GatewayError `refresh-invalid`; store failures `store-unavailable`.
+   * Refusals are GatewayError `refresh-invalid` (429 `rate-limited` for a client past the
+   * failed-attempt limit); store failures `store-unavailable`.
    */
-  async refresh(token: string): Promise<RefreshedKey> {
+  async refresh(token: string, clientIp = ''): Promise<RefreshedKey> {
     const refused = (detail = 'The refresh token is not valid.'): GatewayError => new GatewayError('refresh-invalid', detail);
     const parsed = parseRefreshToken(token, this.#prefix);
     if (parsed === null) throw refused();
@@ -562,11 +640,21 @@ export class KeyService {
       const old = await this.#store.getKey(parsed.id);
       if (old === undefined || old.refreshHash === null) throw refused();
       // Anyone who knows a key id can forge a well-formed token, and each costs an argon2
-      // run: past the limit, refuse without one. Counted before verifying so that a
-      // concurrent burst cannot overshoot; taken back when the token proves right.
-      this.#countRefreshFailure(parsed.id, now);
-      if (!(await verifySecret(old.refreshHash, parsed.secret))) throw refused();
-      this.#refreshFailures.delete(parsed.id);
+      // run: a client past the limit is refused without one. Counted before verifying so
+      // that a concurrent burst cannot overshoot; taken back when the token proves right.
+      this.#refreshAttempts.check(parsed.id, clientIp, 'Too many failed refreshes from this address; retry later.');
+      this.#refreshAttempts.count(parsed.id, clientIp, 1);
+      let ok: boolean;
+      try {
+        ok = await verifySecret(old.refreshHash, parsed.secret);
+      } catch (err) {
+        this.#refreshAttempts.count(parsed.id, clientIp, -1);
+        throw err;
+      }
+      if (!ok) throw refused();
+      this.#refreshAttempts.count(parsed.id, clientIp, -1);
+      // Spent by the rotation, not replayed: the successor has a token of its own.
+      if (old.successorId !== null) throw refused('The key of this refresh token was rotated; use the refresh token issued with its successor.');
       if (old.refreshSpentAt !== null) {
         await this.#revokeFamily(old, now);
         throw refused('The refresh token was already used; every key of its family is revoked.');
@@ -583,6 +671,8 @@ export class KeyService {
       const refreshExpiresAt = now + this.#refresh.tokenTtl;
       const successor = successorOf(old, gen.id, secretHash, now, { expiresAt, familyId: old.familyId ?? old.id, refreshHash, refreshExpiresAt });
       if (!(await this.#store.refreshKey(old.id, successor, now))) {
+        // Lost a race with a rotation: the token is spent, not replayed.
+        if ((await this.#store.getKey(old.id))?.successorId != null) throw refused('The key of this refresh token was rotated; use the refresh token issued with its successor.');
         // Lost a race with another use of the same token: that is a replay too.
         await this.#revokeFamily(old, now);
         throw refused('The refresh token was already used; every key of its family is revoked.');
@@ -594,21 +684,6 @@ export class KeyService {
       if (isStoreError(err)) throw new GatewayError('store-unavailable', 'The key store is unavailable; retry shortly.', { cause: err });
       throw err;
     }
-  }
-
-  /** Counts one refresh attempt for a key id; throws 429 `rate-limited` once over the limit. */
-  #countRefreshFailure(id: string, now: number): void {
-    let a = this.#refreshFailures.get(id);
-    if (a === undefined || now >= a.resetAt) {
-      a = { count: 0, resetAt: now + this.#refreshLimit.window };
-      this.#refreshFailures.set(id, a);
-    }
-    if (a.count >= this.#refreshLimit.max) {
-      throw new GatewayError('rate-limited', 'Too many failed refreshes for this key; retry later.', {
-        headers: { 'retry-after': String(Math.max(1, Math.ceil((a.resetAt - now) / 1000))) },
-      });
-    }
-    a.count++;
   }
 
   async #revokeFamily(k: KeyRecord, now: number): Promise<void> {

@@ -1,6 +1,6 @@
 import type { Identity } from '../authn/types.js';
 
-/** What a bucket is counted by (SPEC §9). */
+/** What a bucket is counted by (docs/reference/rate-limits.md). */
 export type LimitBy = 'credential' | 'subject' | 'ip' | 'route' | 'global';
 
 /** One named policy, compiled once per config. */

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { parseDuration } from '../config/duration.js';
-import { KeyServiceError, type CreateKeyOptions, type KeyServiceErrorCode } from '../keys/service.js';
+import { KeyServiceError, type CreateKeyOptions, type KeyServiceErrorCode, type UpdateKeyOptions } from '../keys/service.js';
 import { PROBLEM_TYPE_BASE } from '../http/problem.js';
 import { parseStoreUrl } from '../store/open.js';
 import type { Core } from '../services.js';
@@ -100,6 +100,21 @@ export function createOptions(body: Record<string, unknown>): CreateKeyOptions {
 }
 
 /**
+ * Parses the JSON body of a key update (the fields of `keys update`): `role`, `scopes`,
+ * `expires` (a duration from now, or "never" / null).
+ */
+export function updateOptions(body: Record<string, unknown>): UpdateKeyOptions {
+  for (const k of Object.keys(body)) if (!['role', 'scopes', 'expires'].includes(k)) throw invalid(`unknown field ${k}`);
+  if (body.role !== undefined && typeof body.role !== 'string') throw invalid('role must be a string');
+  const expires = body.expires === null || body.expires === 'never' ? null : duration(body.expires, 'expires');
+  return {
+    ...(body.role === undefined ? {} : { role: body.role }),
+    ...(body.scopes === undefined ? {} : { scopes: strings(body.scopes, 'scopes')! }),
+    ...(expires === undefined ? {} : { expiresIn: expires }),
+  };
+}
+
+/**
  * The admin API (on the admin listener): the same key and token services the CLI uses,
  * so a CLI talking to a running gateway and one opening the store act identically.
  */
@@ -120,6 +135,16 @@ export function adminRoutes(core: Core): AdminRoute[] {
     { method: 'POST', pattern: '/admin/v1/keys', handler: wrap(async (req) => ({ status: 201, body: await core.keys.create(createOptions(await body(req))) })) },
     { method: 'GET', pattern: '/admin/v1/keys', handler: wrap(async (req) => ({ status: 200, body: await core.keys.list({ subject: req.query.get('subject') ?? undefined }) })) },
     { method: 'POST', pattern: '/admin/v1/keys/:id/revoke', handler: wrap(async (req) => ({ status: 200, body: await core.keys.revoke(req.params.id!) })) },
+    { method: 'PATCH', pattern: '/admin/v1/keys/:id', handler: wrap(async (req) => ({ status: 200, body: await core.keys.update(req.params.id!, updateOptions(await body(req))) })) },
+    {
+      method: 'POST', pattern: '/admin/v1/keys/revoke-by-name',
+      handler: wrap(async (req) => {
+        const b = await body(req);
+        if (typeof b.name !== 'string') throw invalid('name must be a string');
+        if (b.subject !== undefined && typeof b.subject !== 'string') throw invalid('subject must be a string');
+        return { status: 200, body: await core.keys.revokeByName(b.name, b.subject) };
+      }),
+    },
     {
       method: 'POST', pattern: '/admin/v1/keys/:id/rotate',
       handler: wrap(async (req) => {

@@ -103,7 +103,7 @@ export class RequestTrace {
 }
 
 /**
- * W3C Trace Context for every request (SPEC §12); with `tracing.otlp`, a recorder that
+ * W3C Trace Context for every request (docs/reference/operations.md, Tracing); with `tracing.otlp`, a recorder that
  * exports spans beside the requests: a collector that is down or hangs costs dropped spans,
  * never a request's time.
  */

@@ -52,7 +52,9 @@ export function refreshEndpoint(keys: KeyService): EndpointHandler {
     if (fromBody !== undefined && fromCookie !== undefined && fromBody !== fromCookie) throw new GatewayError('bad-request', 'Two different refresh tokens were sent.');
     const token = fromBody ?? fromCookie;
     if (token === undefined || token === '') throw new GatewayError('refresh-invalid', 'A refresh token is required (JSON "refreshToken" or the refresh cookie).');
-    const r = await keys.refresh(token);
+    // Failed refreshes are counted per client: others' forgeries never refuse this one.
+    const { clientIp } = clientAddress(rt, { method: 'POST', target: '/', headers: req.headers, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' });
+    const r = await keys.refresh(token, clientIp);
     const answer: Record<string, unknown> = { key: r.key, id: r.id, expiresAt: new Date(r.expiresAt).toISOString(), refreshExpiresAt: new Date(r.refreshExpiresAt).toISOString() };
     const headers: Record<string, string | string[]> = { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': requestId };
     if (fromBody === undefined) {

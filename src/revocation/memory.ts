@@ -77,6 +77,16 @@ export class MemoryRevocationStore implements RevocationStore {
     return Promise.resolve();
   }
 
+  evict(revocationId: string): Promise<void> {
+    this.#listeners.emit({ kind: 'id', revocationId });
+    return Promise.resolve();
+  }
+
+  /** Tells listeners that every cached identity must go (invalidations may have been missed). */
+  evictAll(): void {
+    this.#listeners.emit({ kind: 'all' });
+  }
+
   /**
    * Records an id revocation; `notify` tells listeners. Used directly by stores that keep
    * this set as their local view of a shared backend.

@@ -147,6 +147,11 @@ export class PgNotifyRevocationStore implements RevocationStore {
     await this.#notify({ v: 1, kind: 'id', revocationId, until: until ?? null });
   }
 
+  async evict(revocationId: string): Promise<void> {
+    await this.#mem.evict(revocationId);
+    await this.#notify({ v: 1, kind: 'changed', revocationId });
+  }
+
   async revokeSubject(subject: string, before: number, until?: number): Promise<void> {
     this.#mem.addSubject(subject, before, until, true);
     await this.#notify({ v: 1, kind: 'subject', subject, before, until: until ?? null });
@@ -168,7 +173,8 @@ export class PgNotifyRevocationStore implements RevocationStore {
       return;
     }
     if (m.src === this.#instance) return; // applied locally when it was made
-    if (m.kind === 'id') this.#mem.addId(m.revocationId!, m.until, true);
+    if (m.kind === 'changed') void this.#mem.evict(m.revocationId!);
+    else if (m.kind === 'id') this.#mem.addId(m.revocationId!, m.until, true);
     else this.#mem.addSubject(m.subject!, m.before!, m.until, true);
   }
 
@@ -206,6 +212,9 @@ export class PgNotifyRevocationStore implements RevocationStore {
       }
       // Catch-up entries may sit in other instances' caches' counterparts here: tell listeners.
       this.#mem.load(snap, catchUp);
+      // Changes that are not revocations (rotation graces, updates) leave no record to catch
+      // up from: whatever was cached before the connection was lost is dropped.
+      if (catchUp) this.#mem.evictAll();
       this.#loaded = true;
       this.#client = client;
       this.#lastAlive = startedAt;

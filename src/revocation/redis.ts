@@ -211,6 +211,14 @@ export class RedisRevocationStore implements RevocationStore {
       // Same outage as the main connection, which already logs it.
     });
     this.#sub.on('message', (channel: string, message: string) => this.#onMessage(channel, message));
+    // Messages published while the subscriber was away are lost; revocations are still
+    // caught by the markers, but changes (rotation graces, updates) are not: drop every
+    // cached identity when it comes back.
+    let subReady = false;
+    this.#sub.on('ready', () => {
+      if (subReady) this.#listeners.emit({ kind: 'all' });
+      subReady = true;
+    });
     this.#sub.subscribe(this.#channel).then(() => {
       this.#subscribed = true;
     }, (err: unknown) => {
@@ -347,6 +355,11 @@ export class RedisRevocationStore implements RevocationStore {
     await this.#publish({ v: 1, kind: 'id', revocationId, until: until ?? null });
   }
 
+  async evict(revocationId: string): Promise<void> {
+    this.#listeners.emit({ kind: 'id', revocationId });
+    await this.#publish({ v: 1, kind: 'changed', revocationId });
+  }
+
   async revokeSubject(subject: string, before: number, until?: number): Promise<void> {
     const stored = await this.#write(() => this.#redis.portcullisRevokeSubject(...this.#subjectArgs(subject, before, until)));
     const effective = Math.max(before, Number(stored ?? before));
@@ -398,7 +411,7 @@ export class RedisRevocationStore implements RevocationStore {
       return;
     }
     if (m.src === this.#instance) return; // already told our listeners when we wrote it
-    if (m.kind === 'id') this.#listeners.emit({ kind: 'id', revocationId: m.revocationId! });
+    if (m.kind === 'id' || m.kind === 'changed') this.#listeners.emit({ kind: 'id', revocationId: m.revocationId! });
     else this.#listeners.emit({ kind: 'subject', subject: m.subject!, before: m.before! });
   }
 

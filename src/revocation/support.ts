@@ -98,11 +98,14 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** Serialized form of an invalidation on a pub/sub channel. `src` lets an instance skip its own echo. */
+/**
+ * Serialized form of an invalidation on a pub/sub channel. `src` lets an instance skip its
+ * own echo. `changed`: a credential's record changed (evict, do not mark revoked).
+ */
 export interface WireMessage {
   v: 1;
   src?: string;
-  kind: 'id' | 'subject';
+  kind: 'id' | 'subject' | 'changed';
   revocationId?: string;
   until?: number | null;
   subject?: string;
@@ -122,8 +125,8 @@ export function parseWire(payload: string): WireMessage | undefined {
   const until = o.until;
   if (until !== undefined && until !== null && !Number.isFinite(until)) return undefined;
   if (o.src !== undefined && typeof o.src !== 'string') return undefined;
-  if (o.kind === 'id' && typeof o.revocationId === 'string' && o.revocationId !== '') {
-    return { v: 1, src: o.src as string | undefined, kind: 'id', revocationId: o.revocationId, until: until as number | null | undefined };
+  if ((o.kind === 'id' || o.kind === 'changed') && typeof o.revocationId === 'string' && o.revocationId !== '') {
+    return { v: 1, src: o.src as string | undefined, kind: o.kind, revocationId: o.revocationId, until: until as number | null | undefined };
   }
   if (o.kind === 'subject' && typeof o.subject === 'string' && o.subject !== '' && Number.isFinite(o.before)) {
     return { v: 1, src: o.src as string | undefined, kind: 'subject', subject: o.subject, before: o.before as number, until: until as number | null | undefined };

@@ -4,14 +4,17 @@ import type { Identity } from '../authn/types.js';
 export type RevocationSubjectRef = Pick<Identity, 'revocationId' | 'subject' | 'issuedAt' | 'externalRevocationKeys'>;
 
 /**
- * An invalidation: a credential (`id`) or every credential of a subject issued before
- * `before` (`subject`) was revoked. Caches of verified identities evict on it.
+ * An invalidation: a credential (`id`) was revoked or its record changed, or every
+ * credential of a subject issued before `before` (`subject`) was revoked. Caches of
+ * verified identities evict on it.
  */
 export type InvalidationEvent =
   | { readonly kind: 'id'; readonly revocationId: string }
   | { readonly kind: 'subject'; readonly subject: string; readonly before: number }
   /** Credentials were added to the store: refusals remembered for unknown ones are stale. */
-  | { readonly kind: 'added' };
+  | { readonly kind: 'added' }
+  /** Invalidations may have been missed (a lost connection): every cached identity must go. */
+  | { readonly kind: 'all' };
 
 export type InvalidationListener = (ev: InvalidationEvent) => void;
 
@@ -40,6 +43,12 @@ export interface RevocationStore {
    * entry may be forgotten after that time (the latest expiry of any credential it covers).
    */
   revokeSubject(subject: string, before: number, until?: number): Promise<void>;
+  /**
+   * Tells every instance, this one included, that a credential's record changed without a
+   * revocation (a rotation's grace, an update): cached identities of it are dropped and
+   * re-read. Nothing is marked revoked.
+   */
+  evict(revocationId: string): Promise<void>;
   /** Invalidations from any instance, this one included: evict caches. Returns an unsubscribe function. */
   onInvalidate(listener: InvalidationListener): () => void;
   /** Whether checks can currently be answered from a live, up-to-date view (for `/readyz`). */

@@ -6,6 +6,7 @@ import {
   type KeyFilter,
   type KeyRecord,
   type KeyStore,
+  type KeyUpdate,
   type ListenHandlers,
   type MigrationResult,
   type NewKey,
@@ -282,6 +283,35 @@ export class SqlKeyStore implements KeyStore {
     });
   }
 
+  async updateKey(id: string, fields: KeyUpdate): Promise<KeyRecord | undefined> {
+    // Only a working key changes: a revoked or rotated one is over, whatever it is told.
+    return this.#tx(async (tx) => {
+      const rows = await tx.query(
+        'UPDATE keys SET role = $2, scopes = $3, expires_at = $4 WHERE id = $1 AND revoked_at IS NULL AND successor_id IS NULL RETURNING *',
+        [id, fields.role, [...fields.scopes], date(fields.expiresAt)],
+      );
+      if (rows[0] === undefined) return undefined;
+      const key = toKey(rows[0]);
+      // Processes without a server between them (the embedded file) learn of it from this.
+      await notice(tx, this.#sql, { kind: 'changed', id: key.id, revocationId: keyRevocationId(key), subject: key.subject });
+      return key;
+    });
+  }
+
+  async revokeNamedKeys(name: string, at: number, subject?: string): Promise<RevokedKey[]> {
+    return this.#tx(async (tx) => {
+      const params: unknown[] = [name, date(at)];
+      let where = 'name = $1 AND revoked_at IS NULL';
+      if (subject !== undefined) {
+        params.push(subject);
+        where += ' AND subject = $3';
+      }
+      const rows = (await tx.query(`UPDATE keys SET revoked_at = $2 WHERE ${where} RETURNING ${REVOKED_COLUMNS}`, params)).map(toRevoked);
+      for (const k of rows) await notice(tx, this.#sql, keyNotice(k, at));
+      return rows;
+    });
+  }
+
   async rotateKey(oldId: string, successor: NewKey, at: number, graceUntil: number): Promise<void> {
     await this.#tx(async (tx) => {
       const rows = await tx.query(this.#sql.keyForUpdate, [oldId]);
@@ -291,9 +321,13 @@ export class SqlKeyStore implements KeyStore {
       if (old.successorId !== null) throw new StoreError('conflict', `key ${oldId} was already rotated (successor ${old.successorId})`);
       await tx.query(INSERT_KEY, keyParams(successor));
       const revokeNow = graceUntil <= at;
-      await tx.query('UPDATE keys SET successor_id = $2, grace_until = $3, revoked_at = $4 WHERE id = $1', [
-        oldId, successor.id, date(graceUntil), revokeNow ? date(at) : null,
-      ]);
+      // A rotated key never mints a key: its refresh token is spent with the rotation.
+      await tx.query(
+        `UPDATE keys SET successor_id = $2, grace_until = $3, revoked_at = $4,
+           refresh_spent_at = CASE WHEN refresh_hash IS NULL THEN refresh_spent_at ELSE COALESCE(refresh_spent_at, $5) END
+         WHERE id = $1`,
+        [oldId, successor.id, date(graceUntil), revokeNow ? date(at) : null, date(at)],
+      );
       const ref = { id: old.id, revocationId: keyRevocationId(old), subject: old.subject, at };
       await notice(tx, this.#sql, revokeNow ? { kind: 'key', ...ref, expiresAt: graceUntil } : { kind: 'changed', ...ref });
     });

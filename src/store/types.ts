@@ -45,6 +45,9 @@ export interface KeyRecord {
 /** What `insertKey` needs: a record without the fields only later events set. */
 export type NewKey = Omit<KeyRecord, 'lastUsedAt' | 'revokedAt' | 'successorId' | 'graceUntil' | 'refreshSpentAt'>;
 
+/** What `keys update` may change in place: the whole new value of each field. */
+export type KeyUpdate = Pick<KeyRecord, 'role' | 'scopes' | 'expiresAt'>;
+
 /** One JWT revocation (by `jti`, or by token digest when the token has none). */
 export interface TokenRevocation {
   /** The `jti`, or `sha256:<hex>` of the token. */
@@ -96,7 +99,7 @@ export type RevocationNotice =
   | { readonly kind: 'subject'; readonly subject: string; readonly scope: SubjectRevocationScope; readonly revokedBefore: number; readonly at: number }
   | { readonly kind: 'token'; readonly id: string; readonly issuer: string; readonly until: number | null; readonly at: number }
   /** A key still working but changed (rotated with a grace): caches drop it and read it again. */
-  | { readonly kind: 'changed'; readonly id: string; readonly revocationId: string; readonly subject: string; readonly at: number }
+  | { readonly kind: 'changed'; readonly id: string; readonly revocationId: string; readonly subject: string; readonly at?: number }
   /** Keys were imported: a refusal remembered for a key not found may be wrong now. */
   | { readonly kind: 'added'; readonly count: number };
 
@@ -169,8 +172,19 @@ export interface KeyStore {
    */
   revokeSubjectKeys(subject: string, at: number, opts?: { name?: string | null; exceptId?: string }): Promise<RevokedKey[]>;
   /**
+   * Sets a working key's grants and expiry (same id, same secret). Resolves to the key as
+   * stored afterwards; undefined when there is no such key or it is revoked or rotated.
+   */
+  updateKey(id: string, fields: KeyUpdate): Promise<KeyRecord | undefined>;
+  /**
+   * Revokes every not-yet-revoked key named `name` (of `subject` only, when given).
+   * Notifies; resolves to the keys it revoked.
+   */
+  revokeNamedKeys(name: string, at: number, subject?: string): Promise<RevokedKey[]>;
+  /**
    * Inserts `successor` and marks `oldId` rotated: `successor_id` set, working until
-   * `graceUntil`. With `graceUntil <= at` the old key is revoked outright (and notified).
+   * `graceUntil`, its refresh token (if any) spent at `at`. With `graceUntil <= at` the old
+   * key is revoked outright (and notified).
    * Atomic; rejects with StoreError `conflict` if the old key is missing, revoked or
    * already rotated.
    */

@@ -54,6 +54,24 @@ t.test('a revoked key is refused after an eviction without argon2', async (t) =>
   t.equal(a.stats.storeLookups, lookups + 1, 'one store read');
 });
 
+t.test('an update or a rotation grace is re-read after an eviction, without argon2', async (t) => {
+  const k = await svc.create({ subject: 'ursula', role: 'basic', scopes: ['read'] });
+  const first = await a.authenticate({ kind: 'apiKey', value: k.key, source: 'authorization' }, { clientIp: '10.0.0.1' });
+  const runs = verifier.calls;
+  await svc.update(k.id, { role: 'admin', scopes: ['read', 'write'] });
+  t.same([(await a.authenticate({ kind: 'apiKey', value: k.key, source: 'authorization' }, { clientIp: '10.0.0.1' })).role], [first.role], 'cached: the old grants until evicted');
+  a.evict(`key:${k.id}`);
+  const updated = await a.authenticate({ kind: 'apiKey', value: k.key, source: 'authorization' }, { clientIp: '10.0.0.1' });
+  t.same([updated.role, updated.scopes], ['admin', ['read', 'write']], 'the new grants once evicted');
+  await svc.rotate(k.id, 5_000);
+  a.evictAll();
+  const rotating = await a.authenticate({ kind: 'apiKey', value: k.key, source: 'authorization' }, { clientIp: '10.0.0.1' });
+  t.equal(rotating.expiresAt, clock.now() + 5_000, 'after evictAll the cached copy carries the grace end');
+  clock.advance(5_000);
+  t.equal(await code(a, k.key), 'key-expired', 'and ends exactly there');
+  t.equal(verifier.calls, runs, 'no argon2 run for any of it');
+});
+
 t.test('the same after a subject-wide eviction', async (t) => {
   const k1 = await svc.create({ subject: 'vic', role: 'basic' });
   const k2 = await svc.create({ subject: 'vic', role: 'basic' });

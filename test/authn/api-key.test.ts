@@ -272,8 +272,17 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
       const limited = await outcome(a, generateKey('pcl', id).key, '198.51.100.7');
       t.equal(limited.code, 'rate-limited', '4th attempt: 429');
       t.ok(Number(limited.err?.headers?.['retry-after']) > 0, 'with Retry-After');
-      t.equal((await outcome(a, generateKey('pcl', id).key, '203.0.113.9')).code, 'rate-limited', 'the key id is limited from any address');
-      t.equal(verifier.calls - before, 3, 'no argon2 while limited');
+      // The key id is under attack: a client that has not failed still gets its one try
+      // (it may be the holder), and is refused once it has failed.
+      t.equal((await outcome(a, generateKey('pcl', id).key, '203.0.113.9')).code, 'key-invalid', 'a fresh address gets one try');
+      t.equal((await outcome(a, generateKey('pcl', id).key, '203.0.113.9')).code, 'rate-limited', 'and is refused once it has failed');
+      t.equal(verifier.calls - before, 4, 'one argon2 run for the fresh address, none while refused');
+      // A holder never verified on this instance, from a clean address, is admitted.
+      const cold = e.make({ failedAttempts: { max: 3, window: 60_000, delay: 0 } });
+      for (let i = 0; i < 3; i++) await outcome(cold, generateKey('pcl', id).key, '198.51.100.7');
+      t.equal((await outcome(cold, generateKey('pcl', id).key, '198.51.100.7')).code, 'rate-limited', 'the forger is refused');
+      t.equal((await outcome(cold, k.key, '192.0.2.1')).code, undefined, 'the holder is verified while its key id is under attack');
+      t.equal((await outcome(cold, k.key, '198.51.100.7')).code, undefined, 'a proven key is admitted from anywhere');
       clock.advance(61_000);
       t.equal((await outcome(a, k.key, '192.0.2.1')).code, undefined, 'the holder (cache expired) is still admitted');
       t.equal(a.stats.provenReuses, 1, 'by re-reading the record, without argon2');

@@ -139,13 +139,17 @@ else {
     await new Promise((r) => setTimeout(r, Math.max(0, wait) + 50));
     t.same(await get('/api/runs/4711', bearer(PREAMBLE + short.key)), [401, 'key-expired'], 'refused once the job is over, cached or not');
 
-    // A job that ends before its planned lifetime: the scheduler revokes its key.
+    // A job that ends before its planned lifetime: the scheduler removes every key of the
+    // job by its name, however many the job was given.
     const long = await create('--subject', 'carol', '--role', 'user', '--name', 'job-4712', '--expires', '6h');
+    const second = await create('--subject', 'carol', '--role', 'user', '--name', 'job-4712', '--expires', '6h');
     t.same(await get('/api/runs/4712', bearer(PREAMBLE + long.key)), [200, undefined]);
-    const r = await portcullis('keys', 'revoke', long.id);
+    const r = await portcullis('keys', 'revoke', '--name', 'job-4712');
     t.equal(r.code, 0, r.err);
-    const { answer } = await refusedWithin(bearer(PREAMBLE + long.key));
-    t.same(answer, [401, 'key-revoked'], 'refused once the job ended');
+    for (const k of [long, second]) {
+      const { answer } = await refusedWithin(bearer(PREAMBLE + k.key));
+      t.same(answer, [401, 'key-revoked'], 'refused once the job ended');
+    }
     const mine = await create('--subject', 'carol', '--role', 'user', '--name', 'default');
     t.same(await get('/api/runs', bearer(PREAMBLE + mine.key)), [200, undefined], "the user's own key is unaffected");
   });

@@ -11,7 +11,7 @@ export const JWT_SECRET = 'fleet-hmac-secret-that-is-long-enough-0123456789';
 export const JWT_ISSUER = 'https://auth.fleet.test';
 
 /** The config every instance of a fleet test runs: one store, one revocation backend. */
-export function fleetConfig(o: { store: string; upstream: string; redis?: string; keyPrefix?: string; onError?: 'deny' | 'allow'; revocationTimeout?: string }): string {
+export function fleetConfig(o: { store: string; upstream: string; redis?: string; keyPrefix?: string; onError?: 'deny' | 'allow'; revocationTimeout?: string; routes?: string[] }): string {
   const revocation = [`redis: "${o.redis ?? ''}"`, `onError: ${o.onError ?? 'deny'}`];
   if (o.keyPrefix !== undefined) revocation.push(`keyPrefix: "${o.keyPrefix}"`);
   if (o.revocationTimeout !== undefined) revocation.push(`timeout: ${o.revocationTimeout}`);
@@ -30,6 +30,7 @@ export function fleetConfig(o: { store: string; upstream: string; redis?: string
     '      algorithms: [HS256]',
     `      secret: "${JWT_SECRET}"`,
     'routes:',
+    ...(o.routes ?? []),
     '  - match: { path: "/**" }',
     '    minRole: basic',
     '    upstream: api',

@@ -9,6 +9,8 @@ export interface RawSeen {
   /** Header lines exactly as received (name: value). */
   headerLines: string[];
   body: Buffer;
+  /** Date.now() when the request was framed complete. */
+  at: number;
 }
 
 export interface RawUpstream {
@@ -63,7 +65,7 @@ export async function startRawUpstream(options: RawUpstreamOptions = {}): Promis
           return;
         }
         buf = buf.subarray(r.consumed);
-        const seen: RawSeen = { conn, requestLine: r.requestLine, headerLines: r.headerLines, body: r.body };
+        const seen: RawSeen = { conn, requestLine: r.requestLine, headerLines: r.headerLines, body: r.body, at: Date.now() };
         requests.push(seen);
         const body = JSON.stringify({ n: requests.length, line: r.requestLine, bodyBytes: r.body.length });
         // A response to HEAD has no body (RFC 9110 §9.3.2), or the proxy's next read would start in it.

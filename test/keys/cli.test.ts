@@ -171,8 +171,9 @@ function suite(t: Test, name: string, storeUrl: (dir: string) => string): Promis
       t.same(json(subj), { subject: 'dave', revoked: [k2.id] });
       const both = await run(cfg, 'keys', 'revoke', k.id as string, '--subject', 'dave');
       t.equal(both.code, 1);
-      t.match(both.err, /give a key ID or --subject/);
+      t.match(both.err, /give a key ID, --subject S, or --name N/);
       t.equal((await run(cfg, 'keys', 'revoke')).code, 1, 'neither');
+      t.equal((await run(cfg, 'keys', 'revoke', k.id as string, '--name', 'x')).code, 1, 'an ID and a name');
     });
 
     await t.test('keys rotate', async (t) => {

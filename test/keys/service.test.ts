@@ -148,13 +148,15 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
       const o = (await svc.list({ subject: 'gina' })).find((k) => k.id === old.id)!;
       t.equal(o.status, 'rotating');
       t.equal(o.successorId, next.id);
-      t.same(events, [], 'a grace period publishes nothing yet');
+      t.same(events.map((e) => [e.kind, e.kind === 'change' ? e.reason : '', e.kind === 'change' ? e.revocationId : '']), [['change', 'rotate', `key:${old.id}`]],
+        'a grace period revokes nothing yet, but cached copies must learn the grace');
       t.equal(await code(svc.rotate(old.id)), 'conflict', 'already rotated');
       t.equal(await code(svc.rotate('nope')), 'not-found');
       clock.advance(31 * 60_000);
       t.equal((await svc.list({ subject: 'gina' })).find((k) => k.id === old.id)!.status, 'rotated', 'grace over');
 
       const quick = await svc.create({ subject: 'gina', role: 'basic' });
+      events.length = 0;
       await svc.rotate(quick.id, 0);
       t.equal(events.length, 1, 'zero grace: revoked at once and published');
       t.equal(events[0]?.kind === 'key' && events[0].reason, 'rotate');
@@ -162,6 +164,63 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
       await svc.revoke(revoked.id);
       t.equal(await code(svc.rotate(revoked.id)), 'conflict', 'revoked keys cannot be rotated');
       t.equal(await code(svc.rotate(quick.id, -5)), 'invalid-argument');
+    });
+
+    await t.test('rotating a refreshable key spends its refresh token', async (t) => {
+      const old = await svc.create({ subject: 'rhea', role: 'basic', refreshable: true });
+      const next = await svc.rotate(old.id, HOUR);
+      t.type(next.refreshToken, 'string', 'the successor has a refresh token of its own');
+      t.equal(parseRefreshToken(next.refreshToken!, 'pcl')?.id, next.id, 'bound to the successor');
+      t.equal(next.refreshExpiresAt, clock.now() + config.refresh.tokenTtl);
+      t.ok((await store.getKey(old.id))?.refreshSpentAt !== null, 'the old token is spent at once');
+      for (let i = 0; i < 2; i++) t.equal(await code(svc.refresh(old.refreshToken!, '192.0.2.1')), 'refresh-invalid', `the old token mints nothing (${i + 1})`);
+      t.equal((await store.getKey(next.id))?.revokedAt, null, 'presenting it does not revoke the successor');
+      t.equal((await store.getKey(old.id))?.revokedAt, null, 'nor end the old key\'s grace');
+      const minted = await svc.refresh(next.refreshToken!, '192.0.2.1');
+      t.ok(minted.key, 'the successor\'s token refreshes');
+      t.equal((await svc.list({ subject: 'rhea' })).length, 3, 'the rotated key minted nothing');
+      const plain = await svc.rotate((await svc.create({ subject: 'rhea', role: 'basic' })).id, HOUR);
+      t.equal(plain.refreshToken, undefined, 'a key without a refresh token rotates without one');
+    });
+
+    await t.test('update changes grants and expiry in place', async (t) => {
+      events.length = 0;
+      const k = await svc.create({ subject: 'uli', role: 'basic', scopes: ['a'], notBeforeIn: 10 * 60_000 });
+      const secretHash = (await store.getKey(k.id))?.secretHash;
+      const u = await svc.update(k.id, { role: 'admin', scopes: ['a', 'b', 'a'] });
+      t.same([u.id, u.role, u.scopes, u.expiresAt], [k.id, 'admin', ['a', 'b'], k.expiresAt], 'same id, new grants, expiry kept');
+      t.same(events, [{ kind: 'change', keyId: k.id, revocationId: `key:${k.id}`, subject: 'uli', at: clock.now(), reason: 'update' }], 'announced as a change');
+      t.equal((await svc.update(k.id, { expiresIn: null })).expiresAt, null, 'never expires');
+      t.equal((await svc.update(k.id, { expiresIn: HOUR })).expiresAt, clock.now() + HOUR);
+      t.equal((await store.getKey(k.id))?.secretHash, secretHash, 'same secret');
+      t.equal(await code(svc.update(k.id, {})), 'invalid-argument', 'nothing to update');
+      t.equal(await code(svc.update(k.id, { role: 'root' })), 'invalid-argument', 'unknown role');
+      t.equal(await code(svc.update(k.id, { scopes: ['has space'] })), 'invalid-argument', 'bad scope');
+      t.equal(await code(svc.update(k.id, { expiresIn: 0 })), 'invalid-argument', 'zero lifetime');
+      t.equal(await code(svc.update(k.id, { expiresIn: 60_000 })), 'invalid-argument', 'an expiry before not-before');
+      t.equal(await code(svc.update('nope', { role: 'basic' })), 'not-found');
+      await svc.revoke(k.id);
+      t.equal(await code(svc.update(k.id, { role: 'basic' })), 'conflict', 'a revoked key stays as it was');
+      const r = await svc.create({ subject: 'uli', role: 'basic' });
+      await svc.rotate(r.id, HOUR);
+      t.equal(await code(svc.update(r.id, { role: 'admin' })), 'conflict', 'a rotating key is updated through its successor');
+      t.equal(await store.updateKey(r.id, { role: 'admin', scopes: [], expiresAt: null }), undefined, 'the store refuses it too');
+    });
+
+    await t.test('revokeByName revokes a job\'s keys, of one subject when asked', async (t) => {
+      events.length = 0;
+      const a = await svc.create({ subject: 'job-a', role: 'basic', name: 'nightly' });
+      const b = await svc.create({ subject: 'job-b', role: 'basic', name: 'nightly' });
+      const c = await svc.create({ subject: 'job-b', role: 'basic', name: 'nightly' });
+      const other = await svc.create({ subject: 'job-a', role: 'basic', name: 'weekly' });
+      const one = await svc.revokeByName('nightly', 'job-a');
+      t.same(one.revoked, [a.id], 'only the subject\'s key of that name');
+      const rest = await svc.revokeByName('nightly');
+      t.same([...rest.revoked].sort(), [b.id, c.id].sort(), 'then every other key of that name');
+      t.same(events.filter((e) => e.kind === 'key').map((e) => e.kind === 'key' && e.keyId).sort(), [a.id, b.id, c.id].sort(), 'each announced as a revocation');
+      t.equal((await store.getKey(other.id))?.revokedAt, null, 'a key of another name is untouched');
+      t.same((await svc.revokeByName('nightly')).revoked, [], 'nothing left to revoke');
+      t.equal(await code(svc.revokeByName('')), 'invalid-argument');
     });
 
     await t.test('import: all lines valid', async (t) => {

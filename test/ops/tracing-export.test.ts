@@ -44,7 +44,7 @@ async function until(cond: () => boolean, ms = 15_000): Promise<void> {
   }
 }
 
-t.test('spans reach an OTLP/HTTP JSON collector in batches, with the attributes SPEC §12 lists and no credential', async (t) => {
+t.test('spans reach an OTLP/HTTP JSON collector in batches, with the attributes docs/reference/operations.md lists and no credential', async (t) => {
   const col = await startCollector();
   t.teardown(() => col.close());
   const gw = await startTestGateway(yaml(`{ otlp: { endpoint: "${col.endpoint}", headers: { x-collector-token: t0k } }, serviceName: edge-test, batchDelay: 100ms }`), { table });

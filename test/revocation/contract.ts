@@ -209,6 +209,24 @@ export async function revocationContract(t: Test, backend: ContractBackend): Pro
     offThrow();
   });
 
+  await t.test('a changed record is evicted everywhere and revoked nowhere', async (t) => {
+    const id = `key:${randomUUID()}`;
+    const subject = `sub-${randomUUID()}`;
+    const seenOnA: InvalidationEvent[] = [];
+    const offA = a.onInvalidate((ev) => seenOnA.push(ev));
+    const onB = nextEvent(b, (ev) => ev.kind === 'id' && ev.revocationId === id);
+    const start = performance.now();
+    await a.evict(id);
+    const got = await onB;
+    t.ok(got, 'the other instance hears the change');
+    if (got) t.ok(got.at - start < 100, `within 100 ms (${(got.at - start).toFixed(2)} ms)`);
+    await sleep(50);
+    offA();
+    t.same(seenOnA.filter((e) => e.kind === 'id' && e.revocationId === id).length, 1, 'the announcing instance hears it exactly once');
+    t.equal(await check(a, ref(id, subject, Date.now())), false, 'not revoked on the announcing instance');
+    t.equal(await check(b, ref(id, subject, Date.now())), false, 'not revoked on the other instance');
+  });
+
   await t.test('ready and close', async (t) => {
     const s = await open();
     t.equal(s.ready(), true, 'ready once connected and loaded');

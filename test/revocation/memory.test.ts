@@ -50,7 +50,7 @@ await t.test('load merges a snapshot, notifying only when asked', async (t) => {
   const s = new MemoryRevocationStore({ expiryGraceMs: 0, sweepIntervalMs: 0, logger: recordingLogger() });
   t.teardown(() => s.close());
   const seen: string[] = [];
-  s.onInvalidate((ev) => seen.push(ev.kind === 'id' ? ev.revocationId : ev.kind === 'subject' ? ev.subject : '(added)'));
+  s.onInvalidate((ev) => seen.push(ev.kind === 'id' ? ev.revocationId : ev.kind === 'subject' ? ev.subject : ev.kind === 'added' ? '(added)' : '*'));
   s.load({ ids: [{ revocationId: 'a' }], subjects: [{ subject: 'u', before: 100 }], changed: ['c0'], added: true }, false);
   t.same(seen, [], 'initial load is silent');
   s.load({ ids: [{ revocationId: 'b', until: Date.now() + 60_000 }], subjects: [{ subject: 'v', before: 100 }], changed: ['c1'], added: true }, true);

@@ -163,6 +163,7 @@ if (missing !== undefined) {
     t.equal(a.isRevoked({ revocationId: missedId, subject: 's', issuedAt: 0 }), true, 'the catch-up read picked up the missed revocation');
     t.equal(a.isRevoked({ revocationId: 'k', subject: 'gina', issuedAt: cut - 1 }), true, 'and the missed subject revocation');
     t.ok(caught.some((e) => e.kind === 'id' && e.revocationId === missedId), 'listeners heard the caught-up revocation');
+    t.ok(caught.some((e) => e.kind === 'all'), 'and were told to drop every cached identity: changes that are not revocations leave nothing to catch up from');
     t.ok(logger.lines.some((l) => /connection lost/.test(l.msg ?? '')) && logger.lines.some((l) => /caught up/.test(l.msg ?? '')), 'loss and catch-up logged');
 
     const after = `key:after-${randomTag()}`;

@@ -34,6 +34,10 @@ if (missing !== undefined) {
     const denyLog = recordingLogger();
     const allowLog = recordingLogger();
     const deny = open('deny', denyLog);
+    const dropAll: number[] = [];
+    deny.onInvalidate((ev) => {
+      if (ev.kind === 'all') dropAll.push(performance.now());
+    });
     const allow = open('allow', allowLog);
     const stores: RevocationStore[] = [deny, allow];
     t.teardown(async () => {
@@ -168,6 +172,7 @@ if (missing !== undefined) {
       t.equal(await late.isRevoked({ revocationId: id, subject: 'dave', issuedAt: Date.now() }), true, 'also by the store started during the outage');
       const at = await Promise.race([heard, sleep(2_000).then(() => undefined)]);
       t.ok(at !== undefined, 'the subscriber resubscribed: invalidations arrive again');
+      t.ok(dropAll.length >= 1, 'and told its listeners to drop every cached identity, as messages may have been missed');
       if (at !== undefined) t.comment(`invalidation after restart in ${(at - t0).toFixed(2)} ms`);
     });
 

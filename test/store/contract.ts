@@ -227,6 +227,57 @@ export function storeContract(t: Test, name: string, factory: () => Promise<KeyS
       t.equal((await store.getKey(r3.id))?.revokedAt, T0 + 500, 'zero grace revokes at once');
     });
 
+    await t.test('rotateKey spends the old refresh token, and only a refreshable one', async (t) => {
+      const old = newKey({ familyId: uid('fam'), refreshHash: 'h', refreshExpiresAt: T0 + 10_000 });
+      await store.insertKey(old);
+      await store.rotateKey(old.id, newKey({ subject: old.subject }), T0 + 100, T0 + 3_700_000);
+      t.equal((await store.getKey(old.id))?.refreshSpentAt, T0 + 100, 'spent at the rotation');
+      t.equal(await store.refreshKey(old.id, newKey({ subject: old.subject }), T0 + 200), false, 'so it can never refresh');
+      t.equal((await store.getKey(old.id))?.revokedAt, null, 'and the grace goes on');
+      const plain = newKey();
+      await store.insertKey(plain);
+      await store.rotateKey(plain.id, newKey({ subject: plain.subject }), T0 + 100, T0 + 3_700_000);
+      t.equal((await store.getKey(plain.id))?.refreshSpentAt, null, 'no refresh token, nothing spent');
+    });
+
+    await t.test('updateKey changes a working key in place', async (t) => {
+      const k = newKey({ scopes: ['a'] });
+      await store.insertKey(k);
+      const u = await store.updateKey(k.id, { role: 'admin', scopes: ['a', 'b'], expiresAt: null });
+      t.same([u?.id, u?.role, u?.scopes, u?.expiresAt, u?.secretHash], [k.id, 'admin', ['a', 'b'], null, k.secretHash], 'new grants, same secret');
+      t.same((await store.getKey(k.id))?.scopes, ['a', 'b'], 'stored');
+      t.equal((await store.updateKey(k.id, { role: 'basic', scopes: [], expiresAt: T0 + 5 }))?.expiresAt, T0 + 5);
+      t.equal(await store.updateKey(uid(), { role: 'basic', scopes: [], expiresAt: null }), undefined, 'unknown id');
+      await store.revokeKey(k.id, T0 + 10);
+      t.equal(await store.updateKey(k.id, { role: 'admin', scopes: [], expiresAt: null }), undefined, 'a revoked key is not changed');
+      t.equal((await store.getKey(k.id))?.role, 'basic');
+      const r = newKey();
+      await store.insertKey(r);
+      await store.rotateKey(r.id, newKey({ subject: r.subject }), T0 + 20, T0 + 3_600_000);
+      t.equal(await store.updateKey(r.id, { role: 'admin', scopes: [], expiresAt: null }), undefined, 'nor a rotated one');
+    });
+
+    await t.test('revokeNamedKeys: every subject, or one; notified', async (t) => {
+      const c = await collect(store);
+      t.teardown(c.stop);
+      const name = uid('job');
+      const a = newKey({ name });
+      const b = newKey({ name });
+      const legacy = newKey({ name, subject: b.subject, secretHash: null, sha256: sha(uid()) });
+      const other = newKey({ name: uid('job'), subject: a.subject });
+      await store.insertKeys([a, b, legacy, other]);
+      const one = await store.revokeNamedKeys(name, T0 + 5, a.subject);
+      t.same(one.map((r) => r.id), [a.id], 'of one subject');
+      const rest = await store.revokeNamedKeys(name, T0 + 6);
+      t.same(rest.map((r) => r.id).sort(), [b.id, legacy.id].sort(), 'then of every subject');
+      t.equal(rest.find((r) => r.id === legacy.id)?.revocationId, `legacy:${legacy.sha256}`);
+      t.same(await store.revokeNamedKeys(name, T0 + 7), [], 'nothing left');
+      t.equal((await store.getKey(other.id))?.revokedAt, null, 'another name untouched');
+      t.same(await store.getSubjectRevocations(a.subject), [], 'no subject-wide revocation');
+      await c.wait(3);
+      t.same(c.notices.filter((n) => n.kind === 'key' && [a.id, b.id, legacy.id].includes(n.id)).map((n) => (n as { id: string }).id).sort(), [a.id, b.id, legacy.id].sort());
+    });
+
     await t.test('refreshKey spends once; revokeFamily', async (t) => {
       const fam = uid('fam');
       const k1 = newKey({ familyId: fam, refreshHash: 'h1', refreshExpiresAt: T0 + 10_000 });
