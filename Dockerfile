@@ -18,7 +18,9 @@ COPY src/store/migrations ./src/store/migrations
 RUN mkdir -p /etc/portcullis /var/lib/portcullis && chown node:node /var/lib/portcullis
 COPY gateway.config.yaml /etc/portcullis/gateway.config.yaml
 USER node
-ENV DATABASE_URL=pglite:///var/lib/portcullis/data
+ENV DATABASE_URL=sqlite:///var/lib/portcullis/portcullis.db
+# The embedded store: one SQLite file (and its -wal/-shm) that gateways, workers and the CLI
+# share; keep it on a volume so keys and revocations outlive the container.
 VOLUME ["/var/lib/portcullis"]
 EXPOSE 8080 9090
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \

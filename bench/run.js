@@ -69,7 +69,7 @@ if (flags.help) {
                      can vary the key per request
   --keys N           distinct cached keys for the memory scenario (default 100000)
   --only a,b         run only these targets (names as in the table)
-  --skip x,y         skip scenarios: flood, memory, cold, limits
+  --skip x,y         skip scenarios: flood, memory, cold, limits, embedded
   --out DIR          results directory (default bench/results)
   --label NAME       results file name (default latest → latest.md, latest.json)
   --redis URL        Redis for the revocation targets (default $REDIS_URL or redis://127.0.0.1:6379)
@@ -134,7 +134,7 @@ const cleanups = [];
 /** A migrated store with the benchmark key, copied for gateways started later. */
 let seedStore;
 /** RSS of a freshly started gateway on the embedded store, for context. */
-let pgliteIdleRssMB;
+let embeddedIdleRssMB;
 
 function machine() {
   const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.cpus()[0]?.model ?? 'unknown';
@@ -227,7 +227,7 @@ function gatewayConfig({ upstream, adminToken, jwksUri, hsSecret, redis, keyPref
     admin: { host: '127.0.0.1', port: 0, token: adminToken },
     upstreams: { api: { url: upstream } },
     roles: ['basic', 'premium', 'admin'],
-    store: { url: storeUrl ?? 'pglite://./data', ...(poolSize ? { poolSize } : {}) },
+    store: { url: storeUrl ?? 'sqlite://./data/portcullis.db', ...(poolSize ? { poolSize } : {}) },
     revocation: redis ? { redis, keyPrefix, onError: 'deny' } : {},
     jwt: {
       issuers: [
@@ -325,7 +325,7 @@ async function main() {
   const gTrace = await prepareGateway('gw-trace', { ...base, tracing: { otlp: { endpoint: `${sink.url}/v1/traces` }, sampleRatio: 1, batchDelay: '1s' } });
   log('creating the API key with `portcullis keys create --json` on the embedded store');
   const key = await createKeyWithCli(gMem, 'bench-key');
-  // One store initialized (PGlite initdb is slow): the other gateways start from copies.
+  // One store initialized with the benchmark key: the other gateways start from copies.
   for (const g of [gRedis, gTls, gTrace]) if (g) cpSync(join(gMem.dir, 'data'), join(g.dir, 'data'), { recursive: true });
   const twins = {};
   if (flags.base) {
@@ -373,7 +373,7 @@ async function main() {
       await startAs(name);
     }
   };
-  pgliteIdleRssMB = round(rssKb(gwMem.pid) / 1024, 1);
+  embeddedIdleRssMB = round(rssKb(gwMem.pid) / 1024, 1);
 
   const bearer = (t) => ({ authorization: `Bearer ${t}` });
   const allTargets = [
@@ -474,6 +474,7 @@ async function main() {
   // The upstream stays for the memory scenario; everything else stops to free the machine.
   for (const p of procs) if (p !== up) await stop(p.child);
   if (mem) scenarios.memory = await memoryScenario(mem);
+  if (!skip.has('embedded')) scenarios.embedded = await embeddedScenario();
   await finish(m, results, scenarios, [up], jwks, withRedis, keyPrefix);
 }
 
@@ -491,7 +492,7 @@ async function finish(m, results, scenarios, procs, jwks, withRedis, keyPrefix) 
     targets: results,
     goals: goals(results, scenarios),
     scenarios,
-    pgliteIdleRssMB,
+    embeddedIdleRssMB,
     notes,
     elapsedSeconds: Math.round((Date.now() - started) / 1000),
   };
@@ -622,6 +623,11 @@ function goals(results, scenarios) {
   if (scenarios.memory) {
     const args = scenarios.memory.nodeArgs.length ? ` (node ${scenarios.memory.nodeArgs.join(' ')})` : '';
     out.push({ goal: `${scenarios.memory.keys} cached keys: gateway RSS ≤ 150 MB${args}`, measured: scenarios.memory.rssAfterMB, met: scenarios.memory.rssAfterMB <= 150 });
+  }
+  if (scenarios.embedded) {
+    const e = scenarios.embedded;
+    out.push({ goal: '`npm start` on the shipped config (embedded store): idle RSS ≤ 120 MB', measured: e.idleRssMB, met: e.idleRssMB <= 120 });
+    out.push({ goal: '`npm start` on the shipped config: RSS after the load ≤ 250 MB', measured: e.rssAfterLoadMB, met: e.rssAfterLoadMB <= 250 });
   }
   return out;
 }
@@ -793,6 +799,13 @@ async function tempDatabase() {
   };
 }
 
+/** Scenario 4: the shipped config as `npm start` runs it, on its embedded store (bench/embedded.js). */
+async function embeddedScenario() {
+  log('scenario: the shipped config on its embedded store (bench/embedded.js)');
+  const args = [join(HERE, 'embedded.js'), '--keys', String(S.keys), '--duration', String(Math.max(S.duration * 2, 2))];
+  return JSON.parse(await runCommand(args));
+}
+
 /**
  * Scenario 2, first half (run during setup, before anything is measured): N distinct
  * legacy keys, imported as SHA-256 digests with `keys import` into a fresh store.
@@ -802,7 +815,7 @@ async function prepareMemory(base, seedReady) {
   const db = await tempDatabase();
   if (db) cleanups.push(() => db.drop());
   else {
-    notes.push('PostgreSQL was not reachable: the memory scenario ran on the embedded PGlite store, whose database lives in the gateway process and is counted in its RSS.');
+    notes.push('PostgreSQL was not reachable: the memory scenario ran on the embedded SQLite store, whose page cache lives in the gateway process and is counted in its RSS.');
     await seedReady;
   }
   // A pool as wide as the load: the first pass is one store lookup per request.
@@ -871,7 +884,7 @@ async function memoryScenario({ n, db, g, keys, keysFile, importSeconds }) {
     const out = {
       keys: n,
       nodeArgs,
-      store: db ? 'PostgreSQL (its own process)' : 'embedded PGlite (in the gateway process)',
+      store: db ? 'PostgreSQL (its own process)' : 'embedded SQLite (in the gateway process)',
       importSeconds: round(importSeconds, 1),
       before,
       after,

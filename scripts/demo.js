@@ -20,7 +20,7 @@ await new Promise((resolve, reject) => {
 });
 console.log(`demo upstream on http://127.0.0.1:${UPSTREAM_PORT}`);
 
-// 2. A key for a demo user (replacing the previous demo key), in ./data/portcullis.
+// 2. A key for a demo user (replacing the previous demo key), in ./data/portcullis.db.
 const created = JSON.parse(
   execFileSync(process.execPath, [bin, 'keys', 'create', '--subject', 'demo-user', '--role', 'premium', '--scopes', 'reviews:write', '--name', 'demo', '--replace', '--json'], { cwd: root, encoding: 'utf8' }),
 );

@@ -2,7 +2,7 @@
 // minutes of mixed traffic, with key and token revocations through the CLI and config
 // reloads by SIGHUP, printing the process's memory and open file descriptors each minute.
 //
-//   npm run build && npm run soak -- [--minutes 10] [--store pglite|postgres] [--rps 300]
+//   npm run build && npm run soak -- [--minutes 10] [--store sqlite|postgres] [--rps 300]
 //                                    [--rss-growth-mb 64] [--heap-growth-mb 32] [--fd-growth 32]
 //
 // Needs Redis (REDIS_URL, default redis://127.0.0.1:6379); `--store postgres` also needs
@@ -38,7 +38,7 @@ const BIN = join(ROOT, 'bin/portcullis.js');
 const { values: args } = parseArgs({
   options: {
     minutes: { type: 'string', default: '10' },
-    store: { type: 'string', default: 'pglite' },
+    store: { type: 'string', default: 'sqlite' },
     rps: { type: 'string', default: '300' },
     'rss-growth-mb': { type: 'string', default: '64' },
     'heap-growth-mb': { type: 'string', default: '32' },
@@ -50,8 +50,8 @@ const RPS = Number(args.rps);
 const RSS_GROWTH_MB = Number(args['rss-growth-mb']);
 const HEAP_GROWTH_MB = Number(args['heap-growth-mb']);
 const FD_GROWTH = Number(args['fd-growth']);
-if (!(MINUTES > 0) || !(RPS > 0) || !['pglite', 'postgres'].includes(args.store)) {
-  console.error('usage: npm run soak -- [--minutes N] [--store pglite|postgres] [--rps N] [--rss-growth-mb N] [--fd-growth N]');
+if (!(MINUTES > 0) || !(RPS > 0) || !['sqlite', 'postgres'].includes(args.store)) {
+  console.error('usage: npm run soak -- [--minutes N] [--store sqlite|postgres] [--rps N] [--rss-growth-mb N] [--fd-growth N]');
   process.exit(2);
 }
 
@@ -94,7 +94,7 @@ const upstreamUrl = `http://127.0.0.1:${upstream.address().port}`;
 // ---- store and Redis
 const dir = mkdtempSync(join(tmpdir(), 'pcl-soak-'));
 const prefix = `pcl-soak-${randomBytes(4).toString('hex')}:`;
-let storeUrl = `pglite://${join(dir, 'data')}`;
+let storeUrl = `sqlite://${join(dir, 'data', 'portcullis.db')}`;
 let dbName;
 if (args.store === 'postgres') {
   dbName = `pcl_soak_${randomBytes(4).toString('hex')}`;

@@ -42,8 +42,8 @@ export async function startPortcullis(loaded: LoadResult, opts: PortcullisOption
   metrics.setCacheSource('apiKey', () => services.current().apiKey?.stats);
   metrics.setQueueDepthSource(() => services.current().apiKey?.verificationLoad.queued ?? 0);
   try {
-    // Admin token: from config; else, for an embedded data directory, a fresh one written
-    // there (0600) for the CLI; else the admin API stays closed.
+    // Admin token: from config; else, for the embedded store's file, a fresh one written
+    // beside it (0600) for local tools; else the admin API stays closed.
     let adminToken = config.admin.token;
     const tokenFile = adminTokenFile(config.store.url, opts.baseDir);
     if (adminToken === '' && tokenFile !== undefined) adminToken = await writeAdminToken(tokenFile);

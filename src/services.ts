@@ -8,12 +8,12 @@ import type { Identity } from './authn/types.js';
 import { JwtAuthenticator } from './authn/jwt.js';
 import { ApiKeyAuthenticator } from './authn/api-key.js';
 import { openStore } from './store/open.js';
-import type { KeyStore } from './store/types.js';
+import { REVOCATION_CHANNEL, type KeyStore, type RevocationNotice } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
 import { openRevocation, revocationBackend } from './revocation/open.js';
 import { openLimiter } from './limits/open.js';
 import type { InvalidationEvent, RevocationSnapshot, RevocationSource, RevocationStore } from './revocation/types.js';
-import { DEFAULT_EXPIRY_GRACE_MS } from './revocation/support.js';
+import { DEFAULT_EXPIRY_GRACE_MS, ThrottledLog } from './revocation/support.js';
 import { compileExternalKeys } from './revocation/external-keys.js';
 import { KEY_SUBJECT, TOKEN_SUBJECT, TokenService } from './tokens/service.js';
 import type { ReadinessCheck } from './ops/admin.js';
@@ -33,7 +33,7 @@ export interface CoreOptions {
   clock?: Clock;
   /** Called on every revocation check the backend could not answer. */
   onRevocationFailure?: (err: unknown) => void;
-  /** Directory relative `pglite://` paths resolve against (default: working directory). */
+  /** Directory relative `sqlite://` paths resolve against (default: working directory). */
   baseDir?: string;
   /** PostgreSQL notification channel override (tests sharing one database). */
   channel?: string;
@@ -41,27 +41,67 @@ export interface CoreOptions {
   pruneIntervalMs?: number;
 }
 
+type KeyRow = { revocationId: string; expiresAt: number | null };
+type TokenRow = { id: string; until: number | null };
+type SubjectRow = { subject: string; scope: string; revokedBefore: number };
+
+/** Store rows as revocation entries: ids by kind, subjects scoped by the credentials they cover. */
+function toSnapshot(ks: readonly KeyRow[], ts: readonly TokenRow[], ss: readonly SubjectRow[]): RevocationSnapshot {
+  const out: RevocationSnapshot = { ids: [], subjects: [] };
+  for (const k of ks) out.ids.push({ revocationId: k.revocationId, until: k.expiresAt ?? undefined });
+  for (const t of ts) out.ids.push({ revocationId: t.id.startsWith('sha256:') ? `tok:${t.id.slice(7)}` : `jti:${t.id}`, until: t.until ?? undefined });
+  for (const s of ss) {
+    if (s.scope !== 'tokens') out.subjects.push({ subject: KEY_SUBJECT + s.subject, before: s.revokedBefore });
+    if (s.scope !== 'keys') out.subjects.push({ subject: TOKEN_SUBJECT + s.subject, before: s.revokedBefore });
+  }
+  return out;
+}
+
+/** One notice of the store's revocation channel as revocation entries. */
+function noticeSnapshot(payload: string): RevocationSnapshot {
+  const n = JSON.parse(payload) as RevocationNotice;
+  if (n.kind === 'key') return toSnapshot([n], [], []);
+  if (n.kind === 'token') return toSnapshot([], [n], []);
+  if (n.kind === 'changed') return { ids: [], subjects: [], changed: [n.revocationId] };
+  if (n.kind === 'added') return { ids: [], subjects: [], added: true };
+  return toSnapshot([], [], [n]);
+}
+
 /** The durable record of revocations, as the revocation view loads it (subjects scoped by kind). */
-export function revocationSource(store: KeyStore, clock: Clock): RevocationSource {
-  const snapshot = async (keys: Promise<Array<{ revocationId: string; expiresAt: number | null }>>, tokens: Promise<Array<{ id: string; until: number | null }>>, subjects: Promise<Array<{ subject: string; scope: string; revokedBefore: number }>>): Promise<RevocationSnapshot> => {
-    const out: RevocationSnapshot = { ids: [], subjects: [] };
-    const [ks, ts, ss] = await Promise.all([keys, tokens, subjects]);
-    for (const k of ks) out.ids.push({ revocationId: k.revocationId, until: k.expiresAt ?? undefined });
-    for (const t of ts) out.ids.push({ revocationId: t.id.startsWith('sha256:') ? `tok:${t.id.slice(7)}` : `jti:${t.id}`, until: t.until ?? undefined });
-    for (const s of ss) {
-      if (s.scope !== 'tokens') out.subjects.push({ subject: KEY_SUBJECT + s.subject, before: s.revokedBefore });
-      if (s.scope !== 'keys') out.subjects.push({ subject: TOKEN_SUBJECT + s.subject, before: s.revokedBefore });
-    }
-    return out;
+export function revocationSource(store: KeyStore, clock: Clock, logger?: Pick<Logger, 'warn' | 'error'>): RevocationSource {
+  const loadActive = async (): Promise<RevocationSnapshot> => {
+    // A credential is accepted a clock tolerance past its end: so is its revocation kept.
+    const since = clock.now() - DEFAULT_EXPIRY_GRACE_MS;
+    const [ks, ts, ss] = await Promise.all([store.listActiveRevokedKeys(since), store.listActiveTokenRevocations(since), store.listSubjectRevocations()]);
+    return toSnapshot(ks, ts, ss);
   };
-  return {
-    loadActive: () => {
-      // A credential is accepted a clock tolerance past its end: so is its revocation kept.
-      const since = clock.now() - DEFAULT_EXPIRY_GRACE_MS;
-      return snapshot(store.listActiveRevokedKeys(since), store.listActiveTokenRevocations(since), store.listSubjectRevocations());
+  const source: RevocationSource = {
+    loadActive,
+    changedSince: async (since) => {
+      const [ks, ts, ss] = await Promise.all([store.listRevokedKeysSince(since), store.listTokenRevocationsSince(since), store.listSubjectRevocationsSince(since)]);
+      return toSnapshot(ks, ts, ss);
     },
-    changedSince: (ts) => snapshot(store.listRevokedKeysSince(ts), store.listTokenRevocationsSince(ts), store.listSubjectRevocationsSince(ts)),
   };
+  // The embedded file has no server to push changes: every process polls its notices.
+  if (store.kind === 'sqlite') {
+    // A file that cannot be read (a disk error) would fail every poll: one line per 30 s.
+    const failures = logger === undefined ? undefined : new ThrottledLog(logger, 30_000);
+    source.watch = (apply) =>
+      store.listen(REVOCATION_CHANNEL, {
+        onError: (err) => failures?.error({ err: err.message }, 'revocation: reading the store\'s notices failed; changes from other processes are not seen'),
+        onMessage: (payload) => {
+          try {
+            apply(noticeSnapshot(payload));
+          } catch (err) {
+            logger?.warn({ err: String(err) }, 'revocation: ignored a malformed store notice');
+          }
+        },
+        onReconnect: () => {
+          loadActive().then(apply, (err: unknown) => logger?.warn({ err: String(err) }, 'revocation: reloading after missed notices failed'));
+        },
+      });
+  }
+  return source;
 }
 
 /** Opens the key store (migrated), the revocation view and the key/token services on them. */
@@ -78,7 +118,7 @@ export async function openCore(config: GatewayConfig, logger: Logger, opts: Core
     revocation = await openRevocation({
       config: config.revocation,
       databaseUrl: config.store.url,
-      source: revocationSource(store, clock),
+      source: revocationSource(store, clock, logger),
       logger,
       clock,
       ...(opts.channel === undefined ? {} : { channel: opts.channel }),
@@ -169,6 +209,7 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
   const unsubscribe = core.revocation.onInvalidate((ev: InvalidationEvent) => {
     // Only key records change without a revocation; JWT revocations are all on record.
     if (ev.kind === 'all') apiKey?.evictAll();
+    else if (ev.kind === 'added') apiKey?.forgetRefusals();
     else if (ev.kind === 'id') {
       if (ev.revocationId.startsWith('jti:') || ev.revocationId.startsWith('tok:')) jwt?.evict(ev.revocationId);
       else apiKey?.evict(ev.revocationId);

@@ -76,7 +76,16 @@ export function renderMarkdown(r) {
         `each key sent once — store lookup, then cached — at ${int(mm.firstPassRps)} req/s, then ${int(mm.resentSample)} of them again: ${int(mm.resentCacheHits)} cache hits): ` +
         `gateway RSS ${f(mm.rssBeforeMB, 1)} MB idle → **${f(mm.rssAfterMB, 1)} MB** with every key cached (${int(mm.bytesPerKey)} B of RSS per key). ` +
         `V8 heap: ${f(mm.before.heapUsedMB, 1)} → ${f(mm.after.heapUsedMB, 1)} MB used of ${f(mm.after.heapTotalMB, 1)} MB, of which the young generation (sized by V8 for the allocation rate of the warm-up, not for the cache) ${f(mm.after.newSpaceMB, 1)} MB.` +
-        (r.pgliteIdleRssMB ? ` For comparison, a gateway on the embedded PGlite store idles at ${f(r.pgliteIdleRssMB, 1)} MB RSS: that PostgreSQL-in-WASM lives in the gateway process.` : ''),
+        (r.embeddedIdleRssMB ? ` For comparison, a gateway on the embedded SQLite store idles at ${f(r.embeddedIdleRssMB, 1)} MB RSS.` : ''),
+      '',
+    );
+  }
+  if (sc.embedded) {
+    const e = sc.embedded;
+    lines.push(
+      `**The shipped config on its embedded store** (\`npm start\`, bench/embedded.js): idle RSS **${f(e.idleRssMB, 1)} MB**; ` +
+        `after ${int(e.loadRps)} req/s of one key's load **${f(e.rssAfterLoadMB, 1)} MB**; cold key verification (store + argon2) p50 ${f(e.coldMs.p50)} ms, p90 ${f(e.coldMs.p90)} ms (cached ${f(e.warmMs.p50)} ms); ` +
+        `\`keys import\` of ${int(e.keys)} SHA-256 keys in ${f(e.importSeconds, 1)} s (CLI peak RSS ${f(e.importPeakRssMB, 1)} MB); a gateway on them idles at ${f(e.idleRssWithKeysMB, 1)} MB, ${f(e.rssAfterSampleMB, 1)} MB after verifying 2 000 of them.`,
       '',
     );
   }

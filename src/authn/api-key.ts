@@ -475,6 +475,11 @@ export class ApiKeyAuthenticator implements Authenticator {
     this.#evictDigests(this.#byRevocation.get(revocationId));
   }
 
+  /** Forgets the refusals of keys not found: keys were just imported (failed-attempt counts stay). */
+  forgetRefusals(): void {
+    this.#negative.clear();
+  }
+
   /** Drops every cached identity (invalidations may have been missed). */
   evictAll(): void {
     this.#epoch++;

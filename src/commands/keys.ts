@@ -1,19 +1,15 @@
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../config/duration.js';
 import type { GatewayConfig } from '../config/load.js';
-import { KeyServiceError, type CreateKeyOptions, type CreatedKey, type ImportResult, type KeyInfo, type KeyServiceErrorCode, type UpdateKeyOptions } from '../keys/service.js';
+import { KeyServiceError, type CreateKeyOptions, type CreatedKey, type ImportResult, type KeyInfo, type UpdateKeyOptions } from '../keys/service.js';
 import { createLogger } from '../ops/log.js';
 import { openCore } from '../services.js';
 import { isStoreError } from '../store/errors.js';
-import { parseStoreUrl } from '../store/open.js';
 import { CommandError, loadCommandConfig, processIo, type Io } from './io.js';
 
-/** The key operations a command performs: on the store directly, or through a running gateway's admin API. */
+/** The key operations a command performs, on the configured store. */
 export interface KeyOps {
-  /** How the operations reach the keys. */
-  readonly via: 'store' | 'admin-api';
   create(opts: CreateKeyOptions): Promise<CreatedKey>;
   list(filter?: { subject?: string | undefined }): Promise<KeyInfo[]>;
   revoke(id: string): Promise<{ key: KeyInfo; changed: boolean }>;
@@ -32,119 +28,26 @@ export interface KeysCommandDeps {
 }
 
 /**
- * Opens the store (migrating it) with revocation publishing wired, as `serve` does. When
- * a running gateway holds the embedded data directory, goes through its admin API with
- * the token `serve` left there (or `admin.token` from the config).
+ * Opens the store (migrating it) with revocation publishing wired, as `serve` does. The
+ * embedded store's file is shared with running gateways, which see each change within 1 s.
  */
 export async function openKeyOps(config: GatewayConfig, io: Io): Promise<KeyOps> {
   const logger = createLogger({ level: 'warn', pretty: false }, { write: (s: string) => io.err(s) });
-  try {
-    const core = await openCore(config, logger);
-    // Revocations made by this command must reach the fleet: wait until the revocation
-    // layer is connected (it is only ever slow when its backend is unreachable).
-    await core.revocation.waitReady(5_000);
-    const k = core.keys;
-    return {
-      via: 'store',
-      create: (o) => k.create(o),
-      list: (f) => k.list(f),
-      revoke: (id) => k.revoke(id),
-      revokeSubject: (s) => k.revokeSubject(s),
-      revokeByName: (n, s) => k.revokeByName(n, s),
-      update: (id, c) => k.update(id, c),
-      rotate: (id, g) => k.rotate(id, g),
-      importKeys: (c, f) => k.importKeys(c, f),
-      close: () => core.close(),
-    };
-  } catch (err) {
-    if (!isStoreError(err, 'store-locked')) throw err;
-    const remote = await adminKeyOps(config);
-    if (remote === undefined) throw new CommandError(`${err.message} (no admin token found to reach it)`);
-    return remote;
-  }
-}
-
-/** Calls the admin API of a running gateway; rejects with CommandError or KeyServiceError. */
-export type AdminCall = <T>(method: string, path: string, body?: unknown) => Promise<T>;
-
-/**
- * A client of the admin API of the gateway that owns the PGlite data directory, with the
- * token from the config or the one `serve` left in the directory; undefined without one.
- */
-export async function adminClient(config: GatewayConfig): Promise<AdminCall | undefined> {
-  let token = config.admin.token === '' ? undefined : config.admin.token;
-  if (token === undefined) {
-    const loc = parseStoreUrl(config.store.url);
-    if (loc.kind === 'pglite' && loc.dir !== undefined) {
-      token = (await readFile(join(loc.dir, 'admin.token'), 'utf8').catch(() => '')).trim() || undefined;
-    }
-  }
-  if (token === undefined) return undefined;
-  const host = config.admin.host === '0.0.0.0' ? '127.0.0.1' : config.admin.host === '::' ? '::1' : config.admin.host;
-  const base = `http://${host.includes(':') ? `[${host}]` : host}:${config.admin.port}/admin/v1`;
-  return async <T>(method: string, path: string, body?: unknown): Promise<T> => {
-    let res: Response;
-    try {
-      res = await fetch(base + path, {
-        method,
-        headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
-    } catch (err) {
-      throw new CommandError(`the gateway's admin API at ${base} is unreachable: ${(err as Error).message}`);
-    }
-    const text = await res.text();
-    let json: unknown;
-    try {
-      json = text === '' ? undefined : JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
-    if (res.ok) return json as T;
-    const e = (json ?? {}) as { error?: string; code?: string; message?: string; detail?: string; problems?: string[] };
-    const code = e.error ?? e.code;
-    const message = e.message ?? e.detail ?? `admin API answered ${res.status}`;
-    if (code === 'invalid-argument' || code === 'not-found' || code === 'conflict' || code === 'import-invalid') {
-      throw new KeyServiceError(code as KeyServiceErrorCode, message, { problems: e.problems ?? [] });
-    }
-    throw new CommandError(`admin API: ${message} (HTTP ${res.status})`);
-  };
-}
-
-/** A KeyOps over the admin API of the gateway that owns the PGlite data directory. */
-export async function adminKeyOps(config: GatewayConfig): Promise<KeyOps | undefined> {
-  const call = await adminClient(config);
-  if (call === undefined) return undefined;
-  const enc = encodeURIComponent;
-  const durationText = (ms: number | null | undefined): string | null | undefined => (ms === undefined ? undefined : ms === null ? null : `${ms}ms`);
+  const core = await openCore(config, logger);
+  // Revocations made by this command must reach the fleet: wait until the revocation
+  // layer is connected (it is only ever slow when its backend is unreachable).
+  await core.revocation.waitReady(5_000);
+  const k = core.keys;
   return {
-    via: 'admin-api',
-    create: (o) =>
-      call('POST', '/keys', {
-        subject: o.subject,
-        role: o.role,
-        scopes: o.scopes,
-        name: o.name ?? undefined,
-        expires: durationText(o.expiresIn),
-        notBefore: durationText(o.notBeforeIn),
-        allowIps: o.allowIps,
-        audiences: o.audiences,
-        replace: o.replace === true,
-        refreshable: o.refreshable === true,
-      }),
-    list: (f) => call('GET', `/keys${f?.subject === undefined ? '' : `?subject=${enc(f.subject)}`}`),
-    revoke: (id) => call('POST', `/keys/${enc(id)}/revoke`, {}),
-    revokeSubject: (s) => call('POST', `/subjects/${enc(s)}/revoke-keys`, {}),
-    revokeByName: (name, subject) => call('POST', '/keys/revoke-by-name', { name, subject }),
-    update: (id, c) =>
-      call('PATCH', `/keys/${enc(id)}`, {
-        role: c.role,
-        scopes: c.scopes,
-        expires: c.expiresIn === null ? 'never' : durationText(c.expiresIn),
-      }),
-    rotate: (id, g) => call('POST', `/keys/${enc(id)}/rotate`, g === undefined ? {} : { grace: `${g}ms` }),
-    importKeys: (content, file) => call('POST', '/keys/import', { content, file }),
-    close: async () => undefined,
+    create: (o) => k.create(o),
+    list: (f) => k.list(f),
+    revoke: (id) => k.revoke(id),
+    revokeSubject: (s) => k.revokeSubject(s),
+    revokeByName: (n, s) => k.revokeByName(n, s),
+    update: (id, c) => k.update(id, c),
+    rotate: (id, g) => k.rotate(id, g),
+    importKeys: (c, f) => k.importKeys(c, f),
+    close: () => core.close(),
   };
 }
 

@@ -35,9 +35,6 @@ export function registerMigrateCommand(program: Command, io: Io = processIo): Co
           await store.close();
         }
       } catch (err) {
-        if (isStoreError(err, 'store-locked')) {
-          throw new CommandError(`${err.message}. A running gateway applies migrations to its embedded store when it starts.`);
-        }
         throw new CommandError(isStoreError(err) ? err.message : `migration failed: ${(err as Error).message}`);
       }
       const where = redact(config.store.url);

@@ -2,11 +2,9 @@ import type { Command } from 'commander';
 import type { GatewayConfig } from '../config/load.js';
 import { createLogger } from '../ops/log.js';
 import { openCore } from '../services.js';
-import { isStoreError } from '../store/errors.js';
-import { adminClient } from './keys.js';
 import { CommandError, loadCommandConfig, processIo, type Io } from './io.js';
 
-/** JWT revocation as a command performs it: on the store directly or through a running gateway. */
+/** JWT revocation as a command performs it, on the configured store. */
 export interface TokenOps {
   revokeJti(jti: string, until?: number): Promise<{ revocationId: string; until: number | null }>;
   revokeSubject(subject: string): Promise<{ subject: string; revokedBefore: number }>;
@@ -15,25 +13,14 @@ export interface TokenOps {
 
 export async function openTokenOps(config: GatewayConfig, io: Io): Promise<TokenOps> {
   const logger = createLogger({ level: 'warn', pretty: false }, { write: (s: string) => io.err(s) });
-  try {
-    const core = await openCore(config, logger);
-    // The revocation must reach the fleet: wait for the revocation layer to connect.
-    await core.revocation.waitReady(5_000);
-    return {
-      revokeJti: (jti, until) => core.tokens.revokeJti(jti, until),
-      revokeSubject: (s) => core.tokens.revokeSubject(s),
-      close: () => core.close(),
-    };
-  } catch (err) {
-    if (!isStoreError(err, 'store-locked')) throw err;
-    const call = await adminClient(config);
-    if (call === undefined) throw new CommandError(`${err.message} (no admin token found to reach it)`);
-    return {
-      revokeJti: (jti, until) => call('POST', '/tokens/revoke', { jti, ...(until === undefined ? {} : { until: new Date(until).toISOString() }) }),
-      revokeSubject: (subject) => call('POST', '/tokens/revoke', { subject }),
-      close: async () => undefined,
-    };
-  }
+  const core = await openCore(config, logger);
+  // The revocation must reach the fleet: wait for the revocation layer to connect.
+  await core.revocation.waitReady(5_000);
+  return {
+    revokeJti: (jti, until) => core.tokens.revokeJti(jti, until),
+    revokeSubject: (s) => core.tokens.revokeSubject(s),
+    close: () => core.close(),
+  };
 }
 
 /** `portcullis tokens revoke --jti J [--until ISO]` / `--subject S` (docs/reference/cli.md). */

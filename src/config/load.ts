@@ -4,6 +4,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Documen
 import { configSchema, type RawConfig } from './schema.js';
 import { interpolate } from './interpolate.js';
 import { normalizeTarget } from '../http/normalize-path.js';
+import { parseStoreUrl } from '../store/open.js';
 import { compileRoutes, type CompiledRoute, findShadowedRoutes } from '../http/match.js';
 import { readTlsFiles, type TlsFiles } from '../net/tls.js';
 
@@ -193,6 +194,11 @@ export function parseConfig(text: string, file: string, env: Readonly<Record<str
     if (iss.issuer === undefined && cfg.jwt.issuers.some((o, j) => j < i && o.issuer === undefined)) problems.push(`${where.at(['jwt', 'issuers', i])} only one issuer may omit "issuer" (it takes the tokens that carry no iss)`);
     if (iss.defaultRole !== undefined && !roleRanks.has(iss.defaultRole)) problems.push(`${where.at(['jwt', 'issuers', i, 'defaultRole'])} defaultRole "${iss.defaultRole}" is not in roles`);
   });
+  try {
+    parseStoreUrl(cfg.store.url);
+  } catch (err) {
+    problems.push(`${where.at(['store', 'url'])} store.url: ${(err as Error).message}`);
+  }
   if (cfg.revocation.externalKeys.length > 0 && cfg.revocation.redis.trim() === '') {
     problems.push(`${where.at(['revocation', 'externalKeys'])} revocation.externalKeys: needs revocation.redis (the keys are read from the Redis the API writes them to)`);
   }

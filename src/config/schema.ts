@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
+import { DEFAULT_STORE_URL } from '../store/open.js';
 
 /** A duration string (`500ms`, `30s`, `15m`, `720h`, `7d`), parsed to milliseconds. */
 export const duration = z
@@ -288,7 +289,7 @@ export const configSchema = z
     roles: z.array(nonEmpty).min(1).default(['basic', 'admin']),
     trustedProxies: z.array(cidr).default([]),
     allowPathParams: z.boolean().default(false),
-    store: z.strictObject({ url: nonEmpty.default('pglite://./data/portcullis'), poolSize: z.number().int().min(1).default(10) }).default({ url: 'pglite://./data/portcullis', poolSize: 10 }),
+    store: z.strictObject({ url: nonEmpty.default(DEFAULT_STORE_URL), poolSize: z.number().int().min(1).default(10) }).default({ url: DEFAULT_STORE_URL, poolSize: 10 }),
     revocation: revocation.default(revocation.parse({})),
     jwt: jwt.default(jwt.parse({})),
     apiKeys: apiKeys.default(apiKeys.parse({})),

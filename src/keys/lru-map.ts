@@ -56,4 +56,8 @@ export class LruMap<V> {
   delete(key: string): void {
     this.#map.delete(key);
   }
+
+  clear(): void {
+    this.#map.clear();
+  }
 }

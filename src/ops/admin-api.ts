@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseDuration } from '../config/duration.js';
 import { KeyServiceError, type CreateKeyOptions, type KeyServiceErrorCode, type UpdateKeyOptions } from '../keys/service.js';
 import { PROBLEM_TYPE_BASE } from '../http/problem.js';
@@ -8,11 +8,14 @@ import { parseStoreUrl } from '../store/open.js';
 import type { Core } from '../services.js';
 import type { AdminReply, AdminRoute } from './admin.js';
 
-/** Where `serve` leaves the admin token for the CLI when the store is an embedded data directory. */
+/**
+ * Where `serve` leaves a local admin token (mode 0600) when the store is an embedded file:
+ * beside it, so whoever may read the keys' file may use the admin API too.
+ */
 export function adminTokenFile(storeUrl: string, baseDir?: string): string | undefined {
   try {
     const loc = parseStoreUrl(storeUrl, baseDir);
-    return loc.kind === 'pglite' && loc.dir !== undefined ? join(loc.dir, 'admin.token') : undefined;
+    return loc.kind === 'sqlite' && loc.file !== undefined ? join(dirname(loc.file), 'admin.token') : undefined;
   } catch {
     return undefined;
   }

@@ -27,7 +27,8 @@ interface SubjectEntry {
 }
 
 /**
- * In-process revocation set for a single instance (PGlite, or no store at all). Checks
+ * In-process revocation set: the whole view of a single instance (kept current from the
+ * embedded store's notices when it has one), or the local copy behind a shared backend. Checks
  * are synchronous Map lookups. Expired entries are dropped when a check meets them and by
  * a periodic sweep on an unref'd timer, so an idle process can still exit.
  */
@@ -39,6 +40,7 @@ export class MemoryRevocationStore implements RevocationStore {
   readonly #listeners: ListenerSet;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  readonly #onClose: Array<() => Promise<void>> = [];
 
   constructor(options: MemoryRevocationOptions = {}) {
     this.#clock = options.clock ?? systemClock;
@@ -113,6 +115,8 @@ export class MemoryRevocationStore implements RevocationStore {
   load(snapshot: RevocationSnapshot, notify: boolean): void {
     for (const r of snapshot.ids) this.addId(r.revocationId, r.until, notify);
     for (const s of snapshot.subjects) this.addSubject(s.subject, s.before, s.until, notify);
+    if (notify) for (const revocationId of snapshot.changed ?? []) this.#listeners.emit({ kind: 'id', revocationId });
+    if (notify && snapshot.added === true) this.#listeners.emit({ kind: 'added' });
   }
 
   /** Drops expired entries; returns how many were dropped. */
@@ -151,10 +155,15 @@ export class MemoryRevocationStore implements RevocationStore {
     return pollReady(() => this.ready(), timeoutMs);
   }
 
-  close(): Promise<void> {
+  /** Runs `fn` (e.g. ending a subscription that feeds this set) when the set is closed. */
+  closeWith(fn: () => Promise<void>): void {
+    this.#onClose.push(fn);
+  }
+
+  async close(): Promise<void> {
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
-    return Promise.resolve();
+    await Promise.all(this.#onClose.splice(0).map((fn) => fn().catch(() => undefined)));
   }
 }

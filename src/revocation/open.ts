@@ -6,7 +6,7 @@ import type { RevocationLogger, RevocationSource, RevocationStore } from './type
 /** Inputs of {@link openRevocation}. */
 export interface OpenRevocationOptions {
   config: RevocationConfig;
-  /** The key store's URL (`postgres://…`, `pglite://…`); decides the Redis-less backend. */
+  /** The key store's URL (`postgres://…`, `sqlite://…`); decides the Redis-less backend. */
   databaseUrl?: string | undefined;
   /** The durable record, adapted from the key store. Required for PostgreSQL without Redis. */
   source?: RevocationSource | undefined;
@@ -23,7 +23,10 @@ export interface OpenRevocationOptions {
 /** Which backend {@link openRevocation} picks for a configuration. */
 export type RevocationBackend = 'redis' | 'pg-notify' | 'memory';
 
-/** Redis when configured, else LISTEN/NOTIFY on PostgreSQL, else an in-process set (docs/reference/revocation.md). */
+/**
+ * Redis when configured, else LISTEN/NOTIFY on PostgreSQL, else an in-process set kept
+ * current from the embedded store's notices (docs/reference/revocation.md).
+ */
 export function revocationBackend(config: RevocationConfig, databaseUrl: string | undefined): RevocationBackend {
   if (config.redis.trim() !== '') return 'redis';
   if (databaseUrl !== undefined && /^postgres(ql)?:\/\//i.test(databaseUrl)) return 'pg-notify';
@@ -73,7 +76,10 @@ export async function openRevocation(options: OpenRevocationOptions): Promise<Re
     }
     case 'memory': {
       const store = new MemoryRevocationStore(common);
-      if (source !== undefined) store.load(await source.loadActive(), false);
+      if (source === undefined) return store;
+      // Subscribe before loading, so a change committed during the load is not missed.
+      if (source.watch !== undefined) store.closeWith(await source.watch((changes) => store.load(changes, true)));
+      store.load(await source.loadActive(), false);
       return store;
     }
   }

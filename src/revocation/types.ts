@@ -11,6 +11,8 @@ export type RevocationSubjectRef = Pick<Identity, 'revocationId' | 'subject' | '
 export type InvalidationEvent =
   | { readonly kind: 'id'; readonly revocationId: string }
   | { readonly kind: 'subject'; readonly subject: string; readonly before: number }
+  /** Credentials were added to the store: refusals remembered for unknown ones are stale. */
+  | { readonly kind: 'added' }
   /** Invalidations may have been missed (a lost connection): every cached identity must go. */
   | { readonly kind: 'all' };
 
@@ -60,6 +62,10 @@ export interface RevocationStore {
 export interface RevocationSnapshot {
   ids: Array<{ revocationId: string; until?: number | undefined }>;
   subjects: Array<{ subject: string; before: number; until?: number | undefined }>;
+  /** Credentials that changed but are not revoked (a rotation's grace, new grants): evict them from caches. */
+  changed?: string[];
+  /** Credentials were added (an import): forget refusals of unknown ones. */
+  added?: boolean;
 }
 
 /**
@@ -72,6 +78,13 @@ export interface RevocationSource {
   loadActive(): Promise<RevocationSnapshot>;
   /** Revocations recorded or changed at or after `ts` (ms since the epoch). */
   changedSince(ts: number): Promise<RevocationSnapshot>;
+  /**
+   * Stores that every process shares without a server (the embedded file) announce their
+   * changes themselves: `apply` gets each one as it is seen (within the store's poll
+   * interval), and the whole active set again when some may have been missed. Resolves to
+   * an unsubscribe function.
+   */
+  watch?(apply: (changes: RevocationSnapshot) => void): Promise<() => Promise<void>>;
 }
 
 /** The part of a pino logger the revocation layer uses. */

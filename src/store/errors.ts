@@ -1,12 +1,11 @@
 /**
  * Why a store operation failed, as a closed set:
  * - `store-url-invalid`: the URL names no supported store;
- * - `store-locked`: another live process holds the PGlite data directory;
  * - `store-unavailable`: the database could not be reached or answered with an error;
  * - `migration-failed`: a migration file is missing, malformed or failed to apply;
  * - `conflict`: the operation's precondition no longer holds (row missing, already revoked, …).
  */
-export type StoreErrorCode = 'store-url-invalid' | 'store-locked' | 'store-unavailable' | 'migration-failed' | 'conflict';
+export type StoreErrorCode = 'store-url-invalid' | 'store-unavailable' | 'migration-failed' | 'conflict';
 
 /** Error thrown by `openStore` and the store implementations. */
 export class StoreError extends Error {

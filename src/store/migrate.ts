@@ -10,8 +10,12 @@ export interface Migration {
   readonly sql: string;
 }
 
+/** SQL dialects with their own migration files; versions and names match across them. */
+export type Dialect = 'postgres' | 'sqlite';
+
 /** A connection the migration runner can use; transactions must run on that same connection. */
 export interface MigrationConn {
+  readonly dialect: Dialect;
   query<T = Record<string, unknown>>(text: string, params?: readonly unknown[]): Promise<T[]>;
   transaction<T>(fn: (tx: { query: MigrationConn['query']; exec(script: string): Promise<void> }) => Promise<T>): Promise<T>;
 }
@@ -19,19 +23,36 @@ export interface MigrationConn {
 const FILE = /^(\d{3,})_([a-z0-9_]+)\.sql$/;
 
 /**
- * Migrations live beside the sources (`src/store/migrations`); the compiled module in
- * `dist/store` finds them through the package's `src/store/migrations` (shipped in `files`).
+ * Migrations live beside the sources (`src/store/migrations/<dialect>`); the compiled module
+ * in `dist/store` finds them through the package's `src/store/migrations` (shipped in `files`).
  */
-const CANDIDATE_DIRS = [new URL('./migrations/', import.meta.url), new URL('../../src/store/migrations/', import.meta.url)];
-
-let cached: Promise<Migration[]> | undefined;
-
-/** Reads and orders the migration files (once per process unless `dir` is given). */
-export function loadMigrations(dir?: URL | string): Promise<Migration[]> {
-  if (dir !== undefined) return readMigrations([dir]);
-  cached ??= readMigrations(CANDIDATE_DIRS);
-  return cached;
+function candidateDirs(dialect: Dialect): URL[] {
+  return [new URL(`./migrations/${dialect}/`, import.meta.url), new URL(`../../src/store/migrations/${dialect}/`, import.meta.url)];
 }
+
+const cached = new Map<Dialect, Promise<Migration[]>>();
+
+/** Reads and orders one dialect's migration files (once per process unless `dir` is given). */
+export function loadMigrations(dialect: Dialect, dir?: URL | string): Promise<Migration[]> {
+  if (dir !== undefined) return readMigrations([dir]);
+  let p = cached.get(dialect);
+  if (p === undefined) cached.set(dialect, (p = readMigrations(candidateDirs(dialect))));
+  return p;
+}
+
+// schema_migrations itself, which exists before any migration runs.
+const SCHEMA_TABLE: Record<Dialect, string> = {
+  postgres: `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+  )`,
+  sqlite: `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER))
+  )`,
+};
 
 async function readMigrations(dirs: ReadonlyArray<URL | string>): Promise<Migration[]> {
   let names: string[] | undefined;
@@ -70,15 +91,9 @@ async function readMigrations(dirs: ReadonlyArray<URL | string>): Promise<Migrat
  * with its `schema_migrations` row. The caller holds the migration lock.
  */
 export async function runMigrations(conn: MigrationConn, migrations?: readonly Migration[]): Promise<MigrationResult> {
-  const all = migrations ?? (await loadMigrations());
+  const all = migrations ?? (await loadMigrations(conn.dialect));
   try {
-    await conn.query(
-      `CREATE TABLE IF NOT EXISTS schema_migrations (
-         version integer PRIMARY KEY,
-         name text NOT NULL,
-         applied_at timestamptz NOT NULL DEFAULT now()
-       )`,
-    );
+    await conn.query(SCHEMA_TABLE[conn.dialect]);
   } catch (err) {
     throw new StoreError('store-unavailable', `cannot create schema_migrations: ${(err as Error).message}`, { cause: err });
   }

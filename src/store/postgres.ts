@@ -2,6 +2,7 @@ import pg from 'pg';
 import { StoreError } from './errors.js';
 import type { MigrationConn } from './migrate.js';
 import { mapDbError, SqlKeyStore, type Row, type Sql, type SqlDriver } from './sql.js';
+import { postgresStatements } from './statements.js';
 import type { KeyStore, ListenHandlers } from './types.js';
 
 export interface PostgresStoreOptions {
@@ -42,6 +43,7 @@ async function inTransaction<T>(client: pg.ClientBase, fn: () => Promise<T>): Pr
 
 class PostgresDriver implements SqlDriver {
   readonly kind = 'postgres' as const;
+  readonly statements = postgresStatements;
   readonly #pool: pg.Pool;
   readonly #config: pg.ClientConfig;
   readonly #listeners = new Set<() => Promise<void>>();
@@ -90,6 +92,7 @@ class PostgresDriver implements SqlDriver {
     }
     const sql = clientSql(client);
     const conn: MigrationConn = {
+      dialect: 'postgres',
       query: sql.query,
       transaction: (body) =>
         inTransaction(client, () =>

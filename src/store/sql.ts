@@ -1,5 +1,6 @@
 import { StoreError } from './errors.js';
 import { runMigrations, type MigrationConn } from './migrate.js';
+import type { Statements } from './statements.js';
 import {
   REVOCATION_CHANNEL,
   type KeyFilter,
@@ -25,8 +26,15 @@ export interface Sql {
 /** What each backend provides; everything else is shared SQL in {@link SqlKeyStore}. */
 export interface SqlDriver extends Sql {
   readonly kind: StoreKind;
+  /** The statements whose SQL is the driver's dialect's own. */
+  readonly statements: Statements;
   /** Runs `fn` in one transaction on one connection; rolls back when it throws. */
   transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
+  /**
+   * A write that need not outlive a power cut (last-used times): the embedded store then
+   * skips the fsync, which would hold its event loop for milliseconds. Absent: `query`.
+   */
+  queryUnsynced?<T = Row>(text: string, params?: readonly unknown[]): Promise<T[]>;
   /** Runs `fn` while holding the cross-process migration lock. */
   withMigrationLock<T>(fn: (conn: MigrationConn) => Promise<T>): Promise<T>;
   listen(channel: string, handlers: ListenHandlers): Promise<() => Promise<void>>;
@@ -50,7 +58,9 @@ export function checkChannel(channel: string): string {
 export function mapDbError(err: unknown): StoreError {
   if (err instanceof StoreError) return err;
   const code = (err as { code?: unknown } | null)?.code;
-  if (code === '23505' || code === '23503' || code === '23514') {
+  // node:sqlite: `errcode` is SQLite's extended result code; 19 is SQLITE_CONSTRAINT.
+  const errcode = (err as { errcode?: unknown } | null)?.errcode;
+  if (code === '23505' || code === '23503' || code === '23514' || (typeof errcode === 'number' && (errcode & 0xff) === 19)) {
     return new StoreError('conflict', `store constraint violated: ${(err as Error).message}`, { cause: err });
   }
   const message = err instanceof Error ? err.message : String(err);
@@ -76,7 +86,9 @@ function date(v: number | null | undefined): Date | null {
 }
 
 function strs(v: unknown): string[] {
-  return Array.isArray(v) ? v.map(String) : [];
+  // PostgreSQL returns text[] as an array, SQLite the JSON text it stores.
+  const list: unknown = typeof v === 'string' ? JSON.parse(v) : v;
+  return Array.isArray(list) ? list.map(String) : [];
 }
 
 function str(v: unknown): string | null {
@@ -145,22 +157,24 @@ function keyParams(k: NewKey): unknown[] {
   ];
 }
 
-async function notice(tx: Sql, n: RevocationNotice): Promise<void> {
-  await tx.query('SELECT pg_notify($1, $2)', [REVOCATION_CHANNEL, JSON.stringify(n)]);
+async function notice(tx: Sql, sql: Statements, n: RevocationNotice): Promise<void> {
+  await tx.query(sql.notify, [REVOCATION_CHANNEL, JSON.stringify(n)]);
 }
 
 function keyNotice(k: RevokedKey, at: number): RevocationNotice {
   return { kind: 'key', id: k.id, revocationId: k.revocationId, subject: k.subject, at, expiresAt: k.expiresAt };
 }
 
-/** The KeyStore over any SQL driver: one dialect for PostgreSQL and PGlite. */
+/** The KeyStore over any SQL driver: PostgreSQL or SQLite, with the driver's {@link Statements}. */
 export class SqlKeyStore implements KeyStore {
   readonly kind: StoreKind;
   readonly #db: SqlDriver;
+  readonly #sql: Statements;
   #closed = false;
 
   constructor(driver: SqlDriver) {
     this.#db = driver;
+    this.#sql = driver.statements;
     this.kind = driver.kind;
   }
 
@@ -203,6 +217,7 @@ export class SqlKeyStore implements KeyStore {
     if (keys.length === 0) return;
     await this.#tx(async (tx) => {
       for (const k of keys) await tx.query(INSERT_KEY, keyParams(k));
+      await notice(tx, this.#sql, { kind: 'added', count: keys.length });
     });
   }
 
@@ -218,7 +233,7 @@ export class SqlKeyStore implements KeyStore {
 
   async existingSha256(digests: readonly string[]): Promise<string[]> {
     if (digests.length === 0) return [];
-    const rows = await this.#q<{ sha256: string }>('SELECT sha256 FROM keys WHERE sha256 = ANY($1::text[])', [[...digests]]);
+    const rows = await this.#q<{ sha256: string }>(this.#sql.existingSha256, [[...digests]]);
     return rows.map((r) => r.sha256);
   }
 
@@ -236,7 +251,7 @@ export class SqlKeyStore implements KeyStore {
       if (updated[0] !== undefined) {
         const key = toKey(updated[0]);
         const end = key.successorId !== null ? key.graceUntil : key.expiresAt;
-        await notice(tx, { kind: 'key', id: key.id, revocationId: keyRevocationId(key), subject: key.subject, at, expiresAt: end });
+        await notice(tx, this.#sql, { kind: 'key', id: key.id, revocationId: keyRevocationId(key), subject: key.subject, at, expiresAt: end });
         return { key, changed: true };
       }
       const rows = await tx.query('SELECT * FROM keys WHERE id = $1', [id]);
@@ -251,7 +266,7 @@ export class SqlKeyStore implements KeyStore {
       let where = 'subject = $1 AND revoked_at IS NULL';
       if (byName) {
         params.push(opts.name ?? null);
-        where += ` AND name IS NOT DISTINCT FROM $${params.length}::text`;
+        where += ` AND ${this.#sql.nameIs(params.length)}`;
       }
       if (opts?.exceptId !== undefined) {
         params.push(opts.exceptId);
@@ -259,10 +274,10 @@ export class SqlKeyStore implements KeyStore {
       }
       const rows = (await tx.query(`UPDATE keys SET revoked_at = $2 WHERE ${where} RETURNING ${REVOKED_COLUMNS}`, params)).map(toRevoked);
       if (byName) {
-        for (const k of rows) await notice(tx, keyNotice(k, at));
+        for (const k of rows) await notice(tx, this.#sql, keyNotice(k, at));
       } else {
-        await upsertSubjectRevocation(tx, subject, 'keys', at, at);
-        await notice(tx, { kind: 'subject', subject, scope: 'keys', revokedBefore: at, at });
+        await tx.query(this.#sql.upsertSubjectRevocation, [subject, 'keys', date(at), date(at)]);
+        await notice(tx, this.#sql, { kind: 'subject', subject, scope: 'keys', revokedBefore: at, at });
       }
       return rows;
     });
@@ -270,11 +285,17 @@ export class SqlKeyStore implements KeyStore {
 
   async updateKey(id: string, fields: KeyUpdate): Promise<KeyRecord | undefined> {
     // Only a working key changes: a revoked or rotated one is over, whatever it is told.
-    const rows = await this.#q(
-      'UPDATE keys SET role = $2, scopes = $3, expires_at = $4 WHERE id = $1 AND revoked_at IS NULL AND successor_id IS NULL RETURNING *',
-      [id, fields.role, [...fields.scopes], date(fields.expiresAt)],
-    );
-    return rows[0] === undefined ? undefined : toKey(rows[0]);
+    return this.#tx(async (tx) => {
+      const rows = await tx.query(
+        'UPDATE keys SET role = $2, scopes = $3, expires_at = $4 WHERE id = $1 AND revoked_at IS NULL AND successor_id IS NULL RETURNING *',
+        [id, fields.role, [...fields.scopes], date(fields.expiresAt)],
+      );
+      if (rows[0] === undefined) return undefined;
+      const key = toKey(rows[0]);
+      // Processes without a server between them (the embedded file) learn of it from this.
+      await notice(tx, this.#sql, { kind: 'changed', id: key.id, revocationId: keyRevocationId(key), subject: key.subject });
+      return key;
+    });
   }
 
   async revokeNamedKeys(name: string, at: number, subject?: string): Promise<RevokedKey[]> {
@@ -286,14 +307,14 @@ export class SqlKeyStore implements KeyStore {
         where += ' AND subject = $3';
       }
       const rows = (await tx.query(`UPDATE keys SET revoked_at = $2 WHERE ${where} RETURNING ${REVOKED_COLUMNS}`, params)).map(toRevoked);
-      for (const k of rows) await notice(tx, keyNotice(k, at));
+      for (const k of rows) await notice(tx, this.#sql, keyNotice(k, at));
       return rows;
     });
   }
 
   async rotateKey(oldId: string, successor: NewKey, at: number, graceUntil: number): Promise<void> {
     await this.#tx(async (tx) => {
-      const rows = await tx.query('SELECT * FROM keys WHERE id = $1 FOR UPDATE', [oldId]);
+      const rows = await tx.query(this.#sql.keyForUpdate, [oldId]);
       const old = rows[0] === undefined ? undefined : toKey(rows[0]);
       if (old === undefined) throw new StoreError('conflict', `no key with id ${oldId}`);
       if (old.revokedAt !== null) throw new StoreError('conflict', `key ${oldId} is revoked`);
@@ -307,9 +328,8 @@ export class SqlKeyStore implements KeyStore {
          WHERE id = $1`,
         [oldId, successor.id, date(graceUntil), revokeNow ? date(at) : null, date(at)],
       );
-      if (revokeNow) {
-        await notice(tx, { kind: 'key', id: old.id, revocationId: keyRevocationId(old), subject: old.subject, at, expiresAt: graceUntil });
-      }
+      const ref = { id: old.id, revocationId: keyRevocationId(old), subject: old.subject, at };
+      await notice(tx, this.#sql, revokeNow ? { kind: 'key', ...ref, expiresAt: graceUntil } : { kind: 'changed', ...ref });
     });
   }
 
@@ -322,7 +342,7 @@ export class SqlKeyStore implements KeyStore {
       );
       if (rows[0] === undefined) return false;
       await tx.query(INSERT_KEY, keyParams(successor));
-      await notice(tx, keyNotice(toRevoked(rows[0]), at));
+      await notice(tx, this.#sql, keyNotice(toRevoked(rows[0]), at));
       return true;
     });
   }
@@ -336,9 +356,9 @@ export class SqlKeyStore implements KeyStore {
             RETURNING ${REVOKED_COLUMNS}, (revoked_at = $2) AS newly`,
           [familyId, date(at)],
         )
-      ).filter((r) => r.newly === true);
+      ).filter((r) => r.newly === true || r.newly === 1);
       const revoked = rows.map(toRevoked);
-      for (const k of revoked) await notice(tx, keyNotice(k, at));
+      for (const k of revoked) await notice(tx, this.#sql, keyNotice(k, at));
       return revoked;
     });
   }
@@ -351,12 +371,12 @@ export class SqlKeyStore implements KeyStore {
       ids.push(id);
       times.push(at);
     }
-    await this.#q(
-      `UPDATE keys AS k SET last_used_at = to_timestamp(v.ms / 1000.0)
-         FROM unnest($1::text[], $2::float8[]) AS v(id, ms)
-        WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < to_timestamp(v.ms / 1000.0))`,
-      [ids, times],
-    );
+    if (this.#closed) throw new StoreError('store-unavailable', 'key store is closed');
+    try {
+      await (this.#db.queryUnsynced ?? this.#db.query).call(this.#db, this.#sql.touchLastUsed, [ids, times]);
+    } catch (err) {
+      throw mapDbError(err);
+    }
   }
 
   async listRevokedKeysSince(since: number): Promise<RevokedKey[]> {
@@ -375,15 +395,8 @@ export class SqlKeyStore implements KeyStore {
 
   async insertTokenRevocation(rev: TokenRevocation): Promise<void> {
     await this.#tx(async (tx) => {
-      await tx.query(
-        `INSERT INTO token_revocations (id, issuer, until, created_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (issuer, id) DO UPDATE SET
-           until = CASE WHEN token_revocations.until IS NULL OR EXCLUDED.until IS NULL THEN NULL
-                        ELSE GREATEST(token_revocations.until, EXCLUDED.until) END,
-           created_at = EXCLUDED.created_at`,
-        [rev.id, rev.issuer, date(rev.until), date(rev.createdAt)],
-      );
-      await notice(tx, { kind: 'token', id: rev.id, issuer: rev.issuer, until: rev.until, at: rev.createdAt });
+      await tx.query(this.#sql.upsertTokenRevocation, [rev.id, rev.issuer, date(rev.until), date(rev.createdAt)]);
+      await notice(tx, this.#sql, { kind: 'token', id: rev.id, issuer: rev.issuer, until: rev.until, at: rev.createdAt });
     });
   }
 
@@ -404,8 +417,8 @@ export class SqlKeyStore implements KeyStore {
 
   async insertSubjectRevocation(rev: Omit<SubjectRevocation, 'updatedAt'> & { readonly at: number }): Promise<void> {
     await this.#tx(async (tx) => {
-      await upsertSubjectRevocation(tx, rev.subject, rev.scope, rev.revokedBefore, rev.at);
-      await notice(tx, { kind: 'subject', subject: rev.subject, scope: rev.scope, revokedBefore: rev.revokedBefore, at: rev.at });
+      await tx.query(this.#sql.upsertSubjectRevocation, [rev.subject, rev.scope, date(rev.revokedBefore), date(rev.at)]);
+      await notice(tx, this.#sql, { kind: 'subject', subject: rev.subject, scope: rev.scope, revokedBefore: rev.revokedBefore, at: rev.at });
     });
   }
 
@@ -429,7 +442,7 @@ export class SqlKeyStore implements KeyStore {
 
   async setKv(name: string, value: string, at: number): Promise<void> {
     await this.#q(
-      'INSERT INTO kv (name, value, updated_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at',
+      'INSERT INTO kv (name, value, updated_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at',
       [name, value, date(at)],
     );
   }
@@ -455,7 +468,7 @@ export class SqlKeyStore implements KeyStore {
   }
 
   async notify(channel: string, payload: string): Promise<void> {
-    await this.#q('SELECT pg_notify($1, $2)', [checkChannel(channel), payload]);
+    await this.#q(this.#sql.notify, [checkChannel(channel), payload]);
   }
 
   async close(): Promise<void> {
@@ -463,14 +476,4 @@ export class SqlKeyStore implements KeyStore {
     this.#closed = true;
     await this.#db.close();
   }
-}
-
-async function upsertSubjectRevocation(tx: Sql, subject: string, scope: SubjectRevocationScope, revokedBefore: number, at: number): Promise<void> {
-  await tx.query(
-    `INSERT INTO subject_revocations (subject, scope, revoked_before, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
-     ON CONFLICT (subject, scope) DO UPDATE SET
-       revoked_before = GREATEST(subject_revocations.revoked_before, EXCLUDED.revoked_before),
-       updated_at = EXCLUDED.updated_at`,
-    [subject, scope, date(revokedBefore), date(at)],
-  );
 }

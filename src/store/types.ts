@@ -1,8 +1,9 @@
 /**
  * The key store: the durable record of API keys and of every revocation (docs/reference/api-keys.md, docs/reference/revocation.md).
  *
- * Two implementations share one SQL dialect and one set of migrations: PostgreSQL through
- * `pg` (`postgres.ts`) and embedded PGlite (`pglite.ts`). Every time crosses this
+ * Two implementations share one store over SQL (`sql.ts`), each with its dialect's few own
+ * statements and migrations: PostgreSQL through `pg` (`postgres.ts`) and the embedded
+ * store on Node's built-in SQLite (`sqlite.ts`). Every time crosses this
  * interface as milliseconds since the epoch (`number`), `null` meaning "not set"; the
  * store never reads a clock itself, so callers with an injected clock stay consistent.
  */
@@ -96,7 +97,11 @@ export interface RevokedKey {
 export type RevocationNotice =
   | { readonly kind: 'key'; readonly id: string; readonly revocationId: string; readonly subject: string; readonly at: number; readonly expiresAt: number | null }
   | { readonly kind: 'subject'; readonly subject: string; readonly scope: SubjectRevocationScope; readonly revokedBefore: number; readonly at: number }
-  | { readonly kind: 'token'; readonly id: string; readonly issuer: string; readonly until: number | null; readonly at: number };
+  | { readonly kind: 'token'; readonly id: string; readonly issuer: string; readonly until: number | null; readonly at: number }
+  /** A key still working but changed (rotated with a grace): caches drop it and read it again. */
+  | { readonly kind: 'changed'; readonly id: string; readonly revocationId: string; readonly subject: string; readonly at?: number }
+  /** Keys were imported: a refusal remembered for a key not found may be wrong now. */
+  | { readonly kind: 'added'; readonly count: number };
 
 /** The PostgreSQL NOTIFY channel carrying {@link RevocationNotice} JSON payloads. */
 export const REVOCATION_CHANNEL = 'portcullis_revocations';
@@ -125,7 +130,7 @@ export interface KeyFilter {
   readonly subject?: string | undefined;
 }
 
-export type StoreKind = 'postgres' | 'pglite';
+export type StoreKind = 'postgres' | 'sqlite';
 
 export interface KeyStore {
   readonly kind: StoreKind;
@@ -239,13 +244,13 @@ export interface KeyStore {
 
   /**
    * Subscribes to a notification channel (PostgreSQL LISTEN on a dedicated connection that
-   * reconnects by itself; PGlite: notifications of this same instance). Resolves to an
-   * unsubscribe function.
+   * reconnects by itself; SQLite: a poll of the notices table, which every process on the
+   * file writes to). Resolves to an unsubscribe function.
    */
   listen(channel: string, handlers: ListenHandlers): Promise<() => Promise<void>>;
-  /** Sends a notification (PostgreSQL NOTIFY). */
+  /** Sends a notification (PostgreSQL NOTIFY; SQLite: a row in the notices table). */
   notify(channel: string, payload: string): Promise<void>;
 
-  /** Closes pools / the embedded database and releases the data-directory lock. */
+  /** Closes pools / the embedded database. */
   close(): Promise<void>;
 }

@@ -34,7 +34,7 @@ async function code(a: ApiKeyAuthenticator, key: string): Promise<string | undef
   }
 }
 
-const store = await openStore('pglite://memory', { migrate: true });
+const store = await openStore('sqlite://memory', { migrate: true });
 t.teardown(() => store.close());
 const clock = new TestClock();
 const svc = new KeyService({ store, config: apiKeysConfig({ hash: FAST_HASH }), clock, roles: ROLES });

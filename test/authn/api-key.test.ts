@@ -431,8 +431,8 @@ function flood(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
   }).then(() => undefined);
 }
 
-await suite(t, 'PGlite (memory)', () => openStore('pglite://memory'));
-await flood(t, 'PGlite (memory)', () => openStore('pglite://memory'));
+await suite(t, 'SQLite (memory)', () => openStore('sqlite://memory'));
+await flood(t, 'SQLite (memory)', () => openStore('sqlite://memory'));
 const url = await tempPgDatabase(t);
 if (url !== undefined) {
   await suite(t, 'PostgreSQL', () => openStore(url, { poolSize: 4 }));

@@ -18,7 +18,7 @@ const dir = mkdtempSync(join(tmpdir(), 'pcl-cli-'));
 const SECRET = 'a-secret-of-at-least-thirty-two-bytes-long!';
 const good = join(dir, 'good.yaml');
 writeFileSync(good, readFileSync('gateway.config.yaml', 'utf8')
-  .replace('store: { url: "${DATABASE_URL:-pglite://./data/portcullis}" }', 'store: { url: "pglite://memory" }')
+  .replace('store: { url: "${DATABASE_URL:-sqlite://./data/portcullis.db}" }', 'store: { url: "sqlite://memory" }')
   .replace('  issuers: []', `  issuers:\n    - { name: local, issuer: "https://auth.example.com", algorithms: [HS256], secret: "${SECRET}" }`));
 
 t.test('check: the shipped config is valid', async (t) => {

@@ -23,7 +23,7 @@ t.test('the shipped config is valid', async (t) => {
   const { config, warnings } = await loadConfigFile('gateway.config.yaml', {});
   t.same(warnings, []);
   t.equal(config.routes.length, 4);
-  t.equal(config.store.url, 'pglite://./data/portcullis');
+  t.equal(config.store.url, 'sqlite://./data/portcullis.db');
   t.ok(Object.isFrozen(config) && Object.isFrozen(config.routes[0]) && Object.isFrozen(config.routes[0]!.match), 'deep-frozen');
   t.equal(roleRank(config, 'admin'), 2);
   t.equal(roleRank(config, 'nobody'), -1);
@@ -57,6 +57,9 @@ const bad: Array<[string, string, Record<string, string>, RegExp]> = [
   ['bad upstream url', base.replace('http://127.0.0.1:3000', 'ftp://x'), {}, /upstreams\.api\.url: expected an http/],
   ['bad CIDR', base + 'trustedProxies: [not-an-ip]\n', {}, /trustedProxies\.0: expected an IP address or CIDR/],
   ['pattern not normalized', base.replace('"/**"', '"/a/%61/../b"'), {}, /routes\.0\.match\.path: write the pattern as requests are matched: "\/a\/b"/],
+  ['old embedded store URL', base + 'store: { url: "pglite://./data/portcullis" }\n', {}, /^gw\.yaml:6:15 store\.url: pglite:\/\/ is no longer supported.*write sqlite:\/\/\.\/data\/portcullis\/portcullis\.db/],
+  ['old embedded store URL from the environment', base + 'store: { url: "${DATABASE_URL:-x}" }\n', { DATABASE_URL: 'pglite://memory' }, /^gw\.yaml:6:15 store\.url: .*write sqlite:\/\/memory/],
+  ['unknown store scheme', base + 'store: { url: "mysql://h/db" }\n', {}, /^gw\.yaml:6:15 store\.url: unsupported store URL scheme "mysql:": use postgres:\/\/…, sqlite:\/\/FILE/],
   ['pattern with encoded slash', base.replace('"/**"', '"/a%2Fb"'), {}, /routes\.0\.match\.path: not a valid path/],
   ['rate-limited delay too long', base + 'apiKeys: { failedAttempts: { delay: 11s } }\n', {}, /^gw\.yaml:6:37 apiKeys\.failedAttempts\.delay: at most 10s/],
   ['clock tolerance above 5m', base + 'jwt: { clockTolerance: 10m }\n', {}, /^gw\.yaml:6:24 jwt\.clockTolerance: at most 5m/],

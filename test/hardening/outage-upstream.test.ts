@@ -15,7 +15,7 @@ await t.test('upstream outages under steady traffic', async (t) => {
   t.teardown(() => relay.close());
 
   const TIMEOUT_MS = 1_000;
-  const gw = await startOutageGateway(outageConfig({ upstream: `http://${relay.address}`, store: 'pglite://memory', upstreamTimeout: `${TIMEOUT_MS}ms` }));
+  const gw = await startOutageGateway(outageConfig({ upstream: `http://${relay.address}`, store: 'sqlite://memory', upstreamTimeout: `${TIMEOUT_MS}ms` }));
   t.teardown(() => gw.p.close(100));
 
   const keys = gw.p.services.core.keys;

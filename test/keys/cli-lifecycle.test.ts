@@ -6,8 +6,8 @@ import type { Io } from '../../src/commands/io.js';
 import { tempDir, tempPgDatabase } from '../store/helpers.js';
 
 // `keys update` and `keys revoke --name` from the command line, on the store directly.
-// (Through a running gateway's admin API: cli-admin-api.test.ts; on a running fleet:
-// test/fleet/key-lifecycle.test.ts.)
+// (On the file of a running gateway: cli-shared-file.test.ts; on a running fleet:
+// test/fleet/key-lifecycle-*.test.ts.)
 
 interface Run {
   code: number;

@@ -229,23 +229,32 @@ function suite(t: Test, name: string, storeUrl: (dir: string) => string): Promis
   }).then(() => undefined);
 }
 
-await suite(t, 'PGlite (data directory)', (dir) => `pglite://${join(dir, 'data')}`);
+await suite(t, 'SQLite (file)', (dir) => `sqlite://${join(dir, 'data', 'portcullis.db')}`);
 
-await t.test('a data directory held by another process: clear error, non-zero exit', async (t) => {
-  const dir = await tempDir(t, 'pcl-cli-lock-');
-  const data = join(dir, 'data');
-  const cfg = await writeConfig(dir, `pglite://${data}`);
-  const holder = await openStore(`pglite://${data}`);
+await t.test('a file another process has open: the CLI shares it', async (t) => {
+  const dir = await tempDir(t, 'pcl-cli-shared-');
+  const file = join(dir, 'data', 'portcullis.db');
+  const cfg = await writeConfig(dir, `sqlite://${file}`);
+  const holder = await openStore(`sqlite://${file}`, { migrate: true });
   t.teardown(() => holder.close());
-  const r = await run(cfg, 'keys', 'list');
-  t.equal(r.code, 1);
-  t.match(r.err, /data directory .* (in use|already open)/);
-  t.match(r.err, /no admin token found/);
+  const created = await run(cfg, 'keys', 'create', '--subject', 'shared', '--role', 'basic', '--json');
+  t.equal(created.code, 0, created.err);
+  const id = (JSON.parse(created.out) as { id: string }).id;
+  t.equal((await holder.getKey(id))?.subject, 'shared', 'the holder reads the key the CLI wrote');
+  t.equal((await run(cfg, 'keys', 'revoke', id)).code, 0);
+  t.not((await holder.getKey(id))?.revokedAt, null, 'and its revocation');
   const m = await run(cfg, 'migrate');
-  t.equal(m.code, 1);
-  t.match(m.err, /applies migrations to its embedded store when it starts/);
-  // Closed here, before the directory's removal (teardowns run in order).
-  await holder.close();
+  t.equal(m.code, 0, m.err);
+});
+
+await t.test('a pglite:// store URL: located error naming the sqlite:// URL to use', async (t) => {
+  const dir = await tempDir(t, 'pcl-cli-pglite-');
+  const cfg = await writeConfig(dir, 'pglite://./data/portcullis');
+  for (const args of [['keys', 'list'], ['migrate']]) {
+    const r = await run(cfg, ...args);
+    t.equal(r.code, 1, `${args.join(' ')} exits 1`);
+    t.match(r.err, new RegExp(`${cfg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+ store\\.url: pglite:// is no longer supported.*sqlite://\\./data/portcullis/portcullis\\.db`));
+  }
 });
 
 await t.test('an invalid config is reported as FILE:LINE:COL and exits 1', async (t) => {

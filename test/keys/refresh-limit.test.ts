@@ -11,7 +11,7 @@ import { apiKeysConfig, FAST_HASH, TestClock } from './helpers.js';
 // and per key id only for clients that have failed themselves, so a flood cannot keep
 // argon2 busy, and never refuses the holder.
 
-const store = await openStore('pglite://memory', { migrate: true });
+const store = await openStore('sqlite://memory', { migrate: true });
 t.teardown(() => store.close());
 const clock = new TestClock();
 const svc = new KeyService({ store, config: apiKeysConfig({ hash: FAST_HASH, failedAttempts: { max: 3, window: 60_000, delay: 0 } }), clock, roles: ['basic'] });

@@ -386,6 +386,6 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
   }).then(() => undefined);
 }
 
-await suite(t, 'PGlite (memory)', () => openStore('pglite://memory'));
+await suite(t, 'SQLite (memory)', () => openStore('sqlite://memory'));
 const url = await tempPgDatabase(t);
 if (url !== undefined) await suite(t, 'PostgreSQL', () => openStore(url, { poolSize: 4 }));

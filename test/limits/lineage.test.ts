@@ -12,7 +12,7 @@ const up = await startUpstream();
 t.teardown(() => up.close());
 const loaded = parseConfig(`
 upstreams: { api: { url: "${up.url}" } }
-store: { url: "pglite://memory" }
+store: { url: "sqlite://memory" }
 admin: { token: "admin-token-for-lineage" }
 roles: [basic]
 rateLimits:

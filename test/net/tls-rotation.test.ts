@@ -22,7 +22,7 @@ copyFileSync(pki.path('server', 'key'), keyFile);
 const config = `
 listen: { host: 127.0.0.1, port: 0, tls: { cert: ${certFile}, key: ${keyFile} } }
 admin: { host: 127.0.0.1, port: 0 }
-store: { url: "pglite://memory" }
+store: { url: "sqlite://memory" }
 upstreams: { api: { url: "${up.url}", timeout: 10s } }
 log: { level: info }
 routes:

@@ -13,7 +13,7 @@ const up = await startUpstream();
 t.teardown(() => up.close());
 const loaded = parseConfig(`
 upstreams: { api: { url: "${up.url}" } }
-store: { url: "pglite://memory" }
+store: { url: "sqlite://memory" }
 admin: { token: "admin-secret-token" }
 roles: [basic, admin]
 identity: { assertion: { header: x-auth-assertion, ttl: 60s } }
@@ -116,7 +116,7 @@ t.test('the admin listener answers only Host names it expects (DNS rebinding)', 
   }
   const listed = await startPortcullis(parseConfig(`
 upstreams: { api: { url: "${up.url}" } }
-store: { url: "pglite://memory" }
+store: { url: "sqlite://memory" }
 admin: { allowedHosts: [Portcullis-Admin.internal] }
 roles: [basic]
 routes: [{ match: { path: "/**" }, minRole: basic, upstream: api }]

@@ -11,7 +11,7 @@ t.teardown(() => up.close());
 const config = (extraRoute: string) => `
 listen: { host: 127.0.0.1, port: 0 }
 admin: { host: 127.0.0.1, port: 0 }
-store: { url: "pglite://memory" }
+store: { url: "sqlite://memory" }
 upstreams: { api: { url: "${up.url}", timeout: 10s } }
 log: { level: info }
 routes:

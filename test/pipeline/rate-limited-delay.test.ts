@@ -21,7 +21,7 @@ t.teardown(() => up.close());
 async function start(delay: string) {
   const yaml = `
 listen: { host: 127.0.0.1, port: 0 }
-store: { url: "pglite://memory" }
+store: { url: "sqlite://memory" }
 upstreams: { api: { url: "${up.url}" } }
 roles: [basic]
 apiKeys:

@@ -10,7 +10,7 @@ t.teardown(() => up.close());
 const gw = await spawnGateway(`
 listen: { host: 127.0.0.1, port: 0 }
 admin: { host: 127.0.0.1, port: 0 }
-store: { url: "pglite://memory" }
+store: { url: "sqlite://memory" }
 upstreams: { api: { url: "${up.url}" } }
 log: { level: info }
 routes:

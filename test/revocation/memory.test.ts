@@ -50,11 +50,12 @@ await t.test('load merges a snapshot, notifying only when asked', async (t) => {
   const s = new MemoryRevocationStore({ expiryGraceMs: 0, sweepIntervalMs: 0, logger: recordingLogger() });
   t.teardown(() => s.close());
   const seen: string[] = [];
-  s.onInvalidate((ev) => seen.push(ev.kind === 'id' ? ev.revocationId : ev.kind === 'subject' ? ev.subject : '*'));
-  s.load({ ids: [{ revocationId: 'a' }], subjects: [{ subject: 'u', before: 100 }] }, false);
+  s.onInvalidate((ev) => seen.push(ev.kind === 'id' ? ev.revocationId : ev.kind === 'subject' ? ev.subject : ev.kind === 'added' ? '(added)' : '*'));
+  s.load({ ids: [{ revocationId: 'a' }], subjects: [{ subject: 'u', before: 100 }], changed: ['c0'], added: true }, false);
   t.same(seen, [], 'initial load is silent');
-  s.load({ ids: [{ revocationId: 'b', until: Date.now() + 60_000 }], subjects: [{ subject: 'v', before: 100 }] }, true);
-  t.same(seen, ['b', 'v'], 'catch-up load notifies');
+  s.load({ ids: [{ revocationId: 'b', until: Date.now() + 60_000 }], subjects: [{ subject: 'v', before: 100 }], changed: ['c1'], added: true }, true);
+  t.same(seen, ['b', 'v', 'c1', '(added)'], 'catch-up load notifies: revocations, changed credentials (evicted, not revoked), additions');
+  t.equal(s.isRevoked({ revocationId: 'c1', subject: 'q', issuedAt: 0 }), false, 'a changed credential is not revoked');
   t.equal(s.isRevoked({ revocationId: 'a', subject: 'q', issuedAt: 0 }), true);
   t.equal(s.isRevoked({ revocationId: 'q', subject: 'u', issuedAt: 99 }), true);
   t.equal(s.isRevoked({ revocationId: 'q', subject: 'u', issuedAt: 100 }), false);

@@ -12,13 +12,13 @@ const config = (redis: string, extra: Partial<RevocationConfig> = {}): Revocatio
 
 const cases: Array<[string, string | undefined, ReturnType<typeof revocationBackend>]> = [
   ['redis://127.0.0.1:6379', 'postgres://db/x', 'redis'],
-  ['rediss://cache:6380', 'pglite://./data', 'redis'],
+  ['rediss://cache:6380', 'sqlite://./data/p.db', 'redis'],
   ['redis://h', undefined, 'redis'],
   ['', 'postgres://db/x', 'pg-notify'],
   ['   ', 'postgresql://db/x', 'pg-notify'],
   ['', 'POSTGRES://db/x', 'pg-notify'],
-  ['', 'pglite://./data/portcullis', 'memory'],
-  ['', 'pglite://memory', 'memory'],
+  ['', 'sqlite://./data/portcullis.db', 'memory'],
+  ['', 'sqlite://memory', 'memory'],
   ['', undefined, 'memory'],
 ];
 for (const [redis, url, want] of cases) {
@@ -43,7 +43,7 @@ await t.test('opens each backend', { skip: pgMissing ?? redisMissing ?? false },
   const logger = recordingLogger();
   const probe = { revocationId: 'key:durable', subject: 's', issuedAt: 0 };
 
-  const mem = await openRevocation({ config: config(''), databaseUrl: 'pglite://memory', source, logger });
+  const mem = await openRevocation({ config: config(''), databaseUrl: 'sqlite://memory', source, logger });
   t.teardown(() => mem.close());
   t.type(mem, MemoryRevocationStore);
   t.equal(mem.isRevoked(probe), true, 'in-process set is loaded from the source before it is returned');

@@ -45,13 +45,15 @@ async function rejectsCode(t: Test, p: Promise<unknown>, code: string, msg: stri
   }
 }
 
-/** Collects notices published on the revocation channel. */
-async function collect(store: KeyStore): Promise<{ notices: RevocationNotice[]; stop: () => Promise<void>; wait: (n: number) => Promise<void> }> {
+/** Collects notices of these kinds (default: revocations) published on the revocation channel. */
+async function collect(store: KeyStore, kinds: ReadonlyArray<RevocationNotice['kind']> = ['key', 'subject', 'token']): Promise<{ notices: RevocationNotice[]; stop: () => Promise<void>; wait: (n: number) => Promise<void> }> {
   const notices: RevocationNotice[] = [];
   let waiter: { n: number; resolve: () => void } | undefined;
   const stop = await store.listen(REVOCATION_CHANNEL, {
     onMessage(payload) {
-      notices.push(JSON.parse(payload) as RevocationNotice);
+      const n = JSON.parse(payload) as RevocationNotice;
+      if (!kinds.includes(n.kind)) return;
+      notices.push(n);
       if (waiter && notices.length >= waiter.n) waiter.resolve();
     },
   });
@@ -127,7 +129,9 @@ export function storeContract(t: Test, name: string, factory: () => Promise<KeyS
       t.same(await store.existingSha256([]), []);
     });
 
-    await t.test('insertKeys is all or nothing', async (t) => {
+    await t.test('insertKeys is all or nothing, and announces what it added', async (t) => {
+      const c = await collect(store, ['added']);
+      t.teardown(c.stop);
       const subject = uid('sub');
       const existing = newKey({ subject });
       await store.insertKey(existing);
@@ -136,6 +140,8 @@ export function storeContract(t: Test, name: string, factory: () => Promise<KeyS
       t.equal((await store.listKeys({ subject })).length, 1, 'no key of the failed batch was stored');
       await store.insertKeys(batch.slice(0, 2));
       t.equal((await store.listKeys({ subject })).length, 3);
+      await c.wait(1);
+      t.same(c.notices[0], { kind: 'added', count: 2 }, 'the committed batch is announced, the failed one is not');
     });
 
     await t.test('listKeys filters by subject, oldest first', async (t) => {
@@ -190,7 +196,7 @@ export function storeContract(t: Test, name: string, factory: () => Promise<KeyS
       const subs = await store.getSubjectRevocations(subject);
       t.same(subs.map((s) => [s.scope, s.revokedBefore]), [['keys', T0 + 7]]);
       await c.wait(4);
-      const mine = c.notices.filter((n) => n.kind !== 'token' && n.subject === subject);
+      const mine = c.notices.filter((n) => (n.kind === 'key' || n.kind === 'subject') && n.subject === subject);
       t.same(mine.filter((n) => n.kind === 'key').map((n) => (n as { id: string }).id).sort(), [ci1.id, legacy.id, unnamed.id].sort());
       t.same(mine.filter((n) => n.kind === 'subject'), [{ kind: 'subject', subject, scope: 'keys', revokedBefore: T0 + 7, at: T0 + 7 }]);
     });

@@ -5,8 +5,8 @@ import { tempPgDatabase } from './helpers.js';
 import { REDIS_URL, serviceAvailable } from '../revocation/helpers.js';
 
 // A gateway loads the modules of the store and revocation backends its config names, not
-// the others: PGlite (PostgreSQL compiled to WebAssembly) and ioredis cost memory in every
-// process that merely imports them. Each case runs in a fresh process that records every
+// the others: the `pg` driver and ioredis cost memory in every process that merely imports
+// them. Each case runs in a fresh process that records every
 // module it resolves.
 
 const src = (p: string): string => pathToFileURL(new URL(`../../src/${p}`, import.meta.url).pathname).href;
@@ -29,7 +29,8 @@ function loadedModules(body: string): string[] {
 }
 
 const has = (mods: string[], re: RegExp): boolean => mods.some((u) => re.test(u));
-const PGLITE = /@electric-sql\/pglite|\/store\/pglite\.[jt]s$/;
+const SQLITE = /\/store\/sqlite\.[jt]s$/;
+const PG = /\/node_modules\/pg\/|\/store\/postgres\.[jt]s$/;
 const IOREDIS = /\/node_modules\/ioredis\/|\/revocation\/redis\.[jt]s$/;
 const PG_NOTIFY = /\/revocation\/pg-notify\.[jt]s$/;
 
@@ -37,7 +38,7 @@ const url = await tempPgDatabase(t);
 const redisMissing = await serviceAvailable('redis');
 if (redisMissing !== undefined && process.env.CI === 'true') t.fail(`Redis is required in CI: ${redisMissing}`);
 
-t.test('PostgreSQL store, no Redis: neither PGlite nor ioredis is loaded', { skip: url === undefined && 'PostgreSQL unreachable' }, async (t) => {
+t.test('PostgreSQL store, no Redis: neither the SQLite store nor ioredis is loaded', { skip: url === undefined && 'PostgreSQL unreachable' }, async (t) => {
   const mods = loadedModules(`
     const store = await openStore(${JSON.stringify(url)}, { migrate: true });
     const source = { loadActive: async () => ({ ids: [], subjects: [] }), changedSince: async () => ({ ids: [], subjects: [] }) };
@@ -46,27 +47,28 @@ t.test('PostgreSQL store, no Redis: neither PGlite nor ioredis is loaded', { ski
     await store.close();
   `);
   t.ok(has(mods, PG_NOTIFY), 'the PostgreSQL revocation backend is loaded (the probe sees dynamic imports)');
-  t.notOk(has(mods, PGLITE), 'no PGlite');
+  t.notOk(has(mods, SQLITE), 'no SQLite store');
   t.notOk(has(mods, IOREDIS), 'no ioredis');
 });
 
-t.test('embedded store, no Redis: PGlite, and neither ioredis nor the PostgreSQL listener', async (t) => {
+t.test('embedded store, no Redis: SQLite, and neither pg, ioredis nor the PostgreSQL listener', async (t) => {
   const mods = loadedModules(`
-    const store = await openStore('pglite://memory', { migrate: true });
-    const rev = await openRevocation({ config: { redis: '', onError: 'deny', keyPrefix: 'x:', timeout: 1000 }, databaseUrl: 'pglite://memory', logger });
+    const store = await openStore('sqlite://memory', { migrate: true });
+    const rev = await openRevocation({ config: { redis: '', onError: 'deny', keyPrefix: 'x:', timeout: 1000 }, databaseUrl: 'sqlite://memory', logger });
     await rev.close();
     await store.close();
   `);
-  t.ok(has(mods, PGLITE), 'PGlite is loaded');
+  t.ok(has(mods, SQLITE), 'the SQLite store is loaded');
+  t.notOk(has(mods, PG), 'no pg driver');
   t.notOk(has(mods, IOREDIS), 'no ioredis');
   t.notOk(has(mods, PG_NOTIFY), 'no PostgreSQL revocation listener');
 });
 
 t.test('Redis configured: ioredis is loaded', { skip: redisMissing ?? false }, async (t) => {
   const mods = loadedModules(`
-    const rev = await openRevocation({ config: { redis: ${JSON.stringify(REDIS_URL)}, onError: 'deny', keyPrefix: 'pcl-lazy-' + process.pid + ':', timeout: 1000 }, databaseUrl: 'pglite://memory', logger });
+    const rev = await openRevocation({ config: { redis: ${JSON.stringify(REDIS_URL)}, onError: 'deny', keyPrefix: 'pcl-lazy-' + process.pid + ':', timeout: 1000 }, databaseUrl: 'sqlite://memory', logger });
     await rev.close();
   `);
   t.ok(has(mods, IOREDIS), 'ioredis is loaded');
-  t.notOk(has(mods, PGLITE), 'no PGlite: no store was opened');
+  t.notOk(has(mods, SQLITE), 'no SQLite store: none was opened');
 });
