@@ -19,6 +19,8 @@ export function openLimiter(config: GatewayConfig, logger: Logger): RateLimiter 
     prefix: `${config.revocation.keyPrefix}rl:`,
     onError: config.rateLimits.onError,
     fallback: local,
+    // No Redis connection for limits until a route has a policy.
+    lazy: !config.routes.some((r) => r.rateLimit.length > 0),
     timeoutMs: config.revocation.timeout,
     onUnavailable: (err) => {
       const now = Date.now();

@@ -78,6 +78,8 @@ export interface RedisLimiterOptions {
   /** Fixed clock for tests; by default Redis's own. */
   now?: () => number;
   onUnavailable?: (err: unknown) => void;
+  /** Connect on the first check instead of at once (no route has a policy yet). */
+  lazy?: boolean;
 }
 
 /**
@@ -100,6 +102,7 @@ export class RedisRateLimiter implements RateLimiter {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
+      lazyConnect: opts.lazy === true,
     }) as ScriptedRedis;
     this.#redis.defineCommand('portcullisHit', { lua: HIT_LUA });
     this.#redis.on('error', () => {
@@ -108,7 +111,11 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   check(hits: readonly Hit[]): LimitVerdict | Promise<LimitVerdict> {
-    if (this.#redis.status !== 'ready') return this.#unavailable(hits, new Error(`redis connection ${this.#redis.status}`));
+    if (this.#redis.status !== 'ready') {
+      // A reload gave a route its first policy: connect now (this check goes by onError).
+      if (this.#redis.status === 'wait') this.#redis.connect().catch(() => undefined);
+      return this.#unavailable(hits, new Error(`redis connection ${this.#redis.status}`));
+    }
     let batch = this.#batch;
     if (batch === undefined) {
       batch = this.#batch = [];
@@ -166,8 +173,9 @@ export class RedisRateLimiter implements RateLimiter {
     return Promise.reject(new GatewayError('rate-limit-unavailable', 'Rate limits could not be checked; retry shortly.', { cause: err, headers: { 'retry-after': '1' } }));
   }
 
+  /** Ready to share limits, or not needed yet (never connected: no route has a policy). */
   connected(): boolean {
-    return this.#redis.status === 'ready';
+    return this.#redis.status === 'ready' || this.#redis.status === 'wait';
   }
 
   /** Resolves once connected (or false after `timeoutMs`). */
