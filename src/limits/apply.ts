@@ -16,6 +16,34 @@ export function checkLimits(limiter: RateLimiter | undefined, policies: readonly
   return limiter.check(hitsFor(policies, d.identity, d.clientIp, d.route.label));
 }
 
+/**
+ * Runs a request through its route's limits: `admit` with the RateLimit headers to add
+ * (none when the route has no policy), or `refuse` with the 429 or the limiter's failure.
+ * Synchronous when the limiter is.
+ */
+export function withLimits(
+  limiter: RateLimiter | undefined,
+  policies: readonly CompiledPolicy[],
+  d: Limited,
+  admit: (headers: Record<string, string> | undefined) => void,
+  refuse: (err: unknown) => void,
+): void {
+  let v: LimitVerdict | Promise<LimitVerdict> | undefined;
+  try {
+    v = checkLimits(limiter, policies, d);
+  } catch (err) {
+    refuse(err);
+    return;
+  }
+  if (v === undefined) {
+    admit(undefined);
+    return;
+  }
+  const decided = (verdict: LimitVerdict) => (verdict.admitted ? admit(limitHeaders(verdict)) : refuse(limitRefusal(verdict)));
+  if (v instanceof Promise) v.then(decided, refuse);
+  else decided(v);
+}
+
 /** IETF `RateLimit-Policy` / `RateLimit` for the policy closest to its limit. */
 export function limitHeaders(v: LimitVerdict): Record<string, string> {
   return {

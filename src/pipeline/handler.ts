@@ -4,8 +4,8 @@ import { randomUUID } from 'node:crypto';
 import { GatewayError, respond, toGatewayError, problemBody, challengeFor } from '../http/problem.js';
 import { identityHeaders, upstreamHeaders } from '../identity/headers.js';
 import { upstreamError, type Proxy, type Upstream } from '../proxy/upstreams.js';
-import { checkLimits, limitHeaders, limitRefusal } from '../limits/apply.js';
-import type { LimitVerdict, RateLimiter } from '../limits/types.js';
+import { withLimits } from '../limits/apply.js';
+import type { RateLimiter } from '../limits/types.js';
 import type { RevocationCheck } from '../revocation/check.js';
 import { traceOf, traceRequest, type RequestTrace } from '../ops/tracing.js';
 import { CLOSE_CONNECTION, decide, type Decision, type RequestFacts } from './decide.js';
@@ -176,18 +176,7 @@ export class Pipeline {
         this.record(req, requestId, started, { err: e, authMs });
       });
     };
-    const go = (d: Decision) => {
-      let v: ReturnType<typeof checkLimits>;
-      try {
-        v = checkLimits(this.limiter, rt.routeLimits[d.route.index]!, d);
-      } catch (err) {
-        return fail(err);
-      }
-      if (v === undefined) return tunnel(d);
-      const decided = (verdict: LimitVerdict) => (verdict.admitted ? tunnel(d) : fail(limitRefusal(verdict)));
-      if (v instanceof Promise) v.then(decided, fail);
-      else decided(v);
-    };
+    const go = (d: Decision) => withLimits(this.limiter, rt.routeLimits[d.route.index]!, d, () => tunnel(d), fail);
     const tunnel = (d: Decision) => {
       const upstream = rt.routeUpstreams[d.route.index]!;
       req.url = d.path + d.query;
@@ -239,23 +228,7 @@ export class Pipeline {
    * to add to the answer (none without limits), or refuses 429 / 503.
    */
   private limited(rt: Runtime, req: IncomingMessage, res: ServerResponse, requestId: string, d: Decision, started: number, go: (headers: Record<string, string> | undefined) => void, route?: string): void {
-    let v: ReturnType<typeof checkLimits>;
-    try {
-      v = checkLimits(this.limiter, rt.routeLimits[d.route.index]!, d);
-    } catch (err) {
-      this.refuse(rt, req, res, requestId, err, started, d, route);
-      return;
-    }
-    if (v === undefined) {
-      go(undefined);
-      return;
-    }
-    const decided = (verdict: LimitVerdict) => {
-      if (verdict.admitted) go(limitHeaders(verdict));
-      else this.refuse(rt, req, res, requestId, limitRefusal(verdict), started, d, route);
-    };
-    if (v instanceof Promise) v.then(decided, (err) => this.refuse(rt, req, res, requestId, err, started, d, route));
-    else decided(v);
+    withLimits(this.limiter, rt.routeLimits[d.route.index]!, d, go, (err) => this.refuse(rt, req, res, requestId, err, started, d, route));
   }
 
   private forward(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, d: Decision, started: number): void {
