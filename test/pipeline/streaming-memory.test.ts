@@ -41,9 +41,11 @@ t.test('large uploads stream: gateway memory does not grow with the body', async
   const g100 = await peakGrowthMb(100 * 1024 * 1024);
   const g300 = await peakGrowthMb(300 * 1024 * 1024);
   t.comment(`gateway RSS peak growth: 100 MB upload ${g100.toFixed(1)} MB, 300 MB upload ${g300.toFixed(1)} MB`);
-  const bound = 80;
+  // The collector's threshold puts growth anywhere up to ~80 MB; a buffering gateway grows by
+  // at least the body. One bound, the smaller body, holds for both sizes.
+  const bound = 100;
   t.ok(g100 < bound, `100 MB upload grew RSS by ${g100.toFixed(1)} MB (< ${bound} MB: less than the body)`);
-  t.ok(g300 < bound, `300 MB upload grew RSS by ${g300.toFixed(1)} MB (< ${bound} MB: the same bound, a quarter of the body)`);
+  t.ok(g300 < bound, `300 MB upload grew RSS by ${g300.toFixed(1)} MB (< ${bound} MB: the same bound, a third of the body)`);
 });
 
 function upload(port: number, bytes: number): Promise<{ status: number; body: { bodyBytes: number } }> {
