@@ -12,6 +12,7 @@ import type { RateLimiter } from './limits/types.js';
 import { createLogger, requestLogger, subjectHasher, type Logger } from './ops/log.js';
 import { openTracing } from './ops/tracing.js';
 import { serverContextOptions } from './net/tls.js';
+import { restartOnlyChanges, sectionsChanged } from './runtime.js';
 
 /** What the gateway runs on besides its config; built by `openServices`, closed with the gateway. */
 export interface Services {
@@ -127,13 +128,16 @@ export class Gateway {
 
   /** Builds a runtime from a new config and swaps it in; in-flight requests finish on the old one. */
   async reload(loaded: LoadResult): Promise<void> {
+    const before = this.pipeline.current.config;
     const prev = this.pipeline.current.tracing;
-    const same = JSON.stringify(prev.config) === JSON.stringify(loaded.config.tracing);
+    const same = !sectionsChanged(before, loaded.config, ['tracing']);
     const tracing = same ? prev : await openTracing(loaded.config.tracing);
     const rt = buildRuntime(loaded.config, await this.services.authenticators(loaded.config), undefined, tracing);
     this.reloadTls(loaded.config);
     const old = this.pipeline.swap(rt);
     for (const w of loaded.warnings) this.logger.warn(w);
+    const restart = restartOnlyChanges(before, loaded.config);
+    if (restart.length > 0) this.logger.warn({ file: loaded.config.file, changed: restart }, `config changes that take a restart: ${restart.join(', ')}; they are not applied until then`);
     this.services.retire?.(old);
     // Old upstream agents close once their sockets are idle; the old tracer sends what it holds.
     setTimeout(() => {
