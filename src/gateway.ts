@@ -3,8 +3,8 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { LoadResult, GatewayConfig } from './config/load.js';
 import { randomUUID } from 'node:crypto';
-import { GatewayError } from './http/problem.js';
-import { Pipeline, writeRawProblem } from './pipeline/handler.js';
+import { GatewayError, respondOnSocket } from './http/problem.js';
+import { Pipeline } from './pipeline/handler.js';
 import type { PipelineObserver, RequestRecord } from './ops/record.js';
 import { buildRuntime, type Authenticators, type Runtime } from './pipeline/runtime.js';
 import { Proxy, closeUpstreams } from './proxy/upstreams.js';
@@ -80,7 +80,7 @@ export class Gateway {
       // Unparseable requests (smuggling shapes, oversized heads, slow clients) never reach the pipeline.
       const answer = () => {
         if (!socket.writable) return socket.destroy();
-        writeRawProblem(socket, new GatewayError('bad-request', 'The request could not be parsed as HTTP/1.1.'), randomUUID());
+        respondOnSocket(socket, new GatewayError('bad-request', 'The request could not be parsed as HTTP/1.1.'), randomUUID());
       };
       // Bytes that fail to parse can follow a request that is still being answered (pipelined
       // garbage, data after "Connection: close"): writing now would cut into or replace that
