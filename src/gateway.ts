@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { LoadResult, GatewayConfig } from './config/load.js';
 import { randomUUID } from 'node:crypto';
 import { GatewayError, respondOnSocket } from './http/problem.js';
-import { Pipeline } from './pipeline/handler.js';
+import { Pipeline, type EndpointHandler } from './pipeline/handler.js';
 import type { PipelineObserver, RequestRecord } from './ops/record.js';
 import { buildRuntime, type Authenticators, type Runtime } from './pipeline/runtime.js';
 import { Proxy, closeUpstreams } from './proxy/upstreams.js';
@@ -33,6 +33,8 @@ export interface GatewayOptions {
   observers?: PipelineObserver[];
   /** Override the listen port/host (tests use port 0). */
   listen?: { host?: string; port?: number };
+  /** `/.portcullis/<name>` endpoints besides `verify`, in place before the listener opens. */
+  endpoints?: Readonly<Record<string, EndpointHandler>>;
 }
 
 /** A running gateway: the main listener and its pipeline. */
@@ -44,12 +46,13 @@ export class Gateway {
   private readonly proxy = new Proxy();
   private closing: Promise<void> | undefined;
 
-  private constructor(rt: Runtime, private readonly services: Services, logger: Logger, observers: PipelineObserver[]) {
+  private constructor(rt: Runtime, private readonly services: Services, logger: Logger, observers: PipelineObserver[], endpoints: Readonly<Record<string, EndpointHandler>>) {
     this.logger = logger;
     const logLine = requestLogger(logger, subjectHasher(rt.config.log.pii, rt.config.log.salt));
     const all = [{ onRequest: logLine }, { onRequest: (r: RequestRecord) => r.trace?.end(r) }, ...observers];
     const observer: PipelineObserver = all.length === 1 ? all[0]! : { onRequest: (r: RequestRecord) => { for (const o of all) o.onRequest(r); } };
     this.pipeline = new Pipeline(rt, services.revocation, this.proxy, observer, services.limiter);
+    for (const [name, handler] of Object.entries(endpoints)) this.pipeline.addEndpoint(name, handler);
     const l = rt.config.listen;
     const tls = rt.config.tlsFiles.listen;
     const options: http.ServerOptions = {
@@ -99,7 +102,7 @@ export class Gateway {
     const logger = opts.logger ?? createLogger(config.log);
     for (const w of loaded.warnings) logger.warn(w);
     const rt = buildRuntime(config, await opts.services.authenticators(config), undefined, await openTracing(config.tracing));
-    const gw = new Gateway(rt, opts.services, logger, opts.observers ?? []);
+    const gw = new Gateway(rt, opts.services, logger, opts.observers ?? [], opts.endpoints ?? {});
     const host = opts.listen?.host ?? config.listen.host;
     const port = opts.listen?.port ?? config.listen.port;
     await new Promise<void>((resolve, reject) => {

@@ -53,10 +53,11 @@ export async function startPortcullis(loaded: LoadResult, opts: PortcullisOption
       logger,
       observers: [metrics, ...(opts.observers ?? [])],
       ...(opts.listen ? { listen: opts.listen } : {}),
+      endpoints: {
+        refresh: refreshEndpoint(services.core.keys),
+        logout: logoutEndpoint(services.core.keys, services.core.tokens, services.revocation),
+      },
     });
-    const core = services.core;
-    gateway.pipeline.addEndpoint('refresh', refreshEndpoint(core.keys));
-    gateway.pipeline.addEndpoint('logout', logoutEndpoint(core.keys, core.tokens, services.revocation));
 
     const admin = new AdminServer({
       host: opts.admin?.host ?? config.admin.host,
@@ -79,7 +80,7 @@ export async function startPortcullis(loaded: LoadResult, opts: PortcullisOption
           return false;
         }
       },
-      routes: adminRoutes(core),
+      routes: adminRoutes(services.core),
     });
     let adminAddress: { host: string; port: number };
     try {
