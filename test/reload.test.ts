@@ -3,7 +3,7 @@ import { request } from 'undici';
 import { parseConfig, type GatewayConfig } from '../src/config/load.js';
 import { configSchema } from '../src/config/schema.js';
 import { CONFIG_SECTIONS, restartOnlyChanges } from '../src/runtime.js';
-import { startPortcullis } from '../src/server.js';
+import { startPortcullis } from '../src/gateway.js';
 import { startUpstream } from './helpers/upstream.js';
 import { memoryLogger } from './helpers/gateway.js';
 
