@@ -33,6 +33,8 @@ export const CONFIG_SECTIONS = {
   rateLimits: { applies: 'restart', except: ['policies'] },
   log: { applies: 'restart' },
   tracing: reload,
+  // The number of worker processes is the primary's, fixed when it forks them.
+  workers: { applies: 'restart' },
   shutdown: reload,
   routes: reload,
 } as const satisfies Record<keyof RawConfig, SectionPolicy>;
