@@ -1,4 +1,3 @@
-import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { systemClock, type Clock } from '../clock.js';
 import type { ApiKeysConfig } from '../config/schema.js';
@@ -6,11 +5,13 @@ import { GatewayError } from '../http/problem.js';
 import { AttemptLimiter } from '../keys/attempts.js';
 import { compileAllowIp } from '../keys/cidr.js';
 import { looksNative, parseKey, type ParsedKey } from '../keys/format.js';
-import { argon2Verifier, safeEqual, uuidBytesSha256, type SecretVerifier } from '../keys/hash.js';
+import { argon2Verifier, uuidBytesSha256, type SecretVerifier } from '../keys/hash.js';
 import { LruMap } from '../keys/lru-map.js';
 import { effectiveEnd } from '../keys/service.js';
 import { keyRevocationId, LEGACY_REVOCATION_PREFIX as LEGACY_ID } from '../store/sql.js';
 import type { KeyRecord, KeyStore } from '../store/types.js';
+import { sha256Hex } from '../util/sha256.js';
+import { safeEqual } from '../util/timing-safe.js';
 import type { AuthContext, Authenticator, Credential, Identity } from './types.js';
 
 /** Wiring of an ApiKeyAuthenticator beyond the config. */
@@ -64,9 +65,7 @@ function keyInvalid(detail = INVALID_DETAIL): GatewayError {
  * that is exactly the `sha256` the store holds, so its revocation id `legacy:<hex>` names
  * its cache entry without an index, and the identity's revocation id can share the string.
  */
-function digestOf(value: string): string {
-  return hash('sha256', value, 'hex');
-}
+const digestOf = sha256Hex;
 
 /** Distinct values an intern table keeps; past that, new values are used as they come. */
 const INTERN_MAX = 1024;

@@ -1,4 +1,4 @@
-import { createPublicKey, hash, webcrypto, type KeyObject } from 'node:crypto';
+import { createPublicKey, webcrypto, type KeyObject } from 'node:crypto';
 import {
   decodeJwt,
   decodeProtectedHeader,
@@ -15,6 +15,7 @@ import type { Clock } from '../clock.js';
 import { systemClock } from '../clock.js';
 import type { IssuerConfig, JwtConfig } from '../config/schema.js';
 import type { ExternalKeys } from '../revocation/external-keys.js';
+import { sha256Hex } from '../util/sha256.js';
 import type { AuthContext, Authenticator, Credential, Identity } from './types.js';
 import { JwksCache } from './jwks.js';
 import { fromJoseError, JwtRejection, rejectToken, type JwtCheck, type JwtProblemCode } from './jose-errors.js';
@@ -158,10 +159,6 @@ function claimString(value: unknown): string | undefined {
     return Number.isInteger(value) ? BigInt(value).toString() : String(value);
   }
   return undefined;
-}
-
-function sha256(text: string): string {
-  return hash('sha256', text, 'hex');
 }
 
 function pass(trace: Trace, check: JwtCheck, detail: string): void {
@@ -335,7 +332,7 @@ export class JwtAuthenticator implements Authenticator {
     if (token.length > this.#config.maxTokenBytes) {
       throw rejectToken('size', `The token exceeds ${this.#config.maxTokenBytes} bytes.`);
     }
-    const id = sha256(token);
+    const id = sha256Hex(token);
     const now = this.#clock.now();
     const cached = this.#cache.get(id);
     if (cached !== undefined) {
@@ -477,7 +474,7 @@ export class JwtAuthenticator implements Authenticator {
       }
       // jose stops at the expiry; the token is `token-expired` only if nothing after it fails too.
       if (rejection.code === 'token-expired' && err instanceof errors.JWTExpired) {
-        this.#identity(err.payload as JWTPayload, issuer, nowMs, undefined, id ?? sha256(token), token);
+        this.#identity(err.payload as JWTPayload, issuer, nowMs, undefined, id ?? sha256Hex(token), token);
       }
       throw rejection;
     }
@@ -492,7 +489,7 @@ export class JwtAuthenticator implements Authenticator {
       pass(trace, 'exp', payload.exp === undefined ? 'absent (not required)' : `exp ${new Date(payload.exp * 1000).toISOString()}`);
       if (issuer.maxTokenAge !== undefined) pass(trace, 'max-age', `issued ${Math.floor(nowMs / 1000) - (payload.iat ?? 0)}s ago, limit ${issuer.maxTokenAge}s`);
     }
-    const identity = this.#identity(payload, issuer, nowMs, trace, id ?? sha256(token), token);
+    const identity = this.#identity(payload, issuer, nowMs, trace, id ?? sha256Hex(token), token);
     return { identity, validUntil: this.#validUntil(payload, issuer, nowMs) };
   }
 

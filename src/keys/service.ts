@@ -7,7 +7,8 @@ import type { KeyRecord, KeyStore, KeyUpdate, NewKey } from '../store/types.js';
 import { AttemptLimiter } from './attempts.js';
 import { parseCidr } from './cidr.js';
 import { generateKey, generateKeyId, generateRefreshToken, looksNative, parseRefreshToken } from './format.js';
-import { hashSecret, sha256Hex, uuidBytesSha256, verifySecret, type HashParams } from './hash.js';
+import { sha256Hex } from '../util/sha256.js';
+import { hashSecret, uuidBytesSha256, verifySecret, type HashParams } from './hash.js';
 
 /** Why a key operation was refused. */
 export type KeyServiceErrorCode = 'invalid-argument' | 'not-found' | 'conflict' | 'import-invalid';
