@@ -4,7 +4,7 @@ import { GatewayError } from '../http/problem.js';
 import { isStoreError } from '../store/errors.js';
 import { keyRevocationId } from '../store/sql.js';
 import type { KeyRecord, KeyStore, KeyUpdate, NewKey } from '../store/types.js';
-import { AttemptLimiter } from './attempts.js';
+import { AttemptLimiter } from '../util/attempt-limiter.js';
 import { parseCidr } from './cidr.js';
 import { generateKey, generateKeyId, generateRefreshToken, looksNative, parseRefreshToken } from './format.js';
 import { sha256Hex } from '../util/sha256.js';
