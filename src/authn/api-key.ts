@@ -3,7 +3,7 @@ import { systemClock, type Clock } from '../clock.js';
 import type { ApiKeysConfig } from '../config/schema.js';
 import { GatewayError } from '../http/problem.js';
 import { AttemptLimiter } from '../util/attempt-limiter.js';
-import { compileAllowIp } from '../keys/cidr.js';
+import { compileAllowIp } from '../util/cidr.js';
 import { looksNative, parseKey, type ParsedKey } from '../keys/format.js';
 import { argon2Verifier, uuidBytesSha256, type SecretVerifier } from '../keys/hash.js';
 import { LruMap } from '../util/lru-map.js';

@@ -5,7 +5,7 @@ import { isStoreError } from '../store/errors.js';
 import { keyRevocationId } from '../store/sql.js';
 import type { KeyRecord, KeyStore, KeyUpdate, NewKey } from '../store/types.js';
 import { AttemptLimiter } from '../util/attempt-limiter.js';
-import { parseCidr } from './cidr.js';
+import { parseCidr } from '../util/cidr.js';
 import { generateKey, generateKeyId, generateRefreshToken, looksNative, parseRefreshToken } from './format.js';
 import { sha256Hex } from '../util/sha256.js';
 import { hashSecret, uuidBytesSha256, verifySecret, type HashParams } from './hash.js';
