@@ -8,7 +8,7 @@ import type { Identity } from './authn/types.js';
 import { JwtAuthenticator } from './authn/jwt.js';
 import { ApiKeyAuthenticator } from './authn/api-key.js';
 import { openStore } from './store/open.js';
-import { REVOCATION_CHANNEL, type KeyStore, type RevocationNotice } from './store/types.js';
+import { REVOCATION_CHANNEL, type KeyStore, type RevocationLog, type RevocationNotice } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
 import { openRevocation, revocationBackend } from './revocation/open.js';
 import { openLimiter } from './limits/open.js';
@@ -69,7 +69,7 @@ function noticeSnapshot(payload: string): RevocationSnapshot {
 }
 
 /** The durable record of revocations, as the revocation view loads it (subjects scoped by kind). */
-export function revocationSource(store: KeyStore, clock: Clock, logger?: Pick<Logger, 'warn' | 'error'>): RevocationSource {
+export function revocationSource(store: RevocationLog & Pick<KeyStore, 'kind' | 'listen'>, clock: Clock, logger?: Pick<Logger, 'warn' | 'error'>): RevocationSource {
   const loadActive = async (): Promise<RevocationSnapshot> => {
     // A credential is accepted a clock tolerance past its end: so is its revocation kept.
     const since = clock.now() - DEFAULT_EXPIRY_GRACE_MS;

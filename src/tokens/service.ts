@@ -1,7 +1,7 @@
 import type { Clock } from '../clock.js';
 import { systemClock } from '../clock.js';
 import { formatRevocationId, formatScopedSubject, parseRevocationId, tokenRecordId } from '../revocation/ids.js';
-import type { KeyStore } from '../store/types.js';
+import type { RevocationLog } from '../store/types.js';
 
 /** What revoking a JWT tells the fleet. */
 export interface TokenRevocationSink {
@@ -15,7 +15,7 @@ export interface TokenRevocationSink {
  */
 export class TokenService {
   constructor(
-    private readonly store: KeyStore,
+    private readonly store: Pick<RevocationLog, 'insertTokenRevocation' | 'insertSubjectRevocation'>,
     private readonly sink: TokenRevocationSink,
     private readonly clock: Clock = systemClock,
   ) {}
