@@ -8,7 +8,7 @@ import { looksNative, parseKey, type ParsedKey } from '../keys/format.js';
 import { argon2Verifier, uuidBytesSha256, type SecretVerifier } from '../keys/hash.js';
 import { LruMap } from '../util/lru-map.js';
 import { effectiveEnd } from '../keys/service.js';
-import { keyRevocationId, LEGACY_REVOCATION_PREFIX as LEGACY_ID } from '../store/sql.js';
+import { formatRevocationId, keyRevocationId, parseRevocationId } from '../revocation/ids.js';
 import type { KeyRecord, KeyStore } from '../store/types.js';
 import { sha256Hex } from '../util/sha256.js';
 import { safeEqual } from '../util/timing-safe.js';
@@ -409,7 +409,7 @@ export class ApiKeyAuthenticator implements Authenticator {
       allowIp: compileAllowIp(record.allowedIps),
       issuedAt: record.createdAt,
       expiresAt: end ?? undefined,
-      revocationId: legacy ? LEGACY_ID + digest : keyRevocationId(record),
+      revocationId: legacy ? formatRevocationId({ kind: 'legacy', sha256: digest }) : keyRevocationId(record),
     });
     this.#lastUsed.set(record.id, now);
     // An eviction while this verification ran may concern this very key: do not cache.
@@ -460,9 +460,10 @@ export class ApiKeyAuthenticator implements Authenticator {
 
   /** Drops cached identities of one credential (`key:<id>` / `legacy:<sha256>`). */
   evict(revocationId: string): void {
-    if (revocationId.startsWith(LEGACY_ID)) {
+    const parsed = parseRevocationId(revocationId);
+    if (parsed?.kind === 'legacy') {
       // An imported key is cached under its SHA-256 (see `digestOf`), not indexed.
-      const digest = revocationId.slice(LEGACY_ID.length);
+      const digest = parsed.sha256;
       const cached = this.#cache.peek(digest, { allowStale: true });
       this.#evictDigests(cached !== undefined && cached.revocationId === revocationId ? digest : undefined);
       // A UUID key imported by the digest of its bytes is cached under the digest of the

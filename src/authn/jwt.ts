@@ -19,6 +19,7 @@ import { sha256Hex } from '../util/sha256.js';
 import type { AuthContext, Authenticator, Credential, Identity } from './types.js';
 import { JwksCache } from './jwks.js';
 import { fromJoseError, JwtRejection, rejectToken, type JwtCheck, type JwtProblemCode } from './jose-errors.js';
+import { formatRevocationId, parseRevocationId } from '../revocation/ids.js';
 
 type VerifyKey = webcrypto.CryptoKey | KeyObject;
 type KeyResolver = (header: JWSHeaderParameters, token: FlattenedJWSInput) => VerifyKey | Promise<VerifyKey>;
@@ -366,11 +367,12 @@ export class JwtAuthenticator implements Authenticator {
    * `tok:<sha256>`). Returns how many were dropped.
    */
   evict(revocationId: string): number {
-    // A `tok:` id is the cache key itself.
-    if (revocationId.startsWith('tok:')) {
-      const entry = this.#cache.peek(revocationId.slice(4));
+    // A `tok:` id's digest is the cache key itself.
+    const parsed = parseRevocationId(revocationId);
+    if (parsed?.kind === 'token') {
+      const entry = this.#cache.peek(parsed.sha256);
       if (entry === undefined || entry.identity.revocationId !== revocationId) return 0;
-      this.#cache.delete(revocationId.slice(4));
+      this.#cache.delete(parsed.sha256);
       return 1;
     }
     return this.#evictWhere((identity) => identity.revocationId === revocationId);
@@ -539,11 +541,11 @@ export class JwtAuthenticator implements Authenticator {
 
     const jti = payload.jti;
     let revocationId: string;
-    if (jti === undefined) revocationId = `tok:${tokenHash}`;
+    if (jti === undefined) revocationId = formatRevocationId({ kind: 'token', sha256: tokenHash });
     else {
       const jtiString = claimString(jti);
       if (jtiString === undefined || jtiString === '') throw rejectToken('claims', 'The token\'s "jti" claim is not a string.');
-      revocationId = `jti:${jtiString}`;
+      revocationId = formatRevocationId({ kind: 'jti', jti: jtiString });
     }
     pass(trace, 'claims', `subject ${JSON.stringify(subject)}, role ${JSON.stringify(role)}, scopes [${scopes.join(' ')}]`);
 

@@ -2,7 +2,7 @@ import { systemClock, type Clock } from '../clock.js';
 import type { ApiKeysConfig } from '../config/schema.js';
 import { GatewayError } from '../http/problem.js';
 import { isStoreError } from '../store/errors.js';
-import { keyRevocationId } from '../store/sql.js';
+import { keyRevocationId } from '../revocation/ids.js';
 import type { KeyRecord, KeyStore, KeyUpdate, NewKey } from '../store/types.js';
 import { AttemptLimiter } from '../util/attempt-limiter.js';
 import { parseCidr } from '../util/cidr.js';

@@ -1,3 +1,4 @@
+import { keyRevocationId } from '../revocation/ids.js';
 import { StoreError } from './errors.js';
 import { runMigrations, type MigrationConn } from './migrate.js';
 import type { Statements } from './statements.js';
@@ -118,14 +119,6 @@ function toKey(r: Row): KeyRecord {
     refreshExpiresAt: ms(r.refresh_expires_at),
     refreshSpentAt: ms(r.refresh_spent_at),
   };
-}
-
-/** Start of an imported key's revocation id; its SHA-256 in hex follows. */
-export const LEGACY_REVOCATION_PREFIX = 'legacy:';
-
-/** `key:<id>` for native keys, `legacy:<sha256>` for imported ones. */
-export function keyRevocationId(key: { id: string; sha256: string | null }): string {
-  return key.sha256 === null ? `key:${key.id}` : LEGACY_REVOCATION_PREFIX + key.sha256;
 }
 
 // A rotated key stops at the end of its grace; any other key at its expiry.
