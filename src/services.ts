@@ -5,7 +5,7 @@ import type { Services } from './gateway.js';
 import type { Logger } from './ops/log.js';
 import type { Authenticators, Runtime } from './pipeline/runtime.js';
 import type { Identity } from './authn/types.js';
-import { JwtAuthenticator } from './authn/jwt.js';
+import { JwtAuthenticator } from './authn/jwt/authenticator.js';
 import { ApiKeyAuthenticator } from './authn/api-key.js';
 import { openStore } from './store/open.js';
 import { REVOCATION_CHANNEL, type KeyStore, type RevocationLog, type RevocationNotice } from './store/types.js';

@@ -1,4 +1,4 @@
-import { explainJwt } from '../authn/jwt.js';
+import { explainJwt } from '../authn/jwt/explain.js';
 import { ApiKeyAuthenticator } from '../authn/api-key.js';
 import { roleRank } from '../config/load.js';
 import { GatewayError } from '../http/problem.js';
