@@ -1,4 +1,3 @@
-import { LRUCache } from 'lru-cache';
 import { systemClock, type Clock } from '../clock.js';
 import type { ApiKeysConfig } from '../config/schema.js';
 import { GatewayError } from '../http/problem.js';
@@ -13,6 +12,7 @@ import type { KeyRecord, KeyStore } from '../store/types.js';
 import { sha256Hex } from '../util/sha256.js';
 import { safeEqual } from '../util/timing-safe.js';
 import type { AuthContext, Authenticator, Credential, Identity } from './types.js';
+import { VerifiedCache } from './verified-cache.js';
 
 /** Wiring of an ApiKeyAuthenticator beyond the config. */
 export interface ApiKeyAuthenticatorOptions {
@@ -195,12 +195,10 @@ export class ApiKeyAuthenticator implements Authenticator {
   readonly #cacheTtl: number;
   readonly #negativeTtl: number;
   readonly #provenTtl: number;
-  /** Verified identities by key digest (the identity carries its key id). */
-  readonly #cache: LRUCache<string, Identity>;
-  readonly #negative: LruMap<GatewayError>;
+  /** Verified identities and refusals by key digest (the identity carries its key id). */
+  readonly #cache: VerifiedCache<Identity, GatewayError>;
   readonly #proven: LruMap<string>;
   readonly #attempts: AttemptLimiter;
-  readonly #inflight = new Map<string, Promise<Identity>>();
   readonly #limiter: VerificationLimiter;
   /**
    * Digests cached per revocation id and per subject, for evictions. Imported keys are not
@@ -229,19 +227,14 @@ export class ApiKeyAuthenticator implements Authenticator {
     this.#negativeTtl = config.negativeCacheTtl;
     this.#provenTtl = options.provenTtl ?? 86_400_000;
     this.#onLastUsedError = options.onLastUsedError;
-    // lru-cache reads time through `perf`; with ttlResolution 0 it asks on every check,
-    // so the injected clock decides expiry.
-    const perf = { now: () => clock.now() };
     const limiterMax = options.limiterMax ?? 100_000;
-    this.#cache = new LRUCache<string, Identity>({
-      max: config.cache.max,
-      ttl: Math.max(1, config.cache.ttl),
-      ttlResolution: 0,
-      perf,
-      dispose: (value, key) => this.#unindex(key, value),
-    });
     const now = (): number => clock.now();
-    this.#negative = new LruMap<GatewayError>(limiterMax, Math.max(1, config.negativeCacheTtl), now);
+    this.#cache = new VerifiedCache<Identity, GatewayError>({
+      max: config.cache.max,
+      refusalMax: limiterMax,
+      now,
+      onRemove: (key, value) => this.#unindex(key, value),
+    });
     this.#proven = new LruMap<string>(config.cache.max, this.#provenTtl, now);
     this.#attempts = new AttemptLimiter(config.failedAttempts, now, limiterMax);
     this.#limiter = new VerificationLimiter(config.maxConcurrentVerifications, config.verificationQueue);
@@ -284,13 +277,13 @@ export class ApiKeyAuthenticator implements Authenticator {
       this.stats.malformed++;
       throw keyInvalid('The API key is malformed.');
     }
-    const refused = this.#negative.get(digest);
+    const refused = this.#cache.refusal(digest);
     if (refused !== undefined) {
       this.stats.negativeHits++;
       throw refused;
     }
     this.stats.cacheMisses++;
-    const running = this.#inflight.get(digest);
+    const running = this.#cache.running(digest);
     if (running !== undefined) {
       this.stats.coalesced++;
       return running;
@@ -299,11 +292,7 @@ export class ApiKeyAuthenticator implements Authenticator {
     // before skips the limits (its holder must not wait on anyone's failures).
     if (parsed === null) this.#checkAttempts(undefined, clientIp);
     else if (!this.#proven.has(digest)) this.#checkAttempts(parsed.id, clientIp);
-    const p = (parsed === null ? this.#verifyLegacy(value, digest, clientIp) : this.#verifyNative(parsed, digest, clientIp)).finally(() => {
-      this.#inflight.delete(digest);
-    });
-    this.#inflight.set(digest, p);
-    return p;
+    return this.#cache.track(digest, parsed === null ? this.#verifyLegacy(value, digest, clientIp) : this.#verifyNative(parsed, digest, clientIp));
   }
 
   async #verifyNative(parsed: ParsedKey, digest: string, clientIp: string): Promise<Identity> {
@@ -416,7 +405,7 @@ export class ApiKeyAuthenticator implements Authenticator {
     if (epoch === this.#epoch && !this.#closed) {
       const ttl = end === null ? this.#cacheTtl : Math.min(this.#cacheTtl, end - now);
       if (ttl > 0) {
-        this.#cache.set(digest, identity, { ttl });
+        this.#cache.set(digest, identity, ttl);
         if (!legacy) indexAdd(this.#byRevocation, identity.revocationId, digest);
         indexAdd(this.#bySubject, identity.subject, digest);
       }
@@ -425,7 +414,7 @@ export class ApiKeyAuthenticator implements Authenticator {
   }
 
   #refuse(digest: string, err: GatewayError): GatewayError {
-    if (this.#negativeTtl > 0) this.#negative.set(digest, err);
+    if (this.#negativeTtl > 0) this.#cache.refuse(digest, err, this.#negativeTtl);
     return err;
   }
 
@@ -464,7 +453,7 @@ export class ApiKeyAuthenticator implements Authenticator {
     if (parsed?.kind === 'legacy') {
       // An imported key is cached under its SHA-256 (see `digestOf`), not indexed.
       const digest = parsed.sha256;
-      const cached = this.#cache.peek(digest, { allowStale: true });
+      const cached = this.#cache.peek(digest, true);
       this.#evictDigests(cached !== undefined && cached.revocationId === revocationId ? digest : undefined);
       // A UUID key imported by the digest of its bytes is cached under the digest of the
       // text the client sent (any letter case), so those entries are indexed.
@@ -477,13 +466,13 @@ export class ApiKeyAuthenticator implements Authenticator {
 
   /** Forgets the refusals of keys not found: keys were just imported (failed-attempt counts stay). */
   forgetRefusals(): void {
-    this.#negative.clear();
+    this.#cache.clearRefusals();
   }
 
   /** Drops every cached identity (invalidations may have been missed). */
   evictAll(): void {
     this.#epoch++;
-    this.#cache.clear();
+    this.#cache.clearIdentities();
   }
 
   /** Drops every cached identity of a subject. */

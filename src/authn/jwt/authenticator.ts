@@ -1,5 +1,4 @@
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWSHeaderParameters, type JWTPayload, type JWTVerifyOptions } from 'jose';
-import { LRUCache } from 'lru-cache';
 import type { Dispatcher } from 'undici';
 import type { Clock } from '../../clock.js';
 import { systemClock } from '../../clock.js';
@@ -8,6 +7,7 @@ import type { ExternalKeys } from '../../revocation/external-keys.js';
 import { parseRevocationId } from '../../revocation/ids.js';
 import { sha256Hex } from '../../util/sha256.js';
 import type { AuthContext, Authenticator, Credential, Identity } from '../types.js';
+import { VerifiedCache } from '../verified-cache.js';
 import { identityFromClaims, type ClaimRules } from './claims.js';
 import { buildIssuer, type Issuer } from './issuer.js';
 import type { JwksCache } from './jwks.js';
@@ -94,9 +94,7 @@ export class JwtAuthenticator implements Authenticator {
   readonly #rules: ClaimRules;
   readonly #cacheMaxTtl: number;
   readonly #negativeTtl: number;
-  readonly #cache: LRUCache<string, Cached>;
-  readonly #refused: LRUCache<string, Refused>;
-  readonly #inflight = new Map<string, Promise<Identity>>();
+  readonly #cache: VerifiedCache<Cached, Refused>;
 
   constructor(config: JwtConfig, rankOf: (role: string) => number, clock: Clock = systemClock, options: JwtAuthenticatorOptions = {}) {
     this.#config = config;
@@ -118,8 +116,7 @@ export class JwtAuthenticator implements Authenticator {
     this.#issuers = byIss;
     this.jwks = jwksByName;
     this.#jwksCaches = [...jwksByUri.values()];
-    this.#cache = new LRUCache<string, Cached>({ max: options.cacheMax ?? 100_000, ttlAutopurge: false });
-    this.#refused = new LRUCache<string, Refused>({ max: options.negativeMax ?? 10_000, ttlAutopurge: false });
+    this.#cache = new VerifiedCache<Cached, Refused>({ max: options.cacheMax ?? 100_000, refusalMax: options.negativeMax ?? 10_000, now: () => clock.now() });
   }
 
   /** Fetches every JWKS once; resolves when all first attempts settled (see `ready()`). */
@@ -136,7 +133,6 @@ export class JwtAuthenticator implements Authenticator {
   close(): void {
     for (const c of this.#jwksCaches) c.close();
     this.#cache.clear();
-    this.#refused.clear();
   }
 
   authenticate(credential: Credential, _ctx?: AuthContext): Identity | Promise<Identity> {
@@ -155,29 +151,28 @@ export class JwtAuthenticator implements Authenticator {
     const now = this.#clock.now();
     const cached = this.#cache.get(id);
     if (cached !== undefined) {
+      // The entry's TTL stops where the token does; this makes the boundary exact.
       if (now < cached.validUntil) {
         this.stats.hits++;
         return cached.identity;
       }
       this.#cache.delete(id);
     }
-    const refused = this.#refused.get(id);
+    const refused = this.#cache.refusal(id);
     if (refused !== undefined) {
       if (now < refused.until) {
         this.stats.negativeHits++;
         throw new JwtRejection(refused.code, refused.check, refused.detail);
       }
-      this.#refused.delete(id);
+      this.#cache.deleteRefusal(id);
     }
     this.stats.misses++;
-    const running = this.#inflight.get(id);
+    const running = this.#cache.running(id);
     if (running !== undefined) {
       this.stats.coalesced++;
       return running;
     }
-    const verification = this.#verifyAndCache(token, id).finally(() => this.#inflight.delete(id));
-    this.#inflight.set(id, verification);
-    return verification;
+    return this.#cache.track(id, this.#verifyAndCache(token, id));
   }
 
   /**
@@ -228,14 +223,14 @@ export class JwtAuthenticator implements Authenticator {
       this.stats.verified++;
       const now = this.#clock.now();
       const until = Math.min(validUntil, now + this.#cacheMaxTtl);
-      if (until > now) this.#cache.set(id, { identity, validUntil: until }, { ttl: until - now });
+      if (until > now) this.#cache.set(id, { identity, validUntil: until }, until - now);
       return identity;
     } catch (err) {
       this.stats.rejected++;
       const rejection = fromJoseError(err);
       if (!TRANSIENT.has(rejection.check) && this.#negativeTtl > 0) {
         const until = this.#clock.now() + this.#negativeTtl;
-        this.#refused.set(id, { code: rejection.code, check: rejection.check, detail: rejection.message, until }, { ttl: this.#negativeTtl });
+        this.#cache.refuse(id, { code: rejection.code, check: rejection.check, detail: rejection.message, until }, this.#negativeTtl);
       }
       throw rejection;
     }
