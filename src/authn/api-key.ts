@@ -8,7 +8,7 @@ import { compileAllowIp } from '../keys/cidr.js';
 import { looksNative, parseKey, type ParsedKey } from '../keys/format.js';
 import { argon2Verifier, safeEqual, uuidBytesSha256, type SecretVerifier } from '../keys/hash.js';
 import { LruMap } from '../keys/lru-map.js';
-import { effectiveEnd } from '../keys/service.js';
+import { effectiveEnd } from '../keys/lifetime.js';
 import { formatRevocationId, keyRevocationId, parseRevocationId } from '../revocation/ids.js';
 import type { KeyRecord, KeyStore } from '../store/types.js';
 import type { AuthContext, Authenticator, Credential, Identity } from './types.js';

@@ -3,6 +3,7 @@ import type { ApiKeysConfig } from '../config/schema.js';
 import { GatewayError } from '../http/problem.js';
 import { isStoreError } from '../store/errors.js';
 import { keyRevocationId } from '../revocation/ids.js';
+import { effectiveEnd } from './lifetime.js';
 import type { KeyRecord, KeyStore, KeyUpdate, NewKey } from '../store/types.js';
 import { AttemptLimiter } from './attempts.js';
 import { parseCidr } from './cidr.js';
@@ -160,11 +161,6 @@ const DEFAULT_GRACE = 3_600_000;
 const IMPORT_FIELDS = new Set(['key', 'sha256', 'digestOf', 'subject', 'role', 'scopes', 'name', 'expiresAt']);
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
 const CONTROL = /[\u0000-\u001f\u007f]/;
-
-/** When a key stops working: a rotated key at the end of its grace, any other at its expiry. */
-export function effectiveEnd(k: Pick<KeyRecord, 'successorId' | 'graceUntil' | 'expiresAt'>): number | null {
-  return k.successorId !== null ? k.graceUntil : k.expiresAt;
-}
 
 /** Status of a key at `now`. */
 export function keyStatus(k: KeyRecord, now: number): KeyStatus {
