@@ -10,7 +10,7 @@ import { argon2Verifier, safeEqual, uuidBytesSha256, type SecretVerifier } from 
 import { LruMap } from '../keys/lru-map.js';
 import { effectiveEnd } from '../keys/lifetime.js';
 import { formatRevocationId, keyRevocationId, parseRevocationId } from '../revocation/ids.js';
-import type { KeyRecord, KeyStore } from '../store/types.js';
+import type { KeyRecord, KeyRepository } from '../store/types.js';
 import type { AuthContext, Authenticator, Credential, Identity } from './types.js';
 
 /** Wiring of an ApiKeyAuthenticator beyond the config. */
@@ -188,7 +188,7 @@ export class ApiKeyAuthenticator implements Authenticator {
     malformed: 0,
   };
 
-  readonly #store: KeyStore;
+  readonly #store: KeyRepository;
   readonly #prefix: string;
   readonly #rank: (role: string) => number;
   readonly #clock: Clock;
@@ -220,7 +220,7 @@ export class ApiKeyAuthenticator implements Authenticator {
   #flushing: Promise<void> | undefined;
   #closed = false;
 
-  constructor(store: KeyStore, config: ApiKeysConfig, rank: (role: string) => number, clock: Clock = systemClock, options: ApiKeyAuthenticatorOptions = {}) {
+  constructor(store: KeyRepository, config: ApiKeysConfig, rank: (role: string) => number, clock: Clock = systemClock, options: ApiKeyAuthenticatorOptions = {}) {
     this.#store = store;
     this.#prefix = config.prefix;
     this.#rank = rank;
