@@ -4,27 +4,14 @@ import { GatewayError } from '../http/problem.js';
 import { isStoreError } from '../store/errors.js';
 import { keyRevocationId } from '../revocation/ids.js';
 import { effectiveEnd } from './lifetime.js';
+import { invalid, KeyServiceError, storeFailure } from './errors.js';
+
+export { KeyServiceError, type KeyServiceErrorCode } from './errors.js';
 import type { KeyRecord, KeyStore, KeyUpdate, NewKey } from '../store/types.js';
 import { AttemptLimiter } from './attempts.js';
 import { parseCidr } from './cidr.js';
 import { generateKey, generateKeyId, generateRefreshToken, looksNative, parseRefreshToken } from './format.js';
 import { hashSecret, sha256Hex, uuidBytesSha256, verifySecret, type HashParams } from './hash.js';
-
-/** Why a key operation was refused. */
-export type KeyServiceErrorCode = 'invalid-argument' | 'not-found' | 'conflict' | 'import-invalid';
-
-/** Error of KeyService operations; `problems` lists every bad import line as `FILE:LINE message`. */
-export class KeyServiceError extends Error {
-  override readonly name = 'KeyServiceError';
-  readonly code: KeyServiceErrorCode;
-  readonly problems: readonly string[];
-
-  constructor(code: KeyServiceErrorCode, message: string, options?: { problems?: readonly string[]; cause?: unknown }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.problems = options?.problems ?? [];
-  }
-}
 
 /**
  * What the service tells the revocation layer after a revocation is durably stored:
@@ -222,10 +209,6 @@ export function keyInfo(k: KeyRecord, now: number): KeyInfo {
   };
 }
 
-function invalid(message: string): KeyServiceError {
-  return new KeyServiceError('invalid-argument', message);
-}
-
 function checkText(what: string, v: unknown, max: number): string {
   if (typeof v !== 'string' || v.trim() === '') throw invalid(`${what} must be a non-empty string`);
   if (v.length > max) throw invalid(`${what} is longer than ${max} characters`);
@@ -248,11 +231,6 @@ function checkList(what: string, v: readonly unknown[] | undefined, item: (s: st
 const scopeProblem = (s: string): string | undefined => (/\s/.test(s) || CONTROL.test(s) ? `"${s}" contains whitespace` : undefined);
 const cidrProblem = (s: string): string | undefined => (parseCidr(s) === undefined ? `"${s}" is not an IP address or CIDR` : undefined);
 const audienceProblem = (s: string): string | undefined => (CONTROL.test(s) ? `"${s}" contains control characters` : undefined);
-
-function storeFailure(err: unknown): never {
-  if (isStoreError(err, 'conflict')) throw new KeyServiceError('conflict', err.message, { cause: err });
-  throw err;
-}
 
 /** The expiry `ttl` from `now` (null: never), checked to be a positive duration after `notBefore`. */
 function expiryFrom(ttl: number | null, now: number, notBefore: number | null): number | null {
