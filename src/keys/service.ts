@@ -7,9 +7,11 @@ import { effectiveEnd } from './lifetime.js';
 import { invalid, KeyServiceError, storeFailure } from './errors.js';
 
 export { KeyServiceError, type KeyServiceErrorCode } from './errors.js';
+export { keyInfo, keyStatus, type KeyInfo, type KeyStatus } from './info.js';
+import { keyInfo, keyStatus, type KeyInfo } from './info.js';
+import { audienceProblem, checkList, checkText, cidrProblem, CONTROL, expiryFrom, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
 import type { KeyRecord, KeyStore, KeyUpdate, NewKey } from '../store/types.js';
 import { AttemptLimiter } from './attempts.js';
-import { parseCidr } from './cidr.js';
 import { generateKey, generateKeyId, generateRefreshToken, looksNative, parseRefreshToken } from './format.js';
 import { hashSecret, sha256Hex, uuidBytesSha256, verifySecret, type HashParams } from './hash.js';
 
@@ -92,31 +94,6 @@ export interface UpdateKeyOptions {
   readonly expiresIn?: number | null;
 }
 
-/** Key status as `keys list` shows it. */
-export type KeyStatus = 'active' | 'not-yet-valid' | 'expired' | 'revoked' | 'rotating' | 'rotated';
-
-/** A key as listed: everything but secrets and hashes. */
-export interface KeyInfo {
-  readonly id: string;
-  readonly name: string | null;
-  readonly subject: string;
-  readonly role: string;
-  readonly scopes: readonly string[];
-  readonly audiences: readonly string[];
-  readonly allowedIps: readonly string[];
-  /** Imported legacy key (looked up by digest). */
-  readonly legacy: boolean;
-  readonly refreshable: boolean;
-  readonly createdAt: number;
-  readonly notBefore: number | null;
-  readonly expiresAt: number | null;
-  readonly lastUsedAt: number | null;
-  readonly revokedAt: number | null;
-  readonly successorId: string | null;
-  readonly graceUntil: number | null;
-  readonly status: KeyStatus;
-}
-
 /** A newly issued key: the only time the plaintext key (and refresh token) exists. */
 export interface CreatedKey extends KeyInfo {
   readonly key: string;
@@ -142,22 +119,9 @@ export interface ImportResult {
 }
 
 const MAX_KEY_BYTES = 8192;
-const SUBJECT_MAX = 256;
-const NAME_MAX = 128;
 const DEFAULT_GRACE = 3_600_000;
 const IMPORT_FIELDS = new Set(['key', 'sha256', 'digestOf', 'subject', 'role', 'scopes', 'name', 'expiresAt']);
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
-const CONTROL = /[\u0000-\u001f\u007f]/;
-
-/** Status of a key at `now`. */
-export function keyStatus(k: KeyRecord, now: number): KeyStatus {
-  if (k.revokedAt !== null) return k.successorId !== null ? 'rotated' : 'revoked';
-  const end = effectiveEnd(k);
-  if (k.successorId !== null) return end !== null && now >= end ? 'rotated' : 'rotating';
-  if (end !== null && now >= end) return 'expired';
-  if (k.notBefore !== null && now < k.notBefore) return 'not-yet-valid';
-  return 'active';
-}
 
 /**
  * The record that replaces `old` (rotation, refresh): the same holder and grants under a
@@ -184,60 +148,6 @@ function successorOf(
     notBefore: null,
     ...rest,
   };
-}
-
-/** Public view of a stored key at `now`. */
-export function keyInfo(k: KeyRecord, now: number): KeyInfo {
-  return {
-    id: k.id,
-    name: k.name,
-    subject: k.subject,
-    role: k.role,
-    scopes: k.scopes,
-    audiences: k.audiences,
-    allowedIps: k.allowedIps,
-    legacy: k.sha256 !== null,
-    refreshable: k.refreshHash !== null,
-    createdAt: k.createdAt,
-    notBefore: k.notBefore,
-    expiresAt: k.expiresAt,
-    lastUsedAt: k.lastUsedAt,
-    revokedAt: k.revokedAt,
-    successorId: k.successorId,
-    graceUntil: k.graceUntil,
-    status: keyStatus(k, now),
-  };
-}
-
-function checkText(what: string, v: unknown, max: number): string {
-  if (typeof v !== 'string' || v.trim() === '') throw invalid(`${what} must be a non-empty string`);
-  if (v.length > max) throw invalid(`${what} is longer than ${max} characters`);
-  if (CONTROL.test(v)) throw invalid(`${what} contains control characters`);
-  return v;
-}
-
-function checkList(what: string, v: readonly unknown[] | undefined, item: (s: string) => string | undefined): string[] {
-  if (v === undefined) return [];
-  const out: string[] = [];
-  for (const x of v) {
-    if (typeof x !== 'string' || x === '') throw invalid(`${what}: entries must be non-empty strings`);
-    const problem = item(x);
-    if (problem !== undefined) throw invalid(`${what}: ${problem}`);
-    if (!out.includes(x)) out.push(x);
-  }
-  return out;
-}
-
-const scopeProblem = (s: string): string | undefined => (/\s/.test(s) || CONTROL.test(s) ? `"${s}" contains whitespace` : undefined);
-const cidrProblem = (s: string): string | undefined => (parseCidr(s) === undefined ? `"${s}" is not an IP address or CIDR` : undefined);
-const audienceProblem = (s: string): string | undefined => (CONTROL.test(s) ? `"${s}" contains control characters` : undefined);
-
-/** The expiry `ttl` from `now` (null: never), checked to be a positive duration after `notBefore`. */
-function expiryFrom(ttl: number | null, now: number, notBefore: number | null): number | null {
-  if (ttl === null) return null;
-  if (!(Number.isFinite(ttl) && ttl > 0)) throw invalid('expiry must be a positive duration');
-  if (notBefore !== null && now + ttl <= notBefore) throw invalid('the expiry must be later than the not-before time');
-  return now + ttl;
 }
 
 /**
