@@ -9,11 +9,12 @@ import { invalid, KeyServiceError, storeFailure } from './errors.js';
 export { KeyServiceError, type KeyServiceErrorCode } from './errors.js';
 export { keyInfo, keyStatus, type KeyInfo, type KeyStatus } from './info.js';
 import { keyInfo, keyStatus, type KeyInfo } from './info.js';
-import { audienceProblem, checkList, checkText, cidrProblem, CONTROL, expiryFrom, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
+import { audienceProblem, checkList, checkText, cidrProblem, expiryFrom, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
 import type { KeyRecord, KeyStore, KeyUpdate, NewKey } from '../store/types.js';
 import { AttemptLimiter } from './attempts.js';
-import { generateKey, generateKeyId, generateRefreshToken, looksNative, parseRefreshToken } from './format.js';
-import { hashSecret, sha256Hex, uuidBytesSha256, verifySecret, type HashParams } from './hash.js';
+import { generateKey, generateRefreshToken, parseRefreshToken } from './format.js';
+import { hashSecret, verifySecret, type HashParams } from './hash.js';
+import { planImport } from './import.js';
 
 /**
  * What the service tells the revocation layer after a revocation is durably stored:
@@ -118,10 +119,7 @@ export interface ImportResult {
   readonly imported: readonly KeyInfo[];
 }
 
-const MAX_KEY_BYTES = 8192;
 const DEFAULT_GRACE = 3_600_000;
-const IMPORT_FIELDS = new Set(['key', 'sha256', 'digestOf', 'subject', 'role', 'scopes', 'name', 'expiresAt']);
-const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
 
 /**
  * The record that replaces `old` (rotation, refresh): the same holder and grants under a
@@ -363,150 +361,20 @@ export class KeyService {
   }
 
   /**
-   * Imports existing keys from JSON lines (`key` plaintext or `sha256` digest, what the
-   * digest is of (`digestOf`), `subject`, `role`, optional `scopes`, `name`, `expiresAt`:
-   * absent, `apiKeys.defaultTtl` from now; null, never). Every line is validated first; if
-   * any is bad nothing is imported and the error lists each problem as `FILE:LINE message`.
+   * Imports existing keys from JSON lines (see {@link planImport}): every line is
+   * validated first; if any is bad nothing is imported.
    */
   async importKeys(content: string, file: string): Promise<ImportResult> {
     const now = this.#clock.now();
-    const problems: Array<{ line: number; msg: string }> = [];
-    const records: Array<{ line: number; record: NewKey }> = [];
-    const seen = new Map<string, number>();
-    const lines = content.split(/\r?\n/);
-    for (let i = 0; i < lines.length; i++) {
-      const text = lines[i]!.trim();
-      if (text === '') continue;
-      const lineNo = i + 1;
-      const report = (msg: string): void => {
-        problems.push({ line: lineNo, msg });
-      };
-      let value: unknown;
-      try {
-        value = JSON.parse(text);
-      } catch (err) {
-        report(`invalid JSON: ${(err as Error).message}`);
-        continue;
-      }
-      const rec = this.#importLine(value, now, report);
-      if (rec === undefined) continue;
-      const first = seen.get(rec.sha256!);
-      if (first !== undefined) {
-        report(`duplicate key (same as line ${first})`);
-        continue;
-      }
-      seen.set(rec.sha256!, lineNo);
-      records.push({ line: lineNo, record: rec });
-    }
-    if (records.length === 0 && problems.length === 0) problems.push({ line: 1, msg: 'no keys to import' });
-    if (records.length > 0) {
-      const existing = new Set(await this.#store.existingSha256(records.map((r) => r.record.sha256!)));
-      for (const r of records) {
-        if (existing.has(r.record.sha256!)) problems.push({ line: r.line, msg: 'key already imported' });
-      }
-    }
-    if (problems.length > 0) {
-      problems.sort((a, b) => a.line - b.line);
-      const formatted = problems.map((p) => `${file}:${p.line} ${p.msg}`);
-      throw new KeyServiceError('import-invalid', `${new Set(problems.map((p) => p.line)).size} invalid line(s) in ${file}; nothing imported`, { problems: formatted });
-    }
-    await this.#store.insertKeys(records.map((r) => r.record)).catch(storeFailure);
-    return { imported: records.map((r) => keyInfo({ ...r.record, lastUsedAt: null, revokedAt: null, successorId: null, graceUntil: null, refreshSpentAt: null }, now)) };
-  }
-
-  #importLine(value: unknown, now: number, report: (msg: string) => void): NewKey | undefined {
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-      report('expected a JSON object');
-      return undefined;
-    }
-    const o = value as Record<string, unknown>;
-    let bad = false;
-    const fail = (msg: string): void => {
-      bad = true;
-      report(msg);
-    };
-    for (const k of Object.keys(o)) if (!IMPORT_FIELDS.has(k)) fail(`unknown field "${k}"`);
-    let digest: string | undefined;
-    const digestOf = o.digestOf ?? 'key';
-    if (digestOf !== 'key' && digestOf !== 'uuid-bytes') fail('"digestOf" must be "key" (the key\'s text) or "uuid-bytes" (the 16 bytes of a UUID key)');
-    if ((o.key === undefined) === (o.sha256 === undefined)) {
-      fail('exactly one of "key" or "sha256" is required');
-    } else if (o.key !== undefined && digestOf === 'uuid-bytes') {
-      const d = typeof o.key === 'string' ? uuidBytesSha256(o.key) : undefined;
-      if (d === undefined) fail('"key" must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) with "digestOf": "uuid-bytes"');
-      else digest = d;
-    } else if (o.key !== undefined) {
-      const k = o.key;
-      if (typeof k !== 'string' || k === '') fail('"key" must be a non-empty string');
-      else if (Buffer.byteLength(k) > MAX_KEY_BYTES) fail(`"key" is longer than ${MAX_KEY_BYTES} bytes`);
-      else if (/\s/.test(k) || CONTROL.test(k)) fail('"key" contains whitespace or control characters');
-      else if (k.includes(':')) fail('"key" contains ":" (everything up to the last ":" is stripped as a connection-string preamble, so it could never match)');
-      else if (looksNative(k, this.#prefix)) fail(`"key" starts with "${this.#prefix}_", the native key prefix: it would never be looked up as an imported key`);
-      else if (COMPACT_JWS.test(k)) fail('"key" looks like a JWT (three dot-separated parts): it would be verified as a token, not looked up');
-      else digest = sha256Hex(k);
-    } else {
-      const d = o.sha256;
-      if (typeof d !== 'string' || !/^[0-9a-f]{64}$/.test(d)) fail('"sha256" must be 64 lowercase hex characters');
-      else digest = d;
-    }
-    const field = (what: string, max: number, required: boolean): string | null => {
-      const v = o[what];
-      if (v === undefined && !required) return null;
-      try {
-        return checkText(`"${what}"`, v, max);
-      } catch (err) {
-        fail((err as Error).message);
-        return null;
-      }
-    };
-    const subject = field('subject', SUBJECT_MAX, true);
-    let role: string | null = null;
-    try {
-      role = this.#checkRole(o.role);
-    } catch (err) {
-      fail(o.role === undefined ? '"role" is required' : (err as Error).message);
-    }
-    const name = field('name', NAME_MAX, false);
-    let scopes: string[] = [];
-    if (o.scopes !== undefined) {
-      if (!Array.isArray(o.scopes)) fail('"scopes" must be an array of strings');
-      else {
-        try {
-          scopes = checkList('"scopes"', o.scopes, scopeProblem);
-        } catch (err) {
-          fail((err as Error).message);
-        }
-      }
-    }
-    // Absent: the configured lifetime from now, like a key created today; null: never.
-    let expiresAt: number | null = o.expiresAt === null ? null : now + this.#defaultTtl;
-    if (o.expiresAt !== undefined && o.expiresAt !== null) {
-      const t = typeof o.expiresAt === 'string' ? Date.parse(o.expiresAt) : Number.NaN;
-      if (Number.isNaN(t)) fail('"expiresAt" must be an ISO 8601 date-time, or null for never');
-      // A past expiry is imported as it is: services revoke keys by setting their expiry to
-      // now, and an export of their keys must import whole, those keys refused as expired.
-      // Earlier than 1970 (Go's zero time is year 1) is stored as 1970: both are long past,
-      // and a year below 100 does not survive the round trip through the database drivers.
-      else expiresAt = Math.max(t, 0);
-    }
-    if (bad || digest === undefined || subject === null || role === null) return undefined;
-    return {
-      id: generateKeyId(),
-      name,
-      subject,
-      role,
-      scopes,
-      audiences: [],
-      allowedIps: [],
-      secretHash: null,
-      sha256: digest,
-      createdAt: now,
-      notBefore: null,
-      expiresAt,
-      familyId: null,
-      refreshHash: null,
-      refreshExpiresAt: null,
-    };
+    const records = await planImport(content, file, {
+      now,
+      prefix: this.#prefix,
+      defaultTtl: this.#defaultTtl,
+      checkRole: (role) => this.#checkRole(role),
+      existing: (digests) => this.#store.existingSha256(digests),
+    });
+    await this.#store.insertKeys(records).catch(storeFailure);
+    return { imported: records.map((r) => keyInfo({ ...r, lastUsedAt: null, revokedAt: null, successorId: null, graceUntil: null, refreshSpentAt: null }, now)) };
   }
 
   /**
