@@ -1,57 +1,23 @@
 import { systemClock, type Clock } from '../clock.js';
 import type { ApiKeysConfig } from '../config/schema.js';
-import { GatewayError } from '../http/problem.js';
-import { isStoreError } from '../store/errors.js';
 import { keyRevocationId } from '../revocation/ids.js';
-import { effectiveEnd } from './lifetime.js';
+import type { KeyStore, KeyUpdate, NewKey } from '../store/types.js';
+import { AttemptLimiter } from './attempts.js';
 import { invalid, KeyServiceError, storeFailure } from './errors.js';
+import type { KeyRevocationEvent } from './events.js';
+import { generateKey, generateRefreshToken } from './format.js';
+import { hashSecret, type HashParams } from './hash.js';
+import { planImport } from './import.js';
+import { keyInfo, keyStatus, type KeyInfo } from './info.js';
+import { effectiveEnd } from './lifetime.js';
+import { exchangeRefreshToken, type RefreshedKey } from './refresh.js';
+import { successorOf } from './successor.js';
+import { audienceProblem, checkList, checkText, cidrProblem, expiryFrom, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
 
 export { KeyServiceError, type KeyServiceErrorCode } from './errors.js';
+export type { KeyRevocationEvent } from './events.js';
 export { keyInfo, keyStatus, type KeyInfo, type KeyStatus } from './info.js';
-import { keyInfo, keyStatus, type KeyInfo } from './info.js';
-import { audienceProblem, checkList, checkText, cidrProblem, expiryFrom, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
-import type { KeyRecord, KeyStore, KeyUpdate, NewKey } from '../store/types.js';
-import { AttemptLimiter } from './attempts.js';
-import { generateKey, generateRefreshToken, parseRefreshToken } from './format.js';
-import { hashSecret, verifySecret, type HashParams } from './hash.js';
-import { planImport } from './import.js';
-
-/**
- * What the service tells the revocation layer after a revocation is durably stored:
- * - `key`: one key stopped working (`reason` says why);
- * - `change`: one key's grants or end changed; it may still be working;
- * - `subject`: every key of the subject created before `revokedBefore` is revoked
- *   (`keys revoke --subject`); `keyIds` are the keys this revoked.
- */
-export type KeyRevocationEvent =
-  | {
-      readonly kind: 'key';
-      readonly keyId: string;
-      /** The Identity's `revocationId`: `key:<id>` or `legacy:<sha256>`. */
-      readonly revocationId: string;
-      readonly subject: string;
-      readonly at: number;
-      /** When the key would have stopped working anyway (null: never); a marker can expire then. */
-      readonly expiresAt: number | null;
-      readonly reason: 'revoke' | 'replace' | 'rotate' | 'refresh' | 'family';
-    }
-  | {
-      /** A key's record changed without a revocation (rotation grace, update): caches must re-read it. */
-      readonly kind: 'change';
-      readonly keyId: string;
-      readonly revocationId: string;
-      readonly subject: string;
-      readonly at: number;
-      readonly reason: 'rotate' | 'update';
-    }
-  | {
-      readonly kind: 'subject';
-      readonly subject: string;
-      readonly revokedBefore: number;
-      readonly at: number;
-      readonly keyIds: readonly string[];
-      readonly revocationIds: readonly string[];
-    };
+export type { RefreshedKey } from './refresh.js';
 
 export interface KeyServiceOptions {
   readonly store: KeyStore;
@@ -106,47 +72,11 @@ export interface CreatedKey extends KeyInfo {
   readonly rotatedFrom?: string;
 }
 
-/** Answer of a successful refresh (docs/reference/api-keys.md). */
-export interface RefreshedKey {
-  readonly id: string;
-  readonly key: string;
-  readonly expiresAt: number;
-  readonly refreshToken: string;
-  readonly refreshExpiresAt: number;
-}
-
 export interface ImportResult {
   readonly imported: readonly KeyInfo[];
 }
 
 const DEFAULT_GRACE = 3_600_000;
-
-/**
- * The record that replaces `old` (rotation, refresh): the same holder and grants under a
- * new id and secret, valid from `now`; lifetime and refresh fields as the caller decides.
- */
-function successorOf(
-  old: KeyRecord,
-  id: string,
-  secretHash: string,
-  now: number,
-  rest: Pick<NewKey, 'expiresAt' | 'familyId' | 'refreshHash' | 'refreshExpiresAt'>,
-): NewKey {
-  return {
-    id,
-    name: old.name,
-    subject: old.subject,
-    role: old.role,
-    scopes: old.scopes,
-    audiences: old.audiences,
-    allowedIps: old.allowedIps,
-    secretHash,
-    sha256: null,
-    createdAt: now,
-    notBefore: null,
-    ...rest,
-  };
-}
 
 /**
  * Key lifecycle: create, list, update, revoke, rotate, import, refresh. Writes go to the store;
@@ -379,70 +309,17 @@ export class KeyService {
 
   /**
    * Exchanges a refresh token for a new key and refresh token (same grants, same family);
-   * the old key and token are revoked at once. A spent token revokes the whole family.
-   * Refusals are GatewayError `refresh-invalid` (429 `rate-limited` for a client past the
-   * failed-attempt limit); store failures `store-unavailable`.
+   * the old key and token are revoked at once (see {@link exchangeRefreshToken}).
    */
   async refresh(token: string, clientIp = ''): Promise<RefreshedKey> {
-    const refused = (detail = 'The refresh token is not valid.'): GatewayError => new GatewayError('refresh-invalid', detail);
-    const parsed = parseRefreshToken(token, this.#prefix);
-    if (parsed === null) throw refused();
-    try {
-      const now = this.#clock.now();
-      const old = await this.#store.getKey(parsed.id);
-      if (old === undefined || old.refreshHash === null) throw refused();
-      // Anyone who knows a key id can forge a well-formed token, and each costs an argon2
-      // run: a client past the limit is refused without one. Counted before verifying so
-      // that a concurrent burst cannot overshoot; taken back when the token proves right.
-      this.#refreshAttempts.check(parsed.id, clientIp, 'Too many failed refreshes from this address; retry later.');
-      this.#refreshAttempts.count(parsed.id, clientIp, 1);
-      let ok: boolean;
-      try {
-        ok = await verifySecret(old.refreshHash, parsed.secret);
-      } catch (err) {
-        this.#refreshAttempts.count(parsed.id, clientIp, -1);
-        throw err;
-      }
-      if (!ok) throw refused();
-      this.#refreshAttempts.count(parsed.id, clientIp, -1);
-      // Spent by the rotation, not replayed: the successor has a token of its own.
-      if (old.successorId !== null) throw refused('The key of this refresh token was rotated; use the refresh token issued with its successor.');
-      if (old.refreshSpentAt !== null) {
-        await this.#revokeFamily(old, now);
-        throw refused('The refresh token was already used; every key of its family is revoked.');
-      }
-      if (old.revokedAt !== null) throw refused('The key of this refresh token is revoked.');
-      if (old.refreshExpiresAt !== null && now >= old.refreshExpiresAt) throw refused('The refresh token has expired.');
-      const subjectRevs = await this.#store.getSubjectRevocations(old.subject);
-      if (subjectRevs.some((r) => r.scope !== 'tokens' && old.createdAt < r.revokedBefore)) throw refused('The key of this refresh token is revoked.');
-
-      const gen = generateKey(this.#prefix);
-      const rt = generateRefreshToken(this.#prefix, gen.id);
-      const [secretHash, refreshHash] = await Promise.all([hashSecret(gen.secret, this.#hash), hashSecret(rt.secret, this.#hash)]);
-      const expiresAt = now + this.#refresh.keyTtl;
-      const refreshExpiresAt = now + this.#refresh.tokenTtl;
-      const successor = successorOf(old, gen.id, secretHash, now, { expiresAt, familyId: old.familyId ?? old.id, refreshHash, refreshExpiresAt });
-      if (!(await this.#store.refreshKey(old.id, successor, now))) {
-        // Lost a race with a rotation: the token is spent, not replayed.
-        if ((await this.#store.getKey(old.id))?.successorId != null) throw refused('The key of this refresh token was rotated; use the refresh token issued with its successor.');
-        // Lost a race with another use of the same token: that is a replay too.
-        await this.#revokeFamily(old, now);
-        throw refused('The refresh token was already used; every key of its family is revoked.');
-      }
-      await this.#emit({ kind: 'key', keyId: old.id, revocationId: keyRevocationId(old), subject: old.subject, at: now, expiresAt: effectiveEnd(old), reason: 'refresh' });
-      return { id: gen.id, key: gen.key, expiresAt, refreshToken: rt.key, refreshExpiresAt };
-    } catch (err) {
-      if (err instanceof GatewayError) throw err;
-      if (isStoreError(err)) throw new GatewayError('store-unavailable', 'The key store is unavailable; retry shortly.', { cause: err });
-      throw err;
-    }
-  }
-
-  async #revokeFamily(k: KeyRecord, now: number): Promise<void> {
-    const revoked = await this.#store.revokeFamily(k.familyId ?? k.id, now);
-    for (const r of revoked) {
-      await this.#emit({ kind: 'key', keyId: r.id, revocationId: r.revocationId, subject: r.subject, at: now, expiresAt: r.expiresAt, reason: 'family' });
-    }
+    return exchangeRefreshToken(token, clientIp, {
+      store: this.#store,
+      prefix: this.#prefix,
+      hash: this.#hash,
+      lifetimes: this.#refresh,
+      clock: this.#clock,
+      attempts: this.#refreshAttempts,
+      emit: (event) => this.#emit(event),
+    });
   }
 }
-
