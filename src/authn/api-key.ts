@@ -5,10 +5,10 @@ import { AttemptLimiter } from '../util/attempt-limiter.js';
 import { compileAllowIp } from '../util/cidr.js';
 import { looksNative, parseKey, type ParsedKey } from '../keys/format.js';
 import { argon2Verifier, uuidBytesSha256, type SecretVerifier } from '../keys/hash.js';
-import { LruMap } from '../util/lru-map.js';
-import { effectiveEnd } from '../keys/service.js';
+import { effectiveEnd } from '../keys/lifetime.js';
 import { formatRevocationId, keyRevocationId, parseRevocationId } from '../revocation/ids.js';
-import type { KeyRecord, KeyStore } from '../store/types.js';
+import type { KeyRecord, KeyRepository } from '../store/types.js';
+import { LruMap } from '../util/lru-map.js';
 import { sha256Hex } from '../util/sha256.js';
 import { safeEqual } from '../util/timing-safe.js';
 import type { AuthContext, Authenticator, Credential, Identity } from './types.js';
@@ -187,7 +187,7 @@ export class ApiKeyAuthenticator implements Authenticator {
     malformed: 0,
   };
 
-  readonly #store: KeyStore;
+  readonly #store: KeyRepository;
   readonly #prefix: string;
   readonly #rank: (role: string) => number;
   readonly #clock: Clock;
@@ -217,7 +217,7 @@ export class ApiKeyAuthenticator implements Authenticator {
   #flushing: Promise<void> | undefined;
   #closed = false;
 
-  constructor(store: KeyStore, config: ApiKeysConfig, rank: (role: string) => number, clock: Clock = systemClock, options: ApiKeyAuthenticatorOptions = {}) {
+  constructor(store: KeyRepository, config: ApiKeysConfig, rank: (role: string) => number, clock: Clock = systemClock, options: ApiKeyAuthenticatorOptions = {}) {
     this.#store = store;
     this.#prefix = config.prefix;
     this.#rank = rank;
