@@ -6,7 +6,7 @@ import type { Logger } from './ops/log.js';
 import type { Authenticators, Runtime } from './pipeline/runtime.js';
 import type { Identity } from './authn/types.js';
 import { JwtAuthenticator } from './authn/jwt/authenticator.js';
-import { ApiKeyAuthenticator } from './authn/api-key.js';
+import { ApiKeyAuthenticator } from './authn/api-key/authenticator.js';
 import { openStore } from './store/open.js';
 import { REVOCATION_CHANNEL, type KeyStore, type RevocationLog, type RevocationNotice } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
