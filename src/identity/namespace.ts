@@ -1,4 +1,9 @@
-import type { IdentityConfig } from '../config/schema.js';
+/** What the namespace is derived from: config/schema's `identity` section, narrowed. */
+export interface NamespaceConfig {
+  readonly headers: Readonly<Record<string, string>>;
+  readonly namespace: readonly string[];
+  readonly assertion?: { readonly header: string } | undefined;
+}
 
 /**
  * The header names the gateway owns, derived once from the config: what the guard refuses
@@ -14,7 +19,7 @@ export interface HeaderNamespace {
 }
 
 /** The namespace of a config's `identity` section and API-key headers. */
-export function headerNamespace(identity: IdentityConfig, keyHeaders: readonly string[]): HeaderNamespace {
+export function headerNamespace(identity: NamespaceConfig, keyHeaders: readonly string[]): HeaderNamespace {
   const names = new Set(Object.values(identity.headers).map((n) => n.toLowerCase()));
   if (identity.assertion !== undefined) names.add(identity.assertion.header.toLowerCase());
   return {
