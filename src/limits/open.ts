@@ -1,5 +1,4 @@
 import type { GatewayConfig } from '../config/load.js';
-import type { Logger } from '../ops/log.js';
 import { LocalRateLimiter } from './local.js';
 import { RedisRateLimiter } from './redis.js';
 import type { RateLimiter } from './types.js';
@@ -9,7 +8,12 @@ import type { RateLimiter } from './types.js';
  * `revocation.redis` is set, else kept in this process. Its backend is restart-only; the
  * policies themselves reload with the config.
  */
-export function openLimiter(config: GatewayConfig, logger: Logger): RateLimiter {
+/** Where the limiter reports Redis being unreachable (the gateway's logger). */
+export interface LimiterLog {
+  error(obj: object, msg: string): void;
+}
+
+export function openLimiter(config: GatewayConfig, logger: LimiterLog): RateLimiter {
   const local = new LocalRateLimiter(Date.now, config.rateLimits.maxBuckets);
   const url = config.revocation.redis;
   if (url === undefined || url === '') return local;
