@@ -4,7 +4,7 @@ import { systemClock } from './clock.js';
 import { roleRank, type GatewayConfig } from './config/load.js';
 import type { Services } from './gateway.js';
 import type { Logger } from './ops/log.js';
-import type { Authenticators, Runtime } from './pipeline/runtime.js';
+import { sectionsChanged, type Authenticators, type ConfigSection, type Runtime } from './runtime.js';
 import type { Identity } from './authn/types.js';
 import { JwtAuthenticator } from './authn/jwt.js';
 import { ApiKeyAuthenticator } from './authn/api-key.js';
@@ -19,7 +19,6 @@ import { compileExternalKeys } from './revocation/external-keys.js';
 import { KEY_SUBJECT, TOKEN_SUBJECT, TokenService } from './tokens/service.js';
 import type { ReadinessCheck } from './ops/admin.js';
 import { AssertionSigner } from './identity/assertion.js';
-import { sectionsChanged, type ConfigSection } from './runtime.js';
 
 /** The store-backed services both `serve` and the key/token commands use. */
 export interface Core {

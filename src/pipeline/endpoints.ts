@@ -8,7 +8,7 @@ import type { TokenService } from '../tokens/service.js';
 import type { RevocationCheck } from '../revocation/check.js';
 import { CLOSE_CONNECTION, clientAddress, verifyCredential } from './decide.js';
 import type { EndpointHandler } from './handler.js';
-import type { Runtime } from './runtime.js';
+import type { Runtime } from '../runtime.js';
 
 const MAX_BODY = 16 * 1024;
 
