@@ -5,16 +5,15 @@ import { roleRank, type GatewayConfig } from './config/load.js';
 import type { Services } from './gateway.js';
 import type { Logger } from './ops/log.js';
 import { sectionsChanged, type Authenticators, type ConfigSection, type Runtime } from './runtime.js';
-import type { Identity } from './authn/types.js';
 import { JwtAuthenticator } from './authn/jwt.js';
 import { ApiKeyAuthenticator } from './authn/api-key.js';
 import { openStore } from './store/open.js';
-import { REVOCATION_CHANNEL, type KeyStore, type RevocationNotice } from './store/types.js';
+import type { KeyStore } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
 import { openRevocation, revocationBackend } from './revocation/open.js';
 import { openLimiter } from './limits/open.js';
-import type { InvalidationEvent, RevocationSnapshot, RevocationSource, RevocationStore } from './revocation/types.js';
-import { DEFAULT_EXPIRY_GRACE_MS, ThrottledLog } from './revocation/support.js';
+import type { InvalidationEvent, RevocationStore } from './revocation/types.js';
+import { revocationSource, scopedCheck, startPruning } from './revocation/source.js';
 import { compileExternalKeys } from './revocation/external-keys.js';
 import { KEY_SUBJECT, TOKEN_SUBJECT, TokenService } from './tokens/service.js';
 import type { ReadinessCheck } from './ops/admin.js';
@@ -40,69 +39,6 @@ export interface CoreOptions {
   channel?: string;
   /** How often a running gateway deletes token revocations that can no longer matter (default 1 h). */
   pruneIntervalMs?: number;
-}
-
-type KeyRow = { revocationId: string; expiresAt: number | null };
-type TokenRow = { id: string; until: number | null };
-type SubjectRow = { subject: string; scope: string; revokedBefore: number };
-
-/** Store rows as revocation entries: ids by kind, subjects scoped by the credentials they cover. */
-function toSnapshot(ks: readonly KeyRow[], ts: readonly TokenRow[], ss: readonly SubjectRow[]): RevocationSnapshot {
-  const out: RevocationSnapshot = { ids: [], subjects: [] };
-  for (const k of ks) out.ids.push({ revocationId: k.revocationId, until: k.expiresAt ?? undefined });
-  for (const t of ts) out.ids.push({ revocationId: t.id.startsWith('sha256:') ? `tok:${t.id.slice(7)}` : `jti:${t.id}`, until: t.until ?? undefined });
-  for (const s of ss) {
-    if (s.scope !== 'tokens') out.subjects.push({ subject: KEY_SUBJECT + s.subject, before: s.revokedBefore });
-    if (s.scope !== 'keys') out.subjects.push({ subject: TOKEN_SUBJECT + s.subject, before: s.revokedBefore });
-  }
-  return out;
-}
-
-/** One notice of the store's revocation channel as revocation entries. */
-function noticeSnapshot(payload: string): RevocationSnapshot {
-  const n = JSON.parse(payload) as RevocationNotice;
-  if (n.kind === 'key') return toSnapshot([n], [], []);
-  if (n.kind === 'token') return toSnapshot([], [n], []);
-  if (n.kind === 'changed') return { ids: [], subjects: [], changed: [n.revocationId] };
-  if (n.kind === 'added') return { ids: [], subjects: [], added: true };
-  return toSnapshot([], [], [n]);
-}
-
-/** The durable record of revocations, as the revocation view loads it (subjects scoped by kind). */
-export function revocationSource(store: KeyStore, clock: Clock, logger?: Pick<Logger, 'warn' | 'error'>): RevocationSource {
-  const loadActive = async (): Promise<RevocationSnapshot> => {
-    // A credential is accepted a clock tolerance past its end: so is its revocation kept.
-    const since = clock.now() - DEFAULT_EXPIRY_GRACE_MS;
-    const [ks, ts, ss] = await Promise.all([store.listActiveRevokedKeys(since), store.listActiveTokenRevocations(since), store.listSubjectRevocations()]);
-    return toSnapshot(ks, ts, ss);
-  };
-  const source: RevocationSource = {
-    loadActive,
-    changedSince: async (since) => {
-      const [ks, ts, ss] = await Promise.all([store.listRevokedKeysSince(since), store.listTokenRevocationsSince(since), store.listSubjectRevocationsSince(since)]);
-      return toSnapshot(ks, ts, ss);
-    },
-  };
-  // The embedded file has no server to push changes: every process polls its notices.
-  if (store.kind === 'sqlite') {
-    // A file that cannot be read (a disk error) would fail every poll: one line per 30 s.
-    const failures = logger === undefined ? undefined : new ThrottledLog(logger, 30_000);
-    source.watch = (apply) =>
-      store.listen(REVOCATION_CHANNEL, {
-        onError: (err) => failures?.error({ err: err.message }, 'revocation: reading the store\'s notices failed; changes from other processes are not seen'),
-        onMessage: (payload) => {
-          try {
-            apply(noticeSnapshot(payload));
-          } catch (err) {
-            logger?.warn({ err: String(err) }, 'revocation: ignored a malformed store notice');
-          }
-        },
-        onReconnect: () => {
-          loadActive().then(apply, (err: unknown) => logger?.warn({ err: String(err) }, 'revocation: reloading after missed notices failed'));
-        },
-      });
-  }
-  return source;
 }
 
 /** Opens the key store (migrated), the revocation view and the key/token services on them. */
@@ -143,42 +79,6 @@ export async function openCore(config: GatewayConfig, logger: Logger, opts: Core
       await store.close();
     },
   };
-}
-
-/**
- * Revocation check on the scoped subject of the credential's kind (keys and JWTs of one
- * subject are revoked apart), timing the asynchronous checks when asked to.
- */
-export function scopedCheck(revocation: RevocationStore, observe?: (ms: number) => void) {
-  return {
-    isRevoked: (id: Pick<Identity, 'revocationId' | 'subject' | 'issuedAt' | 'externalRevocationKeys'> & { method?: Identity['method'] }) => {
-      const r = revocation.isRevoked({
-        revocationId: id.revocationId,
-        subject: (id.method === 'jwt' ? TOKEN_SUBJECT : KEY_SUBJECT) + id.subject,
-        issuedAt: id.issuedAt,
-        externalRevocationKeys: id.externalRevocationKeys,
-      });
-      if (observe === undefined || typeof r === 'boolean') return r;
-      const t0 = performance.now();
-      return r.finally(() => observe(performance.now() - t0));
-    },
-  };
-}
-
-/**
- * Deletes, every `everyMs`, the token revocations whose token can no longer be accepted
- * (its expiry plus the longest clock tolerance has passed). Instances pruning at once
- * are harmless: a deletion is idempotent.
- */
-function startPruning(core: Core, logger: Logger, everyMs: number): NodeJS.Timeout {
-  const timer = setInterval(() => {
-    core.store.pruneTokenRevocations(core.clock.now() - DEFAULT_EXPIRY_GRACE_MS).then(
-      (n) => { if (n > 0) logger.info({ pruned: n }, 'pruned token revocations past their expiry'); },
-      (err: unknown) => logger.warn({ err: String(err) }, 'pruning token revocations failed; retrying at the next interval'),
-    );
-  }, everyMs);
-  timer.unref();
-  return timer;
 }
 
 export interface GatewayServices extends Services {
@@ -257,7 +157,7 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
   };
 
   const revocation = scopedCheck(core.revocation, opts.observeRevocation);
-  const pruner = startPruning(core, logger, opts.pruneIntervalMs ?? 3_600_000);
+  const pruner = startPruning(core.store, core.clock, logger, opts.pruneIntervalMs ?? 3_600_000);
   const limiter = openLimiter(config, logger);
   return {
     core,
