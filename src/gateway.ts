@@ -8,7 +8,8 @@ import { logoutEndpoint, refreshEndpoint } from './pipeline/endpoints.js';
 import { openStore } from './store/open.js';
 import type { KeyStore } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
-import { KEY_SUBJECT, TokenService } from './tokens/service.js';
+import { TokenService } from './tokens/service.js';
+import { formatScopedSubject } from './revocation/ids.js';
 import { openRevocation, revocationBackend } from './revocation/open.js';
 import type { RevocationCheck } from './revocation/check.js';
 import type { RevocationStore } from './revocation/types.js';
@@ -77,7 +78,7 @@ export async function openCore(config: GatewayConfig, logger: Logger, opts: Core
   const onRevoke = async (ev: KeyRevocationEvent): Promise<void> => {
     if (ev.kind === 'key') await revocation.revoke(ev.revocationId, ev.expiresAt ?? undefined);
     else if (ev.kind === 'change') await revocation.evict(ev.revocationId);
-    else await revocation.revokeSubject(KEY_SUBJECT + ev.subject, ev.revokedBefore);
+    else await revocation.revokeSubject(formatScopedSubject('keys', ev.subject), ev.revokedBefore);
   };
   const keyService = (cfg: GatewayConfig) => new KeyService({ store, config: cfg.apiKeys, clock, roles: cfg.roles, onRevoke });
   let keys = keyService(config);

@@ -5,10 +5,10 @@ import type { Logger } from '../ops/log.js';
 import type { KeyStore } from '../store/types.js';
 import type { InvalidationEvent } from '../revocation/types.js';
 import { compileExternalKeys } from '../revocation/external-keys.js';
-import { KEY_SUBJECT, TOKEN_SUBJECT } from '../tokens/service.js';
+import { isTokenRevocationId, parseScopedSubject } from '../revocation/ids.js';
 import { AssertionSigner } from '../identity/assertion.js';
-import { JwtAuthenticator } from './jwt.js';
-import { ApiKeyAuthenticator } from './api-key.js';
+import { JwtAuthenticator } from './jwt/authenticator.js';
+import { ApiKeyAuthenticator } from './api-key/authenticator.js';
 
 /**
  * The authenticators a running gateway serves with, by their concrete kinds: besides
@@ -95,8 +95,11 @@ export function evictInvalidated(authn: BuiltAuthenticators, ev: InvalidationEve
   if (ev.kind === 'all') apiKey?.evictAll();
   else if (ev.kind === 'added') apiKey?.forgetRefusals();
   else if (ev.kind === 'id') {
-    if (ev.revocationId.startsWith('jti:') || ev.revocationId.startsWith('tok:')) jwt?.evict(ev.revocationId);
+    if (isTokenRevocationId(ev.revocationId)) jwt?.evict(ev.revocationId);
     else apiKey?.evict(ev.revocationId);
-  } else if (ev.subject.startsWith(TOKEN_SUBJECT)) jwt?.evictSubject(ev.subject.slice(TOKEN_SUBJECT.length));
-  else if (ev.subject.startsWith(KEY_SUBJECT)) apiKey?.evictSubject(ev.subject.slice(KEY_SUBJECT.length));
+  } else {
+    const scoped = parseScopedSubject(ev.subject);
+    if (scoped?.scope === 'tokens') jwt?.evictSubject(scoped.subject);
+    else if (scoped?.scope === 'keys') apiKey?.evictSubject(scoped.subject);
+  }
 }

@@ -1,8 +1,8 @@
 import type { Clock } from '../clock.js';
 import type { Identity } from '../authn/types.js';
 import type { Logger } from '../ops/log.js';
-import { REVOCATION_CHANNEL, type KeyStore, type RevocationNotice } from '../store/types.js';
-import { KEY_SUBJECT, TOKEN_SUBJECT } from '../tokens/service.js';
+import { REVOCATION_CHANNEL, type KeyStore, type RevocationLog, type RevocationNotice } from '../store/types.js';
+import { formatRevocationId, formatScopedSubject, fromTokenRecordId } from './ids.js';
 import type { RevocationSnapshot, RevocationSource, RevocationStore } from './types.js';
 import { DEFAULT_EXPIRY_GRACE_MS, ThrottledLog } from './support.js';
 
@@ -17,10 +17,10 @@ type SubjectRow = { subject: string; scope: string; revokedBefore: number };
 function toSnapshot(ks: readonly KeyRow[], ts: readonly TokenRow[], ss: readonly SubjectRow[]): RevocationSnapshot {
   const out: RevocationSnapshot = { ids: [], subjects: [] };
   for (const k of ks) out.ids.push({ revocationId: k.revocationId, until: k.expiresAt ?? undefined });
-  for (const t of ts) out.ids.push({ revocationId: t.id.startsWith('sha256:') ? `tok:${t.id.slice(7)}` : `jti:${t.id}`, until: t.until ?? undefined });
+  for (const t of ts) out.ids.push({ revocationId: formatRevocationId(fromTokenRecordId(t.id)), until: t.until ?? undefined });
   for (const s of ss) {
-    if (s.scope !== 'tokens') out.subjects.push({ subject: KEY_SUBJECT + s.subject, before: s.revokedBefore });
-    if (s.scope !== 'keys') out.subjects.push({ subject: TOKEN_SUBJECT + s.subject, before: s.revokedBefore });
+    if (s.scope !== 'tokens') out.subjects.push({ subject: formatScopedSubject('keys', s.subject), before: s.revokedBefore });
+    if (s.scope !== 'keys') out.subjects.push({ subject: formatScopedSubject('tokens', s.subject), before: s.revokedBefore });
   }
   return out;
 }
@@ -36,7 +36,7 @@ function noticeSnapshot(payload: string): RevocationSnapshot {
 }
 
 /** The durable record of revocations, as the revocation view loads it (subjects scoped by kind). */
-export function revocationSource(store: KeyStore, clock: Clock, logger?: Pick<Logger, 'warn' | 'error'>): RevocationSource {
+export function revocationSource(store: RevocationLog & Pick<KeyStore, 'kind' | 'listen'>, clock: Clock, logger?: Pick<Logger, 'warn' | 'error'>): RevocationSource {
   const loadActive = async (): Promise<RevocationSnapshot> => {
     // A credential is accepted a clock tolerance past its end: so is its revocation kept.
     const since = clock.now() - DEFAULT_EXPIRY_GRACE_MS;
@@ -81,7 +81,7 @@ export function scopedCheck(revocation: RevocationStore, observe?: (ms: number) 
     isRevoked: (id: Pick<Identity, 'revocationId' | 'subject' | 'issuedAt' | 'externalRevocationKeys'> & { method?: Identity['method'] }) => {
       const r = revocation.isRevoked({
         revocationId: id.revocationId,
-        subject: (id.method === 'jwt' ? TOKEN_SUBJECT : KEY_SUBJECT) + id.subject,
+        subject: formatScopedSubject(id.method === 'jwt' ? 'tokens' : 'keys', id.subject),
         issuedAt: id.issuedAt,
         externalRevocationKeys: id.externalRevocationKeys,
       });
