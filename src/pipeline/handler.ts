@@ -10,7 +10,7 @@ import type { RevocationCheck } from '../revocation/check.js';
 import { traceOf, traceRequest } from '../ops/tracing.js';
 import type { PipelineObserver } from '../ops/record.js';
 import { CLOSE_CONNECTION, decide, type Decision, type RequestFacts } from './decide.js';
-import type { Runtime } from './runtime.js';
+import type { Runtime } from '../runtime.js';
 
 /** Handlers for `/.portcullis/*` endpoints other than `verify` (refresh, logout). */
 export type EndpointHandler = (req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime) => Promise<void>;
