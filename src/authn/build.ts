@@ -1,7 +1,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { Clock } from '../clock.js';
 import { roleRank, type GatewayConfig } from '../config/load.js';
-import type { Logger } from '../ops/log.js';
+import type { Logger } from 'pino';
 import type { KeyStore } from '../store/types.js';
 import type { InvalidationEvent } from '../revocation/types.js';
 import { compileExternalKeys } from '../revocation/external-keys.js';

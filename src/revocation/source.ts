@@ -1,6 +1,6 @@
 import type { Clock } from '../clock.js';
 import type { Identity } from '../authn/types.js';
-import type { Logger } from '../ops/log.js';
+import type { Logger } from 'pino';
 import { REVOCATION_CHANNEL, type KeyStore, type RevocationLog, type RevocationNotice } from '../store/types.js';
 import { formatRevocationId, formatScopedSubject, fromTokenRecordId } from './ids.js';
 import type { RevocationSnapshot, RevocationSource, RevocationStore } from './types.js';
