@@ -128,6 +128,8 @@ export interface Portcullis {
   readonly adminToken: string;
   readonly core: Core;
   readonly metrics: Metrics;
+  /** What `/readyz` reports on (a worker answers its primary with them). */
+  readonly checks: readonly ReadinessCheck[];
   /** The config last applied. */
   readonly config: GatewayConfig;
   /** The authenticators serving now (for metrics, the admin API and tests). */
@@ -190,7 +192,7 @@ export async function startPortcullis(loaded: LoadResult, opts: PortcullisOption
       throw err;
     }
     return {
-      gateway, ...admin, core, metrics,
+      gateway, ...admin, core, metrics, checks,
       get config() {
         return serving.config;
       },

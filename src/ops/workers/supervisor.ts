@@ -10,6 +10,7 @@ interface Member {
   readonly slot: number;
   readonly started: number;
   listening: boolean;
+  address?: unknown;
 }
 
 export interface SupervisorOptions {
@@ -64,6 +65,12 @@ export class Supervisor {
       await this.stop(0);
       throw err;
     }
+  }
+
+  /** Where the workers listen (all share one address), as the first of them reported it. */
+  address(): unknown {
+    for (const m of this.#members.values()) if (m.address !== undefined) return m.address;
+    return undefined;
   }
 
   /** Workers currently up and listening. */
@@ -138,8 +145,9 @@ export class Supervisor {
         settled = true;
         reject(new Error(`worker ${slot} did not start listening within ${this.#opts.startTimeoutMs ?? 30_000} ms`));
       }, this.#opts.startTimeoutMs ?? 30_000);
-      rpc.onNotice('listening', () => {
+      rpc.onNotice('listening', (address) => {
         member.listening = true;
+        member.address = address;
         if (settled) return;
         settled = true;
         clearTimeout(timer);
@@ -166,7 +174,7 @@ export class Supervisor {
         const young = Date.now() - member.started < 10_000;
         this.#youngDeaths = young ? this.#youngDeaths + 1 : 0;
         const delay = young ? Math.min(30_000, 250 * 2 ** Math.min(this.#youngDeaths - 1, 7)) : 0;
-        log.error({ worker: slot, pid: worker.process.pid, code, signal, restartInMs: delay }, 'worker died; starting a replacement');
+        log.error({ worker: slot, workerPid: worker.process.pid, code, signal, restartInMs: delay }, 'worker died; starting a replacement');
         const t = setTimeout(() => {
           this.#replacing.delete(t);
           if (this.#stopping) return;

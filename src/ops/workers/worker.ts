@@ -3,6 +3,8 @@ import { Rpc, type RpcPort } from './rpc.js';
 
 /** What a worker process runs: one gateway without an admin listener. */
 export interface WorkerGateway {
+  /** Where it listens (the primary logs it once for all). */
+  address(): { host: string; port: number } | undefined;
   /** Whether this worker's dependencies are ready (what `/readyz` would say for it alone). */
   ready(): Promise<boolean>;
   /** Its metrics registry as `getMetricsAsJSON()` gives it, for the primary to sum. */
@@ -54,7 +56,7 @@ export async function runWorker(start: () => Promise<WorkerGateway>, logger: Log
     // terminal's Ctrl-C reaches the whole group, the primary included.
     process.once('SIGTERM', () => stop(undefined, 'SIGTERM'));
     process.once('SIGINT', () => stop(undefined, 'SIGINT'));
-    rpc.notify('listening');
+    rpc.notify('listening', gw.address());
   });
   rpc.close();
   process.disconnect?.();

@@ -65,7 +65,7 @@ function workerPids(): Set<number> {
     try {
       const j = JSON.parse(l);
       if (j.msg === 'worker listening') pids.add(j.pid);
-      if (j.msg === 'worker died; starting a replacement') pids.delete(j.pid);
+      if (j.msg === 'worker died; starting a replacement') pids.delete(j.workerPid);
     } catch { /* not JSON */ }
   }
   return pids;
