@@ -167,7 +167,7 @@ export async function startPortcullis(loaded: LoadResult, opts: PortcullisOption
     serveAuthenticators(serving, core, metrics, opts, undo);
     const revocation = scopedCheck(core.revocation, (ms) => metrics.observeRevocation(ms));
     const runGateway = opts.listeners?.gateway ?? true;
-    const limiter = runGateway ? (opts.limiter ?? openLimiter(config, logger)) : undefined;
+    const limiter = runGateway ? (opts.limiter ?? (await openLimiter(config, logger))) : undefined;
     if (limiter !== undefined && opts.limiter === undefined) undo.push(() => limiter.close());
     const gateway = runGateway
       ? await GatewayListener.start(await nextRuntime(config, serving.authn), {
