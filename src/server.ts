@@ -5,7 +5,7 @@ import { adminRoutes, adminTokenFile, writeAdminToken } from './ops/admin-api.js
 import type { Logger } from './ops/log.js';
 import { Metrics } from './ops/metrics.js';
 import { logoutEndpoint, refreshEndpoint } from './pipeline/endpoints.js';
-import type { PipelineObserver } from './pipeline/handler.js';
+import type { PipelineObserver } from './ops/request-record.js';
 import { openServices, type CoreOptions, type GatewayServices } from './services.js';
 
 export interface PortcullisOptions extends CoreOptions {

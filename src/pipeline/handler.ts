@@ -7,38 +7,11 @@ import { upstreamError, type Proxy, type Upstream } from '../proxy/upstreams.js'
 import { withLimits } from '../limits/apply.js';
 import type { RateLimiter } from '../limits/types.js';
 import type { RevocationCheck } from '../revocation/check.js';
-import { traceOf, traceRequest, type RequestTrace } from '../ops/tracing.js';
+import { traceOf, traceRequest } from '../ops/tracing.js';
+import type { PipelineObserver } from '../ops/request-record.js';
 import { CLOSE_CONNECTION, decide, type Decision, type RequestFacts } from './decide.js';
 import type { Runtime } from './runtime.js';
 
-/** One finished request, for the log line and metrics. */
-export interface RequestRecord {
-  readonly requestId: string;
-  readonly method: string;
-  readonly path: string | undefined;
-  readonly route: string | undefined;
-  readonly decision: 'allow' | 'deny' | 'error';
-  readonly code: string | undefined;
-  readonly status: number;
-  /** Milliseconds from arrival to the end of the response. */
-  readonly latencyMs: number;
-  /** Milliseconds spent deciding (steps 0–6). */
-  readonly authMs: number;
-  readonly keyId: string | undefined;
-  readonly subject: string | undefined;
-  readonly method_: string | undefined;
-  readonly clientIp: string | undefined;
-  readonly upstream: string | undefined;
-  readonly upstreamMs: number | undefined;
-  /** The request's trace (its id for the log line; its spans end with the record). */
-  readonly trace?: RequestTrace | undefined;
-  /** The rate-limit policy that refused the request (429 `rate-limited`). */
-  readonly ratePolicy?: string | undefined;
-}
-
-export interface PipelineObserver {
-  onRequest(record: RequestRecord): void;
-}
 
 /** Handlers for `/.portcullis/*` endpoints other than `verify` (refresh, logout). */
 export type EndpointHandler = (req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime) => Promise<void>;
