@@ -2,7 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { GatewayError, respond, toGatewayError, problemBody, challengeFor } from '../http/problem.js';
-import { identityHeaders, upstreamHeaders } from '../identity/headers.js';
+import { upstreamHeaders } from '../identity/headers.js';
+import { applyIdentity } from '../identity/apply.js';
 import { upstreamError, type Proxy, type Upstream } from '../proxy/upstreams.js';
 import { withLimits } from '../limits/apply.js';
 import type { RateLimiter } from '../limits/types.js';
@@ -153,22 +154,15 @@ export class Pipeline {
     const tunnel = (d: Decision) => {
       const upstream = rt.routeUpstreams[d.route.index]!;
       req.url = d.path + d.query;
-      const headers = upstreamHeaders(req.headers, rt.forward, d.identity, this.forwardCtx(d, req, requestId, true));
+      const headers = upstreamHeaders(req.headers, rt.forward, null, this.forwardCtx(d, req, requestId, true));
       req.headers = headers as IncomingMessage['headers'];
       const open = () => {
         const authMs = performance.now() - started;
         this.proxy.ws(req, socket, head, upstream, (err) => writeRawProblem(socket, upstreamError(err, req, upstream, authMs + started), requestId));
         this.record(req, requestId, started, { d, upstream: upstream.name, authMs, status: 101 });
       };
-      if (rt.assertion !== undefined && d.identity !== null) {
-        const signed = rt.assertion.signer.sign(d.identity, upstream.name);
-        if (typeof signed !== 'string') {
-          signed.then((a) => { headers[rt.assertion!.header] = a; open(); }, fail);
-          return;
-        }
-        headers[rt.assertion.header] = signed;
-      }
-      open();
+      if (d.identity === null) open();
+      else applyIdentity(headers, rt, d.identity, upstream.name, open, fail);
     };
     const fault = upgradeFault(req);
     if (fault !== undefined) {
@@ -218,24 +212,12 @@ export class Pipeline {
   private admitted(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, d: Decision, started: number): void {
     const upstream = rt.routeUpstreams[d.route.index]!;
     req.url = d.path + d.query;
-    const headers = upstreamHeaders(req.headers, rt.forward, d.identity, this.forwardCtx(d, req, requestId, false));
+    const headers = upstreamHeaders(req.headers, rt.forward, null, this.forwardCtx(d, req, requestId, false));
     // The request id reaches the client with the upstream's response headers (proxy engine).
     req.headers = headers as IncomingMessage['headers'];
-    if (rt.assertion !== undefined && d.identity !== null) {
-      const signed = rt.assertion.signer.sign(d.identity, upstream.name);
-      if (typeof signed !== 'string') {
-        signed.then(
-          (a) => {
-            headers[rt.assertion!.header] = a;
-            this.proxyTo(req, res, requestId, d, upstream, started);
-          },
-          (err) => this.refuse(rt, req, res, requestId, new GatewayError('upstream-unavailable', 'The identity assertion could not be signed.', { cause: err }), started, d),
-        );
-        return;
-      }
-      headers[rt.assertion.header] = signed;
-    }
-    this.proxyTo(req, res, requestId, d, upstream, started);
+    const go = () => this.proxyTo(req, res, requestId, d, upstream, started);
+    if (d.identity === null) go();
+    else applyIdentity(headers, rt, d.identity, upstream.name, go, (err) => this.refuse(rt, req, res, requestId, new GatewayError('upstream-unavailable', 'The identity assertion could not be signed.', { cause: err }), started, d));
   }
 
   private proxyTo(req: IncomingMessage, res: ServerResponse, requestId: string, d: Decision, upstream: Upstream, started: number): void {
@@ -295,15 +277,7 @@ export class Pipeline {
     const onAdmitted = (d: Decision, limits: Record<string, string> | undefined) => {
       const headers: Record<string, string> = { 'x-request-id': requestId, 'cache-control': 'no-store', 'content-length': '0', ...limits };
       if (d.identity === null) return answer(d, headers);
-      identityHeaders(headers, rt.forward.names, d.identity);
-      if (rt.assertion === undefined) return answer(d, headers);
-      const header = rt.assertion.header;
-      const signed = rt.assertion.signer.sign(d.identity, d.route.upstream);
-      if (typeof signed === 'string') {
-        headers[header] = signed;
-        return answer(d, headers);
-      }
-      signed.then((a) => { headers[header] = a; answer(d, headers); }, onErr);
+      applyIdentity(headers, rt, d.identity, d.route.upstream, () => answer(d, headers), onErr);
     };
     const original = originalRequest(req.headers);
     if (typeof original === 'string') {
