@@ -1,6 +1,6 @@
 import { systemClock, type Clock } from '../clock.js';
 import type { ApiKeysConfig } from '../config/schema.js';
-import { GatewayError } from '../http/problem.js';
+import { DomainError } from '../http/problem.js';
 import { isStoreError } from '../store/errors.js';
 import { keyRevocationId } from '../store/sql.js';
 import type { KeyRecord, KeyStore, KeyUpdate, NewKey } from '../store/types.js';
@@ -10,18 +10,16 @@ import { generateKey, generateKeyId, generateRefreshToken, looksNative, parseRef
 import { hashSecret, sha256Hex, uuidBytesSha256, verifySecret, type HashParams } from './hash.js';
 
 /** Why a key operation was refused. */
-export type KeyServiceErrorCode = 'invalid-argument' | 'not-found' | 'conflict' | 'import-invalid';
+export type KeyServiceErrorCode = 'invalid-argument' | 'not-found' | 'conflict' | 'import-invalid' | 'refresh-invalid';
 
 /** Error of KeyService operations; `problems` lists every bad import line as `FILE:LINE message`. */
-export class KeyServiceError extends Error {
+export class KeyServiceError extends DomainError {
   override readonly name = 'KeyServiceError';
   readonly code: KeyServiceErrorCode;
-  readonly problems: readonly string[];
 
   constructor(code: KeyServiceErrorCode, message: string, options?: { problems?: readonly string[]; cause?: unknown }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    super(message, options);
     this.code = code;
-    this.problems = options?.problems ?? [];
   }
 }
 
@@ -628,62 +626,56 @@ export class KeyService {
   /**
    * Exchanges a refresh token for a new key and refresh token (same grants, same family);
    * the old key and token are revoked at once. A spent token revokes the whole family.
-   * Refusals are GatewayError `refresh-invalid` (429 `rate-limited` for a client past the
-   * failed-attempt limit); store failures `store-unavailable`.
+   * Refusals are KeyServiceError `refresh-invalid` (429 `rate-limited` for a client past the
+   * failed-attempt limit); store failures are the store's own errors.
    */
   async refresh(token: string, clientIp = ''): Promise<RefreshedKey> {
-    const refused = (detail = 'The refresh token is not valid.'): GatewayError => new GatewayError('refresh-invalid', detail);
+    const refused = (detail = 'The refresh token is not valid.'): KeyServiceError => new KeyServiceError('refresh-invalid', detail);
     const parsed = parseRefreshToken(token, this.#prefix);
     if (parsed === null) throw refused();
+    const now = this.#clock.now();
+    const old = await this.#store.getKey(parsed.id);
+    if (old === undefined || old.refreshHash === null) throw refused();
+    // Anyone who knows a key id can forge a well-formed token, and each costs an argon2
+    // run: a client past the limit is refused without one. Counted before verifying so
+    // that a concurrent burst cannot overshoot; taken back when the token proves right.
+    this.#refreshAttempts.check(parsed.id, clientIp, 'Too many failed refreshes from this address; retry later.');
+    this.#refreshAttempts.count(parsed.id, clientIp, 1);
+    let ok: boolean;
     try {
-      const now = this.#clock.now();
-      const old = await this.#store.getKey(parsed.id);
-      if (old === undefined || old.refreshHash === null) throw refused();
-      // Anyone who knows a key id can forge a well-formed token, and each costs an argon2
-      // run: a client past the limit is refused without one. Counted before verifying so
-      // that a concurrent burst cannot overshoot; taken back when the token proves right.
-      this.#refreshAttempts.check(parsed.id, clientIp, 'Too many failed refreshes from this address; retry later.');
-      this.#refreshAttempts.count(parsed.id, clientIp, 1);
-      let ok: boolean;
-      try {
-        ok = await verifySecret(old.refreshHash, parsed.secret);
-      } catch (err) {
-        this.#refreshAttempts.count(parsed.id, clientIp, -1);
-        throw err;
-      }
-      if (!ok) throw refused();
-      this.#refreshAttempts.count(parsed.id, clientIp, -1);
-      // Spent by the rotation, not replayed: the successor has a token of its own.
-      if (old.successorId !== null) throw refused('The key of this refresh token was rotated; use the refresh token issued with its successor.');
-      if (old.refreshSpentAt !== null) {
-        await this.#revokeFamily(old, now);
-        throw refused('The refresh token was already used; every key of its family is revoked.');
-      }
-      if (old.revokedAt !== null) throw refused('The key of this refresh token is revoked.');
-      if (old.refreshExpiresAt !== null && now >= old.refreshExpiresAt) throw refused('The refresh token has expired.');
-      const subjectRevs = await this.#store.getSubjectRevocations(old.subject);
-      if (subjectRevs.some((r) => r.scope !== 'tokens' && old.createdAt < r.revokedBefore)) throw refused('The key of this refresh token is revoked.');
-
-      const gen = generateKey(this.#prefix);
-      const rt = generateRefreshToken(this.#prefix, gen.id);
-      const [secretHash, refreshHash] = await Promise.all([hashSecret(gen.secret, this.#hash), hashSecret(rt.secret, this.#hash)]);
-      const expiresAt = now + this.#refresh.keyTtl;
-      const refreshExpiresAt = now + this.#refresh.tokenTtl;
-      const successor = successorOf(old, gen.id, secretHash, now, { expiresAt, familyId: old.familyId ?? old.id, refreshHash, refreshExpiresAt });
-      if (!(await this.#store.refreshKey(old.id, successor, now))) {
-        // Lost a race with a rotation: the token is spent, not replayed.
-        if ((await this.#store.getKey(old.id))?.successorId != null) throw refused('The key of this refresh token was rotated; use the refresh token issued with its successor.');
-        // Lost a race with another use of the same token: that is a replay too.
-        await this.#revokeFamily(old, now);
-        throw refused('The refresh token was already used; every key of its family is revoked.');
-      }
-      await this.#emit({ kind: 'key', keyId: old.id, revocationId: keyRevocationId(old), subject: old.subject, at: now, expiresAt: effectiveEnd(old), reason: 'refresh' });
-      return { id: gen.id, key: gen.key, expiresAt, refreshToken: rt.key, refreshExpiresAt };
+      ok = await verifySecret(old.refreshHash, parsed.secret);
     } catch (err) {
-      if (err instanceof GatewayError) throw err;
-      if (isStoreError(err)) throw new GatewayError('store-unavailable', 'The key store is unavailable; retry shortly.', { cause: err });
+      this.#refreshAttempts.count(parsed.id, clientIp, -1);
       throw err;
     }
+    if (!ok) throw refused();
+    this.#refreshAttempts.count(parsed.id, clientIp, -1);
+    // Spent by the rotation, not replayed: the successor has a token of its own.
+    if (old.successorId !== null) throw refused('The key of this refresh token was rotated; use the refresh token issued with its successor.');
+    if (old.refreshSpentAt !== null) {
+      await this.#revokeFamily(old, now);
+      throw refused('The refresh token was already used; every key of its family is revoked.');
+    }
+    if (old.revokedAt !== null) throw refused('The key of this refresh token is revoked.');
+    if (old.refreshExpiresAt !== null && now >= old.refreshExpiresAt) throw refused('The refresh token has expired.');
+    const subjectRevs = await this.#store.getSubjectRevocations(old.subject);
+    if (subjectRevs.some((r) => r.scope !== 'tokens' && old.createdAt < r.revokedBefore)) throw refused('The key of this refresh token is revoked.');
+
+    const gen = generateKey(this.#prefix);
+    const rt = generateRefreshToken(this.#prefix, gen.id);
+    const [secretHash, refreshHash] = await Promise.all([hashSecret(gen.secret, this.#hash), hashSecret(rt.secret, this.#hash)]);
+    const expiresAt = now + this.#refresh.keyTtl;
+    const refreshExpiresAt = now + this.#refresh.tokenTtl;
+    const successor = successorOf(old, gen.id, secretHash, now, { expiresAt, familyId: old.familyId ?? old.id, refreshHash, refreshExpiresAt });
+    if (!(await this.#store.refreshKey(old.id, successor, now))) {
+      // Lost a race with a rotation: the token is spent, not replayed.
+      if ((await this.#store.getKey(old.id))?.successorId != null) throw refused('The key of this refresh token was rotated; use the refresh token issued with its successor.');
+      // Lost a race with another use of the same token: that is a replay too.
+      await this.#revokeFamily(old, now);
+      throw refused('The refresh token was already used; every key of its family is revoked.');
+    }
+    await this.#emit({ kind: 'key', keyId: old.id, revocationId: keyRevocationId(old), subject: old.subject, at: now, expiresAt: effectiveEnd(old), reason: 'refresh' });
+    return { id: gen.id, key: gen.key, expiresAt, refreshToken: rt.key, refreshExpiresAt };
   }
 
   async #revokeFamily(k: KeyRecord, now: number): Promise<void> {

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { ForwardContext } from '../identity/headers.js';
 import type { RateLimiter } from '../limits/types.js';
-import type { PipelineObserver } from '../ops/request-record.js';
+import type { PipelineObserver } from '../ops/record.js';
 import { traceOf } from '../ops/tracing.js';
 import type { Proxy } from '../proxy/upstreams.js';
 import type { RevocationCheck } from '../revocation/check.js';

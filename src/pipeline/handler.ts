@@ -5,7 +5,7 @@ import { GatewayError, respond } from '../http/problem.js';
 import { applyIdentity } from '../identity/apply.js';
 import { upstreamHeaders } from '../identity/headers.js';
 import type { RateLimiter } from '../limits/types.js';
-import type { PipelineObserver } from '../ops/request-record.js';
+import type { PipelineObserver } from '../ops/record.js';
 import { traceRequest } from '../ops/tracing.js';
 import { upstreamError, type Proxy, type Upstream } from '../proxy/upstreams.js';
 import type { RevocationCheck } from '../revocation/check.js';

@@ -1,5 +1,5 @@
 import type { GatewayError } from '../http/problem.js';
-import type { PipelineObserver } from '../ops/request-record.js';
+import type { PipelineObserver } from '../ops/record.js';
 import { traceOf } from '../ops/tracing.js';
 import type { Decision } from './decide.js';
 import type { Exchange } from './exchange.js';

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { GatewayError, challengeFor, problemBody, respond, toGatewayError } from '../http/problem.js';
+import { GatewayError, respond, toGatewayError } from '../http/problem.js';
 import { withLimits } from '../limits/apply.js';
 import { CLOSE_CONNECTION, type Decision } from './decide.js';
 import type { Exchange, Stages } from './exchange.js';
@@ -76,20 +76,4 @@ export function holdRefusal(rt: Runtime, e: GatewayError, conn: ServerResponse |
     send();
   };
   conn.once('close', early);
-}
-
-/** A problem written straight onto a socket (websocket handshakes have no ServerResponse). */
-export function writeRawProblem(socket: Duplex, err: GatewayError, requestId: string): void {
-  if (!socket.writable) return;
-  const body = JSON.stringify(problemBody(err, requestId));
-  const challenge = err.status === 401 || err.status === 403 ? challengeFor(err) : undefined;
-  socket.end(
-    `HTTP/1.1 ${err.status} ${problemBody(err, requestId).title}\r\n` +
-      'content-type: application/problem+json\r\n' +
-      `content-length: ${Buffer.byteLength(body)}\r\n` +
-      `x-request-id: ${requestId}\r\n` +
-      (challenge ? `www-authenticate: ${challenge}\r\n` : '') +
-      'connection: close\r\n\r\n' +
-      body,
-  );
 }

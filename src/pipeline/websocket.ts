@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
-import { GatewayError, toGatewayError } from '../http/problem.js';
+import { GatewayError, respondOnSocket, toGatewayError } from '../http/problem.js';
 import { applyIdentity } from '../identity/apply.js';
 import { upstreamHeaders } from '../identity/headers.js';
 import { withLimits } from '../limits/apply.js';
@@ -10,7 +10,7 @@ import { upstreamError } from '../proxy/upstreams.js';
 import { CLOSE_CONNECTION, decide, type Decision } from './decide.js';
 import { facts, forwardCtx, type Exchange, type Stages } from './exchange.js';
 import { record } from './record.js';
-import { connectionRefused, framingFault, holdRefusal, writeRawProblem } from './refusal.js';
+import { connectionRefused, framingFault, holdRefusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
 
 /**
@@ -43,7 +43,7 @@ export function upgrade(s: Stages, rt: Runtime, req: IncomingMessage, socket: Du
     const e = toGatewayError(err);
     const authMs = performance.now() - x.started;
     holdRefusal(rt, e, socket, () => {
-      writeRawProblem(socket, e, x.requestId);
+      respondOnSocket(socket, e, x.requestId);
       record(s.observer, { x, err: e, authMs });
     });
   };
@@ -70,7 +70,7 @@ function tunnel(s: Stages, x: Exchange, socket: Duplex, head: Buffer, d: Decisio
   req.headers = headers as IncomingMessage['headers'];
   const open = () => {
     const authMs = performance.now() - started;
-    s.proxy.ws(req, socket, head, upstream, (err) => writeRawProblem(socket, upstreamError(err, req, upstream, authMs + started), requestId));
+    s.proxy.ws(req, socket, head, upstream, (err) => respondOnSocket(socket, upstreamError(err, req, upstream, authMs + started), requestId));
     record(s.observer, { x, d, upstream: upstream.name, authMs, status: 101 });
   };
   if (d.identity === null) open();

@@ -1,5 +1,10 @@
 import type { RequestTrace } from './tracing.js';
 
+/*
+ * The record of one finished request: the pipeline writes it, the log line, metrics and
+ * traces read it. It lives here, beside its readers, so that ops/ never imports the pipeline.
+ */
+
 /** One finished request, for the log line and metrics. */
 export interface RequestRecord {
   readonly requestId: string;
@@ -25,7 +30,7 @@ export interface RequestRecord {
   readonly ratePolicy?: string | undefined;
 }
 
-/** Receives every finished request (the log line, metrics, the trace's end). */
+/** Told of every finished request (the log line, metrics, tests). */
 export interface PipelineObserver {
   onRequest(record: RequestRecord): void;
 }
