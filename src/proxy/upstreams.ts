@@ -149,8 +149,10 @@ export function upstreamError(err: unknown, req: http.IncomingMessage, upstream:
 }
 
 /**
- * The proxy engine (http-proxy-3, native http path with keep-alive agents). Bodies are
- * piped both ways, never buffered; a client abort destroys the upstream request.
+ * The proxy: requests go through undici (`dispatch.ts`) for upstreams whose `engine` is
+ * `undici`, else through http-proxy-3's native http path with keep-alive agents; websocket
+ * handshakes always take http-proxy-3. Bodies are piped both ways, never buffered; a
+ * client abort ends the upstream request.
  */
 export class Proxy {
   private readonly server: ProxyServer;
