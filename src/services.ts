@@ -6,17 +6,18 @@ import type { Services } from './gateway.js';
 import type { Logger } from './ops/log.js';
 import type { Authenticators, Runtime } from './pipeline/runtime.js';
 import type { Identity } from './authn/types.js';
-import { JwtAuthenticator } from './authn/jwt.js';
-import { ApiKeyAuthenticator } from './authn/api-key.js';
+import { JwtAuthenticator } from './authn/jwt/authenticator.js';
+import { ApiKeyAuthenticator } from './authn/api-key/authenticator.js';
 import { openStore } from './store/open.js';
-import { REVOCATION_CHANNEL, type KeyStore, type RevocationNotice } from './store/types.js';
+import { REVOCATION_CHANNEL, type KeyStore, type RevocationLog, type RevocationNotice } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
 import { openRevocation, revocationBackend } from './revocation/open.js';
 import { openLimiter } from './limits/open.js';
 import type { InvalidationEvent, RevocationSnapshot, RevocationSource, RevocationStore } from './revocation/types.js';
 import { DEFAULT_EXPIRY_GRACE_MS, ThrottledLog } from './revocation/support.js';
 import { compileExternalKeys } from './revocation/external-keys.js';
-import { KEY_SUBJECT, TOKEN_SUBJECT, TokenService } from './tokens/service.js';
+import { formatRevocationId, formatScopedSubject, fromTokenRecordId, isTokenRevocationId, parseScopedSubject } from './revocation/ids.js';
+import { TokenService } from './tokens/service.js';
 import type { ReadinessCheck } from './ops/admin.js';
 import { AssertionSigner } from './identity/assertion.js';
 import { sectionsChanged, type ConfigSection } from './runtime.js';
@@ -51,10 +52,10 @@ type SubjectRow = { subject: string; scope: string; revokedBefore: number };
 function toSnapshot(ks: readonly KeyRow[], ts: readonly TokenRow[], ss: readonly SubjectRow[]): RevocationSnapshot {
   const out: RevocationSnapshot = { ids: [], subjects: [] };
   for (const k of ks) out.ids.push({ revocationId: k.revocationId, until: k.expiresAt ?? undefined });
-  for (const t of ts) out.ids.push({ revocationId: t.id.startsWith('sha256:') ? `tok:${t.id.slice(7)}` : `jti:${t.id}`, until: t.until ?? undefined });
+  for (const t of ts) out.ids.push({ revocationId: formatRevocationId(fromTokenRecordId(t.id)), until: t.until ?? undefined });
   for (const s of ss) {
-    if (s.scope !== 'tokens') out.subjects.push({ subject: KEY_SUBJECT + s.subject, before: s.revokedBefore });
-    if (s.scope !== 'keys') out.subjects.push({ subject: TOKEN_SUBJECT + s.subject, before: s.revokedBefore });
+    if (s.scope !== 'tokens') out.subjects.push({ subject: formatScopedSubject('keys', s.subject), before: s.revokedBefore });
+    if (s.scope !== 'keys') out.subjects.push({ subject: formatScopedSubject('tokens', s.subject), before: s.revokedBefore });
   }
   return out;
 }
@@ -70,7 +71,7 @@ function noticeSnapshot(payload: string): RevocationSnapshot {
 }
 
 /** The durable record of revocations, as the revocation view loads it (subjects scoped by kind). */
-export function revocationSource(store: KeyStore, clock: Clock, logger?: Pick<Logger, 'warn' | 'error'>): RevocationSource {
+export function revocationSource(store: RevocationLog & Pick<KeyStore, 'kind' | 'listen'>, clock: Clock, logger?: Pick<Logger, 'warn' | 'error'>): RevocationSource {
   const loadActive = async (): Promise<RevocationSnapshot> => {
     // A credential is accepted a clock tolerance past its end: so is its revocation kept.
     const since = clock.now() - DEFAULT_EXPIRY_GRACE_MS;
@@ -133,7 +134,7 @@ export async function openCore(config: GatewayConfig, logger: Logger, opts: Core
   const onRevoke = async (ev: KeyRevocationEvent): Promise<void> => {
     if (ev.kind === 'key') await revocation.revoke(ev.revocationId, ev.expiresAt ?? undefined);
     else if (ev.kind === 'change') await revocation.evict(ev.revocationId);
-    else await revocation.revokeSubject(KEY_SUBJECT + ev.subject, ev.revokedBefore);
+    else await revocation.revokeSubject(formatScopedSubject('keys', ev.subject), ev.revokedBefore);
   };
   const keys = new KeyService({ store, config: config.apiKeys, clock, roles: config.roles, onRevoke });
   const tokens = new TokenService(store, revocation, clock);
@@ -155,7 +156,7 @@ export function scopedCheck(revocation: RevocationStore, observe?: (ms: number) 
     isRevoked: (id: Pick<Identity, 'revocationId' | 'subject' | 'issuedAt' | 'externalRevocationKeys'> & { method?: Identity['method'] }) => {
       const r = revocation.isRevoked({
         revocationId: id.revocationId,
-        subject: (id.method === 'jwt' ? TOKEN_SUBJECT : KEY_SUBJECT) + id.subject,
+        subject: formatScopedSubject(id.method === 'jwt' ? 'tokens' : 'keys', id.subject),
         issuedAt: id.issuedAt,
         externalRevocationKeys: id.externalRevocationKeys,
       });
@@ -210,10 +211,13 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
     if (ev.kind === 'all') apiKey?.evictAll();
     else if (ev.kind === 'added') apiKey?.forgetRefusals();
     else if (ev.kind === 'id') {
-      if (ev.revocationId.startsWith('jti:') || ev.revocationId.startsWith('tok:')) jwt?.evict(ev.revocationId);
+      if (isTokenRevocationId(ev.revocationId)) jwt?.evict(ev.revocationId);
       else apiKey?.evict(ev.revocationId);
-    } else if (ev.subject.startsWith(TOKEN_SUBJECT)) jwt?.evictSubject(ev.subject.slice(TOKEN_SUBJECT.length));
-    else if (ev.subject.startsWith(KEY_SUBJECT)) apiKey?.evictSubject(ev.subject.slice(KEY_SUBJECT.length));
+    } else {
+      const scoped = parseScopedSubject(ev.subject);
+      if (scoped?.scope === 'tokens') jwt?.evictSubject(scoped.subject);
+      else if (scoped?.scope === 'keys') apiKey?.evictSubject(scoped.subject);
+    }
   });
 
   // The revocation view is opened once; a reload cannot give a gateway without Redis one.

@@ -13,6 +13,9 @@ import {
   withTimeout,
   type WireMessage,
 } from './support.js';
+import { MgetBatcher, type CheckBatch } from './redis-batch.js';
+import { REVOKE_SUBJECT_LUA, type ScriptedPipeline, type ScriptedRedis } from './redis-script.js';
+import { errInfo, throwFirst } from './redis-util.js';
 import type {
   InvalidationListener,
   OnRevocationError,
@@ -56,38 +59,6 @@ export interface RedisRevocationOptions {
   /** Bound on one read of the durable record when seeding (default 30 s). */
   loadTimeoutMs?: number;
 }
-
-/**
- * Keeps `before` the maximum ever written and the expiry the latest ever asked for; a
- * key without expiry stays without. GET-compare-SET in one script so two instances
- * revoking the same subject concurrently cannot let an older timestamp win.
- * KEYS[1] subject key; ARGV[1] before (ms); ARGV[2] expire-at (ms) or '' for never.
- */
-const REVOKE_SUBJECT_LUA = `
-local cur = redis.call('GET', KEYS[1])
-local ttl = redis.call('PTTL', KEYS[1])
-if (not cur) or (tonumber(cur) < tonumber(ARGV[1])) then
-  redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
-end
-if ARGV[2] == '' then
-  redis.call('PERSIST', KEYS[1])
-elseif ttl ~= -1 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if ttl == -2 or now + ttl < tonumber(ARGV[2]) then
-    redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-  end
-end
-return redis.call('GET', KEYS[1])
-`;
-
-type ScriptedRedis = Redis & {
-  portcullisRevokeSubject(key: string, before: string, expireAt: string): Promise<string | null>;
-};
-
-type ScriptedPipeline = ReturnType<Redis['pipeline']> & {
-  portcullisRevokeSubject(key: string, before: string, expireAt: string): ScriptedPipeline;
-};
 
 /** Size of one pipeline when re-seeding, so a large revocation set does not become one giant write. */
 const SEED_CHUNK = 1_000;
@@ -148,13 +119,7 @@ export class RedisRevocationStore implements RevocationStore {
    */
   #unanswered = false;
   #probe: NodeJS.Timeout | undefined;
-  /** Checks waiting for the MGET of this turn of the event loop. */
-  #batch: CheckBatch | undefined;
-  /** Batches sent and not yet answered, oldest first. */
-  readonly #inFlight = new Set<CheckBatch>();
-  /** Times out batches in flight; runs only while there are some. */
-  #sweeper: NodeJS.Timeout | undefined;
-  readonly #sweepEvery: number;
+  readonly #checks: MgetBatcher;
 
   constructor(options: RedisRevocationOptions) {
     const prefix = options.keyPrefix ?? 'portcullis:';
@@ -172,8 +137,6 @@ export class RedisRevocationStore implements RevocationStore {
     this.#source = options.source;
     this.#seeded = options.source === undefined;
     this.#timeout = options.timeout ?? 1_000;
-    // How late past its timeout a check may give up.
-    this.#sweepEvery = Math.max(5, Math.min(50, Math.floor(this.#timeout / 10)));
     this.#loadTimeout = options.loadTimeoutMs ?? 30_000;
     this.#onCheckFailure = options.onCheckFailure;
     const maxBackoff = options.maxBackoffMs ?? 2_000;
@@ -195,6 +158,12 @@ export class RedisRevocationStore implements RevocationStore {
       autoResendUnfulfilledCommands: false,
     }) as ScriptedRedis;
     this.#redis.defineCommand('portcullisRevokeSubject', { numberOfKeys: 1, lua: REVOKE_SUBJECT_LUA });
+    this.#checks = new MgetBatcher(this.#redis, this.#timeout, {
+      answered: () => {
+        this.#unanswered = false;
+      },
+      failed: (batch, err) => this.#failBatch(batch, err),
+    });
     this.#redis.on('error', (err: Error) => this.#connLog.error({ err: errInfo(err) }, 'revocation redis connection error'));
     this.#redis.on('ready', () => this.#onReady());
     this.#redis.on('close', () => this.#onClose());
@@ -237,70 +206,8 @@ export class RedisRevocationStore implements RevocationStore {
     if (this.#redis.status !== 'ready' || !this.#seeded) {
       return this.#fail(new Error(this.#seeded ? `redis connection ${this.#redis.status}` : 'redis not yet seeded'));
     }
-    let batch = this.#batch;
-    if (batch === undefined) {
-      batch = this.#batch = { keys: [], checks: [], deadline: performance.now() + this.#timeout };
-      setImmediate(this.#sendBatch);
-    }
-    const idKey = this.#idPrefix + identity.revocationId;
-    const subjectKey = this.#subjectPrefix + identity.subject;
-    const external = identity.externalRevocationKeys;
-    const b = batch;
-    return new Promise<boolean>((resolve, reject) => {
-      const idSlot = b.keys.push(idKey, subjectKey) - 2;
-      // The fronted API's own keys ride in the same MGET, after the check's two.
-      const end = external === undefined ? idSlot + 2 : b.keys.push(...external);
-      b.checks.push({ idSlot, subjectSlot: idSlot + 1, end, issuedAt: identity.issuedAt, resolve, reject });
-    });
+    return this.#checks.check(this.#idPrefix + identity.revocationId, this.#subjectPrefix + identity.subject, identity.externalRevocationKeys, identity.issuedAt);
   }
-
-  /**
-   * Sends every check queued during this turn of the event loop as one MGET (each distinct
-   * key once). Requests read from different sockets in the same poll phase land in one
-   * batch: under load, one command and one round trip serve many requests.
-   */
-  readonly #sendBatch = (): void => {
-    const batch = this.#batch;
-    this.#batch = undefined;
-    if (batch === undefined) return;
-    this.#inFlight.add(batch);
-    if (this.#sweeper === undefined) {
-      this.#sweeper = setInterval(this.#sweep, this.#sweepEvery);
-      this.#sweeper.unref();
-    }
-    this.#redis.mget(batch.keys).then(
-      (r) => {
-        this.#unanswered = false;
-        // Already failed by the sweep: the answer came too late.
-        if (!this.#inFlight.delete(batch)) return;
-        for (const c of batch.checks) {
-          if (r[c.idSlot] !== null || anyPresent(r, c.subjectSlot + 1, c.end)) {
-            c.resolve(true);
-            continue;
-          }
-          const before = r[c.subjectSlot];
-          c.resolve(before !== null && before !== undefined && c.issuedAt < Number(before));
-        }
-      },
-      (err: unknown) => {
-        if (this.#inFlight.delete(batch)) this.#failBatch(batch, err);
-      },
-    );
-  };
-
-  /** Fails every batch in flight past its deadline (Redis answers in order: oldest first). */
-  readonly #sweep = (): void => {
-    const now = performance.now();
-    for (const b of this.#inFlight) {
-      if (b.deadline > now) break;
-      this.#inFlight.delete(b);
-      this.#failBatch(b, new Error(`redis did not answer within ${this.#timeout} ms`));
-    }
-    if (this.#inFlight.size === 0 && this.#sweeper !== undefined) {
-      clearInterval(this.#sweeper);
-      this.#sweeper = undefined;
-    }
-  };
 
   #failBatch(batch: CheckBatch, err: unknown): void {
     if (this.#redis.status === 'ready') this.#watchUnanswered();
@@ -502,50 +409,8 @@ export class RedisRevocationStore implements RevocationStore {
     this.#generation++;
     if (this.#seedCheck !== undefined) clearInterval(this.#seedCheck);
     if (this.#probe !== undefined) clearTimeout(this.#probe);
-    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
-    this.#sweeper = undefined;
+    this.#checks.close();
     this.#redis.disconnect();
     this.#sub.disconnect();
   }
-}
-
-interface PendingCheck {
-  readonly idSlot: number;
-  readonly subjectSlot: number;
-  /** One past the check's last key: slots after `subjectSlot` up to here are external keys. */
-  readonly end: number;
-  readonly issuedAt: number;
-  readonly resolve: (revoked: boolean) => void;
-  readonly reject: (err: unknown) => void;
-}
-
-/**
- * The checks of one turn and their keys, two per check (id marker, subject timestamp) and
- * its external keys if any.
- * Keys are not deduplicated: hashing each one into a map cost more than Redis spends
- * reading a key twice.
- */
-interface CheckBatch {
-  readonly keys: string[];
-  readonly checks: PendingCheck[];
-  /** `performance.now()` by which the answer must have come: the first check's time plus the timeout. */
-  readonly deadline: number;
-}
-
-function anyPresent(values: Array<string | null>, from: number, to: number): boolean {
-  for (let i = from; i < to; i++) if (values[i] !== null) return true;
-  return false;
-}
-
-function throwFirst(results: Array<[Error | null, unknown]> | null): void {
-  if (results === null) throw new Error('pipeline aborted');
-  for (const [err] of results) if (err) throw err;
-}
-
-function errInfo(err: unknown): { message: string; code?: string } {
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    return typeof code === 'string' ? { message: err.message, code } : { message: err.message };
-  }
-  return { message: String(err) };
 }

@@ -1,7 +1,8 @@
 import pg from 'pg';
 import { StoreError } from './errors.js';
 import type { MigrationConn } from './migrate.js';
-import { mapDbError, SqlKeyStore, type Row, type Sql, type SqlDriver } from './sql.js';
+import type { Row } from './rows.js';
+import { mapDbError, SqlKeyStore, type Sql, type SqlDriver } from './sql.js';
 import { postgresStatements } from './statements.js';
 import type { KeyStore, ListenHandlers } from './types.js';
 

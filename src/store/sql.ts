@@ -1,6 +1,8 @@
+import { keyRevocationId } from '../revocation/ids.js';
 import { StoreError } from './errors.js';
 import { runMigrations, type MigrationConn } from './migrate.js';
 import type { Statements } from './statements.js';
+import { date, EFFECTIVE_END, INSERT_KEY, keyParams, REVOKED_COLUMNS, toKey, toRevoked, toSubjectRevocation, toTokenRevocation, type Row } from './rows.js';
 import {
   REVOCATION_CHANNEL,
   type KeyFilter,
@@ -14,7 +16,6 @@ import {
   type RevokedKey,
   type StoreKind,
   type SubjectRevocation,
-  type SubjectRevocationScope,
   type TokenRevocation,
 } from './types.js';
 
@@ -41,8 +42,6 @@ export interface SqlDriver extends Sql {
   close(): Promise<void>;
 }
 
-export type Row = Record<string, unknown>;
-
 const CHANNEL_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 /** Channel names are identifiers in LISTEN; only plain lowercase ones are accepted. */
@@ -65,96 +64,6 @@ export function mapDbError(err: unknown): StoreError {
   }
   const message = err instanceof Error ? err.message : String(err);
   return new StoreError('store-unavailable', `key store error: ${message}`, { cause: err });
-}
-
-function ms(v: unknown): number | null {
-  if (v === null || v === undefined) return null;
-  if (v instanceof Date) return v.getTime();
-  if (typeof v === 'number') return v;
-  const t = Date.parse(String(v));
-  return Number.isNaN(t) ? null : t;
-}
-
-function msReq(v: unknown): number {
-  const t = ms(v);
-  if (t === null) throw new StoreError('store-unavailable', 'key store returned a row without a required timestamp');
-  return t;
-}
-
-function date(v: number | null | undefined): Date | null {
-  return v === null || v === undefined ? null : new Date(v);
-}
-
-function strs(v: unknown): string[] {
-  // PostgreSQL returns text[] as an array, SQLite the JSON text it stores.
-  const list: unknown = typeof v === 'string' ? JSON.parse(v) : v;
-  return Array.isArray(list) ? list.map(String) : [];
-}
-
-function str(v: unknown): string | null {
-  return v === null || v === undefined ? null : String(v);
-}
-
-function toKey(r: Row): KeyRecord {
-  return {
-    id: String(r.id),
-    name: str(r.name),
-    subject: String(r.subject),
-    role: String(r.role),
-    scopes: strs(r.scopes),
-    audiences: strs(r.audiences),
-    allowedIps: strs(r.allowed_ips),
-    secretHash: str(r.secret_hash),
-    sha256: str(r.sha256),
-    createdAt: msReq(r.created_at),
-    notBefore: ms(r.not_before),
-    expiresAt: ms(r.expires_at),
-    lastUsedAt: ms(r.last_used_at),
-    revokedAt: ms(r.revoked_at),
-    successorId: str(r.successor_id),
-    graceUntil: ms(r.grace_until),
-    familyId: str(r.family_id),
-    refreshHash: str(r.refresh_hash),
-    refreshExpiresAt: ms(r.refresh_expires_at),
-    refreshSpentAt: ms(r.refresh_spent_at),
-  };
-}
-
-/** Start of an imported key's revocation id; its SHA-256 in hex follows. */
-export const LEGACY_REVOCATION_PREFIX = 'legacy:';
-
-/** `key:<id>` for native keys, `legacy:<sha256>` for imported ones. */
-export function keyRevocationId(key: { id: string; sha256: string | null }): string {
-  return key.sha256 === null ? `key:${key.id}` : LEGACY_REVOCATION_PREFIX + key.sha256;
-}
-
-// A rotated key stops at the end of its grace; any other key at its expiry.
-const EFFECTIVE_END = 'CASE WHEN successor_id IS NOT NULL THEN grace_until ELSE expires_at END';
-const REVOKED_COLUMNS = `id, sha256, subject, revoked_at, ${EFFECTIVE_END} AS effective_end`;
-
-function toRevoked(r: Row): RevokedKey {
-  const sha256 = str(r.sha256);
-  const id = String(r.id);
-  return { id, revocationId: keyRevocationId({ id, sha256 }), subject: String(r.subject), revokedAt: msReq(r.revoked_at), expiresAt: ms(r.effective_end) };
-}
-
-function toTokenRevocation(r: Row): TokenRevocation {
-  return { id: String(r.id), issuer: String(r.issuer), until: ms(r.until), createdAt: msReq(r.created_at) };
-}
-
-function toSubjectRevocation(r: Row): SubjectRevocation {
-  return { subject: String(r.subject), scope: String(r.scope) as SubjectRevocationScope, revokedBefore: msReq(r.revoked_before), updatedAt: msReq(r.updated_at) };
-}
-
-const INSERT_KEY = `INSERT INTO keys (id, name, subject, role, scopes, audiences, allowed_ips, secret_hash, sha256,
-  created_at, not_before, expires_at, family_id, refresh_hash, refresh_expires_at)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`;
-
-function keyParams(k: NewKey): unknown[] {
-  return [
-    k.id, k.name, k.subject, k.role, [...k.scopes], [...k.audiences], [...k.allowedIps], k.secretHash, k.sha256,
-    date(k.createdAt), date(k.notBefore), date(k.expiresAt), k.familyId, k.refreshHash, date(k.refreshExpiresAt),
-  ];
 }
 
 async function notice(tx: Sql, sql: Statements, n: RevocationNotice): Promise<void> {

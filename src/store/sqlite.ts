@@ -4,7 +4,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { StoreError } from './errors.js';
 import type { MigrationConn } from './migrate.js';
-import { SqlKeyStore, type Row, type Sql, type SqlDriver } from './sql.js';
+import type { Row } from './rows.js';
+import { SqlKeyStore, type Sql, type SqlDriver } from './sql.js';
 import { sqliteStatements } from './statements.js';
 import type { KeyStore, ListenHandlers } from './types.js';
 

@@ -132,7 +132,64 @@ export interface KeyFilter {
 
 export type StoreKind = 'postgres' | 'sqlite';
 
-export interface KeyStore {
+/**
+ * What verifying an API key needs of the store: the two lookups and the `last used`
+ * write-back. The authenticator is handed only this.
+ */
+export interface KeyRepository {
+  getKey(id: string): Promise<KeyRecord | undefined>;
+  /** Legacy lookup by the lowercase hex SHA-256 of the whole key. */
+  getKeyBySha256(sha256: string): Promise<KeyRecord | undefined>;
+  /** Records `last used` times, one statement for the whole batch. */
+  touchLastUsed(entries: ReadonlyMap<string, number>): Promise<void>;
+}
+
+/** The durable record of revocations: what the revocation view loads and catches up from. */
+export interface RevocationLog {
+  /** Keys revoked at or after `since` (catch-up after a lost notification connection). */
+  listRevokedKeysSince(since: number): Promise<RevokedKey[]>;
+  /** Revoked keys that would still be working otherwise (`expiresAt` null or > now). */
+  listActiveRevokedKeys(now: number): Promise<RevokedKey[]>;
+  /**
+   * Records a JWT revocation (upsert on issuer+id; a longer or unbounded `until` wins).
+   * Notifies.
+   */
+  insertTokenRevocation(rev: TokenRevocation): Promise<void>;
+  /** Token revocations still in force at `now` (`until` null or > now). */
+  listActiveTokenRevocations(now: number): Promise<TokenRevocation[]>;
+  /** Token revocations written at or after `since` (catch-up). */
+  listTokenRevocationsSince(since: number): Promise<TokenRevocation[]>;
+  /** Deletes token revocations whose `until` has passed; resolves to how many. */
+  pruneTokenRevocations(now: number): Promise<number>;
+  /**
+   * Records a subject-wide revocation (upsert on subject+scope; `revokedBefore` only
+   * moves forward). Notifies.
+   */
+  insertSubjectRevocation(rev: Omit<SubjectRevocation, 'updatedAt'> & { readonly at: number }): Promise<void>;
+  /** Every subject revocation (they do not expire). */
+  listSubjectRevocations(): Promise<SubjectRevocation[]>;
+  /** Subject revocations written at or after `since` (catch-up). */
+  listSubjectRevocationsSince(since: number): Promise<SubjectRevocation[]>;
+  /** The subject's revocations (one per scope at most). */
+  getSubjectRevocations(subject: string): Promise<SubjectRevocation[]>;
+}
+
+/** Small persistent values shared by every instance (e.g. a generated signing key). */
+export interface KvStore {
+  getKv(name: string): Promise<string | undefined>;
+  setKv(name: string, value: string, at: number): Promise<void>;
+  /**
+   * Stores `value` unless `name` already has one; resolves to the value now stored.
+   * Lets several instances agree on one generated value (e.g. a signing key).
+   */
+  setKvIfAbsent(name: string, value: string, at: number): Promise<string>;
+}
+
+/**
+ * The whole store, as the composition root and the key administration hold it. Callers
+ * that need less take {@link KeyRepository}, {@link RevocationLog} or {@link KvStore}.
+ */
+export interface KeyStore extends KeyRepository, RevocationLog, KvStore {
   readonly kind: StoreKind;
 
   /**
@@ -150,9 +207,6 @@ export interface KeyStore {
   insertKey(key: NewKey): Promise<void>;
   /** Inserts keys atomically: all of them or (on any error) none. */
   insertKeys(keys: readonly NewKey[]): Promise<void>;
-  getKey(id: string): Promise<KeyRecord | undefined>;
-  /** Legacy lookup by the lowercase hex SHA-256 of the whole key. */
-  getKeyBySha256(sha256: string): Promise<KeyRecord | undefined>;
   /** Which of these legacy digests are already stored. */
   existingSha256(digests: readonly string[]): Promise<string[]>;
   /** Keys ordered by creation time (oldest first). */
@@ -197,48 +251,6 @@ export interface KeyStore {
   refreshKey(oldId: string, successor: NewKey, at: number): Promise<boolean>;
   /** Revokes every key of a refresh family (a spent token was replayed). Notifies. */
   revokeFamily(familyId: string, at: number): Promise<RevokedKey[]>;
-  /** Records `last used` times, one statement for the whole batch. */
-  touchLastUsed(entries: ReadonlyMap<string, number>): Promise<void>;
-  /** Keys revoked at or after `since` (catch-up after a lost notification connection). */
-  listRevokedKeysSince(since: number): Promise<RevokedKey[]>;
-  /** Revoked keys that would still be working otherwise (`expiresAt` null or > now). */
-  listActiveRevokedKeys(now: number): Promise<RevokedKey[]>;
-
-  // ---- token and subject revocations ----------------------------------------------
-
-  /**
-   * Records a JWT revocation (upsert on issuer+id; a longer or unbounded `until` wins).
-   * Notifies.
-   */
-  insertTokenRevocation(rev: TokenRevocation): Promise<void>;
-  /** Token revocations still in force at `now` (`until` null or > now). */
-  listActiveTokenRevocations(now: number): Promise<TokenRevocation[]>;
-  /** Token revocations written at or after `since` (catch-up). */
-  listTokenRevocationsSince(since: number): Promise<TokenRevocation[]>;
-  /** Deletes token revocations whose `until` has passed; resolves to how many. */
-  pruneTokenRevocations(now: number): Promise<number>;
-
-  /**
-   * Records a subject-wide revocation (upsert on subject+scope; `revokedBefore` only
-   * moves forward). Notifies.
-   */
-  insertSubjectRevocation(rev: Omit<SubjectRevocation, 'updatedAt'> & { readonly at: number }): Promise<void>;
-  /** Every subject revocation (they do not expire). */
-  listSubjectRevocations(): Promise<SubjectRevocation[]>;
-  /** Subject revocations written at or after `since` (catch-up). */
-  listSubjectRevocationsSince(since: number): Promise<SubjectRevocation[]>;
-  /** The subject's revocations (one per scope at most). */
-  getSubjectRevocations(subject: string): Promise<SubjectRevocation[]>;
-
-  // ---- small persistent values --------------------------------------------------------
-
-  getKv(name: string): Promise<string | undefined>;
-  setKv(name: string, value: string, at: number): Promise<void>;
-  /**
-   * Stores `value` unless `name` already has one; resolves to the value now stored.
-   * Lets several instances agree on one generated value (e.g. a signing key).
-   */
-  setKvIfAbsent(name: string, value: string, at: number): Promise<string>;
 
   // ---- notifications -------------------------------------------------------------------
 

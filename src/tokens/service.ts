@@ -1,11 +1,8 @@
 import type { Clock } from '../clock.js';
 import { systemClock } from '../clock.js';
+import { formatRevocationId, formatScopedSubject, parseRevocationId, tokenRecordId } from '../revocation/ids.js';
+import type { RevocationLog } from '../store/types.js';
 import { DomainError } from '../http/problem.js';
-import type { KeyStore } from '../store/types.js';
-
-/** Subject-scoped names in the revocation view: keys and JWTs of one subject are revoked apart. */
-export const KEY_SUBJECT = 'k:';
-export const TOKEN_SUBJECT = 't:';
 
 /** What revoking a JWT tells the fleet. */
 export interface TokenRevocationSink {
@@ -25,7 +22,7 @@ export class TokenServiceError extends DomainError {
  */
 export class TokenService {
   constructor(
-    private readonly store: KeyStore,
+    private readonly store: Pick<RevocationLog, 'insertTokenRevocation' | 'insertSubjectRevocation'>,
     private readonly sink: TokenRevocationSink,
     private readonly clock: Clock = systemClock,
   ) {}
@@ -33,14 +30,15 @@ export class TokenService {
   /** Revokes one JWT by `jti` (until `until`, ms; unbounded when omitted). */
   async revokeJti(jti: string, until?: number): Promise<{ revocationId: string; until: number | null }> {
     if (jti === '' || jti.length > 1024) throw new TokenServiceError('jti must be 1–1024 characters');
-    return this.revokeId(`jti:${jti}`, until);
+    return this.revokeId(formatRevocationId({ kind: 'jti', jti }), until);
   }
 
   /** Revokes one credential given its revocation id (`jti:…` or `tok:…`). */
   async revokeId(revocationId: string, until?: number): Promise<{ revocationId: string; until: number | null }> {
+    const parsed = parseRevocationId(revocationId);
+    if (parsed?.kind !== 'jti' && parsed?.kind !== 'token') throw new TypeError(`not a JWT revocation id: ${revocationId}`);
     const now = this.clock.now();
-    const id = revocationId.startsWith('jti:') ? revocationId.slice(4) : `sha256:${revocationId.slice(4)}`;
-    await this.store.insertTokenRevocation({ id, issuer: '', until: until ?? null, createdAt: now });
+    await this.store.insertTokenRevocation({ id: tokenRecordId(parsed), issuer: '', until: until ?? null, createdAt: now });
     await this.sink.revoke(revocationId, until);
     return { revocationId, until: until ?? null };
   }
@@ -52,7 +50,7 @@ export class TokenService {
     // JWT `iat` has one-second resolution: a token issued within this second is covered too.
     const before = Math.ceil((now + 1) / 1000) * 1000;
     await this.store.insertSubjectRevocation({ subject, scope: 'tokens', revokedBefore: before, at: now });
-    await this.sink.revokeSubject(TOKEN_SUBJECT + subject, before);
+    await this.sink.revokeSubject(formatScopedSubject('tokens', subject), before);
     return { subject, revokedBefore: before };
   }
 }

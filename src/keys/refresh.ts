@@ -1,0 +1,111 @@
+import type { Clock } from '../clock.js';
+import { keyRevocationId } from '../revocation/ids.js';
+import type { KeyRecord, KeyStore } from '../store/types.js';
+import { KeyServiceError } from './errors.js';
+import type { AttemptLimiter } from '../util/attempt-limiter.js';
+import type { KeyRevocationEvent } from './events.js';
+import { generateKey, generateRefreshToken, parseRefreshToken } from './format.js';
+import { hashSecret, verifySecret, type HashParams } from './hash.js';
+import { effectiveEnd } from './lifetime.js';
+import { successorOf } from './successor.js';
+
+/** Answer of a successful refresh (docs/reference/api-keys.md). */
+export interface RefreshedKey {
+  readonly id: string;
+  readonly key: string;
+  readonly expiresAt: number;
+  readonly refreshToken: string;
+  readonly refreshExpiresAt: number;
+}
+
+/** What exchanging a refresh token needs. */
+export interface RefreshContext {
+  readonly store: Pick<KeyStore, 'getKey' | 'getSubjectRevocations' | 'refreshKey' | 'revokeFamily'>;
+  readonly prefix: string;
+  readonly hash: HashParams;
+  /** Lifetimes of the new key and of its refresh token (ms). */
+  readonly lifetimes: { readonly keyTtl: number; readonly tokenTtl: number };
+  readonly clock: Clock;
+  /** Failed refreshes: refresh tokens are well-formed for anyone who knows a key id. */
+  readonly attempts: AttemptLimiter;
+  readonly emit: (event: KeyRevocationEvent) => Promise<void>;
+}
+
+const refused = (detail = 'The refresh token is not valid.'): KeyServiceError => new KeyServiceError('refresh-invalid', detail);
+const ROTATED = 'The key of this refresh token was rotated; use the refresh token issued with its successor.';
+const REPLAYED = 'The refresh token was already used; every key of its family is revoked.';
+
+/**
+ * Exchanges a refresh token for a new key and refresh token (same grants, same family);
+ * the old key and token are revoked at once. A spent token revokes the whole family.
+ * Refusals are KeyServiceError `refresh-invalid` (429 `rate-limited` for a client past the
+ * failed-attempt limit); store failures are the store's own errors.
+ */
+export async function exchangeRefreshToken(token: string, clientIp: string, ctx: RefreshContext): Promise<RefreshedKey> {
+  const parsed = parseRefreshToken(token, ctx.prefix);
+  if (parsed === null) throw refused();
+  const now = ctx.clock.now();
+  const old = await ctx.store.getKey(parsed.id);
+  if (old === undefined || old.refreshHash === null) throw refused();
+  await verifyToken(ctx, old.refreshHash, parsed, clientIp);
+  await checkUsable(ctx, old, now);
+  return replace(ctx, old, now);
+}
+
+/** Checks the token's secret under the failed-attempt limit. */
+async function verifyToken(ctx: RefreshContext, refreshHash: string, parsed: { id: string; secret: string }, clientIp: string): Promise<void> {
+  // Anyone who knows a key id can forge a well-formed token, and each costs an argon2
+  // run: a client past the limit is refused without one. Counted before verifying so
+  // that a concurrent burst cannot overshoot; taken back when the token proves right.
+  ctx.attempts.check(parsed.id, clientIp, 'Too many failed refreshes from this address; retry later.');
+  ctx.attempts.count(parsed.id, clientIp, 1);
+  let ok: boolean;
+  try {
+    ok = await verifySecret(refreshHash, parsed.secret);
+  } catch (err) {
+    ctx.attempts.count(parsed.id, clientIp, -1);
+    throw err;
+  }
+  if (!ok) throw refused();
+  ctx.attempts.count(parsed.id, clientIp, -1);
+}
+
+/** Refuses a proven token whose key was rotated, replayed, revoked or has expired. */
+async function checkUsable(ctx: RefreshContext, old: KeyRecord, now: number): Promise<void> {
+  // Spent by the rotation, not replayed: the successor has a token of its own.
+  if (old.successorId !== null) throw refused(ROTATED);
+  if (old.refreshSpentAt !== null) {
+    await revokeFamily(ctx, old, now);
+    throw refused(REPLAYED);
+  }
+  if (old.revokedAt !== null) throw refused('The key of this refresh token is revoked.');
+  if (old.refreshExpiresAt !== null && now >= old.refreshExpiresAt) throw refused('The refresh token has expired.');
+  const subjectRevs = await ctx.store.getSubjectRevocations(old.subject);
+  if (subjectRevs.some((r) => r.scope !== 'tokens' && old.createdAt < r.revokedBefore)) throw refused('The key of this refresh token is revoked.');
+}
+
+/** Stores the successor, spending the token and revoking the old key, and announces it. */
+async function replace(ctx: RefreshContext, old: KeyRecord, now: number): Promise<RefreshedKey> {
+  const gen = generateKey(ctx.prefix);
+  const rt = generateRefreshToken(ctx.prefix, gen.id);
+  const [secretHash, refreshHash] = await Promise.all([hashSecret(gen.secret, ctx.hash), hashSecret(rt.secret, ctx.hash)]);
+  const expiresAt = now + ctx.lifetimes.keyTtl;
+  const refreshExpiresAt = now + ctx.lifetimes.tokenTtl;
+  const successor = successorOf(old, gen.id, secretHash, now, { expiresAt, familyId: old.familyId ?? old.id, refreshHash, refreshExpiresAt });
+  if (!(await ctx.store.refreshKey(old.id, successor, now))) {
+    // Lost a race with a rotation: the token is spent, not replayed.
+    if ((await ctx.store.getKey(old.id))?.successorId != null) throw refused(ROTATED);
+    // Lost a race with another use of the same token: that is a replay too.
+    await revokeFamily(ctx, old, now);
+    throw refused(REPLAYED);
+  }
+  await ctx.emit({ kind: 'key', keyId: old.id, revocationId: keyRevocationId(old), subject: old.subject, at: now, expiresAt: effectiveEnd(old), reason: 'refresh' });
+  return { id: gen.id, key: gen.key, expiresAt, refreshToken: rt.key, refreshExpiresAt };
+}
+
+async function revokeFamily(ctx: RefreshContext, k: KeyRecord, now: number): Promise<void> {
+  const revoked = await ctx.store.revokeFamily(k.familyId ?? k.id, now);
+  for (const r of revoked) {
+    await ctx.emit({ kind: 'key', keyId: r.id, revocationId: r.revocationId, subject: r.subject, at: now, expiresAt: r.expiresAt, reason: 'family' });
+  }
+}
