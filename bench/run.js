@@ -51,6 +51,8 @@ const { values: flags } = parseArgs({
     'memory-node-args': { type: 'string', default: '' },
     generator: { type: 'string' },
     restart: { type: 'boolean', default: false },
+    engine: { type: 'string' },
+    'base-engine': { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -79,6 +81,9 @@ if (flags.help) {
                      dist/, src/store/migrations and package.json, node_modules linked), in
                      the same rounds, and report each target against its twin there (A/B)
   --base-log-level L the base build's gateways log at this level (what the log line costs)
+  --engine E         the gateways' upstream engine (upstreams.api.engine: undici or http-proxy)
+  --base-engine E    the base build's gateways use this engine: with --base pointing at this
+                     very build, an A/B of the two engines
   --restart          start every Portcullis gateway afresh before each round (and warm it):
                      two processes of one build can differ by a quarter for their whole
                      life, so an A/B with --base needs several fresh pairs, not one
@@ -225,7 +230,7 @@ function gatewayConfig({ upstream, adminToken, jwksUri, hsSecret, redis, keyPref
   return stringify({
     listen: { host: '127.0.0.1', port: 0, ...(tls ? { tls } : {}) },
     admin: { host: '127.0.0.1', port: 0, token: adminToken },
-    upstreams: { api: { url: upstream } },
+    upstreams: { api: { url: upstream, ...(flags.engine ? { engine: flags.engine } : {}) } },
     roles: ['basic', 'premium', 'admin'],
     store: { url: storeUrl ?? 'sqlite://./data/portcullis.db', ...(poolSize ? { poolSize } : {}) },
     revocation: redis ? { redis, keyPrefix, onError: 'deny' } : {},
@@ -305,6 +310,9 @@ async function main() {
   // The same passthrough on http-proxy-3's other engine: fetch over an undici dispatcher.
   const bareFetch = await startServer(join(HERE, 'servers', 'bare-proxy.js'), [up.url, 'fetch'], prof('bare-proxy-fetch'));
   procs.push(bareFetch);
+  // The floor for the undici engine: undici's dispatcher API alone.
+  const bareUndici = await startServer(join(HERE, 'servers', 'bare-undici.js'), [up.url], prof('bare-undici'));
+  procs.push(bareUndici);
   const peer = await startServer(join(HERE, 'servers', 'fastify-peer.js'), [up.url, hsSecret, 'https://hs.bench.test', 'bench', 'basic,premium,admin'], prof('fastify-peer'));
   procs.push(peer);
   log(`upstream :${up.port}, bare proxy :${bare.port}, fastify peer :${peer.port}`);
@@ -333,6 +341,11 @@ async function main() {
       if (!g) continue;
       const t = join(tmp, `${g.dir.split('/').pop()}@base`);
       cpSync(g.dir, t, { recursive: true });
+      if (flags['base-engine']) {
+        const f = join(t, 'gateway.config.yaml');
+        const yaml = readFileSync(f, 'utf8').replace(/^ {4}engine: \S+\n/m, '');
+        writeFileSync(f, yaml.replace(/^(upstreams:\n {2}api:\n {4}url: \S+\n)/m, `$1    engine: ${flags['base-engine']}\n`));
+      }
       if (flags['base-log-level']) {
         const f = join(t, 'gateway.config.yaml');
         writeFileSync(f, readFileSync(f, 'utf8').replace(/^(\s+level:) \S+$/m, `$1 ${flags['base-log-level']}`));
@@ -380,6 +393,7 @@ async function main() {
     { name: 'upstream', label: 'upstream alone', url: up.url, pid: up.pid, headers: {}, kind: 'floor' },
     { name: 'bare-proxy', label: 'bare http-proxy-3', url: bare.url, pid: bare.pid, headers: {}, kind: 'floor' },
     { name: 'bare-proxy-fetch', label: 'bare http-proxy-3, fetch path (undici)', url: bareFetch.url, pid: bareFetch.pid, headers: {}, kind: 'floor' },
+    { name: 'bare-undici', label: 'bare undici dispatcher (Pool.dispatch)', url: bareUndici.url, pid: bareUndici.pid, headers: {}, kind: 'floor' },
     { name: 'pcl-public', label: 'Portcullis, public route', gw: 'gw', path: '/public', headers: {}, kind: 'public' },
     { name: 'pcl-hs256', label: 'Portcullis, cached HS256 JWT', gw: 'gw', headers: bearer(hsToken), kind: 'jwt' },
     { name: 'pcl-es256', label: 'Portcullis, cached ES256 JWT (JWKS)', gw: 'gw', headers: bearer(esToken), kind: 'jwt' },
