@@ -126,9 +126,18 @@ routes:
   t.equal(parseConfig(base(''), 'g.yaml').config.workers, 1, 'default 1');
   t.equal(parseConfig(base('workers: auto'), 'g.yaml').config.workers, 'auto');
   t.equal(parseConfig(base('workers: 4', 'postgres://h/db'), 'g.yaml').config.workers, 4);
+  const problems = (yaml: string): readonly string[] => {
+    try {
+      parseConfig(yaml, 'g.yaml');
+      return [];
+    } catch (err) {
+      if (err instanceof ConfigError) return err.problems;
+      throw err;
+    }
+  };
   for (const bad of ['workers: 0', 'workers: 1.5', 'workers: "4"', 'workers: many', 'workers: 257']) {
-    t.throws(() => parseConfig(base(bad), 'g.yaml'), { problems: [/^g\.yaml:4:\d+ workers: /] }, bad);
+    t.match(problems(base(bad)), [/^g\.yaml:4:\d+ workers: /], bad);
   }
-  t.throws(() => parseConfig(base('workers: 2', 'sqlite://memory'), 'g.yaml'), { problems: [/^g\.yaml:4:10 workers: several workers need a store they can all open/] });
+  t.match(problems(base('workers: 2', 'sqlite://memory')), [/^g\.yaml:4:10 workers: several workers need a store they can all open/]);
   t.doesNotThrow(() => parseConfig(base('workers: 1', 'sqlite://memory'), 'g.yaml'));
 });
