@@ -38,8 +38,6 @@ export interface CoreOptions {
   onRevocationFailure?: (err: unknown) => void;
   /** Directory relative `sqlite://` paths resolve against (default: working directory). */
   baseDir?: string;
-  /** PostgreSQL notification channel override (tests sharing one database). */
-  channel?: string;
   /** How often a running gateway deletes token revocations that can no longer matter (default 1 h). */
   pruneIntervalMs?: number;
 }
@@ -67,7 +65,8 @@ function noticeSnapshot(payload: string): RevocationSnapshot {
   if (n.kind === 'token') return toSnapshot([], [n], []);
   if (n.kind === 'changed') return { ids: [], subjects: [], changed: [n.revocationId] };
   if (n.kind === 'added') return { ids: [], subjects: [], added: true };
-  return toSnapshot([], [], [n]);
+  if (n.kind === 'subject') return toSnapshot([], [], [n]);
+  throw new Error('not a revocation notice');
 }
 
 /** The durable record of revocations, as the revocation view loads it (subjects scoped by kind). */
@@ -80,12 +79,14 @@ export function revocationSource(store: RevocationLog & Pick<KeyStore, 'kind' | 
   };
   const source: RevocationSource = {
     loadActive,
+    decodeNotice: noticeSnapshot,
     changedSince: async (since) => {
       const [ks, ts, ss] = await Promise.all([store.listRevokedKeysSince(since), store.listTokenRevocationsSince(since), store.listSubjectRevocationsSince(since)]);
       return toSnapshot(ks, ts, ss);
     },
   };
   // The embedded file has no server to push changes: every process polls its notices.
+  // (PostgreSQL's are heard on the LISTEN connection of the revocation view, through decodeNotice.)
   if (store.kind === 'sqlite') {
     // A file that cannot be read (a disk error) would fail every poll: one line per 30 s.
     const failures = logger === undefined ? undefined : new ThrottledLog(logger, 30_000);
@@ -124,7 +125,6 @@ export async function openCore(config: GatewayConfig, logger: Logger, opts: Core
       source: revocationSource(store, clock, logger),
       logger,
       clock,
-      ...(opts.channel === undefined ? {} : { channel: opts.channel }),
       ...(opts.onRevocationFailure === undefined ? {} : { onCheckFailure: opts.onRevocationFailure }),
     });
   } catch (err) {
