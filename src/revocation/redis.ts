@@ -14,8 +14,9 @@ import {
   type WireMessage,
 } from './support.js';
 import { MgetBatcher, type CheckBatch } from './redis-batch.js';
-import { REVOKE_SUBJECT_LUA, type ScriptedPipeline, type ScriptedRedis } from './redis-script.js';
-import { errInfo, throwFirst } from './redis-util.js';
+import { REVOKE_SUBJECT_LUA, type ScriptedRedis } from './redis-script.js';
+import { RedisSeed } from './redis-seed.js';
+import { errInfo } from './redis-util.js';
 import type {
   InvalidationListener,
   OnRevocationError,
@@ -60,9 +61,6 @@ export interface RedisRevocationOptions {
   loadTimeoutMs?: number;
 }
 
-/** Size of one pipeline when re-seeding, so a large revocation set does not become one giant write. */
-const SEED_CHUNK = 1_000;
-
 /**
  * Revocation markers in Redis, shared by a fleet (docs/reference/revocation.md).
  *
@@ -97,16 +95,10 @@ export class RedisRevocationStore implements RevocationStore {
   readonly #failLog: ThrottledLog;
   readonly #connLog: ThrottledLog;
   readonly #listeners: ListenerSet;
-  readonly #source: RevocationSource | undefined;
   readonly #instance = randomUUID();
   readonly #timeout: number;
-  readonly #loadTimeout: number;
   readonly #onCheckFailure: ((err: unknown) => void) | undefined;
-  #seedCheck: NodeJS.Timeout | undefined;
-  #seeding = false;
-  #seeded: boolean;
-  /** Bumped on every (re)connect so a slow seed of an old connection cannot mark a new one seeded. */
-  #generation = 0;
+  readonly #seed: RedisSeed;
   #everReady = false;
   /** Set once the first SUBSCRIBE is confirmed; later drops are resubscribed by ioredis. */
   #subscribed = false;
@@ -134,10 +126,7 @@ export class RedisRevocationStore implements RevocationStore {
     this.#failLog = new ThrottledLog(options.logger);
     this.#connLog = new ThrottledLog(options.logger, 30_000);
     this.#listeners = new ListenerSet(options.logger);
-    this.#source = options.source;
-    this.#seeded = options.source === undefined;
     this.#timeout = options.timeout ?? 1_000;
-    this.#loadTimeout = options.loadTimeoutMs ?? 30_000;
     this.#onCheckFailure = options.onCheckFailure;
     const maxBackoff = options.maxBackoffMs ?? 2_000;
     const common = {
@@ -158,6 +147,20 @@ export class RedisRevocationStore implements RevocationStore {
       autoResendUnfulfilledCommands: false,
     }) as ScriptedRedis;
     this.#redis.defineCommand('portcullisRevokeSubject', { numberOfKeys: 1, lua: REVOKE_SUBJECT_LUA });
+    this.#seed = new RedisSeed({
+      source: options.source,
+      writer: {
+        redis: this.#redis,
+        sentinelKey: this.#sentinelKey,
+        marker: (id, until) => this.#marker(id, until),
+        subjectArgs: (subject, before, until) => this.#subjectArgs(subject, before, until),
+        bounded: (p) => this.#bounded(p),
+      },
+      logger: options.logger,
+      clock: this.#clock,
+      loadTimeoutMs: options.loadTimeoutMs ?? 30_000,
+      checkIntervalMs: options.seedCheckIntervalMs ?? 30_000,
+    });
     this.#checks = new MgetBatcher(this.#redis, this.#timeout, {
       answered: () => {
         this.#unanswered = false;
@@ -193,18 +196,11 @@ export class RedisRevocationStore implements RevocationStore {
     }, (err: unknown) => {
       if (!this.#closed) this.#logger.error({ err: errInfo(err) }, 'revocation redis: subscribe failed; caches will not hear other instances');
     });
-    const every = options.seedCheckIntervalMs ?? 30_000;
-    if (this.#source !== undefined && every > 0) {
-      this.#seedCheck = setInterval(() => {
-        if (this.#redis.status === 'ready' && this.#seeded && !this.#seeding) void this.#seed(this.#generation, 0);
-      }, every);
-      this.#seedCheck.unref();
-    }
   }
 
   isRevoked(identity: RevocationSubjectRef): boolean | Promise<boolean> {
-    if (this.#redis.status !== 'ready' || !this.#seeded) {
-      return this.#fail(new Error(this.#seeded ? `redis connection ${this.#redis.status}` : 'redis not yet seeded'));
+    if (this.#redis.status !== 'ready' || !this.#seed.seeded) {
+      return this.#fail(new Error(this.#seed.seeded ? `redis connection ${this.#redis.status}` : 'redis not yet seeded'));
     }
     return this.#checks.check(this.#idPrefix + identity.revocationId, this.#subjectPrefix + identity.subject, identity.externalRevocationKeys, identity.issuedAt);
   }
@@ -323,62 +319,18 @@ export class RedisRevocationStore implements RevocationStore {
   }
 
   #onReady(): void {
-    const generation = ++this.#generation;
     if (this.#lost) this.#logger.warn({}, 'revocation redis reconnected');
     this.#lost = false;
     this.#unanswered = false;
     this.#everReady = true;
-    if (this.#source !== undefined) void this.#seed(generation, 0);
+    this.#seed.connected();
   }
 
   #onClose(): void {
-    if (this.#source !== undefined) this.#seeded = false;
+    this.#seed.disconnected();
     if (this.#everReady && !this.#lost && !this.#closed) {
       this.#lost = true;
       this.#logger.error({ onError: this.#allow ? 'allow' : 'deny' }, 'revocation redis connection lost; reconnecting');
-    }
-  }
-
-  /**
-   * Redis without our sentinel has lost (or never had) the markers: replay the durable
-   * record before answering checks again. Idempotent, so instances racing here are harmless.
-   */
-  async #seed(generation: number, attempt: number): Promise<void> {
-    const source = this.#source!;
-    this.#seeding = true;
-    try {
-      const present = await this.#bounded(this.#redis.exists(this.#sentinelKey));
-      if (present === 0) {
-        // Until the replay is done a check could miss a revocation: refuse them meanwhile.
-        this.#seeded = false;
-        const snap = await withTimeout(source.loadActive(), this.#loadTimeout, 'revocation source');
-        for (let i = 0; i < snap.ids.length; i += SEED_CHUNK) {
-          const p = this.#redis.pipeline();
-          for (const r of snap.ids.slice(i, i + SEED_CHUNK)) {
-            const m = this.#marker(r.revocationId, r.until);
-            if (m === undefined) continue;
-            if (m[1] === undefined) p.set(m[0], '1');
-            else p.set(m[0], '1', 'PXAT', m[1]);
-          }
-          throwFirst(await this.#bounded(p.exec()));
-        }
-        for (let i = 0; i < snap.subjects.length; i += SEED_CHUNK) {
-          const p = this.#redis.pipeline() as ScriptedPipeline;
-          for (const s of snap.subjects.slice(i, i + SEED_CHUNK)) p.portcullisRevokeSubject(...this.#subjectArgs(s.subject, s.before, s.until));
-          throwFirst(await this.#bounded(p.exec()));
-        }
-        await this.#bounded(this.#redis.set(this.#sentinelKey, String(this.#clock.now())));
-        this.#logger.warn({ ids: snap.ids.length, subjects: snap.subjects.length }, 'revocation redis had no revocation data; re-seeded from the store');
-      }
-      if (generation === this.#generation && this.#redis.status === 'ready') this.#seeded = true;
-      this.#seeding = false;
-    } catch (err) {
-      this.#seeding = false;
-      if (this.#closed || generation !== this.#generation) return;
-      this.#logger.error({ err: errInfo(err), attempt }, 'revocation redis: seeding from the store failed; retrying');
-      this.#seeding = true;
-      const t = setTimeout(() => void this.#seed(generation, attempt + 1), backoff(attempt, 200, 5_000));
-      t.unref();
     }
   }
 
@@ -391,7 +343,7 @@ export class RedisRevocationStore implements RevocationStore {
    * (so an instance that reports ready hears other instances from then on).
    */
   ready(): boolean {
-    return !this.#closed && this.#redis.status === 'ready' && this.#seeded && this.#subscribed && !this.#unanswered;
+    return !this.#closed && this.#redis.status === 'ready' && this.#seed.seeded && this.#subscribed && !this.#unanswered;
   }
 
   waitReady(timeoutMs: number): Promise<boolean> {
@@ -406,8 +358,7 @@ export class RedisRevocationStore implements RevocationStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#generation++;
-    if (this.#seedCheck !== undefined) clearInterval(this.#seedCheck);
+    this.#seed.close();
     if (this.#probe !== undefined) clearTimeout(this.#probe);
     this.#checks.close();
     this.#redis.disconnect();
