@@ -1,19 +1,17 @@
-import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import { systemClock, type Clock } from '../clock.js';
 import { GatewayError } from '../http/problem.js';
 import {
   backoff,
   DEFAULT_EXPIRY_GRACE_MS,
   ListenerSet,
-  parseWire,
   pollReady,
   revocationUnavailable,
   ThrottledLog,
   withTimeout,
-  type WireMessage,
 } from './support.js';
 import { MgetBatcher, type CheckBatch } from './redis-batch.js';
+import { RedisInvalidations } from './redis-invalidations.js';
 import { REVOKE_SUBJECT_LUA, type ScriptedRedis } from './redis-script.js';
 import { RedisSeed } from './redis-seed.js';
 import { errInfo } from './redis-util.js';
@@ -61,6 +59,23 @@ export interface RedisRevocationOptions {
   loadTimeoutMs?: number;
 }
 
+/** The connection checks and writes go through; subscriptions have their own. */
+function commandConnection(url: string, common: RedisOptions): ScriptedRedis {
+  const redis = new Redis(url, {
+    ...common,
+    connectionName: 'portcullis-revocation',
+    // Checks are batched per event-loop turn (MgetBatcher); ioredis's own auto-pipelining
+    // batches per tick, which under load is one request, and costs a pipeline each time.
+    enableAutoPipelining: false,
+    // Fail fast instead of holding requests while Redis is away: the caller decides.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+  }) as ScriptedRedis;
+  redis.defineCommand('portcullisRevokeSubject', { numberOfKeys: 1, lua: REVOKE_SUBJECT_LUA });
+  return redis;
+}
+
 /**
  * Revocation markers in Redis, shared by a fleet (docs/reference/revocation.md).
  *
@@ -83,7 +98,7 @@ export interface RedisRevocationOptions {
  */
 export class RedisRevocationStore implements RevocationStore {
   readonly #redis: ScriptedRedis;
-  readonly #sub: Redis;
+  readonly #invalidations: RedisInvalidations;
   readonly #idPrefix: string;
   readonly #subjectPrefix: string;
   readonly #channel: string;
@@ -95,13 +110,10 @@ export class RedisRevocationStore implements RevocationStore {
   readonly #failLog: ThrottledLog;
   readonly #connLog: ThrottledLog;
   readonly #listeners: ListenerSet;
-  readonly #instance = randomUUID();
   readonly #timeout: number;
   readonly #onCheckFailure: ((err: unknown) => void) | undefined;
   readonly #seed: RedisSeed;
   #everReady = false;
-  /** Set once the first SUBSCRIBE is confirmed; later drops are resubscribed by ioredis. */
-  #subscribed = false;
   #lost = false;
   #closed = false;
   /**
@@ -129,24 +141,13 @@ export class RedisRevocationStore implements RevocationStore {
     this.#timeout = options.timeout ?? 1_000;
     this.#onCheckFailure = options.onCheckFailure;
     const maxBackoff = options.maxBackoffMs ?? 2_000;
-    const common = {
+    const common: RedisOptions = {
       connectTimeout: options.connectTimeoutMs ?? 2_000,
       retryStrategy: (times: number) => backoff(times - 1, 50, maxBackoff),
       lazyConnect: false,
     };
 
-    this.#redis = new Redis(options.url, {
-      ...common,
-      connectionName: 'portcullis-revocation',
-      // Checks are batched per event-loop turn (#sendBatch); ioredis's own auto-pipelining
-      // batches per tick, which under load is one request, and costs a pipeline each time.
-      enableAutoPipelining: false,
-      // Fail fast instead of holding requests while Redis is away: the caller decides.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-    }) as ScriptedRedis;
-    this.#redis.defineCommand('portcullisRevokeSubject', { numberOfKeys: 1, lua: REVOKE_SUBJECT_LUA });
+    this.#redis = commandConnection(options.url, common);
     this.#seed = new RedisSeed({
       source: options.source,
       writer: {
@@ -171,30 +172,14 @@ export class RedisRevocationStore implements RevocationStore {
     this.#redis.on('ready', () => this.#onReady());
     this.#redis.on('close', () => this.#onClose());
 
-    this.#sub = new Redis(options.url, {
-      ...common,
-      connectionName: 'portcullis-revocation-sub',
-      // SUBSCRIBE must wait for a connection rather than fail; autoResubscribe redoes it after reconnects.
-      enableOfflineQueue: true,
-      maxRetriesPerRequest: null,
-      autoResubscribe: true,
-    });
-    this.#sub.on('error', () => {
-      // Same outage as the main connection, which already logs it.
-    });
-    this.#sub.on('message', (channel: string, message: string) => this.#onMessage(channel, message));
-    // Messages published while the subscriber was away are lost; revocations are still
-    // caught by the markers, but changes (rotation graces, updates) are not: drop every
-    // cached identity when it comes back.
-    let subReady = false;
-    this.#sub.on('ready', () => {
-      if (subReady) this.#listeners.emit({ kind: 'all' });
-      subReady = true;
-    });
-    this.#sub.subscribe(this.#channel).then(() => {
-      this.#subscribed = true;
-    }, (err: unknown) => {
-      if (!this.#closed) this.#logger.error({ err: errInfo(err) }, 'revocation redis: subscribe failed; caches will not hear other instances');
+    this.#invalidations = new RedisInvalidations({
+      url: options.url,
+      connection: common,
+      channel: this.#channel,
+      listeners: this.#listeners,
+      logger: options.logger,
+      publish: (channel, message) => this.#bounded(this.#redis.publish(channel, message)),
+      closed: () => this.#closed,
     });
   }
 
@@ -255,19 +240,19 @@ export class RedisRevocationStore implements RevocationStore {
       await this.#write(() => (at === undefined ? this.#redis.set(key, '1') : this.#redis.set(key, '1', 'PXAT', at)));
     }
     this.#listeners.emit({ kind: 'id', revocationId });
-    await this.#publish({ v: 1, kind: 'id', revocationId, until: until ?? null });
+    await this.#invalidations.publish({ v: 1, kind: 'id', revocationId, until: until ?? null });
   }
 
   async evict(revocationId: string): Promise<void> {
     this.#listeners.emit({ kind: 'id', revocationId });
-    await this.#publish({ v: 1, kind: 'changed', revocationId });
+    await this.#invalidations.publish({ v: 1, kind: 'changed', revocationId });
   }
 
   async revokeSubject(subject: string, before: number, until?: number): Promise<void> {
     const stored = await this.#write(() => this.#redis.portcullisRevokeSubject(...this.#subjectArgs(subject, before, until)));
     const effective = Math.max(before, Number(stored ?? before));
     this.#listeners.emit({ kind: 'subject', subject, before: effective });
-    await this.#publish({ v: 1, kind: 'subject', subject, before: effective, until: until ?? null });
+    await this.#invalidations.publish({ v: 1, kind: 'subject', subject, before: effective, until: until ?? null });
   }
 
   /** Key and absolute expiry of an id marker; undefined when the credential has already expired for good. */
@@ -296,28 +281,6 @@ export class RedisRevocationStore implements RevocationStore {
     }
   }
 
-  async #publish(msg: WireMessage): Promise<void> {
-    msg.src = this.#instance;
-    try {
-      await this.#bounded(this.#redis.publish(this.#channel, JSON.stringify(msg)));
-    } catch (err) {
-      // The marker is written, so every check already sees the revocation; only other instances' caches miss the eviction.
-      throw revocationUnavailable(err);
-    }
-  }
-
-  #onMessage(channel: string, message: string): void {
-    if (channel !== this.#channel) return;
-    const m = parseWire(message);
-    if (m === undefined) {
-      this.#logger.warn({ channel }, 'revocation redis: ignored malformed invalidation message');
-      return;
-    }
-    if (m.src === this.#instance) return; // already told our listeners when we wrote it
-    if (m.kind === 'id' || m.kind === 'changed') this.#listeners.emit({ kind: 'id', revocationId: m.revocationId! });
-    else this.#listeners.emit({ kind: 'subject', subject: m.subject!, before: m.before! });
-  }
-
   #onReady(): void {
     if (this.#lost) this.#logger.warn({}, 'revocation redis reconnected');
     this.#lost = false;
@@ -343,7 +306,7 @@ export class RedisRevocationStore implements RevocationStore {
    * (so an instance that reports ready hears other instances from then on).
    */
   ready(): boolean {
-    return !this.#closed && this.#redis.status === 'ready' && this.#seed.seeded && this.#subscribed && !this.#unanswered;
+    return !this.#closed && this.#redis.status === 'ready' && this.#seed.seeded && this.#invalidations.confirmed && !this.#unanswered;
   }
 
   waitReady(timeoutMs: number): Promise<boolean> {
@@ -352,7 +315,7 @@ export class RedisRevocationStore implements RevocationStore {
 
   /** Whether the invalidation subscriber is connected (diagnostics; checks do not depend on it). */
   subscribed(): boolean {
-    return this.#sub.status === 'ready';
+    return this.#invalidations.connected();
   }
 
   async close(): Promise<void> {
@@ -362,6 +325,6 @@ export class RedisRevocationStore implements RevocationStore {
     if (this.#probe !== undefined) clearTimeout(this.#probe);
     this.#checks.close();
     this.#redis.disconnect();
-    this.#sub.disconnect();
+    this.#invalidations.close();
   }
 }
