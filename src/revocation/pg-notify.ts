@@ -65,16 +65,6 @@ export interface PgNotifyRevocationOptions {
   loadTimeoutMs?: number;
 }
 
-/** The NOTIFY payload for a revocation, for code that announces one inside its own transaction. */
-export function revocationPayload(
-  ev: { kind: 'id'; revocationId: string; until?: number | undefined } | { kind: 'subject'; subject: string; before: number; until?: number | undefined },
-): string {
-  const m: WireMessage = ev.kind === 'id'
-    ? { v: 1, kind: 'id', revocationId: ev.revocationId, until: ev.until ?? null }
-    : { v: 1, kind: 'subject', subject: ev.subject, before: ev.before, until: ev.until ?? null };
-  return JSON.stringify(m);
-}
-
 /**
  * Revocations for a PostgreSQL fleet without Redis (docs/reference/revocation.md). Each instance holds the
  * active set in memory (checks are synchronous lookups), loaded from the durable store at
