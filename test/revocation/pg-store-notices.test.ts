@@ -4,7 +4,7 @@ import { KeyService } from '../../src/keys/service.js';
 import { formatScopedSubject } from '../../src/revocation/ids.js';
 import { PgNotifyRevocationStore } from '../../src/revocation/pg-notify.js';
 import type { InvalidationEvent } from '../../src/revocation/types.js';
-import { revocationSource } from '../../src/services.js';
+import { revocationSource } from '../../src/revocation/source.js';
 import { openStore } from '../../src/store/open.js';
 import { serviceSkip, tempDatabase } from '../helpers/services.js';
 import { apiKeysConfig, FAST_HASH } from '../keys/helpers.js';
