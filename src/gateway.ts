@@ -47,8 +47,6 @@ export interface CoreOptions {
   onRevocationFailure?: (err: unknown) => void;
   /** Directory relative `sqlite://` paths resolve against (default: working directory). */
   baseDir?: string;
-  /** PostgreSQL notification channel override (tests sharing one database). */
-  channel?: string;
 }
 
 /** Opens the key store (migrated), the revocation view and the key/token services on them. */
@@ -68,7 +66,6 @@ export async function openCore(config: GatewayConfig, logger: Logger, opts: Core
       source: revocationSource(store, clock, logger),
       logger,
       clock,
-      ...(opts.channel === undefined ? {} : { channel: opts.channel }),
       ...(opts.onRevocationFailure === undefined ? {} : { onCheckFailure: opts.onRevocationFailure }),
     });
   } catch (err) {

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { systemClock, type Clock } from '../clock.js';
+import { REVOCATION_CHANNEL } from '../store/types.js';
 import { MemoryRevocationStore } from './memory.js';
 import {
   backoff,
@@ -15,13 +16,11 @@ import type {
   InvalidationListener,
   OnRevocationError,
   RevocationLogger,
+  RevocationSnapshot,
   RevocationSource,
   RevocationStore,
   RevocationSubjectRef,
 } from './types.js';
-
-/** Default PostgreSQL channel revocations are announced on. */
-export const PG_REVOCATION_CHANNEL = 'portcullis_revocation';
 
 /** Options of {@link PgNotifyRevocationStore}. */
 export interface PgNotifyRevocationOptions {
@@ -29,7 +28,10 @@ export interface PgNotifyRevocationOptions {
   connectionString: string;
   /** The durable record: loaded at start, read again for what was missed after a lost connection. */
   source: RevocationSource;
-  /** Channel name (default {@link PG_REVOCATION_CHANNEL}). */
+  /**
+   * Channel name (default {@link REVOCATION_CHANNEL}, the one the key store announces its
+   * changes on: another channel hears only this class's own messages).
+   */
   channel?: string;
   /** What a check answers while the instance is not in sync (default `deny`). */
   onError?: OnRevocationError;
@@ -63,21 +65,13 @@ export interface PgNotifyRevocationOptions {
   loadTimeoutMs?: number;
 }
 
-/** The NOTIFY payload for a revocation, for code that announces one inside its own transaction. */
-export function revocationPayload(
-  ev: { kind: 'id'; revocationId: string; until?: number | undefined } | { kind: 'subject'; subject: string; before: number; until?: number | undefined },
-): string {
-  const m: WireMessage = ev.kind === 'id'
-    ? { v: 1, kind: 'id', revocationId: ev.revocationId, until: ev.until ?? null }
-    : { v: 1, kind: 'subject', subject: ev.subject, before: ev.before, until: ev.until ?? null };
-  return JSON.stringify(m);
-}
-
 /**
  * Revocations for a PostgreSQL fleet without Redis (docs/reference/revocation.md). Each instance holds the
  * active set in memory (checks are synchronous lookups), loaded from the durable store at
  * start; revocations are announced with `pg_notify` and heard through `LISTEN` on a
- * dedicated connection. When that connection is lost the instance reconnects with
+ * dedicated connection. The channel carries two kinds of message: this class's own
+ * (`revoke`, `evict`, `revokeSubject`) and the key store's notices, sent in the transaction
+ * of each write and read through the source's `decodeNotice` (an import among them). When that connection is lost the instance reconnects with
  * backoff, re-LISTENs first and then reads what changed while it was away, so nothing
  * falls between the two.
  */
@@ -108,7 +102,7 @@ export class PgNotifyRevocationStore implements RevocationStore {
 
   constructor(options: PgNotifyRevocationOptions) {
     this.#opts = options;
-    this.#channel = options.channel ?? PG_REVOCATION_CHANNEL;
+    this.#channel = options.channel ?? REVOCATION_CHANNEL;
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger;
     this.#allow = options.onError === 'allow';
@@ -169,13 +163,25 @@ export class PgNotifyRevocationStore implements RevocationStore {
   #onNotification(payload: string | undefined): void {
     const m = payload === undefined ? undefined : parseWire(payload);
     if (m === undefined) {
-      this.#logger.warn({ channel: this.#channel }, 'revocation: ignored malformed notification');
+      this.#onNotice(payload);
       return;
     }
     if (m.src === this.#instance) return; // applied locally when it was made
     if (m.kind === 'changed') void this.#mem.evict(m.revocationId!);
     else if (m.kind === 'id') this.#mem.addId(m.revocationId!, m.until, true);
     else this.#mem.addSubject(m.subject!, m.before!, m.until, true);
+  }
+
+  /** A key store notice (every instance applies it, its writer's too); anything else is logged. */
+  #onNotice(payload: string | undefined): void {
+    let snap: RevocationSnapshot | undefined;
+    try {
+      snap = payload === undefined ? undefined : this.#opts.source.decodeNotice?.(payload);
+    } catch {
+      snap = undefined;
+    }
+    if (snap === undefined) this.#logger.warn({ channel: this.#channel }, 'revocation: ignored malformed notification');
+    else this.#mem.load(snap, true);
   }
 
   async #connect(attempt: number): Promise<void> {

@@ -1,21 +1,20 @@
-import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import { systemClock, type Clock } from '../clock.js';
 import { GatewayError } from '../http/problem.js';
 import {
   backoff,
   DEFAULT_EXPIRY_GRACE_MS,
   ListenerSet,
-  parseWire,
   pollReady,
   revocationUnavailable,
   ThrottledLog,
   withTimeout,
-  type WireMessage,
 } from './support.js';
 import { MgetBatcher, type CheckBatch } from './redis-batch.js';
-import { REVOKE_SUBJECT_LUA, type ScriptedPipeline, type ScriptedRedis } from './redis-script.js';
-import { errInfo, throwFirst } from './redis-util.js';
+import { RedisInvalidations } from './redis-invalidations.js';
+import { REVOKE_SUBJECT_LUA, type ScriptedRedis } from './redis-script.js';
+import { RedisSeed } from './redis-seed.js';
+import { errInfo } from './redis-util.js';
 import type {
   InvalidationListener,
   OnRevocationError,
@@ -60,8 +59,22 @@ export interface RedisRevocationOptions {
   loadTimeoutMs?: number;
 }
 
-/** Size of one pipeline when re-seeding, so a large revocation set does not become one giant write. */
-const SEED_CHUNK = 1_000;
+/** The connection checks and writes go through; subscriptions have their own. */
+function commandConnection(url: string, common: RedisOptions): ScriptedRedis {
+  const redis = new Redis(url, {
+    ...common,
+    connectionName: 'portcullis-revocation',
+    // Checks are batched per event-loop turn (MgetBatcher); ioredis's own auto-pipelining
+    // batches per tick, which under load is one request, and costs a pipeline each time.
+    enableAutoPipelining: false,
+    // Fail fast instead of holding requests while Redis is away: the caller decides.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+  }) as ScriptedRedis;
+  redis.defineCommand('portcullisRevokeSubject', { numberOfKeys: 1, lua: REVOKE_SUBJECT_LUA });
+  return redis;
+}
 
 /**
  * Revocation markers in Redis, shared by a fleet (docs/reference/revocation.md).
@@ -85,7 +98,7 @@ const SEED_CHUNK = 1_000;
  */
 export class RedisRevocationStore implements RevocationStore {
   readonly #redis: ScriptedRedis;
-  readonly #sub: Redis;
+  readonly #invalidations: RedisInvalidations;
   readonly #idPrefix: string;
   readonly #subjectPrefix: string;
   readonly #channel: string;
@@ -97,19 +110,10 @@ export class RedisRevocationStore implements RevocationStore {
   readonly #failLog: ThrottledLog;
   readonly #connLog: ThrottledLog;
   readonly #listeners: ListenerSet;
-  readonly #source: RevocationSource | undefined;
-  readonly #instance = randomUUID();
   readonly #timeout: number;
-  readonly #loadTimeout: number;
   readonly #onCheckFailure: ((err: unknown) => void) | undefined;
-  #seedCheck: NodeJS.Timeout | undefined;
-  #seeding = false;
-  #seeded: boolean;
-  /** Bumped on every (re)connect so a slow seed of an old connection cannot mark a new one seeded. */
-  #generation = 0;
+  readonly #seed: RedisSeed;
   #everReady = false;
-  /** Set once the first SUBSCRIBE is confirmed; later drops are resubscribed by ioredis. */
-  #subscribed = false;
   #lost = false;
   #closed = false;
   /**
@@ -134,30 +138,30 @@ export class RedisRevocationStore implements RevocationStore {
     this.#failLog = new ThrottledLog(options.logger);
     this.#connLog = new ThrottledLog(options.logger, 30_000);
     this.#listeners = new ListenerSet(options.logger);
-    this.#source = options.source;
-    this.#seeded = options.source === undefined;
     this.#timeout = options.timeout ?? 1_000;
-    this.#loadTimeout = options.loadTimeoutMs ?? 30_000;
     this.#onCheckFailure = options.onCheckFailure;
     const maxBackoff = options.maxBackoffMs ?? 2_000;
-    const common = {
+    const common: RedisOptions = {
       connectTimeout: options.connectTimeoutMs ?? 2_000,
       retryStrategy: (times: number) => backoff(times - 1, 50, maxBackoff),
       lazyConnect: false,
     };
 
-    this.#redis = new Redis(options.url, {
-      ...common,
-      connectionName: 'portcullis-revocation',
-      // Checks are batched per event-loop turn (#sendBatch); ioredis's own auto-pipelining
-      // batches per tick, which under load is one request, and costs a pipeline each time.
-      enableAutoPipelining: false,
-      // Fail fast instead of holding requests while Redis is away: the caller decides.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-    }) as ScriptedRedis;
-    this.#redis.defineCommand('portcullisRevokeSubject', { numberOfKeys: 1, lua: REVOKE_SUBJECT_LUA });
+    this.#redis = commandConnection(options.url, common);
+    this.#seed = new RedisSeed({
+      source: options.source,
+      writer: {
+        redis: this.#redis,
+        sentinelKey: this.#sentinelKey,
+        marker: (id, until) => this.#marker(id, until),
+        subjectArgs: (subject, before, until) => this.#subjectArgs(subject, before, until),
+        bounded: (p) => this.#bounded(p),
+      },
+      logger: options.logger,
+      clock: this.#clock,
+      loadTimeoutMs: options.loadTimeoutMs ?? 30_000,
+      checkIntervalMs: options.seedCheckIntervalMs ?? 30_000,
+    });
     this.#checks = new MgetBatcher(this.#redis, this.#timeout, {
       answered: () => {
         this.#unanswered = false;
@@ -168,43 +172,20 @@ export class RedisRevocationStore implements RevocationStore {
     this.#redis.on('ready', () => this.#onReady());
     this.#redis.on('close', () => this.#onClose());
 
-    this.#sub = new Redis(options.url, {
-      ...common,
-      connectionName: 'portcullis-revocation-sub',
-      // SUBSCRIBE must wait for a connection rather than fail; autoResubscribe redoes it after reconnects.
-      enableOfflineQueue: true,
-      maxRetriesPerRequest: null,
-      autoResubscribe: true,
+    this.#invalidations = new RedisInvalidations({
+      url: options.url,
+      connection: common,
+      channel: this.#channel,
+      listeners: this.#listeners,
+      logger: options.logger,
+      publish: (channel, message) => this.#bounded(this.#redis.publish(channel, message)),
+      closed: () => this.#closed,
     });
-    this.#sub.on('error', () => {
-      // Same outage as the main connection, which already logs it.
-    });
-    this.#sub.on('message', (channel: string, message: string) => this.#onMessage(channel, message));
-    // Messages published while the subscriber was away are lost; revocations are still
-    // caught by the markers, but changes (rotation graces, updates) are not: drop every
-    // cached identity when it comes back.
-    let subReady = false;
-    this.#sub.on('ready', () => {
-      if (subReady) this.#listeners.emit({ kind: 'all' });
-      subReady = true;
-    });
-    this.#sub.subscribe(this.#channel).then(() => {
-      this.#subscribed = true;
-    }, (err: unknown) => {
-      if (!this.#closed) this.#logger.error({ err: errInfo(err) }, 'revocation redis: subscribe failed; caches will not hear other instances');
-    });
-    const every = options.seedCheckIntervalMs ?? 30_000;
-    if (this.#source !== undefined && every > 0) {
-      this.#seedCheck = setInterval(() => {
-        if (this.#redis.status === 'ready' && this.#seeded && !this.#seeding) void this.#seed(this.#generation, 0);
-      }, every);
-      this.#seedCheck.unref();
-    }
   }
 
   isRevoked(identity: RevocationSubjectRef): boolean | Promise<boolean> {
-    if (this.#redis.status !== 'ready' || !this.#seeded) {
-      return this.#fail(new Error(this.#seeded ? `redis connection ${this.#redis.status}` : 'redis not yet seeded'));
+    if (this.#redis.status !== 'ready' || !this.#seed.seeded) {
+      return this.#fail(new Error(this.#seed.seeded ? `redis connection ${this.#redis.status}` : 'redis not yet seeded'));
     }
     return this.#checks.check(this.#idPrefix + identity.revocationId, this.#subjectPrefix + identity.subject, identity.externalRevocationKeys, identity.issuedAt);
   }
@@ -259,19 +240,19 @@ export class RedisRevocationStore implements RevocationStore {
       await this.#write(() => (at === undefined ? this.#redis.set(key, '1') : this.#redis.set(key, '1', 'PXAT', at)));
     }
     this.#listeners.emit({ kind: 'id', revocationId });
-    await this.#publish({ v: 1, kind: 'id', revocationId, until: until ?? null });
+    await this.#invalidations.publish({ v: 1, kind: 'id', revocationId, until: until ?? null });
   }
 
   async evict(revocationId: string): Promise<void> {
     this.#listeners.emit({ kind: 'id', revocationId });
-    await this.#publish({ v: 1, kind: 'changed', revocationId });
+    await this.#invalidations.publish({ v: 1, kind: 'changed', revocationId });
   }
 
   async revokeSubject(subject: string, before: number, until?: number): Promise<void> {
     const stored = await this.#write(() => this.#redis.portcullisRevokeSubject(...this.#subjectArgs(subject, before, until)));
     const effective = Math.max(before, Number(stored ?? before));
     this.#listeners.emit({ kind: 'subject', subject, before: effective });
-    await this.#publish({ v: 1, kind: 'subject', subject, before: effective, until: until ?? null });
+    await this.#invalidations.publish({ v: 1, kind: 'subject', subject, before: effective, until: until ?? null });
   }
 
   /** Key and absolute expiry of an id marker; undefined when the credential has already expired for good. */
@@ -300,85 +281,19 @@ export class RedisRevocationStore implements RevocationStore {
     }
   }
 
-  async #publish(msg: WireMessage): Promise<void> {
-    msg.src = this.#instance;
-    try {
-      await this.#bounded(this.#redis.publish(this.#channel, JSON.stringify(msg)));
-    } catch (err) {
-      // The marker is written, so every check already sees the revocation; only other instances' caches miss the eviction.
-      throw revocationUnavailable(err);
-    }
-  }
-
-  #onMessage(channel: string, message: string): void {
-    if (channel !== this.#channel) return;
-    const m = parseWire(message);
-    if (m === undefined) {
-      this.#logger.warn({ channel }, 'revocation redis: ignored malformed invalidation message');
-      return;
-    }
-    if (m.src === this.#instance) return; // already told our listeners when we wrote it
-    if (m.kind === 'id' || m.kind === 'changed') this.#listeners.emit({ kind: 'id', revocationId: m.revocationId! });
-    else this.#listeners.emit({ kind: 'subject', subject: m.subject!, before: m.before! });
-  }
-
   #onReady(): void {
-    const generation = ++this.#generation;
     if (this.#lost) this.#logger.warn({}, 'revocation redis reconnected');
     this.#lost = false;
     this.#unanswered = false;
     this.#everReady = true;
-    if (this.#source !== undefined) void this.#seed(generation, 0);
+    this.#seed.connected();
   }
 
   #onClose(): void {
-    if (this.#source !== undefined) this.#seeded = false;
+    this.#seed.disconnected();
     if (this.#everReady && !this.#lost && !this.#closed) {
       this.#lost = true;
       this.#logger.error({ onError: this.#allow ? 'allow' : 'deny' }, 'revocation redis connection lost; reconnecting');
-    }
-  }
-
-  /**
-   * Redis without our sentinel has lost (or never had) the markers: replay the durable
-   * record before answering checks again. Idempotent, so instances racing here are harmless.
-   */
-  async #seed(generation: number, attempt: number): Promise<void> {
-    const source = this.#source!;
-    this.#seeding = true;
-    try {
-      const present = await this.#bounded(this.#redis.exists(this.#sentinelKey));
-      if (present === 0) {
-        // Until the replay is done a check could miss a revocation: refuse them meanwhile.
-        this.#seeded = false;
-        const snap = await withTimeout(source.loadActive(), this.#loadTimeout, 'revocation source');
-        for (let i = 0; i < snap.ids.length; i += SEED_CHUNK) {
-          const p = this.#redis.pipeline();
-          for (const r of snap.ids.slice(i, i + SEED_CHUNK)) {
-            const m = this.#marker(r.revocationId, r.until);
-            if (m === undefined) continue;
-            if (m[1] === undefined) p.set(m[0], '1');
-            else p.set(m[0], '1', 'PXAT', m[1]);
-          }
-          throwFirst(await this.#bounded(p.exec()));
-        }
-        for (let i = 0; i < snap.subjects.length; i += SEED_CHUNK) {
-          const p = this.#redis.pipeline() as ScriptedPipeline;
-          for (const s of snap.subjects.slice(i, i + SEED_CHUNK)) p.portcullisRevokeSubject(...this.#subjectArgs(s.subject, s.before, s.until));
-          throwFirst(await this.#bounded(p.exec()));
-        }
-        await this.#bounded(this.#redis.set(this.#sentinelKey, String(this.#clock.now())));
-        this.#logger.warn({ ids: snap.ids.length, subjects: snap.subjects.length }, 'revocation redis had no revocation data; re-seeded from the store');
-      }
-      if (generation === this.#generation && this.#redis.status === 'ready') this.#seeded = true;
-      this.#seeding = false;
-    } catch (err) {
-      this.#seeding = false;
-      if (this.#closed || generation !== this.#generation) return;
-      this.#logger.error({ err: errInfo(err), attempt }, 'revocation redis: seeding from the store failed; retrying');
-      this.#seeding = true;
-      const t = setTimeout(() => void this.#seed(generation, attempt + 1), backoff(attempt, 200, 5_000));
-      t.unref();
     }
   }
 
@@ -391,7 +306,7 @@ export class RedisRevocationStore implements RevocationStore {
    * (so an instance that reports ready hears other instances from then on).
    */
   ready(): boolean {
-    return !this.#closed && this.#redis.status === 'ready' && this.#seeded && this.#subscribed && !this.#unanswered;
+    return !this.#closed && this.#redis.status === 'ready' && this.#seed.seeded && this.#invalidations.confirmed && !this.#unanswered;
   }
 
   waitReady(timeoutMs: number): Promise<boolean> {
@@ -400,17 +315,16 @@ export class RedisRevocationStore implements RevocationStore {
 
   /** Whether the invalidation subscriber is connected (diagnostics; checks do not depend on it). */
   subscribed(): boolean {
-    return this.#sub.status === 'ready';
+    return this.#invalidations.connected();
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#generation++;
-    if (this.#seedCheck !== undefined) clearInterval(this.#seedCheck);
+    this.#seed.close();
     if (this.#probe !== undefined) clearTimeout(this.#probe);
     this.#checks.close();
     this.#redis.disconnect();
-    this.#sub.disconnect();
+    this.#invalidations.close();
   }
 }

@@ -32,7 +32,8 @@ function noticeSnapshot(payload: string): RevocationSnapshot {
   if (n.kind === 'token') return toSnapshot([], [n], []);
   if (n.kind === 'changed') return { ids: [], subjects: [], changed: [n.revocationId] };
   if (n.kind === 'added') return { ids: [], subjects: [], added: true };
-  return toSnapshot([], [], [n]);
+  if (n.kind === 'subject') return toSnapshot([], [], [n]);
+  throw new Error('not a revocation notice');
 }
 
 /** The durable record of revocations, as the revocation view loads it (subjects scoped by kind). */
@@ -45,12 +46,14 @@ export function revocationSource(store: RevocationLog & Pick<KeyStore, 'kind' | 
   };
   const source: RevocationSource = {
     loadActive,
+    decodeNotice: noticeSnapshot,
     changedSince: async (since) => {
       const [ks, ts, ss] = await Promise.all([store.listRevokedKeysSince(since), store.listTokenRevocationsSince(since), store.listSubjectRevocationsSince(since)]);
       return toSnapshot(ks, ts, ss);
     },
   };
   // The embedded file has no server to push changes: every process polls its notices.
+  // (PostgreSQL's are heard on the LISTEN connection of the revocation view, through decodeNotice.)
   if (store.kind === 'sqlite') {
     // A file that cannot be read (a disk error) would fail every poll: one line per 30 s.
     const failures = logger === undefined ? undefined : new ThrottledLog(logger, 30_000);

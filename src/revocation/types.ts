@@ -85,6 +85,12 @@ export interface RevocationSource {
    * an unsubscribe function.
    */
   watch?(apply: (changes: RevocationSnapshot) => void): Promise<() => Promise<void>>;
+  /**
+   * The store's own change notice (sent on its channel with each write) as revocation
+   * entries; throws on a payload that is not one. Lets a listener on that channel apply
+   * changes the store announced, an import among them.
+   */
+  decodeNotice?(payload: string): RevocationSnapshot;
 }
 
 /** The part of a pino logger the revocation layer uses. */

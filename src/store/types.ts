@@ -90,9 +90,11 @@ export interface RevokedKey {
 }
 
 /**
- * Message published on {@link REVOCATION_CHANNEL} (PostgreSQL `NOTIFY`, in the same
- * transaction as the durable write) whenever a revocation is recorded. Listeners evict
- * caches on it; after a lost connection they catch up with the `…Since` reads.
+ * Message published on {@link REVOCATION_CHANNEL} (PostgreSQL `NOTIFY`; SQLite: a row of
+ * the notices table; in the same transaction as the durable write) whenever a revocation
+ * is recorded or keys change. Every gateway hears it (on PostgreSQL through
+ * PgNotifyRevocationStore's LISTEN) and evicts caches on it; after a lost connection it
+ * catches up with the `…Since` reads.
  */
 export type RevocationNotice =
   | { readonly kind: 'key'; readonly id: string; readonly revocationId: string; readonly subject: string; readonly at: number; readonly expiresAt: number | null }
@@ -103,8 +105,12 @@ export type RevocationNotice =
   /** Keys were imported: a refusal remembered for a key not found may be wrong now. */
   | { readonly kind: 'added'; readonly count: number };
 
-/** The PostgreSQL NOTIFY channel carrying {@link RevocationNotice} JSON payloads. */
-export const REVOCATION_CHANNEL = 'portcullis_revocations';
+/**
+ * The channel carrying {@link RevocationNotice} JSON payloads: the one PostgreSQL channel
+ * gateways listen on (which also carries the revocation layer's own messages), and the
+ * SQLite notices' channel.
+ */
+export const REVOCATION_CHANNEL = 'portcullis_revocation';
 
 /** Callbacks of a {@link KeyStore.listen} subscription. */
 export interface ListenHandlers {

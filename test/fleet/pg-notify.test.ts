@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { PG_REVOCATION_CHANNEL } from '../../src/revocation/pg-notify.js';
+import { REVOCATION_CHANNEL } from '../../src/store/types.js';
 import { serviceSkip, tempDatabase } from '../helpers/services.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { cli, cliJson, fleetConfig, startFleet, stopFleet } from './helpers.js';
@@ -36,9 +36,9 @@ else {
     await listener.connect();
     t.teardown(() => listener.end());
     listener.on('notification', (n) => {
-      if (n.channel === PG_REVOCATION_CHANNEL) announcements.seen.push(performance.now());
+      if (n.channel === REVOCATION_CHANNEL) announcements.seen.push(performance.now());
     });
-    await listener.query(`LISTEN ${PG_REVOCATION_CHANNEL}`);
+    await listener.query(`LISTEN ${REVOCATION_CHANNEL}`);
 
     const fleet = await startFleet(3, yaml);
     t.teardown(() => stopFleet(fleet));

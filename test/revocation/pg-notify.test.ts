@@ -1,9 +1,20 @@
 import t from 'tap';
 import pg from 'pg';
-import { PgNotifyRevocationStore, revocationPayload } from '../../src/revocation/pg-notify.js';
+import { PgNotifyRevocationStore } from '../../src/revocation/pg-notify.js';
+import type { WireMessage } from '../../src/revocation/support.js';
 import type { InvalidationEvent, RevocationStore } from '../../src/revocation/types.js';
 import { propagation, revocationContract } from './contract.js';
 import { CI, createDatabase, randomTag, recordingLogger, serviceAvailable, sleep, TableSource } from './helpers.js';
+
+/** A NOTIFY payload as another instance sends it. */
+function revocationPayload(
+  ev: { kind: 'id'; revocationId: string; until?: number | undefined } | { kind: 'subject'; subject: string; before: number; until?: number | undefined },
+): string {
+  const m: WireMessage = ev.kind === 'id'
+    ? { v: 1, kind: 'id', revocationId: ev.revocationId, until: ev.until ?? null }
+    : { v: 1, kind: 'subject', subject: ev.subject, before: ev.before, until: ev.until ?? null };
+  return JSON.stringify(m);
+}
 
 const missing = await serviceAvailable('postgres');
 if (missing !== undefined) {

@@ -1,4 +1,3 @@
-import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWSHeaderParameters, type JWTPayload, type JWTVerifyOptions } from 'jose';
 import type { Dispatcher } from 'undici';
 import type { Clock } from '../../clock.js';
 import { systemClock } from '../../clock.js';
@@ -9,10 +8,11 @@ import { sha256Hex } from '../../util/sha256.js';
 import type { AuthContext, Authenticator, Credential, Identity } from '../types.js';
 import { VerifiedCache } from '../verified-cache.js';
 import { identityFromClaims, type ClaimRules } from './claims.js';
+import { checkHeader, checkSize, decodeCompact, pickIssuer, validUntil, verifySigned, type IssuersByIss } from './checks.js';
 import { buildIssuer, type Issuer } from './issuer.js';
 import type { JwksCache } from './jwks.js';
 import { fromJoseError, JwtRejection, rejectToken, type JwtCheck, type JwtProblemCode } from './jose-errors.js';
-import { pass, traceVerified, type JwtExplanation, type Report, type Trace } from './trace.js';
+import { traceVerified, type JwtExplanation, type Report, type Trace } from './trace.js';
 
 /** Tuning and wiring of a JwtAuthenticator beyond what the config file says. */
 export interface JwtAuthenticatorOptions {
@@ -64,9 +64,6 @@ interface Refused {
   readonly until: number;
 }
 
-const SEGMENT = /^[A-Za-z0-9_-]+$/;
-/** Header parameters that point at or carry a key: honouring them lets the token pick its own key. */
-const KEY_BEARING_HEADERS = ['jwk', 'jku', 'x5u', 'x5c'] as const;
 /** Failures that time or a JWKS refresh may cure are never negative-cached. */
 const TRANSIENT: ReadonlySet<JwtCheck> = new Set<JwtCheck>(['key', 'nbf', 'iat']);
 
@@ -88,7 +85,7 @@ export class JwtAuthenticator implements Authenticator {
   readonly #config: JwtConfig;
   readonly #clock: Clock;
   /** Issuers by their `iss`; the key `undefined` holds the issuer for tokens without `iss`. */
-  readonly #issuers: ReadonlyMap<string | undefined, readonly Issuer[]>;
+  readonly #issuers: IssuersByIss;
   readonly #jwksCaches: readonly JwksCache[];
   readonly #toleranceSeconds: number;
   readonly #rules: ClaimRules;
@@ -238,93 +235,15 @@ export class JwtAuthenticator implements Authenticator {
 
   /** The whole verification; `trace` collects passed checks for `explain`. */
   async #check(token: string, trace: Trace, id?: string): Promise<{ identity: Identity; validUntil: number }> {
-    const max = this.#config.maxTokenBytes;
-    if (token.length > max) throw rejectToken('size', `The token exceeds ${max} bytes.`);
-    pass(trace, 'size', `${token.length} bytes, limit ${max}`);
-
-    const segments = token.split('.');
-    if (segments.length === 5) throw rejectToken('format', 'Encrypted tokens (JWE) are not accepted.');
-    if (segments.length !== 3) throw rejectToken('format', `The token has ${segments.length} segments; a signed JWT has 3.`);
-    if (segments[2] === '') throw rejectToken('format', 'The token has no signature.');
-    if (!segments.every((s) => SEGMENT.test(s))) throw rejectToken('format', 'The token contains characters outside base64url.');
-    let header: JWSHeaderParameters;
-    let unverified: JWTPayload;
-    try {
-      header = decodeProtectedHeader(token) as JWSHeaderParameters;
-      unverified = decodeJwt(token);
-    } catch (err) {
-      throw rejectToken('format', 'The token is malformed.', err);
-    }
-    pass(trace, 'format', 'compact JWS: three base64url segments, JSON header and claims');
-
-    for (const name of KEY_BEARING_HEADERS) {
-      if (Object.hasOwn(header, name)) throw rejectToken('header', `The token header carries "${name}"; keys named or embedded by the token are never used.`);
-    }
-    if (Object.hasOwn(header, 'crit')) throw rejectToken('header', 'The token header declares critical extensions, and none is understood.');
-    if (typeof header.alg !== 'string') throw rejectToken('header', 'The token header has no algorithm.');
-    pass(trace, 'header', `alg ${header.alg}${header.kid !== undefined ? `, kid ${JSON.stringify(header.kid)}` : ''}; no jwk/jku/x5u/x5c/crit`);
-
-    // The unverified `iss` only picks which issuer's keys and rules apply; jose checks it again after the signature.
-    const iss = unverified.iss;
-    // A token without `iss` can only match an issuer configured without one (never the reverse).
-    const candidates = typeof iss === 'string' ? this.#issuers.get(iss) : iss === undefined ? this.#issuers.get(undefined) : undefined;
-    if (candidates === undefined) throw rejectToken('issuer', 'The token was not issued by a configured issuer.');
-    const issuer = candidates.find((c) => c.algorithms.has(header.alg!)) ?? candidates[0]!;
-    if (trace) trace.issuer = issuer.name;
-    pass(trace, 'issuer', `iss ${JSON.stringify(iss)} is issuer ${issuer.name}`);
-
-    if (!issuer.algorithms.has(header.alg)) throw rejectToken('algorithm', "The token's algorithm is not accepted for its issuer.");
-    pass(trace, 'algorithm', `${header.alg} in [${[...issuer.algorithms].join(', ')}]`);
-
+    checkSize(token, this.#config.maxTokenBytes, trace);
+    const { header, unverified } = decodeCompact(token, trace);
+    checkHeader(header, trace);
+    const issuer = pickIssuer(this.#issuers, unverified.iss, header.alg, trace);
     const nowMs = this.#clock.now();
-    const options: JWTVerifyOptions = { ...issuer.options, currentDate: new Date(nowMs) };
-    let payload: JWTPayload;
-    try {
-      payload = (await this.#jwtVerify(token, issuer, options)).payload;
-    } catch (err) {
-      const rejection = fromJoseError(err);
-      if (trace && rejection.check !== 'key' && rejection.check !== 'signature' && rejection.check !== 'algorithm' && rejection.check !== 'format') {
-        pass(trace, 'key', 'found');
-        pass(trace, 'signature', 'valid');
-      }
-      // jose stops at the expiry; the token is `token-expired` only if nothing after it fails too.
-      if (rejection.code === 'token-expired' && err instanceof errors.JWTExpired) {
-        identityFromClaims(err.payload as JWTPayload, issuer, this.#rules, nowMs, undefined, id ?? sha256Hex(token), token);
-      }
-      throw rejection;
-    }
+    const payload = await verifySigned(token, issuer, nowMs, trace, this.#rules, id);
     if (trace) traceVerified(trace, issuer, header, payload, nowMs);
     const identity = identityFromClaims(payload, issuer, this.#rules, nowMs, trace, id ?? sha256Hex(token), token);
-    return { identity, validUntil: this.#validUntil(payload, issuer, nowMs) };
-  }
-
-  async #jwtVerify(token: string, issuer: Issuer, options: JWTVerifyOptions) {
-    try {
-      return await jwtVerify(token, issuer.key, options);
-    } catch (err) {
-      // A JWKS with several keys that fit a token without `kid`: try each, as jose leaves that to the caller.
-      if (!(err instanceof errors.JWKSMultipleMatchingKeys)) throw err;
-      for await (const candidate of err) {
-        try {
-          return await jwtVerify(token, candidate, options);
-        } catch (inner) {
-          if (!(inner instanceof errors.JWSSignatureVerificationFailed)) throw inner;
-        }
-      }
-      throw err;
-    }
-  }
-
-  /** First clock time (ms) at which jose would refuse this token, mirroring its rounding. */
-  #validUntil(payload: JWTPayload, issuer: Issuer, nowMs: number): number {
-    let until = Number.POSITIVE_INFINITY;
-    // jose: expired when exp <= floor(now/1000) - tolerance.
-    if (payload.exp !== undefined) until = Math.ceil(payload.exp + this.#toleranceSeconds) * 1000;
-    // jose: too old when floor(now/1000) - iat - tolerance > maxTokenAge.
-    if (issuer.maxTokenAge !== undefined && payload.iat !== undefined) {
-      until = Math.min(until, (Math.floor(payload.iat + issuer.maxTokenAge + this.#toleranceSeconds) + 1) * 1000);
-    }
-    return Math.min(until, nowMs + this.#cacheMaxTtl);
+    return { identity, validUntil: validUntil(payload, issuer, nowMs, this.#toleranceSeconds, this.#cacheMaxTtl) };
   }
 }
 
