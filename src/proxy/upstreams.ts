@@ -64,8 +64,9 @@ function undiciPool(target: URL, c: UpstreamConfig, t: UpstreamTls | undefined):
   return new Pool(target.origin, {
     connections: c.maxSockets,
     pipelining: 1,
-    headersTimeout: c.timeout,
-    bodyTimeout: c.timeout,
+    // The upstream timeout is the exchange's own idle timer (dispatch.ts).
+    headersTimeout: 0,
+    bodyTimeout: 0,
     // The TLS name is the configured one, never one a request's Host header suggests.
     connect: (opts, callback) => connector({ ...opts, servername: undefined } as never, callback),
   });
