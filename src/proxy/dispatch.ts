@@ -6,6 +6,22 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'pr
 /** Trailer fields that would restate framing or routing: never forwarded as trailers. */
 const NOT_TRAILERS: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'content-length', 'host', 'content-encoding', 'content-type', 'content-range']);
 
+/** What one request sends upstream, besides the client's request line and body. */
+export interface UpstreamRequest {
+  /**
+   * The upstream's headers as undici's flat `[name, value, …]` list, without
+   * `Transfer-Encoding`: undici states a body's framing itself from the body it is given
+   * (a body of unknown length goes chunked, as it arrived; a `Content-Length` it writes
+   * and checks the body against).
+   */
+  readonly headers: string[];
+  /** Ours, for the client's answer. */
+  readonly requestId: string;
+  readonly timeout: number;
+  /** The TLS server name for an https upstream (the configured one, never the request's Host). */
+  readonly sni: string | undefined;
+}
+
 /** Why a dispatched request failed: a timeout (504) or an unreachable upstream (502). */
 export type DispatchFailure = (err: Error, timedOut: boolean) => void;
 
@@ -17,24 +33,6 @@ class UpstreamIdle extends Error {
 /** A dispatched request that no longer wants the upstream (timed out, or its client left) before undici sent it. */
 class Withdrawn extends Error {
   override readonly name = 'Withdrawn';
-}
-
-/**
- * The headers the upstream receives, as undici's flat `[name, value, …]` list. undici
- * states a request's framing itself from the body it is given, so `Transfer-Encoding`
- * stays out (a body of unknown length goes chunked, as it arrived) and `Content-Length`
- * goes in (undici writes that length and checks the body against it).
- */
-function headerList(h: http.OutgoingHttpHeaders): string[] {
-  const out: string[] = [];
-  for (const name in h) {
-    if (name === 'transfer-encoding') continue;
-    const v = h[name];
-    if (v === undefined) continue;
-    if (Array.isArray(v)) for (const one of v) out.push(name, one);
-    else out.push(name, typeof v === 'string' ? v : String(v));
-  }
-  return out;
 }
 
 function onIdle(x: Exchange): void {
@@ -65,6 +63,7 @@ class Exchange {
   constructor(
     private readonly req: http.IncomingMessage,
     private readonly res: http.ServerResponse,
+    private readonly requestId: string,
     timeout: number,
     private readonly fail: DispatchFailure,
   ) {
@@ -107,8 +106,7 @@ class Exchange {
     this.started = true;
     const { req, res } = this;
     const keepAlive = req.httpVersion !== '1.0' && (res as { shouldKeepAlive?: boolean }).shouldKeepAlive === true;
-    const requestId = req.headers['x-request-id'];
-    res.writeHead(status, statusText || undefined, responseHeaders(raw, keepAlive, typeof requestId === 'string' ? requestId : undefined));
+    res.writeHead(status, statusText || undefined, clientResponseHeaders(raw, keepAlive, this.requestId));
     res.on('drain', () => {
       this.paused = false;
       this.timer.refresh();
@@ -148,7 +146,7 @@ class Exchange {
  * `Connection` and request id. A client that goes away ends the upstream request too (and
  * frees its connection).
  */
-export function dispatchTo(pool: Dispatcher, req: http.IncomingMessage, res: http.ServerResponse, up: { readonly timeout: number; readonly sni: string | undefined }, fail: DispatchFailure): void {
+export function dispatchTo(pool: Dispatcher, req: http.IncomingMessage, res: http.ServerResponse, up: UpstreamRequest, fail: DispatchFailure): void {
   const h = req.headers;
   // undici frames a body it sees whole (already ended) by Content-Length; handed as an
   // iterator it cannot measure, a chunked body goes up chunked, as it arrived.
@@ -159,17 +157,23 @@ export function dispatchTo(pool: Dispatcher, req: http.IncomingMessage, res: htt
       origin: undefined,
       path: req.url ?? '/',
       method: req.method as Dispatcher.HttpMethod,
-      headers: headerList(h),
+      headers: up.headers,
       body: hasBody ? (chunked ? req[Symbol.asyncIterator]() : req) : null,
       headersTimeout: 0,
       bodyTimeout: 0,
       servername: up.sni,
     } as Dispatcher.DispatchOptions,
-    new Exchange(req, res, up.timeout, fail) as unknown as Dispatcher.DispatchHandler,
+    new Exchange(req, res, up.requestId, up.timeout, fail) as unknown as Dispatcher.DispatchHandler,
   );
 }
 
-function responseHeaders(raw: Buffer[], keepAlive: boolean, requestId: string | undefined): string[] {
+/**
+ * The headers the client gets with a proxied response, as a flat `[name, value, …]` list
+ * for `writeHead`: the upstream's, without its hop-by-hop headers and those its
+ * Connection header names, with our own Connection (per the client's connection) and
+ * request id. Repeated headers (Set-Cookie) stay repeated.
+ */
+export function clientResponseHeaders(raw: Buffer[], keepAlive: boolean, requestId: string | undefined): string[] {
   let listed: string[] | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i]!.length === 10 && raw[i]!.toString('latin1').toLowerCase() === 'connection') {
@@ -179,7 +183,7 @@ function responseHeaders(raw: Buffer[], keepAlive: boolean, requestId: string | 
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toString('latin1').toLowerCase();
-    if (HOP_BY_HOP.has(name) || listed?.includes(name)) continue;
+    if (HOP_BY_HOP.has(name) || listed?.includes(name) || (name === 'x-request-id' && requestId !== undefined)) continue;
     out.push(name, raw[i + 1]!.toString('latin1'));
   }
   out.push('connection', keepAlive ? 'keep-alive' : 'close');
