@@ -503,7 +503,7 @@ async function finish(m, results, scenarios, procs, jwks, withRedis, keyPrefix) 
     version: 1,
     date: new Date().toISOString(),
     machine: m,
-    settings: { ...S, quick, base: flags.base ? { dir: flags.base } : undefined, restart: flags.restart, loadGenerator: generator, logLevel: S.logLevel, proxyPath: 'http' },
+    settings: { ...S, quick, base: flags.base ? { dir: flags.base } : undefined, restart: flags.restart, loadGenerator: generator, logLevel: S.logLevel, upstreamLeg: flags.engine ?? 'undici' },
     targets: results,
     goals: goals(results, scenarios),
     scenarios,
