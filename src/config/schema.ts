@@ -297,6 +297,8 @@ export const configSchema = z
     rateLimits: rateLimits.default(rateLimits.parse({})),
     log: log.default(log.parse({})),
     tracing: tracing.default(tracing.parse({})),
+    /** Worker processes sharing the listen port (docs/reference/workers.md); `auto`: one per CPU. Restart-only. */
+    workers: z.union([z.number().int().min(1).max(256), z.literal('auto')]).default(1),
     shutdown: z.strictObject({ drainTimeout: timer.default(10_000) }).default({ drainTimeout: 10_000 }),
     routes: z.array(route).min(1),
   })

@@ -6,7 +6,7 @@ import { traceOf } from '../ops/tracing.js';
 import type { Proxy } from '../proxy/upstreams.js';
 import type { RevocationCheck } from '../revocation/check.js';
 import type { Decision, RequestFacts } from './decide.js';
-import type { Runtime } from './runtime.js';
+import type { Runtime } from '../runtime.js';
 
 /** What the stages of the request path share: set once, for every request. */
 export interface Stages {

@@ -14,7 +14,7 @@ import { facts, forwardCtx, type Exchange, type Stages } from './exchange.js';
 import { VERIFY, verify } from './forward-auth.js';
 import { record } from './record.js';
 import { connectionRefused, framingFault, limited, refuse } from './refusal.js';
-import type { Runtime } from './runtime.js';
+import type { Runtime } from '../runtime.js';
 import { upgrade } from './websocket.js';
 
 

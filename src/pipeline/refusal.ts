@@ -5,7 +5,7 @@ import { withLimits } from '../limits/apply.js';
 import { CLOSE_CONNECTION, type Decision } from './decide.js';
 import type { Exchange, Stages } from './exchange.js';
 import { record } from './record.js';
-import type { Runtime } from './runtime.js';
+import type { Runtime } from '../runtime.js';
 
 /**
  * Set on a socket once a request on it was refused for ambiguous framing. Requests Node

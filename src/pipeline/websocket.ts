@@ -11,7 +11,7 @@ import { CLOSE_CONNECTION, decide, type Decision } from './decide.js';
 import { facts, forwardCtx, type Exchange, type Stages } from './exchange.js';
 import { record } from './record.js';
 import { connectionRefused, framingFault, holdRefusal } from './refusal.js';
-import type { Runtime } from './runtime.js';
+import type { Runtime } from '../runtime.js';
 
 /**
  * Only websocket handshakes are tunnelled, and only bodiless ones (RFC 6455 §4.1: a GET).
