@@ -45,7 +45,7 @@ function onIdle(x: Exchange): void {
  * One proxied request as undici's dispatch handler. Its upstream timeout is one native
  * timer for the whole exchange — from dispatch (time queued for a connection and the
  * connect included) to the end of the answer — refreshed by every byte either way, so it
- * measures idleness as the http-proxy path's socket timeout does. undici's own
+ * measures idleness as a socket timeout would, across the queue as well. undici's own
  * headers/body timeouts run on a coarse shared clock (up to ~0.5 s late) and are off.
  */
 class Exchange {
