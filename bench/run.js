@@ -81,7 +81,8 @@ if (flags.help) {
                      dist/, src/store/migrations and package.json, node_modules linked), in
                      the same rounds, and report each target against its twin there (A/B)
   --base-log-level L the base build's gateways log at this level (what the log line costs)
-  --engine E         the gateways' upstream engine (upstreams.api.engine: undici or http-proxy)
+  --engine E         the gateways' upstream engine (upstreams.api.engine: undici or http-proxy),
+                     for builds that still have the key
   --base-engine E    the base build's gateways use this engine: with --base pointing at this
                      very build, an A/B of the two engines
   --restart          start every Portcullis gateway afresh before each round (and warm it):
@@ -505,7 +506,7 @@ async function finish(m, results, scenarios, procs, jwks, withRedis, keyPrefix) 
     version: 1,
     date: new Date().toISOString(),
     machine: m,
-    settings: { ...S, quick, base: flags.base ? { dir: flags.base } : undefined, restart: flags.restart, loadGenerator: generator, logLevel: S.logLevel, proxyPath: 'http' },
+    settings: { ...S, quick, base: flags.base ? { dir: flags.base } : undefined, restart: flags.restart, loadGenerator: generator, logLevel: S.logLevel, upstreamLeg: flags.engine ?? 'undici' },
     targets: results,
     goals: goals(results, scenarios),
     scenarios,

@@ -19,7 +19,7 @@ export function renderMarkdown(r) {
     `Load: ${loadGenerator(s)}, ${s.connections} connections, pipelining ${s.pipelining}, ${s.duration} s per sample after a discarded ${s.loadGenerator === 'wrk' ? Math.max(1, Math.round(s.warmup)) : s.warmup} s warm-up; ` +
       `${s.rounds} interleaved rounds, medians shown; ratios are taken within each round against the bare proxy, then the median. ` +
       (s.restart ? 'Every Portcullis gateway was started afresh (and warmed) before each round. ' : '') +
-      `Gateway log level ${s.logLevel} (one JSON line per request to a file), http-proxy-3 ${s.proxyPath} path. Whole run: ${r.elapsedSeconds} s.`,
+      `Gateway log level ${s.logLevel} (one JSON line per request to a file), upstream leg ${s.upstreamLeg ?? `http-proxy-3 ${s.proxyPath}`}. Whole run: ${r.elapsedSeconds} s.`,
     '',
   );
   else lines.push(`The memory scenario only (\`--memory-only\`); gateway log level ${s.logLevel}. Whole run: ${r.elapsedSeconds} s.`, '');

@@ -46,8 +46,6 @@ export const upstream = z.strictObject({
   timeout: timer.default(30_000),
   connectTimeout: timer.default(5_000),
   maxSockets: z.number().int().min(1).default(256),
-  /** How requests reach the upstream: undici's dispatcher, or the older http-proxy-3 path. Websockets always use http-proxy-3. */
-  engine: z.enum(['undici', 'http-proxy']).default('http-proxy'),
   /** For `https://` upstreams behind a private CA or requiring a client certificate (docs/reference/operations.md, TLS). */
   tls: z
     .strictObject({

@@ -1,29 +1,33 @@
 import type { Identity } from '../authn/types.js';
-import type { IdentityConfig } from '../config/schema.js';
 import type { AssertionSigner } from './assertion.js';
-import { identityHeaders } from './headers.js';
+import { identityHeaderList, identityHeaders, type ForwardPlan } from './headers.js';
 
 /** What stating an identity needs: the header names and, when configured, the assertion signer. */
 export interface IdentityPlan {
-  readonly forward: { readonly names: IdentityConfig['headers'] };
+  readonly forward: Pick<ForwardPlan, 'names' | 'identityLists'>;
   readonly assertion: { readonly header: string; readonly signer: AssertionSigner } | undefined;
+}
+
+/** Where identity headers go: the upstream's flat header list, or a header object (websocket handshakes, forward-auth answers). */
+export type HeaderSink = string[] | Record<string, string | string[] | number | undefined>;
+
+function put(out: HeaderSink, name: string, value: string): void {
+  if (Array.isArray(out)) out.push(name, value);
+  else out[name] = value;
 }
 
 /**
  * Sets the verified identity's headers and its signed assertion for `audience` (the
  * upstream's name) on `out`, then calls `done` — at once when the assertion is cached (the
  * common case), after signing otherwise. Signing failures go to `fail`. The one place
- * identity reaches an upstream or a forward-auth answer.
+ * identity reaches an upstream or a forward-auth answer. A list gets the identity's
+ * headers as built once for it (the identity is cached, so is its list).
  */
-export function applyIdentity(
-  out: Record<string, string | string[] | number | undefined>,
-  plan: IdentityPlan,
-  identity: Identity,
-  audience: string,
-  done: () => void,
-  fail: (err: unknown) => void,
-): void {
-  identityHeaders(out, plan.forward.names, identity);
+export function applyIdentity(out: HeaderSink, plan: IdentityPlan, identity: Identity, audience: string, done: () => void, fail: (err: unknown) => void): void {
+  if (Array.isArray(out)) {
+    const list = identityHeaderList(plan.forward, identity);
+    for (let i = 0; i < list.length; i++) out.push(list[i]!);
+  } else identityHeaders(out, plan.forward.names, identity);
   const assertion = plan.assertion;
   if (assertion === undefined) {
     done();
@@ -31,12 +35,12 @@ export function applyIdentity(
   }
   const signed = assertion.signer.sign(identity, audience);
   if (typeof signed === 'string') {
-    out[assertion.header] = signed;
+    put(out, assertion.header, signed);
     done();
     return;
   }
   signed.then((token) => {
-    out[assertion.header] = token;
+    put(out, assertion.header, token);
     done();
   }, fail);
 }

@@ -38,6 +38,14 @@ const NEVER_FORWARDED = new Set([
   'x-http-method-override', 'x-http-method', 'x-method-override',
 ]);
 
+/** Headers the forwarding step states itself, after the pass over the inbound ones. */
+const STATED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'traceparent', 'tracestate']);
+
+/** One header's value (Node joins repeated unknown headers already; the type allows a list). */
+function joined(v: string | string[] | undefined): string | undefined {
+  return typeof v === 'string' || v === undefined ? v : v.join(', ');
+}
+
 /** True for a header a client may only send through a trusted proxy. */
 function isForwarding(name: string): boolean {
   return name.startsWith('x-forwarded-') || FORWARDING.has(name);
@@ -58,6 +66,8 @@ export interface ForwardPlan {
   /** Headers that carry credentials (removed unless forwardCredential). */
   readonly credentialHeaders: ReadonlySet<string>;
   readonly forwardCredential: boolean;
+  /** Each cached identity's headers as a flat `[name, value, …]` list, built once per identity. */
+  readonly identityLists: WeakMap<Identity, readonly string[]>;
 }
 
 export function forwardPlan(identity: IdentityConfig, keyHeaders: readonly string[]): ForwardPlan {
@@ -68,6 +78,7 @@ export function forwardPlan(identity: IdentityConfig, keyHeaders: readonly strin
     prefixes: ns.prefixes,
     credentialHeaders: ns.credentialHeaders,
     forwardCredential: identity.forwardCredential,
+    identityLists: new WeakMap(),
   };
 }
 
@@ -91,56 +102,81 @@ export interface ForwardContext {
 }
 
 /**
- * The headers the upstream receives: everything in our namespace, hop-by-hop, and (from
- * untrusted peers) forwarding headers removed first, then the verified identity and the
- * forwarding headers set — in one step, so nothing a client sent can survive under a name
- * we set. A body keeps its framing: `Content-Length` passes as it came, and a chunked body
- * is sent chunked (Node's client would otherwise write a GET's body raw after a bodiless
- * head, where the upstream reads it as the next request). The guard has already refused a
- * `Connection` header naming any header that frames, carries or describes the request.
+ * The headers the upstream receives, as a flat `[name, value, …]` list built in one pass
+ * (undici takes it as is): everything in our namespace, hop-by-hop, and (from untrusted
+ * peers) forwarding headers removed, then the forwarding headers set — so nothing a client
+ * sent can survive under a name we set; the identity follows ({@link identityHeaderList}).
+ * A body keeps its framing: `Content-Length` passes in its one canonical spelling, and
+ * `Transfer-Encoding` stays out of the list, since the client that sends it (undici) states
+ * a body of unknown length as chunked, exactly as it arrived. The guard has already refused
+ * a `Connection` header naming any header that frames, carries or describes the request.
  */
-export function upstreamHeaders(
-  inbound: IncomingHttpHeaders,
-  plan: ForwardPlan,
-  identity: Identity | null,
-  ctx: ForwardContext,
-): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = {};
+export function upstreamHeaderList(inbound: IncomingHttpHeaders, plan: ForwardPlan, ctx: ForwardContext): string[] {
+  const out: string[] = [];
   const connection = inbound['connection'];
   const named = connection ? connection.toLowerCase().split(',').map((s) => s.trim()) : null;
+  const trusted = ctx.peerTrusted;
   for (const name in inbound) {
     if (isOwnedHeader(plan, name)) continue;
     if (HOP_BY_HOP.has(name)) {
-      if (ctx.upgrade && name === 'upgrade') out[name] = inbound[name];
+      if (ctx.upgrade && name === 'upgrade') out.push(name, inbound[name] as string);
       continue;
     }
     if (named?.includes(name)) continue;
-    if (NEVER_FORWARDED.has(name) || (!ctx.peerTrusted && isForwarding(name))) continue;
+    if (NEVER_FORWARDED.has(name) || (!trusted && isForwarding(name))) continue;
     if (!plan.forwardCredential && plan.credentialHeaders.has(name)) continue;
-    if (name === 'traceparent' || name === 'tracestate') continue;
-    out[name] = inbound[name];
+    if (STATED.has(name)) continue;
+    const v = inbound[name];
+    if (v === undefined) continue;
+    if (typeof v !== 'string') for (const one of v) out.push(name, one);
+    // The same length in its one canonical spelling: leading zeros are where parsers differ.
+    else if (name === 'content-length' && v.length > 1 && v.charCodeAt(0) === 0x30) out.push(name, v.replace(/^0+(?=\d)/, ''));
+    else out.push(name, v);
+  }
+  if (ctx.upgrade) out.push('connection', 'upgrade');
+  const xff = trusted ? inbound['x-forwarded-for'] : undefined;
+  out.push('x-forwarded-for', xff ? `${xff}, ${ctx.peerIp}` : ctx.peerIp);
+  out.push('x-forwarded-proto', (trusted && joined(inbound['x-forwarded-proto'])) || ctx.proto);
+  const host = (trusted && joined(inbound['x-forwarded-host'])) || inbound.host;
+  if (host !== undefined) out.push('x-forwarded-host', host);
+  out.push('x-request-id', ctx.requestId);
+  if (ctx.trace !== undefined) {
+    out.push('traceparent', ctx.trace.traceparent);
+    if (ctx.trace.tracestate !== undefined) out.push('tracestate', ctx.trace.tracestate);
+  }
+  return out;
+}
+
+/**
+ * {@link upstreamHeaderList} as the header object a websocket handshake (http-proxy-3 over
+ * Node's client) takes, with a chunked body's `Transfer-Encoding` restated (Node's client
+ * would otherwise write a body raw after a bodiless head, where the upstream reads it as
+ * the next request).
+ */
+export function upstreamHeaders(inbound: IncomingHttpHeaders, plan: ForwardPlan, identity: Identity | null, ctx: ForwardContext): OutgoingHttpHeaders {
+  const list = upstreamHeaderList(inbound, plan, ctx);
+  const out: Record<string, string | string[]> = {};
+  for (let i = 0; i < list.length; i += 2) {
+    const name = list[i]!;
+    const had = out[name];
+    out[name] = had === undefined ? list[i + 1]! : ([] as string[]).concat(had, list[i + 1]!);
   }
   // The guard admits only a lone `chunked`, so this is the framing exactly as it arrived.
   if (inbound['transfer-encoding'] !== undefined) out['transfer-encoding'] = 'chunked';
-  // The same length in its one canonical spelling: leading zeros are where parsers differ.
-  const length = inbound['content-length'];
-  if (length !== undefined && length.length > 1 && length.charCodeAt(0) === 0x30) out['content-length'] = length.replace(/^0+(?=\d)/, '');
-  if (ctx.upgrade) out['connection'] = 'upgrade';
-
-  const xff = ctx.peerTrusted ? inbound['x-forwarded-for'] : undefined;
-  out['x-forwarded-for'] = xff ? `${xff}, ${ctx.peerIp}` : ctx.peerIp;
-  if (!ctx.peerTrusted || !out['x-forwarded-proto']) out['x-forwarded-proto'] = ctx.proto;
-  if (!ctx.peerTrusted || !out['x-forwarded-host']) {
-    if (inbound.host !== undefined) out['x-forwarded-host'] = inbound.host;
-  }
-  out['x-request-id'] = ctx.requestId;
-  if (ctx.trace !== undefined) {
-    out['traceparent'] = ctx.trace.traceparent;
-    if (ctx.trace.tracestate !== undefined) out['tracestate'] = ctx.trace.tracestate;
-  }
-
   if (identity !== null) identityHeaders(out, plan.names, identity);
   return out;
+}
+
+/** The identity headers of a verified identity as a flat list, built once per (cached) identity. */
+export function identityHeaderList(plan: Pick<ForwardPlan, 'names' | 'identityLists'>, identity: Identity): readonly string[] {
+  let list = plan.identityLists.get(identity);
+  if (list === undefined) {
+    const n = plan.names;
+    list = [n.subject, identity.subject, n.role, identity.role, n.scopes, identity.scopesHeader, n.method, identity.method];
+    if (identity.keyId !== undefined) list = [...list, n.keyId, identity.keyId];
+    plan.identityLists.set(identity, list);
+  }
+  return list;
 }
 
 /** Sets the identity headers (the upstream's, or forward-auth's answer) from a verified identity. */

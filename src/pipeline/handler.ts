@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { GatewayError, respond } from '../http/problem.js';
 import { applyIdentity } from '../identity/apply.js';
-import { upstreamHeaders } from '../identity/headers.js';
+import { upstreamHeaderList } from '../identity/headers.js';
 import type { RateLimiter } from '../limits/types.js';
 import type { PipelineObserver } from '../ops/record.js';
 import { traceRequest } from '../ops/tracing.js';
@@ -102,20 +102,19 @@ export class Pipeline {
     const { rt, req } = x;
     const upstream = rt.routeUpstreams[d.route.index]!;
     req.url = d.path + d.query;
-    const headers = upstreamHeaders(req.headers, rt.forward, null, forwardCtx(d, x, false));
-    // The request id reaches the client with the upstream's response headers (proxy engine).
-    req.headers = headers as IncomingMessage['headers'];
-    const go = () => this.proxyTo(x, res, d, upstream);
+    // The upstream's headers, once, as the flat list the pool takes; the identity's follow.
+    const headers = upstreamHeaderList(req.headers, rt.forward, forwardCtx(d, x, false));
+    const go = () => this.proxyTo(x, res, d, upstream, headers);
     if (d.identity === null) go();
     else applyIdentity(headers, rt, d.identity, upstream.name, go, (err) => refuse(this.s, x, res, new GatewayError('upstream-unavailable', 'The identity assertion could not be signed.', { cause: err }), { d }));
   }
 
-  private proxyTo(x: Exchange, res: ServerResponse, d: Decision, upstream: Upstream): void {
+  private proxyTo(x: Exchange, res: ServerResponse, d: Decision, upstream: Upstream, headers: string[]): void {
     const req = x.req;
     const authMs = performance.now() - x.started;
     const proxyStart = performance.now();
     let failure: GatewayError | undefined;
-    this.s.proxy.web(req, res, upstream, (err) => {
+    this.s.proxy.web(req, res, upstream, headers, x.requestId, (err) => {
       failure = respond(res, upstreamError(err, req, upstream, proxyStart), x.requestId, req.method === 'HEAD');
     });
     const observer = this.s.observer;
