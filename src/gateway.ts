@@ -3,8 +3,9 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { LoadResult, GatewayConfig } from './config/load.js';
 import { randomUUID } from 'node:crypto';
-import { GatewayError } from './http/problem.js';
-import { Pipeline, writeRawProblem, type PipelineObserver, type RequestRecord } from './pipeline/handler.js';
+import { GatewayError, respondOnSocket } from './http/problem.js';
+import { Pipeline, type EndpointHandler } from './pipeline/handler.js';
+import type { PipelineObserver, RequestRecord } from './ops/record.js';
 import { buildRuntime, type Authenticators, type Runtime } from './pipeline/runtime.js';
 import { Proxy, closeUpstreams } from './proxy/upstreams.js';
 import type { RevocationCheck } from './revocation/check.js';
@@ -12,6 +13,12 @@ import type { RateLimiter } from './limits/types.js';
 import { createLogger, requestLogger, subjectHasher, type Logger } from './ops/log.js';
 import { openTracing } from './ops/tracing.js';
 import { serverContextOptions } from './net/tls.js';
+import { restartOnlyChanges, sectionsChanged } from './runtime.js';
+import { AdminServer, bearerMatches } from './ops/admin.js';
+import { adminRoutes, adminTokenFile, writeAdminToken } from './ops/admin-api.js';
+import { Metrics } from './ops/metrics.js';
+import { logoutEndpoint, refreshEndpoint } from './pipeline/endpoints.js';
+import { openServices, type CoreOptions, type GatewayServices } from './services.js';
 
 /** What the gateway runs on besides its config; built by `openServices`, closed with the gateway. */
 export interface Services {
@@ -31,6 +38,8 @@ export interface GatewayOptions {
   observers?: PipelineObserver[];
   /** Override the listen port/host (tests use port 0). */
   listen?: { host?: string; port?: number };
+  /** `/.portcullis/<name>` endpoints besides `verify`, in place before the listener opens. */
+  endpoints?: Readonly<Record<string, EndpointHandler>>;
 }
 
 /** A running gateway: the main listener and its pipeline. */
@@ -42,12 +51,13 @@ export class Gateway {
   private readonly proxy = new Proxy();
   private closing: Promise<void> | undefined;
 
-  private constructor(rt: Runtime, private readonly services: Services, logger: Logger, observers: PipelineObserver[]) {
+  private constructor(rt: Runtime, private readonly services: Services, logger: Logger, observers: PipelineObserver[], endpoints: Readonly<Record<string, EndpointHandler>>) {
     this.logger = logger;
     const logLine = requestLogger(logger, subjectHasher(rt.config.log.pii, rt.config.log.salt));
     const all = [{ onRequest: logLine }, { onRequest: (r: RequestRecord) => r.trace?.end(r) }, ...observers];
     const observer: PipelineObserver = all.length === 1 ? all[0]! : { onRequest: (r: RequestRecord) => { for (const o of all) o.onRequest(r); } };
     this.pipeline = new Pipeline(rt, services.revocation, this.proxy, observer, services.limiter);
+    for (const [name, handler] of Object.entries(endpoints)) this.pipeline.addEndpoint(name, handler);
     const l = rt.config.listen;
     const tls = rt.config.tlsFiles.listen;
     const options: http.ServerOptions = {
@@ -78,7 +88,7 @@ export class Gateway {
       // Unparseable requests (smuggling shapes, oversized heads, slow clients) never reach the pipeline.
       const answer = () => {
         if (!socket.writable) return socket.destroy();
-        writeRawProblem(socket, new GatewayError('bad-request', 'The request could not be parsed as HTTP/1.1.'), randomUUID());
+        respondOnSocket(socket, new GatewayError('bad-request', 'The request could not be parsed as HTTP/1.1.'), randomUUID());
       };
       // Bytes that fail to parse can follow a request that is still being answered (pipelined
       // garbage, data after "Connection: close"): writing now would cut into or replace that
@@ -97,7 +107,7 @@ export class Gateway {
     const logger = opts.logger ?? createLogger(config.log);
     for (const w of loaded.warnings) logger.warn(w);
     const rt = buildRuntime(config, await opts.services.authenticators(config), undefined, await openTracing(config.tracing));
-    const gw = new Gateway(rt, opts.services, logger, opts.observers ?? []);
+    const gw = new Gateway(rt, opts.services, logger, opts.observers ?? [], opts.endpoints ?? {});
     const host = opts.listen?.host ?? config.listen.host;
     const port = opts.listen?.port ?? config.listen.port;
     await new Promise<void>((resolve, reject) => {
@@ -127,13 +137,16 @@ export class Gateway {
 
   /** Builds a runtime from a new config and swaps it in; in-flight requests finish on the old one. */
   async reload(loaded: LoadResult): Promise<void> {
+    const before = this.pipeline.current.config;
     const prev = this.pipeline.current.tracing;
-    const same = JSON.stringify(prev.config) === JSON.stringify(loaded.config.tracing);
+    const same = !sectionsChanged(before, loaded.config, ['tracing']);
     const tracing = same ? prev : await openTracing(loaded.config.tracing);
     const rt = buildRuntime(loaded.config, await this.services.authenticators(loaded.config), undefined, tracing);
     this.reloadTls(loaded.config);
     const old = this.pipeline.swap(rt);
     for (const w of loaded.warnings) this.logger.warn(w);
+    const restart = restartOnlyChanges(before, loaded.config);
+    if (restart.length > 0) this.logger.warn({ file: loaded.config.file, changed: restart }, `config changes that take a restart: ${restart.join(', ')}; they are not applied until then`);
     this.services.retire?.(old);
     // Old upstream agents close once their sockets are idle; the old tracer sends what it holds.
     setTimeout(() => {
@@ -176,4 +189,106 @@ export class Gateway {
     })();
     return this.closing;
   }
+}
+
+export interface PortcullisOptions extends CoreOptions {
+  logger: Logger;
+  observers?: PipelineObserver[];
+  /** Override listen addresses (tests use port 0). */
+  listen?: { host?: string; port?: number };
+  admin?: { host?: string; port?: number };
+}
+
+/** A whole running Portcullis: gateway, admin listener, and the services under them. */
+export interface Portcullis {
+  readonly gateway: Gateway;
+  readonly admin: AdminServer;
+  readonly services: GatewayServices;
+  readonly adminAddress: { host: string; port: number };
+  readonly adminToken: string;
+  readonly metrics: Metrics;
+  reload(next: LoadResult): Promise<void>;
+  close(drainMs?: number): Promise<void>;
+}
+
+/** Opens the services, starts the gateway and the admin listener (what `serve` runs). */
+export async function startPortcullis(loaded: LoadResult, opts: PortcullisOptions): Promise<Portcullis> {
+  const { logger } = opts;
+  const config = loaded.config;
+  const metrics = new Metrics();
+  const services = await openServices(config, logger, {
+    ...opts,
+    onRevocationFailure: () => metrics.revocationError(),
+    observeRevocation: (ms) => metrics.observeRevocation(ms),
+  });
+  metrics.setCacheSource('jwt', () => services.current().jwt?.stats);
+  metrics.setCacheSource('apiKey', () => services.current().apiKey?.stats);
+  metrics.setQueueDepthSource(() => services.current().apiKey?.verificationLoad.queued ?? 0);
+  try {
+    // Admin token: from config; else, for the embedded store's file, a fresh one written
+    // beside it (0600) for local tools; else the admin API stays closed.
+    let adminToken = config.admin.token;
+    const tokenFile = adminTokenFile(config.store.url, opts.baseDir);
+    if (adminToken === '' && tokenFile !== undefined) adminToken = await writeAdminToken(tokenFile);
+
+    const gateway = await Gateway.start(loaded, {
+      services,
+      logger,
+      observers: [metrics, ...(opts.observers ?? [])],
+      ...(opts.listen ? { listen: opts.listen } : {}),
+      endpoints: {
+        refresh: refreshEndpoint(services.core.keys),
+        logout: logoutEndpoint(services.core.keys, services.core.tokens, services.revocation),
+      },
+    });
+
+    const admin = new AdminServer({
+      host: opts.admin?.host ?? config.admin.host,
+      port: opts.admin?.port ?? config.admin.port,
+      checks: services.checks,
+      allowedHosts: config.admin.allowedHosts,
+      metrics,
+      jwks: () => services.current().assertion?.jwks() ?? { keys: [] },
+      authorize: adminAuthorizer(adminToken, gateway, services),
+      routes: adminRoutes(services.core),
+    });
+    let adminAddress: { host: string; port: number };
+    try {
+      adminAddress = await admin.listen();
+    } catch (err) {
+      await gateway.close(0);
+      throw err;
+    }
+    logger.info({ address: adminAddress }, 'admin listening');
+
+    return {
+      gateway, admin, services, adminAddress, adminToken, metrics,
+      reload: (next) => gateway.reload(next),
+      close: async (drainMs) => {
+        await admin.close();
+        await gateway.close(drainMs);
+      },
+    };
+  } catch (err) {
+    await services.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The admin API's check: the admin token, or (with `admin.acceptJwt`) a JWT of the highest role. */
+function adminAuthorizer(adminToken: string, gateway: Gateway, services: GatewayServices): (authorization: string | undefined) => Promise<boolean> {
+  return async (authorization) => {
+    if (bearerMatches(authorization, adminToken)) return true;
+    const cfg = gateway.config;
+    if (!cfg.admin.acceptJwt || !authorization) return false;
+    const jwt = services.current().jwt;
+    const m = /^Bearer\s+(\S+)$/i.exec(authorization);
+    if (!jwt || !m) return false;
+    try {
+      const id = await jwt.authenticate({ kind: 'jwt', value: m[1]!, source: 'authorization' });
+      return id.roleRank === cfg.roles.length - 1 && !(await services.revocation.isRevoked(id));
+    } catch {
+      return false;
+    }
+  };
 }

@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util';
 import type { Clock } from './clock.js';
 import { systemClock } from './clock.js';
 import { roleRank, type GatewayConfig } from './config/load.js';
@@ -19,6 +20,7 @@ import { formatRevocationId, formatScopedSubject, fromTokenRecordId, isTokenRevo
 import { TokenService } from './tokens/service.js';
 import type { ReadinessCheck } from './ops/admin.js';
 import { AssertionSigner } from './identity/assertion.js';
+import { sectionsChanged, type ConfigSection } from './runtime.js';
 
 /** The store-backed services both `serve` and the key/token commands use. */
 export interface Core {
@@ -188,10 +190,6 @@ export interface GatewayServices extends Services {
   current(): { jwt: JwtAuthenticator | undefined; apiKey: ApiKeyAuthenticator | undefined; assertion: AssertionSigner | undefined };
 }
 
-function sameSection(a: unknown, b: unknown): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
-}
-
 /**
  * The composition root of `serve`: one Core, authenticators rebuilt only when their part
  * of the config changes, cache eviction on every invalidation from the fleet.
@@ -200,11 +198,12 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
   const core = await openCore(config, logger, opts);
   const clock = core.clock;
   let jwt: JwtAuthenticator | undefined;
-  let jwtKey = '';
   let apiKey: ApiKeyAuthenticator | undefined;
-  let apiKeyKey = '';
   let assertion: AssertionSigner | undefined;
-  let assertionKey = '';
+  // The config the authenticators were last built from: each is rebuilt only when its own
+  // sections differ from that one (the store is opened once: it takes a restart).
+  let built: GatewayConfig | undefined;
+  const changed = (cfg: GatewayConfig, sections: readonly ConfigSection[]) => built === undefined || sectionsChanged(built, cfg, sections);
   const retired: Array<{ close(): unknown }> = [];
 
   const unsubscribe = core.revocation.onInvalidate((ev: InvalidationEvent) => {
@@ -229,8 +228,7 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
       throw new TypeError('revocation.externalKeys needs Redis, and this gateway runs without it: restart it with revocation.redis set');
     }
     const rank = (role: string) => roleRank(cfg, role);
-    const jk = JSON.stringify([cfg.jwt, cfg.roles, cfg.revocation.externalKeys]);
-    if (jk !== jwtKey) {
+    if (changed(cfg, ['jwt', 'roles']) || !isDeepStrictEqual(built?.revocation.externalKeys, cfg.revocation.externalKeys)) {
       if (jwt) retired.push(jwt);
       jwt = cfg.jwt.issuers.length > 0
         ? new JwtAuthenticator(cfg.jwt, rank, clock, {
@@ -238,17 +236,13 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
             externalKeys: compileExternalKeys(cfg.revocation.externalKeys),
           })
         : undefined;
-      jwtKey = jk;
       await jwt?.start();
     }
-    const ak = JSON.stringify([cfg.apiKeys, cfg.roles]);
-    if (ak !== apiKeyKey || !sameSection(cfg.store, config.store)) {
+    if (changed(cfg, ['apiKeys', 'roles'])) {
       if (apiKey) retired.push(apiKey);
       apiKey = new ApiKeyAuthenticator(core.store, cfg.apiKeys, rank, clock, { onLastUsedError: (err) => logger.warn({ err: String(err) }, 'recording last-used times failed') });
-      apiKeyKey = ak;
     }
-    const asKey = JSON.stringify(cfg.identity.assertion ?? null);
-    if (asKey !== assertionKey) {
+    if (built === undefined || !isDeepStrictEqual(built.identity.assertion, cfg.identity.assertion)) {
       const a = cfg.identity.assertion;
       assertion = a
         ? await AssertionSigner.create({
@@ -262,8 +256,8 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
             },
           })
         : undefined;
-      assertionKey = asKey;
     }
+    built = cfg;
     return { jwt, apiKey, assertion };
   };
 

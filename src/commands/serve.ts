@@ -2,7 +2,7 @@ import { watch } from 'node:fs';
 import type { Command } from 'commander';
 import { ConfigError, loadConfigFile, type LoadResult } from '../config/load.js';
 import { createLogger } from '../ops/log.js';
-import { startPortcullis } from '../server.js';
+import { startPortcullis } from '../gateway.js';
 import { CommandError, type Io } from './io.js';
 
 export function registerServeCommand(program: Command, io: Io): void {

@@ -3,7 +3,17 @@
  * `req.headers` has already folded duplicates (dropping a second `Authorization`, joining
  * unknown headers with ", "), which is exactly the information this check needs.
  */
-import type { RawConfig } from '../config/schema.js';
+
+/** The config sections the guard reads (config/schema's `identity`, `apiKeys`, `jwt`). */
+export interface GuardConfig {
+  readonly identity: {
+    readonly headers: { readonly subject: string; readonly role: string; readonly scopes: string; readonly keyId: string; readonly method: string };
+    readonly namespace: readonly string[];
+    readonly assertion?: { readonly header: string } | undefined;
+  };
+  readonly apiKeys: { readonly headers: readonly string[] };
+  readonly jwt: { readonly maxTokenBytes: number };
+}
 
 /** What the guard needs to know; build it once per config with {@link guardOptionsFromConfig}. */
 export interface GuardOptions {
@@ -130,7 +140,7 @@ function isIdentityName(name: string, opts: GuardOptions): boolean {
 }
 
 /** Builds the guard's options from a validated config; call once per config load. */
-export function guardOptionsFromConfig(config: Pick<RawConfig, 'identity' | 'apiKeys' | 'jwt'>): GuardOptions {
+export function guardOptionsFromConfig(config: GuardConfig): GuardOptions {
   const h = config.identity.headers;
   const identityHeaders = new Set([h.subject, h.role, h.scopes, h.keyId, h.method].map((n) => n.toLowerCase()));
   if (config.identity.assertion !== undefined) identityHeaders.add(config.identity.assertion.header.toLowerCase());

@@ -1,4 +1,14 @@
-import type { RouteConfig } from '../config/schema.js';
+/** What a route of the config says, as far as matching reads it (config/schema's `routes` entries). */
+export interface RouteSpec {
+  readonly name?: string | undefined;
+  readonly match: { readonly path: string; readonly methods?: readonly string[] | undefined; readonly host?: string | undefined };
+  readonly public: boolean;
+  readonly minRole?: string | undefined;
+  readonly scopes: readonly string[];
+  readonly audience?: string | readonly string[] | undefined;
+  readonly auth: readonly ('jwt' | 'apiKey')[];
+  readonly upstream: string;
+}
 
 /** A route with its pattern compiled once at load. */
 export interface CompiledRoute {
@@ -24,7 +34,7 @@ export interface CompiledRoute {
   readonly upstream: string;
 }
 
-export function compileRoutes(routes: readonly RouteConfig[], ranks: ReadonlyMap<string, number>): CompiledRoute[] {
+export function compileRoutes(routes: readonly RouteSpec[], ranks: ReadonlyMap<string, number>): CompiledRoute[] {
   return routes.map((r, index) => {
     const parts = r.match.path.split('/').slice(1);
     const tail = parts[parts.length - 1] === '**';
@@ -47,7 +57,7 @@ export function compileRoutes(routes: readonly RouteConfig[], ranks: ReadonlyMap
       minRole: r.minRole,
       minRank: r.minRole === undefined ? -Infinity : (ranks.get(r.minRole) ?? Infinity),
       scopes: r.scopes,
-      audiences: r.audience === undefined ? null : Array.isArray(r.audience) ? r.audience : [r.audience],
+      audiences: r.audience === undefined ? null : typeof r.audience === 'string' ? [r.audience] : r.audience,
       allowJwt: r.auth.includes('jwt'),
       allowApiKey: r.auth.includes('apiKey'),
       upstream: r.upstream,

@@ -1,18 +1,17 @@
+import { DomainError } from '../http/problem.js';
 import { isStoreError } from '../store/errors.js';
 
 /** Why a key operation was refused. */
-export type KeyServiceErrorCode = 'invalid-argument' | 'not-found' | 'conflict' | 'import-invalid';
+export type KeyServiceErrorCode = 'invalid-argument' | 'not-found' | 'conflict' | 'import-invalid' | 'refresh-invalid';
 
 /** Error of KeyService operations; `problems` lists every bad import line as `FILE:LINE message`. */
-export class KeyServiceError extends Error {
+export class KeyServiceError extends DomainError {
   override readonly name = 'KeyServiceError';
   readonly code: KeyServiceErrorCode;
-  readonly problems: readonly string[];
 
   constructor(code: KeyServiceErrorCode, message: string, options?: { problems?: readonly string[]; cause?: unknown }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    super(message, options);
     this.code = code;
-    this.problems = options?.problems ?? [];
   }
 }
 

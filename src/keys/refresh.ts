@@ -1,9 +1,8 @@
 import type { Clock } from '../clock.js';
-import { GatewayError } from '../http/problem.js';
 import { keyRevocationId } from '../revocation/ids.js';
-import { isStoreError } from '../store/errors.js';
 import type { KeyRecord, KeyStore } from '../store/types.js';
 import type { AttemptLimiter } from './attempts.js';
+import { KeyServiceError } from './errors.js';
 import type { KeyRevocationEvent } from './events.js';
 import { generateKey, generateRefreshToken, parseRefreshToken } from './format.js';
 import { hashSecret, verifySecret, type HashParams } from './hash.js';
@@ -32,31 +31,25 @@ export interface RefreshContext {
   readonly emit: (event: KeyRevocationEvent) => Promise<void>;
 }
 
-const refused = (detail = 'The refresh token is not valid.'): GatewayError => new GatewayError('refresh-invalid', detail);
+const refused = (detail = 'The refresh token is not valid.'): KeyServiceError => new KeyServiceError('refresh-invalid', detail);
 const ROTATED = 'The key of this refresh token was rotated; use the refresh token issued with its successor.';
 const REPLAYED = 'The refresh token was already used; every key of its family is revoked.';
 
 /**
  * Exchanges a refresh token for a new key and refresh token (same grants, same family);
  * the old key and token are revoked at once. A spent token revokes the whole family.
- * Refusals are GatewayError `refresh-invalid` (429 `rate-limited` for a client past the
- * failed-attempt limit); store failures `store-unavailable`.
+ * Refusals are KeyServiceError `refresh-invalid` (429 `rate-limited` for a client past the
+ * failed-attempt limit); store failures are the store's own errors.
  */
 export async function exchangeRefreshToken(token: string, clientIp: string, ctx: RefreshContext): Promise<RefreshedKey> {
   const parsed = parseRefreshToken(token, ctx.prefix);
   if (parsed === null) throw refused();
-  try {
-    const now = ctx.clock.now();
-    const old = await ctx.store.getKey(parsed.id);
-    if (old === undefined || old.refreshHash === null) throw refused();
-    await verifyToken(ctx, old.refreshHash, parsed, clientIp);
-    await checkUsable(ctx, old, now);
-    return await replace(ctx, old, now);
-  } catch (err) {
-    if (err instanceof GatewayError) throw err;
-    if (isStoreError(err)) throw new GatewayError('store-unavailable', 'The key store is unavailable; retry shortly.', { cause: err });
-    throw err;
-  }
+  const now = ctx.clock.now();
+  const old = await ctx.store.getKey(parsed.id);
+  if (old === undefined || old.refreshHash === null) throw refused();
+  await verifyToken(ctx, old.refreshHash, parsed, clientIp);
+  await checkUsable(ctx, old, now);
+  return replace(ctx, old, now);
 }
 
 /** Checks the token's secret under the failed-attempt limit. */

@@ -2,11 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { parseDuration } from '../config/duration.js';
-import { KeyServiceError, type CreateKeyOptions, type KeyServiceErrorCode, type UpdateKeyOptions } from '../keys/service.js';
-import { PROBLEM_TYPE_BASE } from '../http/problem.js';
+import { KeyServiceError, type CreateKeyOptions, type KeyService, type UpdateKeyOptions } from '../keys/service.js';
+import type { TokenService } from '../tokens/service.js';
 import { parseStoreUrl } from '../store/open.js';
-import type { Core } from '../services.js';
-import type { AdminReply, AdminRoute } from './admin.js';
+import type { AdminRoute } from './admin.js';
 
 /**
  * Where `serve` leaves a local admin token (mode 0600) when the store is an embedded file:
@@ -36,29 +35,6 @@ export async function readAdminToken(file: string): Promise<string | undefined> 
   } catch {
     return undefined;
   }
-}
-
-/** The key service's refusals as the admin API answers them (RFC 9457, like every gateway problem). */
-const KEY_PROBLEMS = {
-  'invalid-argument': { status: 400, title: 'Invalid argument' },
-  'import-invalid': { status: 400, title: 'Import refused' },
-  'not-found': { status: 404, title: 'No such key' },
-  conflict: { status: 409, title: 'Conflict' },
-} as const satisfies Record<KeyServiceErrorCode, { status: number; title: string }>;
-
-/**
- * A key-service refusal as problem+json with its own code (`problems` lists every bad
- * import line). Anything else is rethrown for the admin listener's `respond`: a store
- * failure is `store-unavailable`, the rest `internal-error`.
- */
-function fail(err: unknown, requestId: string): AdminReply {
-  if (!(err instanceof KeyServiceError)) throw err;
-  const p = KEY_PROBLEMS[err.code];
-  return {
-    status: p.status,
-    headers: { 'content-type': 'application/problem+json' },
-    body: { type: PROBLEM_TYPE_BASE + err.code, title: p.title, status: p.status, detail: err.message, code: err.code, requestId, ...(err.problems.length ? { problems: err.problems } : {}) },
-  };
 }
 
 const invalid = (message: string) => new KeyServiceError('invalid-argument', message);
@@ -116,57 +92,51 @@ export function updateOptions(body: Record<string, unknown>): UpdateKeyOptions {
 
 /**
  * The admin API (on the admin listener): the same key and token services the CLI uses,
- * so a CLI talking to a running gateway and one opening the store act identically.
+ * so a CLI talking to a running gateway and one opening the store act identically. Errors
+ * are answered from the one problem table (a key-service refusal by its own code).
  */
-export function adminRoutes(core: Core): AdminRoute[] {
-  const wrap = (fn: (req: Parameters<AdminRoute['handler']>[0]) => Promise<AdminReply>): AdminRoute['handler'] => async (req) => {
-    try {
-      return await fn(req);
-    } catch (err) {
-      return fail(err, req.requestId);
-    }
-  };
+export function adminRoutes(core: { readonly keys: KeyService; readonly tokens: TokenService }): AdminRoute[] {
   const body = async (req: Parameters<AdminRoute['handler']>[0]) => {
     const b = await req.body();
     if (b === null || typeof b !== 'object' || Array.isArray(b)) throw invalid('the body must be a JSON object');
     return b as Record<string, unknown>;
   };
   return [
-    { method: 'POST', pattern: '/admin/v1/keys', handler: wrap(async (req) => ({ status: 201, body: await core.keys.create(createOptions(await body(req))) })) },
-    { method: 'GET', pattern: '/admin/v1/keys', handler: wrap(async (req) => ({ status: 200, body: await core.keys.list({ subject: req.query.get('subject') ?? undefined }) })) },
-    { method: 'POST', pattern: '/admin/v1/keys/:id/revoke', handler: wrap(async (req) => ({ status: 200, body: await core.keys.revoke(req.params.id!) })) },
-    { method: 'PATCH', pattern: '/admin/v1/keys/:id', handler: wrap(async (req) => ({ status: 200, body: await core.keys.update(req.params.id!, updateOptions(await body(req))) })) },
+    { method: 'POST', pattern: '/admin/v1/keys', handler: async (req) => ({ status: 201, body: await core.keys.create(createOptions(await body(req))) }) },
+    { method: 'GET', pattern: '/admin/v1/keys', handler: async (req) => ({ status: 200, body: await core.keys.list({ subject: req.query.get('subject') ?? undefined }) }) },
+    { method: 'POST', pattern: '/admin/v1/keys/:id/revoke', handler: async (req) => ({ status: 200, body: await core.keys.revoke(req.params.id!) }) },
+    { method: 'PATCH', pattern: '/admin/v1/keys/:id', handler: async (req) => ({ status: 200, body: await core.keys.update(req.params.id!, updateOptions(await body(req))) }) },
     {
       method: 'POST', pattern: '/admin/v1/keys/revoke-by-name',
-      handler: wrap(async (req) => {
+      handler: async (req) => {
         const b = await body(req);
         if (typeof b.name !== 'string') throw invalid('name must be a string');
         if (b.subject !== undefined && typeof b.subject !== 'string') throw invalid('subject must be a string');
         return { status: 200, body: await core.keys.revokeByName(b.name, b.subject) };
-      }),
+      },
     },
     {
       method: 'POST', pattern: '/admin/v1/keys/:id/rotate',
-      handler: wrap(async (req) => {
+      handler: async (req) => {
         const b = await body(req);
         return { status: 201, body: await core.keys.rotate(req.params.id!, duration(b.grace, 'grace')) };
-      }),
+      },
     },
     {
       method: 'POST', pattern: '/admin/v1/subjects/:subject/revoke-keys',
-      handler: wrap(async (req) => ({ status: 200, body: await core.keys.revokeSubject(req.params.subject!) })),
+      handler: async (req) => ({ status: 200, body: await core.keys.revokeSubject(req.params.subject!) }),
     },
     {
       method: 'POST', pattern: '/admin/v1/keys/import',
-      handler: wrap(async (req) => {
+      handler: async (req) => {
         const b = await body(req);
         if (typeof b.content !== 'string') throw invalid('content must be the JSON-lines text');
         return { status: 201, body: await core.keys.importKeys(b.content, typeof b.file === 'string' ? b.file : 'import') };
-      }),
+      },
     },
     {
       method: 'POST', pattern: '/admin/v1/tokens/revoke',
-      handler: wrap(async (req) => {
+      handler: async (req) => {
         const b = await body(req);
         if (typeof b.subject === 'string') return { status: 200, body: await core.tokens.revokeSubject(b.subject) };
         if (typeof b.jti !== 'string') throw invalid('give jti or subject');
@@ -176,7 +146,7 @@ export function adminRoutes(core: Core): AdminRoute[] {
           if (!Number.isFinite(until)) throw invalid('until must be an ISO 8601 time');
         }
         return { status: 200, body: await core.tokens.revokeJti(b.jti, until) };
-      }),
+      },
     },
   ];
 }

@@ -160,7 +160,13 @@ export class AdminServer {
         respond(res, new GatewayError('token-missing', 'The admin API needs the admin token (Authorization: Bearer …).'), requestId);
         return;
       }
-      const reply = await r.handler({ method: req.method, path, query: url.searchParams, params, requestId, body: () => readJsonObject(req, MAX_BODY) });
+      let reply: AdminReply;
+      try {
+        reply = await r.handler({ method: req.method, path, query: url.searchParams, params, requestId, body: () => readJsonObject(req, MAX_BODY) });
+      } catch (err) {
+        respond(res, err, requestId);
+        return;
+      }
       return json(res, reply.status, reply.body, reply.headers);
     }
     respond(res, new GatewayError('route-not-found', `No admin endpoint ${req.method} ${path}.`), requestId);

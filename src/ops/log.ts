@@ -1,6 +1,6 @@
 import { createHmac, createSecretKey, randomBytes } from 'node:crypto';
 import pino, { type Logger } from 'pino';
-import type { RequestRecord } from '../pipeline/handler.js';
+import type { RequestRecord } from './record.js';
 
 export type { Logger };
 

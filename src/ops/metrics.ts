@@ -1,6 +1,6 @@
 import { Gauge, Registry, collectDefaultMetrics, type Histogram } from 'prom-client';
 import type { AuthMethod } from '../authn/types.js';
-import type { PipelineObserver, RequestRecord } from '../pipeline/handler.js';
+import type { PipelineObserver, RequestRecord } from './record.js';
 
 /*
  * Per-request updates go into plain numbers held by precomputed series objects; prom-client

@@ -1,44 +1,16 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
-import { GatewayError, respond, toGatewayError, problemBody, challengeFor } from '../http/problem.js';
+import { GatewayError, respond, respondOnSocket, toGatewayError } from '../http/problem.js';
 import { identityHeaders, upstreamHeaders } from '../identity/headers.js';
 import { upstreamError, type Proxy, type Upstream } from '../proxy/upstreams.js';
 import { withLimits } from '../limits/apply.js';
 import type { RateLimiter } from '../limits/types.js';
 import type { RevocationCheck } from '../revocation/check.js';
-import { traceOf, traceRequest, type RequestTrace } from '../ops/tracing.js';
+import { traceOf, traceRequest } from '../ops/tracing.js';
+import type { PipelineObserver } from '../ops/record.js';
 import { CLOSE_CONNECTION, decide, type Decision, type RequestFacts } from './decide.js';
 import type { Runtime } from './runtime.js';
-
-/** One finished request, for the log line and metrics. */
-export interface RequestRecord {
-  readonly requestId: string;
-  readonly method: string;
-  readonly path: string | undefined;
-  readonly route: string | undefined;
-  readonly decision: 'allow' | 'deny' | 'error';
-  readonly code: string | undefined;
-  readonly status: number;
-  /** Milliseconds from arrival to the end of the response. */
-  readonly latencyMs: number;
-  /** Milliseconds spent deciding (steps 0–6). */
-  readonly authMs: number;
-  readonly keyId: string | undefined;
-  readonly subject: string | undefined;
-  readonly method_: string | undefined;
-  readonly clientIp: string | undefined;
-  readonly upstream: string | undefined;
-  readonly upstreamMs: number | undefined;
-  /** The request's trace (its id for the log line; its spans end with the record). */
-  readonly trace?: RequestTrace | undefined;
-  /** The rate-limit policy that refused the request (429 `rate-limited`). */
-  readonly ratePolicy?: string | undefined;
-}
-
-export interface PipelineObserver {
-  onRequest(record: RequestRecord): void;
-}
 
 /** Handlers for `/.portcullis/*` endpoints other than `verify` (refresh, logout). */
 export type EndpointHandler = (req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime) => Promise<void>;
@@ -172,7 +144,7 @@ export class Pipeline {
       const e = toGatewayError(err);
       const authMs = performance.now() - started;
       holdRefusal(rt, e, socket, () => {
-        writeRawProblem(socket, e, requestId);
+        respondOnSocket(socket, e, requestId);
         this.record(req, requestId, started, { err: e, authMs });
       });
     };
@@ -184,7 +156,7 @@ export class Pipeline {
       req.headers = headers as IncomingMessage['headers'];
       const open = () => {
         const authMs = performance.now() - started;
-        this.proxy.ws(req, socket, head, upstream, (err) => writeRawProblem(socket, upstreamError(err, req, upstream, authMs + started), requestId));
+        this.proxy.ws(req, socket, head, upstream, (err) => respondOnSocket(socket, upstreamError(err, req, upstream, authMs + started), requestId));
         this.record(req, requestId, started, { d, upstream: upstream.name, authMs, status: 101 });
       };
       if (rt.assertion !== undefined && d.identity !== null) {
@@ -432,20 +404,4 @@ export function originalRequest(h: IncomingMessage['headers']): { method: string
   if (target === undefined) return 'Forward-auth needs X-Forwarded-Uri or X-Original-URI.';
   if (RESHAPED_PATH.test(target.split('?', 1)[0]!)) return 'The original URI has "." or ".." segments or "//": the upstream would not read it as the gateway does.';
   return { method: (fm ?? om ?? 'GET').toUpperCase(), target, host: fh ?? h.host };
-}
-
-/** A problem written straight onto a socket (websocket handshakes have no ServerResponse). */
-export function writeRawProblem(socket: Duplex, err: GatewayError, requestId: string): void {
-  if (!socket.writable) return;
-  const body = JSON.stringify(problemBody(err, requestId));
-  const challenge = err.status === 401 || err.status === 403 ? challengeFor(err) : undefined;
-  socket.end(
-    `HTTP/1.1 ${err.status} ${problemBody(err, requestId).title}\r\n` +
-      'content-type: application/problem+json\r\n' +
-      `content-length: ${Buffer.byteLength(body)}\r\n` +
-      `x-request-id: ${requestId}\r\n` +
-      (challenge ? `www-authenticate: ${challenge}\r\n` : '') +
-      'connection: close\r\n\r\n' +
-      body,
-  );
 }

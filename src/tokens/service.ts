@@ -1,5 +1,6 @@
 import type { Clock } from '../clock.js';
 import { systemClock } from '../clock.js';
+import { DomainError } from '../http/problem.js';
 import { formatRevocationId, formatScopedSubject, parseRevocationId, tokenRecordId } from '../revocation/ids.js';
 import type { RevocationLog } from '../store/types.js';
 
@@ -7,6 +8,12 @@ import type { RevocationLog } from '../store/types.js';
 export interface TokenRevocationSink {
   revoke(revocationId: string, until: number | undefined): Promise<void>;
   revokeSubject(subject: string, before: number, until?: number): Promise<void>;
+}
+
+/** A token revocation refused for its input (answered 400 `invalid-argument`). */
+export class TokenServiceError extends DomainError {
+  override readonly name = 'TokenServiceError';
+  readonly code = 'invalid-argument';
 }
 
 /**
@@ -22,7 +29,7 @@ export class TokenService {
 
   /** Revokes one JWT by `jti` (until `until`, ms; unbounded when omitted). */
   async revokeJti(jti: string, until?: number): Promise<{ revocationId: string; until: number | null }> {
-    if (jti === '' || jti.length > 1024) throw new TypeError('jti must be 1–1024 characters');
+    if (jti === '' || jti.length > 1024) throw new TokenServiceError('jti must be 1–1024 characters');
     return this.revokeId(formatRevocationId({ kind: 'jti', jti }), until);
   }
 
@@ -38,7 +45,7 @@ export class TokenService {
 
   /** Revokes every JWT of `subject` issued before now. */
   async revokeSubject(subject: string): Promise<{ subject: string; revokedBefore: number }> {
-    if (subject === '') throw new TypeError('subject must not be empty');
+    if (subject === '') throw new TokenServiceError('subject must not be empty');
     const now = this.clock.now();
     // JWT `iat` has one-second resolution: a token issued within this second is covered too.
     const before = Math.ceil((now + 1) / 1000) * 1000;

@@ -5,7 +5,7 @@ import type { Clock } from '../../src/clock.js';
 import { main } from '../../src/cli.js';
 import type { Io } from '../../src/commands/io.js';
 import { loadConfigFile, type GatewayConfig, type LoadResult } from '../../src/config/load.js';
-import { startPortcullis, type Portcullis } from '../../src/server.js';
+import { startPortcullis, type Portcullis } from '../../src/gateway.js';
 import { memoryLogger } from '../helpers/gateway.js';
 import { tempDatabase } from '../helpers/services.js';
 import { startUpstream } from '../helpers/upstream.js';

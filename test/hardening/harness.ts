@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Agent, request } from 'undici';
 import { SignJWT } from 'jose';
 import { parseConfig } from '../../src/config/load.js';
-import { startPortcullis, type Portcullis } from '../../src/server.js';
+import { startPortcullis, type Portcullis } from '../../src/gateway.js';
 import { memoryLogger } from '../helpers/gateway.js';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

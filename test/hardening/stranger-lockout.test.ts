@@ -2,7 +2,7 @@ import t, { type Test } from 'tap';
 import { Agent, request } from 'undici';
 import { parseConfig } from '../../src/config/load.js';
 import { formatKey, generateKey, generateRefreshToken } from '../../src/keys/format.js';
-import { startPortcullis, type Portcullis } from '../../src/server.js';
+import { startPortcullis, type Portcullis } from '../../src/gateway.js';
 import { memoryLogger } from '../helpers/gateway.js';
 import { serviceSkip, tempDatabase } from '../helpers/services.js';
 import { startRawUpstream, type RawSeen } from './raw-upstream.js';

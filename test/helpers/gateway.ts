@@ -4,7 +4,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { Gateway, type Services } from '../../src/gateway.js';
 import type { Authenticator, Credential, Identity } from '../../src/authn/types.js';
 import { GatewayError } from '../../src/http/problem.js';
-import type { PipelineObserver, RequestRecord } from '../../src/pipeline/handler.js';
+import type { PipelineObserver, RequestRecord } from '../../src/ops/record.js';
 
 /** Collects the gateway's log lines so tests can read them. */
 export function memoryLogger(level = 'info') {

@@ -6,7 +6,7 @@ import { registerKeysCommand } from '../../src/commands/keys.js';
 import { CommandError, type Io } from '../../src/commands/io.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { createLogger } from '../../src/ops/log.js';
-import { startPortcullis } from '../../src/server.js';
+import { startPortcullis } from '../../src/gateway.js';
 import { GatewayError } from '../../src/http/problem.js';
 import { tempDir } from '../store/helpers.js';
 

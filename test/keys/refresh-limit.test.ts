@@ -1,7 +1,7 @@
 import t from 'tap';
 import { generateRefreshToken } from '../../src/keys/format.js';
 import { KeyService } from '../../src/keys/service.js';
-import { GatewayError } from '../../src/http/problem.js';
+import { DomainError, GatewayError, toGatewayError } from '../../src/http/problem.js';
 import { openStore } from '../../src/store/open.js';
 import { apiKeysConfig, FAST_HASH, TestClock } from './helpers.js';
 
@@ -21,9 +21,11 @@ async function outcome(token: string, client = '198.51.100.7'): Promise<{ code?:
     await svc.refresh(token, client);
     return {};
   } catch (err) {
-    if (!(err instanceof GatewayError)) throw err;
-    const retryAfter = err.headers?.['retry-after'];
-    return retryAfter === undefined ? { code: err.code } : { code: err.code, retryAfter: String(retryAfter) };
+    // Refusals as the HTTP edge answers them (the service's own, or the attempt limiter's 429).
+    if (!(err instanceof GatewayError || err instanceof DomainError)) throw err;
+    const e = toGatewayError(err);
+    const retryAfter = e.headers?.['retry-after'];
+    return retryAfter === undefined ? { code: e.code } : { code: e.code, retryAfter: String(retryAfter) };
   }
 }
 

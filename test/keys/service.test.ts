@@ -7,6 +7,7 @@ import { verifySecret } from '../../src/keys/hash.js';
 import { openStore } from '../../src/store/open.js';
 import type { KeyStore } from '../../src/store/types.js';
 import { GatewayError } from '../../src/http/problem.js';
+import { isStoreError } from '../../src/store/errors.js';
 import { apiKeysConfig, FAST_HASH, TestClock } from './helpers.js';
 import { tempPgDatabase } from '../store/helpers.js';
 
@@ -17,7 +18,7 @@ async function code(p: Promise<unknown>): Promise<string | undefined> {
     await p;
     return undefined;
   } catch (err) {
-    if (err instanceof KeyServiceError || err instanceof GatewayError) return err.code;
+    if (err instanceof KeyServiceError || err instanceof GatewayError || isStoreError(err)) return err.code;
     throw err;
   }
 }

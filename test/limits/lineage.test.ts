@@ -1,7 +1,7 @@
 import t from 'tap';
 import { request } from 'undici';
 import { parseConfig } from '../../src/config/load.js';
-import { startPortcullis } from '../../src/server.js';
+import { startPortcullis } from '../../src/gateway.js';
 import { memoryLogger } from '../helpers/gateway.js';
 import { startUpstream } from '../helpers/upstream.js';
 

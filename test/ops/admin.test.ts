@@ -2,7 +2,7 @@ import t from 'tap';
 import { request } from 'undici';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { parseConfig } from '../../src/config/load.js';
-import { startPortcullis } from '../../src/server.js';
+import { startPortcullis } from '../../src/gateway.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { memoryLogger } from '../helpers/gateway.js';
 import { rawRequest } from '../helpers/raw.js';

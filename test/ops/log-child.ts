@@ -1,6 +1,6 @@
 // Child process for log.test.ts: logs through the stdout logger, then behaves per argv[2].
 import { createLogger, requestLogger } from '../../src/ops/log.js';
-import type { RequestRecord } from '../../src/pipeline/handler.js';
+import type { RequestRecord } from '../../src/ops/record.js';
 
 const mode = process.argv[2];
 const logger = createLogger({ level: mode === 'request-warn' ? 'warn' : 'info', pretty: false });

@@ -6,7 +6,7 @@ import { parseAllDocuments } from 'yaml';
 import { register as globalRegistry } from 'prom-client';
 import { Metrics } from '../../src/ops/metrics.js';
 import { parseConfig } from '../../src/config/load.js';
-import type { RequestRecord } from '../../src/pipeline/handler.js';
+import type { RequestRecord } from '../../src/ops/record.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { startTestGateway } from '../helpers/gateway.js';
 

@@ -6,7 +6,7 @@ import { Gateway } from '../../src/gateway.js';
 import { openServices } from '../../src/services.js';
 import { generateKey, generateRefreshToken, parseKey } from '../../src/keys/format.js';
 import { refreshEndpoint } from '../../src/pipeline/endpoints.js';
-import type { RequestRecord } from '../../src/pipeline/handler.js';
+import type { RequestRecord } from '../../src/ops/record.js';
 import { memoryLogger } from '../helpers/gateway.js';
 import { startUpstream } from '../helpers/upstream.js';
 

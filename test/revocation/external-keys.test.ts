@@ -2,7 +2,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import { parseConfig } from '../../src/config/load.js';
 import { GatewayError } from '../../src/http/problem.js';
-import { startPortcullis } from '../../src/server.js';
+import { startPortcullis } from '../../src/gateway.js';
 import { memoryLogger } from '../helpers/gateway.js';
 import { tempDatabase } from '../helpers/services.js';
 import { compileExternalKeys, type ExternalKeyValues } from '../../src/revocation/external-keys.js';

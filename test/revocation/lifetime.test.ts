@@ -4,7 +4,7 @@ import pg from 'pg';
 import { SignJWT } from 'jose';
 import { request } from 'undici';
 import { parseConfig } from '../../src/config/load.js';
-import { startPortcullis, type Portcullis } from '../../src/server.js';
+import { startPortcullis, type Portcullis } from '../../src/gateway.js';
 import { startRawUpstream } from '../hardening/raw-upstream.js';
 import { memoryLogger } from '../helpers/gateway.js';
 import { REDIS_URL, redisPrefix, serviceSkip, tempDatabase } from '../helpers/services.js';
