@@ -1,5 +1,5 @@
-import { explainJwt } from '../authn/jwt.js';
-import { ApiKeyAuthenticator } from '../authn/api-key.js';
+import { explainJwt } from '../authn/jwt/explain.js';
+import { ApiKeyAuthenticator } from '../authn/api-key/authenticator.js';
 import { roleRank } from '../config/load.js';
 import { GatewayError } from '../http/problem.js';
 import { openStore } from '../store/open.js';

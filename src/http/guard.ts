@@ -3,6 +3,7 @@
  * `req.headers` has already folded duplicates (dropping a second `Authorization`, joining
  * unknown headers with ", "), which is exactly the information this check needs.
  */
+import { headerNamespace } from '../identity/namespace.js';
 
 /** The config sections the guard reads (config/schema's `identity`, `apiKeys`, `jwt`). */
 export interface GuardConfig {
@@ -141,13 +142,11 @@ function isIdentityName(name: string, opts: GuardOptions): boolean {
 
 /** Builds the guard's options from a validated config; call once per config load. */
 export function guardOptionsFromConfig(config: GuardConfig): GuardOptions {
-  const h = config.identity.headers;
-  const identityHeaders = new Set([h.subject, h.role, h.scopes, h.keyId, h.method].map((n) => n.toLowerCase()));
-  if (config.identity.assertion !== undefined) identityHeaders.add(config.identity.assertion.header.toLowerCase());
+  const ns = headerNamespace(config.identity, config.apiKeys.headers);
   return {
-    identityHeaders,
-    identityPrefixes: config.identity.namespace.map((p) => p.toLowerCase()),
-    credentialHeaders: new Set(['authorization', ...config.apiKeys.headers.map((n) => n.toLowerCase())]),
+    identityHeaders: ns.names,
+    identityPrefixes: ns.prefixes,
+    credentialHeaders: ns.credentialHeaders,
     maxCredentialBytes: Math.max(DEFAULT_MAX_CREDENTIAL_BYTES, config.jwt.maxTokenBytes),
   };
 }

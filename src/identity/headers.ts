@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Identity } from '../authn/types.js';
 import type { IdentityConfig } from '../config/schema.js';
 import type { TraceHeaders } from '../ops/tracing.js';
+import { headerNamespace } from './namespace.js';
 
 /**
  * Headers that describe one connection, never forwarded (RFC 9110 §7.6.1). `Expect` is
@@ -55,13 +56,12 @@ export interface ForwardPlan {
 }
 
 export function forwardPlan(identity: IdentityConfig, keyHeaders: readonly string[]): ForwardPlan {
-  const owned = new Set<string>(Object.values(identity.headers));
-  if (identity.assertion) owned.add(identity.assertion.header);
+  const ns = headerNamespace(identity, keyHeaders);
   return {
     names: identity.headers,
-    owned,
-    prefixes: identity.namespace,
-    credentialHeaders: new Set(['authorization', ...keyHeaders.map((h) => h.toLowerCase())]),
+    owned: ns.names,
+    prefixes: ns.prefixes,
+    credentialHeaders: ns.credentialHeaders,
     forwardCredential: identity.forwardCredential,
   };
 }

@@ -1,5 +1,5 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import argon2 from 'argon2';
+import { sha256Hex } from '../util/sha256.js';
 
 /** argon2id parameters (config `apiKeys.hash`). */
 export interface HashParams {
@@ -39,10 +39,6 @@ export interface SecretVerifier {
 /** The argon2 verifier. */
 export const argon2Verifier: SecretVerifier = { verify: verifySecret };
 
-/** Lowercase hex SHA-256 of a UTF-8 string: how legacy keys are stored and looked up. */
-export function sha256Hex(value: string): string {
-  return createHash('sha256').update(value).digest('hex');
-}
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -53,15 +49,5 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  */
 export function uuidBytesSha256(value: string): string | undefined {
   if (value.length !== 36 || !UUID.test(value)) return undefined;
-  return createHash('sha256').update(Buffer.from(value.replaceAll('-', ''), 'hex')).digest('hex');
-}
-
-/**
- * Constant-time string equality. Both sides are hashed first so neither the content nor
- * the length of the secret side leaks through timing.
- */
-export function safeEqual(a: string, b: string): boolean {
-  const da = createHash('sha256').update(a).digest();
-  const db = createHash('sha256').update(b).digest();
-  return timingSafeEqual(da, db);
+  return sha256Hex(Buffer.from(value.replaceAll('-', ''), 'hex'));
 }

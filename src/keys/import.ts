@@ -1,7 +1,8 @@
 import type { NewKey } from '../store/types.js';
 import { KeyServiceError } from './errors.js';
 import { generateKeyId, looksNative } from './format.js';
-import { sha256Hex, uuidBytesSha256 } from './hash.js';
+import { sha256Hex } from '../util/sha256.js';
+import { uuidBytesSha256 } from './hash.js';
 import { checkList, checkText, CONTROL, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
 
 const MAX_KEY_BYTES = 8192;

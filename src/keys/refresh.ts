@@ -1,8 +1,8 @@
 import type { Clock } from '../clock.js';
 import { keyRevocationId } from '../revocation/ids.js';
 import type { KeyRecord, KeyStore } from '../store/types.js';
-import type { AttemptLimiter } from './attempts.js';
 import { KeyServiceError } from './errors.js';
+import type { AttemptLimiter } from '../util/attempt-limiter.js';
 import type { KeyRevocationEvent } from './events.js';
 import { generateKey, generateRefreshToken, parseRefreshToken } from './format.js';
 import { hashSecret, verifySecret, type HashParams } from './hash.js';

@@ -2,7 +2,7 @@ import { systemClock, type Clock } from '../clock.js';
 import type { ApiKeysConfig } from '../config/schema.js';
 import { keyRevocationId } from '../revocation/ids.js';
 import type { KeyStore, KeyUpdate, NewKey } from '../store/types.js';
-import { AttemptLimiter } from './attempts.js';
+import { AttemptLimiter } from '../util/attempt-limiter.js';
 import { invalid, KeyServiceError, storeFailure } from './errors.js';
 import type { KeyRevocationEvent } from './events.js';
 import { generateKey, generateRefreshToken } from './format.js';

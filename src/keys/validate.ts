@@ -1,4 +1,4 @@
-import { parseCidr } from './cidr.js';
+import { parseCidr } from '../util/cidr.js';
 import { invalid } from './errors.js';
 
 export const SUBJECT_MAX = 256;

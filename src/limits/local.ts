@@ -1,7 +1,7 @@
-import { LRUCache } from 'lru-cache';
 import type { Hit } from './policy.js';
 import { verdictOf, type LimitVerdict, type RateLimiter } from './types.js';
 import { count, peek, type Slots } from './window.js';
+import { LruMap } from '../util/lru-map.js';
 
 /**
  * Rate limits kept in this process (no Redis): each instance enforces them alone. The
@@ -9,10 +9,10 @@ import { count, peek, type Slots } from './window.js';
  * so the bound must exceed the number of buckets active within one window.
  */
 export class LocalRateLimiter implements RateLimiter {
-  readonly #buckets: LRUCache<string, Slots>;
+  readonly #buckets: LruMap<Slots>;
 
   constructor(private readonly now: () => number = Date.now, maxBuckets = 100_000) {
-    this.#buckets = new LRUCache({ max: maxBuckets });
+    this.#buckets = new LruMap<Slots>(maxBuckets, 0, now);
   }
 
   check(hits: readonly Hit[]): LimitVerdict {

@@ -1,10 +1,11 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { timingSafeEqual, createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { isIP } from 'node:net';
 import { GatewayError, respond } from '../http/problem.js';
 import { hostName } from '../http/match.js';
 import { readJsonObject } from '../http/body.js';
+import { safeEqual } from '../util/timing-safe.js';
 
 /** A dependency `/readyz` reports on. */
 export interface ReadinessCheck {
@@ -80,9 +81,7 @@ export function bearerMatches(authorization: string | undefined, token: string):
   if (!token || !authorization) return false;
   const m = /^Bearer\s+(.+)$/i.exec(authorization);
   if (!m) return false;
-  const a = createHash('sha256').update(m[1]!.trim()).digest();
-  const b = createHash('sha256').update(token).digest();
-  return timingSafeEqual(a, b);
+  return safeEqual(m[1]!.trim(), token);
 }
 
 function json(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

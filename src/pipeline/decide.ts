@@ -6,7 +6,7 @@ import { normalizeTarget } from '../http/normalize-path.js';
 import { hostName, matchPath, type CompiledRoute } from '../http/match.js';
 import { extractCredential } from '../credentials/extract.js';
 import { authorize } from '../authz/authorize.js';
-import { plainIp } from '../net/ip.js';
+import { unmapIPv4 as plainIp } from '../util/cidr.js';
 import type { Runtime } from './runtime.js';
 import type { RevocationCheck } from '../revocation/check.js';
 

@@ -5,7 +5,7 @@ import { guardOptionsFromConfig, type GuardOptions } from '../http/guard.js';
 import { extractOptionsFromConfig, type ExtractOptions } from '../credentials/extract.js';
 import type { AssertionSigner } from '../identity/assertion.js';
 import { forwardPlan, type ForwardPlan } from '../identity/headers.js';
-import { cidrMatcher } from '../net/ip.js';
+import { cidrMatcher } from '../util/cidr.js';
 import { createUpstreams, type Upstream } from '../proxy/upstreams.js';
 import { Tracing } from '../ops/tracing.js';
 import { compilePolicy, type CompiledPolicy } from '../limits/policy.js';

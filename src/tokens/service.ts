@@ -1,8 +1,8 @@
 import type { Clock } from '../clock.js';
 import { systemClock } from '../clock.js';
-import { DomainError } from '../http/problem.js';
 import { formatRevocationId, formatScopedSubject, parseRevocationId, tokenRecordId } from '../revocation/ids.js';
 import type { RevocationLog } from '../store/types.js';
+import { DomainError } from '../http/problem.js';
 
 /** What revoking a JWT tells the fleet. */
 export interface TokenRevocationSink {

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { ApiKeyAuthenticator } from '../../src/authn/api-key.js';
+import { ApiKeyAuthenticator } from '../../src/authn/api-key/authenticator.js';
 import type { Identity } from '../../src/authn/types.js';
 import { GatewayError } from '../../src/http/problem.js';
 import { verifySecret, type SecretVerifier } from '../../src/keys/hash.js';

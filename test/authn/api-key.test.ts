@@ -1,7 +1,7 @@
 import t from 'tap';
 import type { Test } from 'tap';
 import { createHash } from 'node:crypto';
-import { ApiKeyAuthenticator, type ApiKeyAuthenticatorOptions } from '../../src/authn/api-key.js';
+import { ApiKeyAuthenticator, type ApiKeyAuthenticatorOptions } from '../../src/authn/api-key/authenticator.js';
 import type { Credential, Identity } from '../../src/authn/types.js';
 import { systemClock, type Clock } from '../../src/clock.js';
 import type { ApiKeysConfig } from '../../src/config/schema.js';

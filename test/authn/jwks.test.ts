@@ -1,9 +1,9 @@
 import t, { type Test } from 'tap';
 import { Agent, type Dispatcher } from 'undici';
 import { SignJWT, exportJWK, generateKeyPair, type JWK } from 'jose';
-import { JwksCache } from '../../src/authn/jwks.js';
-import { JwtAuthenticator } from '../../src/authn/jwt.js';
-import type { JwtRejection } from '../../src/authn/jose-errors.js';
+import { JwksCache } from '../../src/authn/jwt/jwks.js';
+import { JwtAuthenticator } from '../../src/authn/jwt/authenticator.js';
+import type { JwtRejection } from '../../src/authn/jwt/jose-errors.js';
 import { configSchema, type JwtConfig } from '../../src/config/schema.js';
 import { startJwksServer, type JwksServer } from '../fixtures/jwt-attacks.js';
 

@@ -1,6 +1,7 @@
 import t from 'tap';
-import { JwtAuthenticator, explainJwt } from '../../src/authn/jwt.js';
-import type { JwtRejection } from '../../src/authn/jose-errors.js';
+import { JwtAuthenticator } from '../../src/authn/jwt/authenticator.js';
+import { explainJwt } from '../../src/authn/jwt/explain.js';
+import type { JwtRejection } from '../../src/authn/jwt/jose-errors.js';
 import { GatewayError } from '../../src/http/problem.js';
 import { buildJwtAttacks } from '../fixtures/jwt-attacks.js';
 

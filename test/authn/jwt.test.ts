@@ -1,8 +1,8 @@
 import t from 'tap';
 import { createHash, generateKeyPairSync } from 'node:crypto';
 import { SignJWT, exportJWK, exportSPKI, generateKeyPair, type JWTPayload } from 'jose';
-import { JwtAuthenticator, type JwtAuthenticatorOptions } from '../../src/authn/jwt.js';
-import { JwtRejection } from '../../src/authn/jose-errors.js';
+import { JwtAuthenticator, type JwtAuthenticatorOptions } from '../../src/authn/jwt/authenticator.js';
+import { JwtRejection } from '../../src/authn/jwt/jose-errors.js';
 import { configSchema, type JwtConfig } from '../../src/config/schema.js';
 import type { Identity } from '../../src/authn/types.js';
 import { startJwksServer } from '../fixtures/jwt-attacks.js';

@@ -3,7 +3,7 @@ import type { Identity } from '../../src/authn/types.js';
 import { authorize, denialReason } from '../../src/authz/authorize.js';
 import { parseConfig } from '../../src/config/load.js';
 import { GatewayError } from '../../src/http/problem.js';
-import { compileAllowIp } from '../../src/keys/cidr.js';
+import { compileAllowIp } from '../../src/util/cidr.js';
 
 // Routes compiled by the config loader, as the gateway compiles them.
 const { config } = parseConfig(

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { SignJWT } from 'jose';
 import { stringify } from 'yaml';
-import { JwtAuthenticator } from '../../src/authn/jwt.js';
+import { JwtAuthenticator } from '../../src/authn/jwt/authenticator.js';
 import { parseConfig } from '../../src/config/load.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { exchangeRaw, type Exchanged } from '../helpers/raw.js';

@@ -2,7 +2,7 @@ import t from 'tap';
 import { stringify } from 'yaml';
 import { buildJwtAttacks } from '../fixtures/jwt-attacks.js';
 import { isCompactJws } from '../../src/credentials/preamble.js';
-import { JwtAuthenticator } from '../../src/authn/jwt.js';
+import { JwtAuthenticator } from '../../src/authn/jwt/authenticator.js';
 import { parseConfig } from '../../src/config/load.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { startTestGateway } from '../helpers/gateway.js';

@@ -21,7 +21,13 @@ export function unmapIPv4(ip: string): string {
   return ip;
 }
 
-/** Parses `10.0.0.0/8`, `2001:db8::/32`, or a single address (/32, /128); undefined if invalid. */
+/**
+ * Parses `10.0.0.0/8`, `2001:db8::/32`, or a single address (/32, /128); undefined if
+ * invalid. The one parser of networks in configuration and key restrictions: the prefix is
+ * one to three decimal digits (no sign, space or empty prefix), the address is what
+ * `net.isIP` accepts (no leading zeros in IPv4), and an IPv4-mapped IPv6 network is read
+ * as the IPv4 network it names.
+ */
 export function parseCidr(entry: string): Cidr | undefined {
   const slash = entry.indexOf('/');
   const addr = unmapIPv4(slash === -1 ? entry : entry.slice(0, slash));
@@ -50,6 +56,18 @@ export function parseCidr(entry: string): Cidr | undefined {
  */
 export function compileAllowIp(entries: readonly string[]): ((ip: string) => boolean) | undefined {
   if (entries.length === 0) return undefined;
+  return compile(entries);
+}
+
+/**
+ * Compiles a list of networks (`trustedProxies`) into a membership test; an empty list
+ * matches nothing. Same parsing as {@link compileAllowIp}; throws on an invalid entry.
+ */
+export function cidrMatcher(entries: readonly string[]): (ip: string) => boolean {
+  return entries.length === 0 ? () => false : compile(entries);
+}
+
+function compile(entries: readonly string[]): (ip: string) => boolean {
   const list = new BlockList();
   for (const e of entries) {
     const c = parseCidr(e);

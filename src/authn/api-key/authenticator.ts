@@ -1,17 +1,21 @@
-import { hash } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
-import { systemClock, type Clock } from '../clock.js';
-import type { ApiKeysConfig } from '../config/schema.js';
-import { GatewayError } from '../http/problem.js';
-import { AttemptLimiter } from '../keys/attempts.js';
-import { compileAllowIp } from '../keys/cidr.js';
-import { looksNative, parseKey, type ParsedKey } from '../keys/format.js';
-import { argon2Verifier, safeEqual, uuidBytesSha256, type SecretVerifier } from '../keys/hash.js';
-import { LruMap } from '../keys/lru-map.js';
-import { effectiveEnd } from '../keys/lifetime.js';
-import { formatRevocationId, keyRevocationId, parseRevocationId } from '../revocation/ids.js';
-import type { KeyRecord, KeyRepository } from '../store/types.js';
-import type { AuthContext, Authenticator, Credential, Identity } from './types.js';
+import { systemClock, type Clock } from '../../clock.js';
+import type { ApiKeysConfig } from '../../config/schema.js';
+import { GatewayError } from '../../http/problem.js';
+import { AttemptLimiter } from '../../util/attempt-limiter.js';
+import { looksNative, parseKey, type ParsedKey } from '../../keys/format.js';
+import { argon2Verifier, uuidBytesSha256, type SecretVerifier } from '../../keys/hash.js';
+import { effectiveEnd } from '../../keys/lifetime.js';
+import { formatRevocationId, keyRevocationId, parseRevocationId } from '../../revocation/ids.js';
+import type { KeyRecord, KeyRepository } from '../../store/types.js';
+import { LruMap } from '../../util/lru-map.js';
+import { sha256Hex } from '../../util/sha256.js';
+import { safeEqual } from '../../util/timing-safe.js';
+import type { AuthContext, Authenticator, Credential, Identity } from '../types.js';
+import { VerifiedCache } from '../verified-cache.js';
+import { indexAdd, indexRemove, type Digests } from './digest-index.js';
+import { IdentityBuilder } from './identity.js';
+import { LastUsedBatch } from './last-used.js';
+import { VerificationLimiter } from './verification-limiter.js';
 
 /** Wiring of an ApiKeyAuthenticator beyond the config. */
 export interface ApiKeyAuthenticatorOptions {
@@ -64,98 +68,7 @@ function keyInvalid(detail = INVALID_DETAIL): GatewayError {
  * that is exactly the `sha256` the store holds, so its revocation id `legacy:<hex>` names
  * its cache entry without an index, and the identity's revocation id can share the string.
  */
-function digestOf(value: string): string {
-  return hash('sha256', value, 'hex');
-}
-
-/** Distinct values an intern table keeps; past that, new values are used as they come. */
-const INTERN_MAX = 1024;
-
-/**
- * One copy of values many cached identities share (role names, scope and audience lists):
- * 100 000 keys of one role with the same scopes hold one string and one frozen array.
- */
-class Interner<T> {
-  readonly #map = new Map<string, T>();
-
-  get(key: string, make: () => T): T {
-    let v = this.#map.get(key);
-    if (v === undefined) {
-      v = make();
-      if (this.#map.size < INTERN_MAX) this.#map.set(key, v);
-    }
-    return v;
-  }
-}
-
-const NO_AUDIENCES: readonly string[] = Object.freeze([]);
-
-/** Digests cached under one name: one digest as the string itself, more as a Set. */
-type Digests = string | Set<string>;
-
-function indexAdd(map: Map<string, Digests>, name: string, digest: string): void {
-  const cur = map.get(name);
-  if (cur === undefined) map.set(name, digest);
-  else if (typeof cur !== 'string') cur.add(digest);
-  else if (cur !== digest) map.set(name, new Set([cur, digest]));
-}
-
-function indexRemove(map: Map<string, Digests>, name: string, digest: string): void {
-  const cur = map.get(name);
-  if (cur === undefined) return;
-  if (typeof cur === 'string') {
-    if (cur === digest) map.delete(name);
-    return;
-  }
-  cur.delete(digest);
-  if (cur.size === 1) map.set(name, cur.values().next().value!);
-  else if (cur.size === 0) map.delete(name);
-}
-
-/**
- * A bounded argon2 runner: at most `max` verifications at once, at most `queueMax`
- * waiting. Beyond that the request is refused at once with 503 `store-unavailable`
- * (`Retry-After: 1`): a full queue means the gateway cannot verify keys fast enough,
- * which is a capacity problem of this instance, not something the client did — so it is
- * not a 429. Failed-attempt limiting (429) applies before anything is queued.
- */
-class VerificationLimiter {
-  readonly #max: number;
-  readonly #queueMax: number;
-  #active = 0;
-  readonly #queue: Array<() => void> = [];
-
-  constructor(max: number, queueMax: number) {
-    this.#max = max;
-    this.#queueMax = queueMax;
-  }
-
-  get active(): number {
-    return this.#active;
-  }
-
-  get queued(): number {
-    return this.#queue.length;
-  }
-
-  /** Resolves when a slot is held; throws when the queue is full. */
-  acquire(): Promise<void> | undefined {
-    if (this.#active < this.#max) {
-      this.#active++;
-      return undefined;
-    }
-    if (this.#queue.length >= this.#queueMax) {
-      throw new GatewayError('store-unavailable', 'Key verification is overloaded; retry shortly.', { headers: { 'retry-after': '1' } });
-    }
-    return new Promise<void>((resolve) => this.#queue.push(resolve));
-  }
-
-  release(): void {
-    const next = this.#queue.shift();
-    if (next !== undefined) next();
-    else this.#active--;
-  }
-}
+const digestOf = sha256Hex;
 
 /**
  * API key authenticator (docs/reference/api-keys.md). Hot path: a SHA-256 digest of the presented key keys
@@ -190,18 +103,15 @@ export class ApiKeyAuthenticator implements Authenticator {
 
   readonly #store: KeyRepository;
   readonly #prefix: string;
-  readonly #rank: (role: string) => number;
   readonly #clock: Clock;
   readonly #verifier: SecretVerifier;
   readonly #cacheTtl: number;
   readonly #negativeTtl: number;
   readonly #provenTtl: number;
-  /** Verified identities by key digest (the identity carries its key id). */
-  readonly #cache: LRUCache<string, Identity>;
-  readonly #negative: LruMap<GatewayError>;
+  /** Verified identities and refusals by key digest (the identity carries its key id). */
+  readonly #cache: VerifiedCache<Identity, GatewayError>;
   readonly #proven: LruMap<string>;
   readonly #attempts: AttemptLimiter;
-  readonly #inflight = new Map<string, Promise<Identity>>();
   readonly #limiter: VerificationLimiter;
   /**
    * Digests cached per revocation id and per subject, for evictions. Imported keys are not
@@ -209,45 +119,33 @@ export class ApiKeyAuthenticator implements Authenticator {
    */
   readonly #byRevocation = new Map<string, Digests>();
   readonly #bySubject = new Map<string, Digests>();
-  readonly #roles = new Interner<string>();
-  readonly #scopes = new Interner<{ readonly scopes: readonly string[]; readonly header: string }>();
-  readonly #audiences = new Interner<readonly string[]>();
+  readonly #identities: IdentityBuilder;
   /** Bumped on every eviction: a verification that started before one must not cache its result. */
   #epoch = 0;
-  #lastUsed = new Map<string, number>();
-  readonly #lastUsedTimer: NodeJS.Timeout;
-  readonly #onLastUsedError: ((err: unknown) => void) | undefined;
-  #flushing: Promise<void> | undefined;
+  readonly #lastUsed: LastUsedBatch;
   #closed = false;
 
   constructor(store: KeyRepository, config: ApiKeysConfig, rank: (role: string) => number, clock: Clock = systemClock, options: ApiKeyAuthenticatorOptions = {}) {
     this.#store = store;
     this.#prefix = config.prefix;
-    this.#rank = rank;
+    this.#identities = new IdentityBuilder(rank);
     this.#clock = clock;
     this.#verifier = options.verifier ?? argon2Verifier;
     this.#cacheTtl = config.cache.ttl;
     this.#negativeTtl = config.negativeCacheTtl;
     this.#provenTtl = options.provenTtl ?? 86_400_000;
-    this.#onLastUsedError = options.onLastUsedError;
-    // lru-cache reads time through `perf`; with ttlResolution 0 it asks on every check,
-    // so the injected clock decides expiry.
-    const perf = { now: () => clock.now() };
     const limiterMax = options.limiterMax ?? 100_000;
-    this.#cache = new LRUCache<string, Identity>({
-      max: config.cache.max,
-      ttl: Math.max(1, config.cache.ttl),
-      ttlResolution: 0,
-      perf,
-      dispose: (value, key) => this.#unindex(key, value),
-    });
     const now = (): number => clock.now();
-    this.#negative = new LruMap<GatewayError>(limiterMax, Math.max(1, config.negativeCacheTtl), now);
+    this.#cache = new VerifiedCache<Identity, GatewayError>({
+      max: config.cache.max,
+      refusalMax: limiterMax,
+      now,
+      onRemove: (key, value) => this.#unindex(key, value),
+    });
     this.#proven = new LruMap<string>(config.cache.max, this.#provenTtl, now);
     this.#attempts = new AttemptLimiter(config.failedAttempts, now, limiterMax);
     this.#limiter = new VerificationLimiter(config.maxConcurrentVerifications, config.verificationQueue);
-    this.#lastUsedTimer = setInterval(() => void this.flushLastUsed(), Math.max(1000, config.lastUsedInterval));
-    this.#lastUsedTimer.unref();
+    this.#lastUsed = new LastUsedBatch(store, config.lastUsedInterval, options.onLastUsedError);
   }
 
   /** argon2 verifications running and waiting right now. */
@@ -265,7 +163,7 @@ export class ApiKeyAuthenticator implements Authenticator {
       const end = hit.expiresAt;
       if (end === undefined || now < end) {
         this.stats.cacheHits++;
-        this.#lastUsed.set(hit.keyId!, now);
+        this.#lastUsed.record(hit.keyId!, now);
         return hit;
       }
       this.#cache.delete(digest);
@@ -285,13 +183,13 @@ export class ApiKeyAuthenticator implements Authenticator {
       this.stats.malformed++;
       throw keyInvalid('The API key is malformed.');
     }
-    const refused = this.#negative.get(digest);
+    const refused = this.#cache.refusal(digest);
     if (refused !== undefined) {
       this.stats.negativeHits++;
       throw refused;
     }
     this.stats.cacheMisses++;
-    const running = this.#inflight.get(digest);
+    const running = this.#cache.running(digest);
     if (running !== undefined) {
       this.stats.coalesced++;
       return running;
@@ -300,11 +198,7 @@ export class ApiKeyAuthenticator implements Authenticator {
     // before skips the limits (its holder must not wait on anyone's failures).
     if (parsed === null) this.#checkAttempts(undefined, clientIp);
     else if (!this.#proven.has(digest)) this.#checkAttempts(parsed.id, clientIp);
-    const p = (parsed === null ? this.#verifyLegacy(value, digest, clientIp) : this.#verifyNative(parsed, digest, clientIp)).finally(() => {
-      this.#inflight.delete(digest);
-    });
-    this.#inflight.set(digest, p);
-    return p;
+    return this.#cache.track(digest, parsed === null ? this.#verifyLegacy(value, digest, clientIp) : this.#verifyNative(parsed, digest, clientIp));
   }
 
   async #verifyNative(parsed: ParsedKey, digest: string, clientIp: string): Promise<Identity> {
@@ -393,31 +287,16 @@ export class ApiKeyAuthenticator implements Authenticator {
     if (record.notBefore !== null && now < record.notBefore) {
       throw keyInvalid('The API key is not yet valid.');
     }
-    const scopes = this.#scopes.get(JSON.stringify(record.scopes), () => ({ scopes: Object.freeze([...record.scopes]), header: record.scopes.join(' ') }));
     // An imported key's revocation id is `legacy:` and its digest: built on the cache key's
     // string, it costs one small string instead of a second copy of the digest.
     const legacy = record.sha256 !== null && record.sha256 === digest;
-    const identity: Identity = Object.freeze({
-      method: 'apiKey',
-      subject: record.subject,
-      role: this.#roles.get(record.role, () => record.role),
-      roleRank: this.#rank(record.role),
-      scopes: scopes.scopes,
-      scopesHeader: scopes.header,
-      keyId: record.id,
-      ...(record.familyId !== null && record.familyId !== record.id ? { lineage: record.familyId } : {}),
-      audiences: record.audiences.length === 0 ? NO_AUDIENCES : this.#audiences.get(JSON.stringify(record.audiences), () => Object.freeze([...record.audiences])),
-      allowIp: compileAllowIp(record.allowedIps),
-      issuedAt: record.createdAt,
-      expiresAt: end ?? undefined,
-      revocationId: legacy ? formatRevocationId({ kind: 'legacy', sha256: digest }) : keyRevocationId(record),
-    });
-    this.#lastUsed.set(record.id, now);
+    const identity = this.#identities.build(record, end, legacy ? formatRevocationId({ kind: 'legacy', sha256: digest }) : keyRevocationId(record));
+    this.#lastUsed.record(record.id, now);
     // An eviction while this verification ran may concern this very key: do not cache.
     if (epoch === this.#epoch && !this.#closed) {
       const ttl = end === null ? this.#cacheTtl : Math.min(this.#cacheTtl, end - now);
       if (ttl > 0) {
-        this.#cache.set(digest, identity, { ttl });
+        this.#cache.set(digest, identity, ttl);
         if (!legacy) indexAdd(this.#byRevocation, identity.revocationId, digest);
         indexAdd(this.#bySubject, identity.subject, digest);
       }
@@ -426,7 +305,7 @@ export class ApiKeyAuthenticator implements Authenticator {
   }
 
   #refuse(digest: string, err: GatewayError): GatewayError {
-    if (this.#negativeTtl > 0) this.#negative.set(digest, err);
+    if (this.#negativeTtl > 0) this.#cache.refuse(digest, err, this.#negativeTtl);
     return err;
   }
 
@@ -465,7 +344,7 @@ export class ApiKeyAuthenticator implements Authenticator {
     if (parsed?.kind === 'legacy') {
       // An imported key is cached under its SHA-256 (see `digestOf`), not indexed.
       const digest = parsed.sha256;
-      const cached = this.#cache.peek(digest, { allowStale: true });
+      const cached = this.#cache.peek(digest, true);
       this.#evictDigests(cached !== undefined && cached.revocationId === revocationId ? digest : undefined);
       // A UUID key imported by the digest of its bytes is cached under the digest of the
       // text the client sent (any letter case), so those entries are indexed.
@@ -478,13 +357,13 @@ export class ApiKeyAuthenticator implements Authenticator {
 
   /** Forgets the refusals of keys not found: keys were just imported (failed-attempt counts stay). */
   forgetRefusals(): void {
-    this.#negative.clear();
+    this.#cache.clearRefusals();
   }
 
   /** Drops every cached identity (invalidations may have been missed). */
   evictAll(): void {
     this.#epoch++;
-    this.#cache.clear();
+    this.#cache.clearIdentities();
   }
 
   /** Drops every cached identity of a subject. */
@@ -494,29 +373,13 @@ export class ApiKeyAuthenticator implements Authenticator {
 
   /** Writes the pending `last used` times in one batch (also runs every `lastUsedInterval`). */
   flushLastUsed(): Promise<void> {
-    if (this.#flushing !== undefined) return this.#flushing;
-    if (this.#lastUsed.size === 0) return Promise.resolve();
-    const batch = this.#lastUsed;
-    this.#lastUsed = new Map();
-    this.#flushing = this.#store
-      .touchLastUsed(batch)
-      .catch((err: unknown) => {
-        // Keep the times for the next flush; newer ones recorded meanwhile win.
-        for (const [id, at] of batch) if ((this.#lastUsed.get(id) ?? 0) < at) this.#lastUsed.set(id, at);
-        this.#onLastUsedError?.(err);
-      })
-      .finally(() => {
-        this.#flushing = undefined;
-      });
-    return this.#flushing;
+    return this.#lastUsed.flush();
   }
 
   /** Stops the flush timer and writes the pending `last used` times. Does not close the store. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#lastUsedTimer);
-    if (this.#flushing !== undefined) await this.#flushing;
-    await this.flushLastUsed();
+    await this.#lastUsed.close();
   }
 }

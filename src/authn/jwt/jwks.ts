@@ -1,6 +1,6 @@
 import { request, type Dispatcher } from 'undici';
 import { createLocalJWKSet, errors, type FlattenedJWSInput, type JWSHeaderParameters } from 'jose';
-import type { Clock } from '../clock.js';
+import type { Clock } from '../../clock.js';
 
 type KeyResolver = ReturnType<typeof createLocalJWKSet>;
 type VerifyKey = Awaited<ReturnType<KeyResolver>>;

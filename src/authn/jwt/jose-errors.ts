@@ -1,5 +1,5 @@
 import { errors } from 'jose';
-import { GatewayError } from '../http/problem.js';
+import { GatewayError } from '../../http/problem.js';
 
 /**
  * The checks a bearer JWT goes through, in the order they are evaluated. `explain`

@@ -1,8 +1,8 @@
 import t from 'tap';
 import fc from 'fast-check';
-import { AttemptLimiter, clientBucket } from '../../src/keys/attempts.js';
+import { AttemptLimiter, clientBucket } from '../../src/util/attempt-limiter.js';
 import { GatewayError } from '../../src/http/problem.js';
-import { TestClock } from './helpers.js';
+import { TestClock } from '../keys/helpers.js';
 
 const MSG = 'limited';
 

@@ -1,0 +1,41 @@
+import type { KeyRecord } from '../../store/types.js';
+import { compileAllowIp } from '../../util/cidr.js';
+import type { Identity } from '../types.js';
+import { Interner } from './interner.js';
+
+const NO_AUDIENCES: readonly string[] = Object.freeze([]);
+
+/**
+ * Builds the Identity of a verified key record. Role names, scope lists and audience
+ * lists are interned: 100 000 cached keys of one role and scope set share one copy.
+ */
+export class IdentityBuilder {
+  readonly #rank: (role: string) => number;
+  readonly #roles = new Interner<string>();
+  readonly #scopes = new Interner<{ readonly scopes: readonly string[]; readonly header: string }>();
+  readonly #audiences = new Interner<readonly string[]>();
+
+  constructor(rank: (role: string) => number) {
+    this.#rank = rank;
+  }
+
+  /** `end`: the key's effective end (ms), null when it has none. */
+  build(record: KeyRecord, end: number | null, revocationId: string): Identity {
+    const scopes = this.#scopes.get(JSON.stringify(record.scopes), () => ({ scopes: Object.freeze([...record.scopes]), header: record.scopes.join(' ') }));
+    return Object.freeze({
+      method: 'apiKey',
+      subject: record.subject,
+      role: this.#roles.get(record.role, () => record.role),
+      roleRank: this.#rank(record.role),
+      scopes: scopes.scopes,
+      scopesHeader: scopes.header,
+      keyId: record.id,
+      ...(record.familyId !== null && record.familyId !== record.id ? { lineage: record.familyId } : {}),
+      audiences: record.audiences.length === 0 ? NO_AUDIENCES : this.#audiences.get(JSON.stringify(record.audiences), () => Object.freeze([...record.audiences])),
+      allowIp: compileAllowIp(record.allowedIps),
+      issuedAt: record.createdAt,
+      expiresAt: end ?? undefined,
+      revocationId,
+    });
+  }
+}

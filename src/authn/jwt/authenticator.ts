@@ -1,0 +1,330 @@
+import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWSHeaderParameters, type JWTPayload, type JWTVerifyOptions } from 'jose';
+import type { Dispatcher } from 'undici';
+import type { Clock } from '../../clock.js';
+import { systemClock } from '../../clock.js';
+import type { JwtConfig } from '../../config/schema.js';
+import type { ExternalKeys } from '../../revocation/external-keys.js';
+import { parseRevocationId } from '../../revocation/ids.js';
+import { sha256Hex } from '../../util/sha256.js';
+import type { AuthContext, Authenticator, Credential, Identity } from '../types.js';
+import { VerifiedCache } from '../verified-cache.js';
+import { identityFromClaims, type ClaimRules } from './claims.js';
+import { buildIssuer, type Issuer } from './issuer.js';
+import type { JwksCache } from './jwks.js';
+import { fromJoseError, JwtRejection, rejectToken, type JwtCheck, type JwtProblemCode } from './jose-errors.js';
+import { pass, traceVerified, type JwtExplanation, type Report, type Trace } from './trace.js';
+
+/** Tuning and wiring of a JwtAuthenticator beyond what the config file says. */
+export interface JwtAuthenticatorOptions {
+  /** undici dispatcher for JWKS fetches (tests, custom CA or proxy). */
+  readonly dispatcher?: Dispatcher | undefined;
+  /** Verified identities kept at most. Default 100 000. */
+  readonly cacheMax?: number | undefined;
+  /**
+   * Longest time (ms) a verified token is served from the cache, whatever its `exp`:
+   * bounds how long tokens signed by a key the issuer has withdrawn keep working, and
+   * covers tokens without `exp`. Default 10 minutes.
+   */
+  readonly cacheMaxTtl?: number | undefined;
+  /** How long (ms) a token that failed for a reason time cannot cure is refused from memory. Default 5 s. */
+  readonly negativeTtl?: number | undefined;
+  /** Rejections kept at most. Default 10 000. */
+  readonly negativeMax?: number | undefined;
+  /** Called with each failed JWKS fetch (the old set keeps serving). */
+  readonly onJwksError?: ((issuer: string, err: unknown) => void) | undefined;
+  /** Renders the fronted API's own revocation keys of a token (`revocation.externalKeys`). */
+  readonly externalKeys?: ExternalKeys | undefined;
+}
+
+/** Cache counters for `/metrics`. */
+export interface JwtStats {
+  /** Requests answered from the identity cache, without crypto. */
+  hits: number;
+  /** Requests that ran (or joined) a verification. */
+  misses: number;
+  /** Requests that joined a verification already running for the same token. */
+  coalesced: number;
+  /** Requests refused from the negative cache. */
+  negativeHits: number;
+  /** Verifications run to completion, by outcome. */
+  verified: number;
+  rejected: number;
+}
+
+interface Cached {
+  readonly identity: Identity;
+  /** Clock time (ms) from which the token no longer verifies (or the cache cap). */
+  readonly validUntil: number;
+}
+
+interface Refused {
+  readonly code: JwtProblemCode;
+  readonly check: JwtCheck;
+  readonly detail: string;
+  readonly until: number;
+}
+
+const SEGMENT = /^[A-Za-z0-9_-]+$/;
+/** Header parameters that point at or carry a key: honouring them lets the token pick its own key. */
+const KEY_BEARING_HEADERS = ['jwk', 'jku', 'x5u', 'x5c'] as const;
+/** Failures that time or a JWKS refresh may cure are never negative-cached. */
+const TRANSIENT: ReadonlySet<JwtCheck> = new Set<JwtCheck>(['key', 'nbf', 'iat']);
+
+/**
+ * Verifies bearer JWTs (docs/reference/request-pipeline.md, step 4) against the configured issuers with jose, and
+ * keeps verified identities in an LRU so a repeated token costs one hash and one map
+ * lookup: a cache hit returns the Identity synchronously, with no crypto.
+ *
+ * Rejections are `JwtRejection`s (GatewayError 401 `token-expired` when only the expiry
+ * failed, `token-invalid` otherwise), thrown synchronously when answered from memory and
+ * as a rejected promise when verification ran.
+ */
+export class JwtAuthenticator implements Authenticator {
+  readonly kind = 'jwt' as const;
+  readonly stats: JwtStats = { hits: 0, misses: 0, coalesced: 0, negativeHits: 0, verified: 0, rejected: 0 };
+  /** JWKS caches by issuer name; issuers naming the same URI share one. */
+  readonly jwks: ReadonlyMap<string, JwksCache>;
+
+  readonly #config: JwtConfig;
+  readonly #clock: Clock;
+  /** Issuers by their `iss`; the key `undefined` holds the issuer for tokens without `iss`. */
+  readonly #issuers: ReadonlyMap<string | undefined, readonly Issuer[]>;
+  readonly #jwksCaches: readonly JwksCache[];
+  readonly #toleranceSeconds: number;
+  readonly #rules: ClaimRules;
+  readonly #cacheMaxTtl: number;
+  readonly #negativeTtl: number;
+  readonly #cache: VerifiedCache<Cached, Refused>;
+
+  constructor(config: JwtConfig, rankOf: (role: string) => number, clock: Clock = systemClock, options: JwtAuthenticatorOptions = {}) {
+    this.#config = config;
+    this.#clock = clock;
+    this.#toleranceSeconds = config.clockTolerance / 1000;
+    this.#cacheMaxTtl = options.cacheMaxTtl ?? 600_000;
+    this.#negativeTtl = options.negativeTtl ?? 5_000;
+    this.#rules = { toleranceSeconds: this.#toleranceSeconds, rankOf, externalKeys: options.externalKeys };
+    const jwksByUri = new Map<string, JwksCache>();
+    const byIss = new Map<string | undefined, Issuer[]>();
+    const jwksByName = new Map<string, JwksCache>();
+    for (const issuerConfig of config.issuers) {
+      const issuer = buildIssuer(issuerConfig, config, clock, options, jwksByUri);
+      const list = byIss.get(issuer.config.issuer);
+      if (list) list.push(issuer);
+      else byIss.set(issuer.config.issuer, [issuer]);
+      if (issuer.jwks) jwksByName.set(issuer.name, issuer.jwks);
+    }
+    this.#issuers = byIss;
+    this.jwks = jwksByName;
+    this.#jwksCaches = [...jwksByUri.values()];
+    this.#cache = new VerifiedCache<Cached, Refused>({ max: options.cacheMax ?? 100_000, refusalMax: options.negativeMax ?? 10_000, now: () => clock.now() });
+  }
+
+  /** Fetches every JWKS once; resolves when all first attempts settled (see `ready()`). */
+  async start(): Promise<void> {
+    await Promise.all(this.#jwksCaches.map((c) => c.start()));
+  }
+
+  /** True when every JWKS issuer has a key set (issuers with a secret or PEM always are). */
+  ready(): boolean {
+    return this.#jwksCaches.every((c) => c.ready());
+  }
+
+  /** Stops JWKS refreshes and drops cached identities. */
+  close(): void {
+    for (const c of this.#jwksCaches) c.close();
+    this.#cache.clear();
+  }
+
+  authenticate(credential: Credential, _ctx?: AuthContext): Identity | Promise<Identity> {
+    return this.verify(credential.value);
+  }
+
+  /**
+   * Verifies one compact JWT. Returns the cached Identity synchronously on a hit;
+   * otherwise a promise, shared by concurrent callers presenting the same token.
+   */
+  verify(token: string): Identity | Promise<Identity> {
+    if (token.length > this.#config.maxTokenBytes) {
+      throw rejectToken('size', `The token exceeds ${this.#config.maxTokenBytes} bytes.`);
+    }
+    const id = sha256Hex(token);
+    const now = this.#clock.now();
+    const cached = this.#cache.get(id);
+    if (cached !== undefined) {
+      // The entry's TTL stops where the token does; this makes the boundary exact.
+      if (now < cached.validUntil) {
+        this.stats.hits++;
+        return cached.identity;
+      }
+      this.#cache.delete(id);
+    }
+    const refused = this.#cache.refusal(id);
+    if (refused !== undefined) {
+      if (now < refused.until) {
+        this.stats.negativeHits++;
+        throw new JwtRejection(refused.code, refused.check, refused.detail);
+      }
+      this.#cache.deleteRefusal(id);
+    }
+    this.stats.misses++;
+    const running = this.#cache.running(id);
+    if (running !== undefined) {
+      this.stats.coalesced++;
+      return running;
+    }
+    return this.#cache.track(id, this.#verifyAndCache(token, id));
+  }
+
+  /**
+   * Drops cached identities whose `revocationId` is this one (`jti:<jti>` or
+   * `tok:<sha256>`). Returns how many were dropped.
+   */
+  evict(revocationId: string): number {
+    // A `tok:` id's digest is the cache key itself.
+    const parsed = parseRevocationId(revocationId);
+    if (parsed?.kind === 'token') {
+      const entry = this.#cache.peek(parsed.sha256);
+      if (entry === undefined || entry.identity.revocationId !== revocationId) return 0;
+      this.#cache.delete(parsed.sha256);
+      return 1;
+    }
+    return this.#evictWhere((identity) => identity.revocationId === revocationId);
+  }
+
+  /** Drops every cached identity of this subject (any issuer). Returns how many. */
+  evictSubject(subject: string): number {
+    return this.#evictWhere((identity) => identity.subject === subject);
+  }
+
+  /** Runs every check on a token without the caches and reports each one. */
+  async explain(token: string): Promise<JwtExplanation> {
+    const report: Report = { checks: [] };
+    try {
+      const { identity } = await this.#check(token, report);
+      return { decision: 'accept', issuer: report.issuer, checks: report.checks, identity };
+    } catch (err) {
+      const rejection = fromJoseError(err);
+      report.checks.push({ check: rejection.check, ok: false, detail: rejection.message });
+      return { decision: 'reject', code: rejection.code, detail: rejection.message, issuer: report.issuer, checks: report.checks };
+    }
+  }
+
+  #evictWhere(match: (identity: Identity) => boolean): number {
+    // Revocations are rare next to requests: a scan beats keeping reverse indexes up to date on every insert.
+    const doomed: string[] = [];
+    for (const [id, entry] of this.#cache.entries()) if (match(entry.identity)) doomed.push(id);
+    for (const id of doomed) this.#cache.delete(id);
+    return doomed.length;
+  }
+
+  async #verifyAndCache(token: string, id: string): Promise<Identity> {
+    try {
+      const { identity, validUntil } = await this.#check(token, undefined, id);
+      this.stats.verified++;
+      const now = this.#clock.now();
+      const until = Math.min(validUntil, now + this.#cacheMaxTtl);
+      if (until > now) this.#cache.set(id, { identity, validUntil: until }, until - now);
+      return identity;
+    } catch (err) {
+      this.stats.rejected++;
+      const rejection = fromJoseError(err);
+      if (!TRANSIENT.has(rejection.check) && this.#negativeTtl > 0) {
+        const until = this.#clock.now() + this.#negativeTtl;
+        this.#cache.refuse(id, { code: rejection.code, check: rejection.check, detail: rejection.message, until }, this.#negativeTtl);
+      }
+      throw rejection;
+    }
+  }
+
+  /** The whole verification; `trace` collects passed checks for `explain`. */
+  async #check(token: string, trace: Trace, id?: string): Promise<{ identity: Identity; validUntil: number }> {
+    const max = this.#config.maxTokenBytes;
+    if (token.length > max) throw rejectToken('size', `The token exceeds ${max} bytes.`);
+    pass(trace, 'size', `${token.length} bytes, limit ${max}`);
+
+    const segments = token.split('.');
+    if (segments.length === 5) throw rejectToken('format', 'Encrypted tokens (JWE) are not accepted.');
+    if (segments.length !== 3) throw rejectToken('format', `The token has ${segments.length} segments; a signed JWT has 3.`);
+    if (segments[2] === '') throw rejectToken('format', 'The token has no signature.');
+    if (!segments.every((s) => SEGMENT.test(s))) throw rejectToken('format', 'The token contains characters outside base64url.');
+    let header: JWSHeaderParameters;
+    let unverified: JWTPayload;
+    try {
+      header = decodeProtectedHeader(token) as JWSHeaderParameters;
+      unverified = decodeJwt(token);
+    } catch (err) {
+      throw rejectToken('format', 'The token is malformed.', err);
+    }
+    pass(trace, 'format', 'compact JWS: three base64url segments, JSON header and claims');
+
+    for (const name of KEY_BEARING_HEADERS) {
+      if (Object.hasOwn(header, name)) throw rejectToken('header', `The token header carries "${name}"; keys named or embedded by the token are never used.`);
+    }
+    if (Object.hasOwn(header, 'crit')) throw rejectToken('header', 'The token header declares critical extensions, and none is understood.');
+    if (typeof header.alg !== 'string') throw rejectToken('header', 'The token header has no algorithm.');
+    pass(trace, 'header', `alg ${header.alg}${header.kid !== undefined ? `, kid ${JSON.stringify(header.kid)}` : ''}; no jwk/jku/x5u/x5c/crit`);
+
+    // The unverified `iss` only picks which issuer's keys and rules apply; jose checks it again after the signature.
+    const iss = unverified.iss;
+    // A token without `iss` can only match an issuer configured without one (never the reverse).
+    const candidates = typeof iss === 'string' ? this.#issuers.get(iss) : iss === undefined ? this.#issuers.get(undefined) : undefined;
+    if (candidates === undefined) throw rejectToken('issuer', 'The token was not issued by a configured issuer.');
+    const issuer = candidates.find((c) => c.algorithms.has(header.alg!)) ?? candidates[0]!;
+    if (trace) trace.issuer = issuer.name;
+    pass(trace, 'issuer', `iss ${JSON.stringify(iss)} is issuer ${issuer.name}`);
+
+    if (!issuer.algorithms.has(header.alg)) throw rejectToken('algorithm', "The token's algorithm is not accepted for its issuer.");
+    pass(trace, 'algorithm', `${header.alg} in [${[...issuer.algorithms].join(', ')}]`);
+
+    const nowMs = this.#clock.now();
+    const options: JWTVerifyOptions = { ...issuer.options, currentDate: new Date(nowMs) };
+    let payload: JWTPayload;
+    try {
+      payload = (await this.#jwtVerify(token, issuer, options)).payload;
+    } catch (err) {
+      const rejection = fromJoseError(err);
+      if (trace && rejection.check !== 'key' && rejection.check !== 'signature' && rejection.check !== 'algorithm' && rejection.check !== 'format') {
+        pass(trace, 'key', 'found');
+        pass(trace, 'signature', 'valid');
+      }
+      // jose stops at the expiry; the token is `token-expired` only if nothing after it fails too.
+      if (rejection.code === 'token-expired' && err instanceof errors.JWTExpired) {
+        identityFromClaims(err.payload as JWTPayload, issuer, this.#rules, nowMs, undefined, id ?? sha256Hex(token), token);
+      }
+      throw rejection;
+    }
+    if (trace) traceVerified(trace, issuer, header, payload, nowMs);
+    const identity = identityFromClaims(payload, issuer, this.#rules, nowMs, trace, id ?? sha256Hex(token), token);
+    return { identity, validUntil: this.#validUntil(payload, issuer, nowMs) };
+  }
+
+  async #jwtVerify(token: string, issuer: Issuer, options: JWTVerifyOptions) {
+    try {
+      return await jwtVerify(token, issuer.key, options);
+    } catch (err) {
+      // A JWKS with several keys that fit a token without `kid`: try each, as jose leaves that to the caller.
+      if (!(err instanceof errors.JWKSMultipleMatchingKeys)) throw err;
+      for await (const candidate of err) {
+        try {
+          return await jwtVerify(token, candidate, options);
+        } catch (inner) {
+          if (!(inner instanceof errors.JWSSignatureVerificationFailed)) throw inner;
+        }
+      }
+      throw err;
+    }
+  }
+
+  /** First clock time (ms) at which jose would refuse this token, mirroring its rounding. */
+  #validUntil(payload: JWTPayload, issuer: Issuer, nowMs: number): number {
+    let until = Number.POSITIVE_INFINITY;
+    // jose: expired when exp <= floor(now/1000) - tolerance.
+    if (payload.exp !== undefined) until = Math.ceil(payload.exp + this.#toleranceSeconds) * 1000;
+    // jose: too old when floor(now/1000) - iat - tolerance > maxTokenAge.
+    if (issuer.maxTokenAge !== undefined && payload.iat !== undefined) {
+      until = Math.min(until, (Math.floor(payload.iat + issuer.maxTokenAge + this.#toleranceSeconds) + 1) * 1000);
+    }
+    return Math.min(until, nowMs + this.#cacheMaxTtl);
+  }
+}
+
