@@ -12,6 +12,7 @@ import { openStore } from './store/open.js';
 import { REVOCATION_CHANNEL, type KeyStore, type RevocationLog, type RevocationNotice } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
 import { openRevocation, revocationBackend } from './revocation/open.js';
+import { UsageCredits } from './limits/credits.js';
 import { openLimiter } from './limits/open.js';
 import type { InvalidationEvent, RevocationSnapshot, RevocationSource, RevocationStore } from './revocation/types.js';
 import { DEFAULT_EXPIRY_GRACE_MS, ThrottledLog } from './revocation/support.js';
@@ -263,7 +264,7 @@ export async function openServices(config: GatewayConfig, logger: Logger, opts: 
 
   const revocation = scopedCheck(core.revocation, opts.observeRevocation);
   const pruner = startPruning(core, logger, opts.pruneIntervalMs ?? 3_600_000);
-  const limiter = openLimiter(config, logger);
+  const limiter = openLimiter(config, logger, new UsageCredits(core.store));
   return {
     core,
     authenticators,

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { CompiledPolicy } from '../limits/policy.js';
 
 export type AuthMethod = 'jwt' | 'apiKey';
 
@@ -43,6 +44,10 @@ export interface Identity {
   readonly externalRevocationKeys?: readonly string[] | undefined;
   /** Issuer name (JWT) — informational. */
   readonly issuer?: string | undefined;
+  /** The key's own rate limit (policy `key`, by credential), on top of the route's policies. */
+  readonly rateLimit?: CompiledPolicy | undefined;
+  /** The key's lineage has usage credits: each admitted request spends one. */
+  readonly credits?: true | undefined;
 }
 
 /** A credential as extracted from the request, preamble already stripped. */

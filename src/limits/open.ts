@@ -1,5 +1,6 @@
 import type { GatewayConfig } from '../config/load.js';
 import type { Logger } from '../ops/log.js';
+import type { UsageCredits } from './credits.js';
 import { LocalRateLimiter } from './local.js';
 import { RedisRateLimiter } from './redis.js';
 import type { RateLimiter } from './types.js';
@@ -9,7 +10,13 @@ import type { RateLimiter } from './types.js';
  * `revocation.redis` is set, else kept in this process. Its backend is restart-only; the
  * policies themselves reload with the config.
  */
-export function openLimiter(config: GatewayConfig, logger: Logger): RateLimiter {
+export function openLimiter(config: GatewayConfig, logger: Logger, credits?: UsageCredits): RateLimiter {
+  const limiter = openCounter(config, logger);
+  if (credits === undefined) return limiter;
+  return { check: (hits) => limiter.check(hits), connected: () => limiter.connected(), close: () => limiter.close(), credits };
+}
+
+function openCounter(config: GatewayConfig, logger: Logger): RateLimiter {
   const local = new LocalRateLimiter(Date.now, config.rateLimits.maxBuckets);
   const url = config.revocation.redis;
   if (url === undefined || url === '') return local;
@@ -19,7 +26,7 @@ export function openLimiter(config: GatewayConfig, logger: Logger): RateLimiter 
     prefix: `${config.revocation.keyPrefix}rl:`,
     onError: config.rateLimits.onError,
     fallback: local,
-    // No Redis connection for limits until a route has a policy.
+    // No Redis connection for limits until a route has a policy or a key its own limit.
     lazy: !config.routes.some((r) => r.rateLimit.length > 0),
     timeoutMs: config.revocation.timeout,
     onUnavailable: (err) => {

@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { GatewayError, respond, respondOnSocket, toGatewayError } from '../http/problem.js';
 import { identityHeaders, upstreamHeaders } from '../identity/headers.js';
 import { upstreamError, type Proxy, type Upstream } from '../proxy/upstreams.js';
-import { withLimits } from '../limits/apply.js';
+import { isLimited, withLimits } from '../limits/apply.js';
 import type { RateLimiter } from '../limits/types.js';
 import type { RevocationCheck } from '../revocation/check.js';
 import { traceOf, traceRequest } from '../ops/tracing.js';
@@ -204,7 +204,7 @@ export class Pipeline {
   }
 
   private forward(req: IncomingMessage, res: ServerResponse, requestId: string, rt: Runtime, d: Decision, started: number): void {
-    if (rt.routeLimits[d.route.index]!.length !== 0) {
+    if (isLimited(rt.routeLimits[d.route.index]!, d.identity)) {
       this.limited(rt, req, res, requestId, d, started, (headers) => {
         if (headers !== undefined) for (const name in headers) res.setHeader(name, headers[name]!);
         this.admitted(req, res, requestId, rt, d, started);
