@@ -26,8 +26,9 @@ function openCounter(config: GatewayConfig, logger: Logger): RateLimiter {
     prefix: `${config.revocation.keyPrefix}rl:`,
     onError: config.rateLimits.onError,
     fallback: local,
-    // No Redis connection for limits until a route has a policy or a key its own limit.
-    lazy: !config.routes.some((r) => r.rateLimit.length > 0),
+    // Connected from the start even when no route has a policy: any key may carry its own
+    // limit (`keys create --rate-limit`), and a first check must not go uncounted.
+    lazy: false,
     timeoutMs: config.revocation.timeout,
     onUnavailable: (err) => {
       const now = Date.now();
