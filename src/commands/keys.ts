@@ -279,7 +279,7 @@ export function registerKeysCommand(program: Command, io: Io = processIo, deps: 
     .option('--scopes <list>', 'new comma-separated scopes (replace the old ones; "" for none)')
     .option('--expires <duration>', 'new lifetime from now, e.g. 720h, or "never"')
     .option('--rate-limit <N/D>', 'the key\'s own rate limit, e.g. 100/1m, or "none"')
-    .option('--uses <N>', 'set (refill) the usage credits of the key\'s lineage, or "none" for unlimited')
+    .option('--uses <N>', 'set (refill) the usage credits of the key\'s lineage, or "unlimited"')
     .option('--json', 'print JSON')
     .action(async (id: string, o: { role?: string; scopes?: string; expires?: string; rateLimit?: string; uses?: string; json?: boolean }, cmd: Command) => {
       const expires = o.expires === 'never' ? null : durationOption('--expires', o.expires);

@@ -40,11 +40,11 @@ export function formatRateLimit(r: KeyRateLimit): string {
   return `${r.limit}/${formatDuration(r.window)}`;
 }
 
-/** Parses `--uses N` (a whole number, zero allowed) or `none` (null: unlimited). */
+/** Parses `--uses N` (a whole number, zero allowed) or `unlimited` (null). */
 export function parseUses(text: string): number | null {
   const t = text.trim();
-  if (t === 'none') return null;
-  if (!/^\d+$/.test(t)) throw invalid(`uses "${text}" is not a whole number or none`);
+  if (t === 'unlimited') return null;
+  if (!/^\d+$/.test(t)) throw invalid(`uses "${text}" is not a whole number or unlimited`);
   return checkUses(Number(t));
 }
 
