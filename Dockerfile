@@ -26,4 +26,5 @@ EXPOSE 8080 9090
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:9090/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
 ENTRYPOINT ["node", "bin/portcullis.js"]
-CMD ["serve", "-c", "/etc/portcullis/gateway.config.yaml"]
+# One worker per CPU the container may use (its CPU limit counts); the admin listener answers for all.
+CMD ["serve", "-c", "/etc/portcullis/gateway.config.yaml", "--workers", "auto"]

@@ -6,7 +6,7 @@
 // Job: { url, connections, pipelining, duration (s), warmup (s), headers, overallRate?,
 //        flood?: { prefix, keyId, header }, keysFile?: path (one key per line, each sent once),
 //        cpuPid?, clockTicks? (CPU time that process spends during the measured phase) }
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createHistogram } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
@@ -45,11 +45,27 @@ function requestsFor(job) {
 }
 
 /** utime + stime of a process, in clock ticks (/proc/<pid>/stat fields 14 and 15). */
+/** User + system CPU ticks of a process and every process under it (workers of a primary). */
 function cpuTicks(pid) {
   if (!pid) return 0;
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(f[11]) + Number(f[12]);
+  const procs = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      procs.push({ pid: Number(d), ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) });
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  const tree = new Set([pid]);
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const p of procs) if (!tree.has(p.pid) && tree.has(p.ppid)) { tree.add(p.pid); grew = true; }
+  }
+  return procs.reduce((sum, p) => sum + (tree.has(p.pid) ? p.ticks : 0), 0);
 }
 
 function run(opts, onResponse) {

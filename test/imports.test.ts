@@ -1,6 +1,8 @@
 import t from 'tap';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
+// @ts-expect-error: a plain script without type declarations
+import { violations } from '../scripts/check-imports.js';
 
 // Imports run one way: commands → gateway → pipeline → stages → stores/util. These are the
 // edges that once ran the other way; each is refused here.
@@ -30,3 +32,7 @@ for (const rule of FORBIDDEN) {
     t.same(bad, [], rule.why);
   });
 }
+
+t.test('every import runs down the layers of scripts/check-imports.js', async (t) => {
+  t.same((violations as () => string[])(), [], 'FILE → TARGET pairs that run against the layers');
+});

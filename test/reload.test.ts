@@ -37,18 +37,18 @@ t.test('a reload keeps the API-key cache unless its own sections change; a chang
   const { logger, lines } = memoryLogger();
   const p = await startPortcullis(parseConfig(text('sqlite://memory'), 'r.yaml', {}), { logger, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } });
   t.teardown(() => p.close(100));
-  const key = (await p.services.core.keys.create({ subject: 'svc', role: 'basic' })).key;
+  const key = (await p.core.keys.create({ subject: 'svc', role: 'basic' })).key;
   const call = async () => {
-    const r = await request(`${p.gateway.url()}/x`, { headers: { 'x-api-key': key } });
+    const r = await request(`${p.gateway!.url()}/x`, { headers: { 'x-api-key': key } });
     await r.body.dump();
     return r.statusCode;
   };
   t.equal(await call(), 200);
-  const first = p.services.current().apiKey!;
-  const hits = () => p.services.current().apiKey!.stats.cacheHits;
+  const first = p.authenticators().apiKey!;
+  const hits = () => p.authenticators().apiKey!.stats.cacheHits;
 
   await p.reload(parseConfig(text('sqlite://memory', 'trustedProxies: [10.0.0.0/8]'), 'r.yaml', {}));
-  t.equal(p.services.current().apiKey, first, 'a reload that leaves the store and apiKeys alone keeps the authenticator');
+  t.equal(p.authenticators().apiKey, first, 'a reload that leaves the store and apiKeys alone keeps the authenticator');
   const before = hits();
   t.equal(await call(), 200);
   t.equal(hits(), before + 1, 'the key is still cached');
@@ -58,13 +58,26 @@ t.test('a reload keeps the API-key cache unless its own sections change; a chang
   const restart = lines.map((l) => JSON.parse(l) as { msg: string; changed?: string[] }).filter((l) => l.msg.includes('take a restart'));
   t.equal(restart.length, 1, 'the store change is logged as taking a restart');
   t.same(restart[0]!.changed, ['store.url']);
-  t.equal(p.services.current().apiKey, first, 'the store is not reopened, nor the cache emptied');
+  t.equal(p.authenticators().apiKey, first, 'the store is not reopened, nor the cache emptied');
 
   // Compared with the previous config, not the first: a later reload keeping the new URL changes nothing.
   await p.reload(parseConfig(text('sqlite://other.db', 'trustedProxies: [10.0.0.0/8]'), 'r.yaml', {}));
-  t.equal(p.services.current().apiKey, first, 'a later reload does not empty the cache');
+  t.equal(p.authenticators().apiKey, first, 'a later reload does not empty the cache');
   t.equal(lines.filter((l) => l.includes('take a restart')).length, 1, 'and logs no restart-only change');
   const b2 = hits();
   t.equal(await call(), 200);
   t.equal(hits(), b2 + 1);
+});
+
+t.test('a reload that changes roles or apiKeys reaches the key service behind the admin API and refresh', async (t) => {
+  const { logger } = memoryLogger();
+  const p = await startPortcullis(parseConfig(yaml('sqlite://memory'), 'r.yaml', {}), { logger, listeners: { admin: false }, listen: { host: '127.0.0.1', port: 0 } });
+  t.teardown(() => p.close(100));
+  await t.rejects(p.core.keys.create({ subject: 'ops', role: 'operator' }), 'an unknown role is refused');
+  const keys = p.core.keys;
+  await p.reload(parseConfig(yaml('sqlite://memory', 'trustedProxies: [10.0.0.0/8]'), 'r.yaml', {}));
+  t.equal(p.core.keys, keys, 'a reload leaving apiKeys and roles alone keeps the key service');
+  await p.reload(parseConfig(yaml('sqlite://memory', 'roles: [basic, operator]\napiKeys: { prefix: acme }'), 'r.yaml', {}));
+  const created = await p.core.keys.create({ subject: 'ops', role: 'operator' });
+  t.match(created.key, /^acme_/, 'the new role and prefix apply');
 });

@@ -71,7 +71,7 @@ export function freePort() {
  * lines go to a file (the cheapest realistic sink, and the gateway writes one line per
  * request).
  */
-export async function startGateway(bin, configFile, { cwd, logFile, nodeArgs = [], env = {}, timeoutMs = 60_000 }) {
+export async function startGateway(bin, configFile, { cwd, logFile, nodeArgs = [], env = {}, timeoutMs = 60_000, args = [] }) {
   const port = await freePort();
   const admin = await freePort();
   let n = 0;
@@ -80,7 +80,7 @@ export async function startGateway(bin, configFile, { cwd, logFile, nodeArgs = [
   if (!existsSync(template)) copyFileSync(configFile, template);
   writeFileSync(configFile, readFileSync(template, 'utf8').replace(/^(\s+port:) 0$/gm, (_m, k) => `${k} ${n++ === 0 ? port : admin}`));
   const fd = openSync(logFile, 'a');
-  const child = track(spawn(process.execPath, [...nodeArgs, bin, 'serve', '-c', configFile], { cwd, stdio: ['ignore', fd, fd], env: { ...process.env, ...env } }));
+  const child = track(spawn(process.execPath, [...nodeArgs, bin, 'serve', '-c', configFile, ...args], { cwd, stdio: ['ignore', fd, fd], env: { ...process.env, ...env } }));
   closeSync(fd);
   const adminUrl = `http://127.0.0.1:${admin}`;
   const deadline = Date.now() + timeoutMs;

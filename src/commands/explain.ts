@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { roleRank, type GatewayConfig } from '../config/load.js';
-import { buildRuntime, type Runtime } from '../pipeline/runtime.js';
+import { buildRuntime, type Runtime } from '../runtime.js';
 import { clientAddress, route } from '../pipeline/decide.js';
 import { denialReason } from '../authz/authorize.js';
 import { GatewayError, PROBLEMS } from '../http/problem.js';

@@ -4,7 +4,7 @@ import { parseDuration } from '../config/duration.js';
 import type { GatewayConfig } from '../config/load.js';
 import { KeyServiceError, type CreateKeyOptions, type CreatedKey, type ImportResult, type KeyInfo, type UpdateKeyOptions } from '../keys/service.js';
 import { createLogger } from '../ops/log.js';
-import { openCore } from '../services.js';
+import { openCore } from '../gateway.js';
 import { isStoreError } from '../store/errors.js';
 import { CommandError, loadCommandConfig, processIo, type Io } from './io.js';
 import { limitJson, limitOptions, limitText } from './key-limits.js';

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { GatewayConfig } from '../config/load.js';
 import { createLogger } from '../ops/log.js';
-import { openCore } from '../services.js';
+import { openCore } from '../gateway.js';
 import { CommandError, loadCommandConfig, processIo, type Io } from './io.js';
 
 /** JWT revocation as a command performs it, on the configured store. */

@@ -195,7 +195,10 @@ export function parseConfig(text: string, file: string, env: Readonly<Record<str
     if (iss.defaultRole !== undefined && !roleRanks.has(iss.defaultRole)) problems.push(`${where.at(['jwt', 'issuers', i, 'defaultRole'])} defaultRole "${iss.defaultRole}" is not in roles`);
   });
   try {
-    parseStoreUrl(cfg.store.url);
+    const loc = parseStoreUrl(cfg.store.url);
+    if (cfg.workers !== 1 && loc.kind === 'sqlite' && loc.file === undefined) {
+      problems.push(`${where.at(['workers'])} workers: several workers need a store they can all open: sqlite://FILE or postgres:// (each process would have its own sqlite://memory)`);
+    }
   } catch (err) {
     problems.push(`${where.at(['store', 'url'])} store.url: ${(err as Error).message}`);
   }

@@ -67,6 +67,8 @@ const upstream = z.strictObject({
   timeout: timer.default(30_000),
   connectTimeout: timer.default(5_000),
   maxSockets: z.number().int().min(1).default(256),
+  /** How requests reach the upstream: undici's dispatcher, or the older http-proxy-3 path. Websockets always use http-proxy-3. */
+  engine: z.enum(['undici', 'http-proxy']).default('http-proxy'),
   /** For `https://` upstreams behind a private CA or requiring a client certificate (docs/reference/operations.md, TLS). */
   tls: z
     .strictObject({
@@ -301,6 +303,8 @@ export const configSchema = z
     rateLimits: rateLimits.default(rateLimits.parse({})),
     log: log.default(log.parse({})),
     tracing: tracing.default(tracing.parse({})),
+    /** Worker processes sharing the listen port (docs/reference/workers.md); `auto`: one per CPU. Restart-only. */
+    workers: z.union([z.number().int().min(1).max(256), z.literal('auto')]).default(1),
     shutdown: z.strictObject({ drainTimeout: timer.default(10_000) }).default({ drainTimeout: 10_000 }),
     routes: z.array(route).min(1),
   })

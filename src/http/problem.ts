@@ -41,7 +41,7 @@ export const PROBLEM_CODES = Object.keys(PROBLEMS) as ProblemCode[];
 export const PROBLEM_TYPE_BASE = 'urn:portcullis:problem:';
 
 /** The codes a domain service (keys, tokens) refuses with: each is answered as the problem of that code. */
-export type DomainCode = 'invalid-argument' | 'import-invalid' | 'not-found' | 'conflict' | 'refresh-invalid';
+export type DomainCode = 'invalid-argument' | 'import-invalid' | 'not-found' | 'conflict' | 'refresh-invalid' | 'rate-limited';
 
 /**
  * Base of the domain services' refusals. They speak of the operation, not of HTTP; the
@@ -51,10 +51,13 @@ export abstract class DomainError extends Error {
   abstract readonly code: DomainCode;
   /** Every bad input line of a refused import, as `FILE:LINE message`. */
   readonly problems: readonly string[];
+  /** Seconds until a refused attempt may be made again (`rate-limited`). */
+  readonly retryAfter: number | undefined;
 
-  constructor(message: string, options?: { problems?: readonly string[] | undefined; cause?: unknown }) {
+  constructor(message: string, options?: { problems?: readonly string[] | undefined; cause?: unknown; retryAfter?: number }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.problems = options?.problems ?? [];
+    this.retryAfter = options?.retryAfter;
   }
 }
 
@@ -134,7 +137,10 @@ export function challengeFor(err: GatewayError, realm = 'portcullis'): string | 
  */
 export function toGatewayError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
-  if (err instanceof DomainError) return new GatewayError(err.code, err.message, { cause: err, problems: err.problems });
+  if (err instanceof DomainError) {
+    const headers = err.retryAfter === undefined ? undefined : { 'retry-after': String(err.retryAfter) };
+    return new GatewayError(err.code, err.message, { cause: err, problems: err.problems, ...(headers ? { headers } : {}) });
+  }
   if (isStoreError(err, 'store-unavailable')) return new GatewayError('store-unavailable', 'The key store is unavailable; retry shortly.', { cause: err, headers: { 'retry-after': '1' } });
   return new GatewayError('internal-error', 'The gateway failed to complete the request.', { cause: err });
 }

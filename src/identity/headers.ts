@@ -1,7 +1,6 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Identity } from '../authn/types.js';
 import type { IdentityConfig } from '../config/schema.js';
-import type { TraceHeaders } from '../ops/tracing.js';
 import { headerNamespace } from './namespace.js';
 
 /**
@@ -45,6 +44,12 @@ function isForwarding(name: string): boolean {
 }
 
 /** What the forwarding step needs, computed once per config. */
+/** Trace Context headers for the upstream: always the gateway's own, never the client's. */
+export interface TraceHeaders {
+  readonly traceparent: string;
+  readonly tracestate: string | undefined;
+}
+
 export interface ForwardPlan {
   readonly names: IdentityConfig['headers'];
   /** Every header name we own (identity headers + assertion header). */

@@ -2,14 +2,14 @@ import { DomainError } from '../http/problem.js';
 import { isStoreError } from '../store/errors.js';
 
 /** Why a key operation was refused. */
-export type KeyServiceErrorCode = 'invalid-argument' | 'not-found' | 'conflict' | 'import-invalid' | 'refresh-invalid';
+export type KeyServiceErrorCode = 'invalid-argument' | 'not-found' | 'conflict' | 'import-invalid' | 'refresh-invalid' | 'rate-limited';
 
 /** Error of KeyService operations; `problems` lists every bad import line as `FILE:LINE message`. */
 export class KeyServiceError extends DomainError {
   override readonly name = 'KeyServiceError';
   readonly code: KeyServiceErrorCode;
 
-  constructor(code: KeyServiceErrorCode, message: string, options?: { problems?: readonly string[]; cause?: unknown }) {
+  constructor(code: KeyServiceErrorCode, message: string, options?: { problems?: readonly string[]; cause?: unknown; retryAfter?: number }) {
     super(message, options);
     this.code = code;
   }

@@ -1,5 +1,10 @@
-import argon2 from 'argon2';
+import type Argon2 from 'argon2';
 import { sha256Hex } from '../util/sha256.js';
+
+// The native addon loads on the first hash or verification: a gateway that never sees an
+// argon2-hashed key (JWTs only, SHA-256 imports) does not carry it in memory.
+let loading: Promise<typeof Argon2> | undefined;
+const argon2 = (): Promise<typeof Argon2> => (loading ??= import('argon2').then((m) => m.default));
 
 /** argon2id parameters (config `apiKeys.hash`). */
 export interface HashParams {
@@ -13,9 +18,10 @@ export interface HashParams {
 export const DEFAULT_HASH_PARAMS: HashParams = Object.freeze({ memoryCost: 19_456, timeCost: 2, parallelism: 1 });
 
 /** Hashes a secret with argon2id; the PHC string carries salt and parameters. */
-export function hashSecret(secret: string, params: HashParams = DEFAULT_HASH_PARAMS): Promise<string> {
-  return argon2.hash(secret, {
-    type: argon2.argon2id,
+export async function hashSecret(secret: string, params: HashParams = DEFAULT_HASH_PARAMS): Promise<string> {
+  const a = await argon2();
+  return a.hash(secret, {
+    type: a.argon2id,
     memoryCost: params.memoryCost,
     timeCost: params.timeCost,
     parallelism: params.parallelism,
@@ -24,8 +30,9 @@ export function hashSecret(secret: string, params: HashParams = DEFAULT_HASH_PAR
 
 /** Checks a secret against a PHC hash; false (never a throw) for a malformed hash. */
 export async function verifySecret(hash: string, secret: string): Promise<boolean> {
+  const a = await argon2();
   try {
-    return await argon2.verify(hash, secret);
+    return await a.verify(hash, secret);
   } catch {
     return false;
   }

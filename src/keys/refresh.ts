@@ -57,7 +57,8 @@ async function verifyToken(ctx: RefreshContext, refreshHash: string, parsed: { i
   // Anyone who knows a key id can forge a well-formed token, and each costs an argon2
   // run: a client past the limit is refused without one. Counted before verifying so
   // that a concurrent burst cannot overshoot; taken back when the token proves right.
-  ctx.attempts.check(parsed.id, clientIp, 'Too many failed refreshes from this address; retry later.');
+  const wait = ctx.attempts.wait(parsed.id, clientIp);
+  if (wait !== undefined) throw new KeyServiceError('rate-limited', 'Too many failed refreshes from this address; retry later.', { retryAfter: wait });
   ctx.attempts.count(parsed.id, clientIp, 1);
   let ok: boolean;
   try {

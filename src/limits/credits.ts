@@ -1,4 +1,5 @@
 import type { KeyRepository } from '../store/types.js';
+import type { RateLimiter } from './types.js';
 
 interface Waiter {
   resolve(ok: boolean): void;
@@ -51,4 +52,9 @@ export class UsageCredits {
       },
     );
   }
+}
+
+/** `limiter` counting usage credits too (whatever limiter it is: local, Redis, a worker's). */
+export function withCredits(limiter: RateLimiter, credits: UsageCredits): RateLimiter {
+  return { check: (hits) => limiter.check(hits), connected: () => limiter.connected(), close: () => limiter.close(), credits };
 }

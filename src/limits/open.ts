@@ -1,26 +1,23 @@
 import type { GatewayConfig } from '../config/load.js';
-import type { Logger } from '../ops/log.js';
-import type { UsageCredits } from './credits.js';
 import { LocalRateLimiter } from './local.js';
-import { RedisRateLimiter } from './redis.js';
 import type { RateLimiter } from './types.js';
+
+/** Where the limiter reports Redis being unreachable (the gateway's logger). */
+export interface LimiterLog {
+  error(obj: object, msg: string): void;
+}
 
 /**
  * The limiter a gateway counts with: shared by the fleet through Redis when
- * `revocation.redis` is set, else kept in this process. Its backend is restart-only; the
- * policies themselves reload with the config.
+ * `revocation.redis` is set, else kept in this process (the Redis client is not even
+ * loaded then). Its backend is restart-only; the policies themselves reload with the config.
  */
-export function openLimiter(config: GatewayConfig, logger: Logger, credits?: UsageCredits): RateLimiter {
-  const limiter = openCounter(config, logger);
-  if (credits === undefined) return limiter;
-  return { check: (hits) => limiter.check(hits), connected: () => limiter.connected(), close: () => limiter.close(), credits };
-}
-
-function openCounter(config: GatewayConfig, logger: Logger): RateLimiter {
+export async function openLimiter(config: GatewayConfig, logger: LimiterLog): Promise<RateLimiter> {
   const local = new LocalRateLimiter(Date.now, config.rateLimits.maxBuckets);
   const url = config.revocation.redis;
   if (url === undefined || url === '') return local;
   let lastLog = 0;
+  const { RedisRateLimiter } = await import('./redis.js');
   return new RedisRateLimiter({
     url,
     prefix: `${config.revocation.keyPrefix}rl:`,

@@ -3,7 +3,14 @@ import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
-import type { RawConfig } from '../config/schema.js';
+
+/** The TLS settings of a config that this module reads (config/schema.ts validates them). */
+export interface TlsSettings {
+  readonly listen: {
+    readonly tls?: { cert: string; key: string; ca?: string | undefined; clientCertificates: 'none' | 'request' | 'require'; minVersion: 'TLSv1.2' | 'TLSv1.3' } | undefined;
+  };
+  readonly upstreams: Readonly<Record<string, { url: string; tls?: { ca?: string | undefined; cert?: string | undefined; key?: string | undefined; servername?: string | undefined } | undefined }>>;
+}
 
 /** The main listener's TLS settings with the PEM text of its files. */
 export interface ServerTls {
@@ -83,7 +90,7 @@ function checkPair(cert: string, key: string, path: Path, report: Report): void 
   }
 }
 
-function listenTls(cfg: RawConfig, baseDir: string, report: Report): ServerTls | undefined {
+function listenTls(cfg: TlsSettings, baseDir: string, report: Report): ServerTls | undefined {
   const t = cfg.listen.tls;
   if (t === undefined) return undefined;
   const at = ['listen', 'tls'];
@@ -96,7 +103,7 @@ function listenTls(cfg: RawConfig, baseDir: string, report: Report): ServerTls |
   return { cert, key, ca, clientCertificates: t.clientCertificates, minVersion: t.minVersion };
 }
 
-function upstreamTls(name: string, u: RawConfig['upstreams'][string], baseDir: string, report: Report): UpstreamTls | undefined {
+function upstreamTls(name: string, u: TlsSettings['upstreams'][string], baseDir: string, report: Report): UpstreamTls | undefined {
   const url = new URL(u.url);
   const t = u.tls;
   const at = ['upstreams', name, 'tls'];
@@ -119,7 +126,7 @@ function upstreamTls(name: string, u: RawConfig['upstreams'][string], baseDir: s
  * the config file's folder) and checks each holds what it should, reporting a problem at
  * the key that names the file.
  */
-export function readTlsFiles(cfg: RawConfig, baseDir: string, report: Report): TlsFiles {
+export function readTlsFiles(cfg: TlsSettings, baseDir: string, report: Report): TlsFiles {
   const upstreams: Record<string, UpstreamTls> = {};
   for (const [name, u] of Object.entries(cfg.upstreams)) {
     const t = upstreamTls(name, u, baseDir, report);

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { randomFillSync } from 'node:crypto';
 import type { TracingConfig } from '../config/schema.js';
+import type { TraceHeaders } from '../identity/headers.js';
 
 /** What a finished request tells its spans; a subset of the pipeline's request record. */
 export interface TraceOutcome {
@@ -14,11 +15,7 @@ export interface TraceOutcome {
   readonly upstream: string | undefined;
 }
 
-/** Trace Context headers for the upstream: always the gateway's own, never the client's. */
-export interface TraceHeaders {
-  readonly traceparent: string;
-  readonly tracestate: string | undefined;
-}
+export type { TraceHeaders };
 
 export interface SpanIds {
   readonly traceId: string;

@@ -7,7 +7,7 @@ import { hostName, matchPath, type CompiledRoute } from '../http/match.js';
 import { extractCredential } from '../credentials/extract.js';
 import { authorize } from '../authz/authorize.js';
 import { unmapIPv4 as plainIp } from '../util/cidr.js';
-import type { Runtime } from './runtime.js';
+import type { Runtime } from '../runtime.js';
 import type { RevocationCheck } from '../revocation/check.js';
 
 /** What the pipeline looks at: a live request, or one described to `explain` / forward-auth. */

@@ -8,7 +8,7 @@ import type { TokenService } from '../tokens/service.js';
 import type { RevocationCheck } from '../revocation/check.js';
 import { CLOSE_CONNECTION, clientAddress, verifyCredential } from './decide.js';
 import type { EndpointHandler } from './handler.js';
-import type { Runtime } from './runtime.js';
+import type { Runtime } from '../runtime.js';
 
 const MAX_BODY = 16 * 1024;
 
@@ -42,7 +42,7 @@ function precheck(req: IncomingMessage, rt: Runtime): void {
  * `POST /.portcullis/refresh`: exchanges a refresh token (JSON body or cookie) for a new key
  * and refresh token; a cookie-borne token is answered with a cookie (docs/reference/api-keys.md).
  */
-export function refreshEndpoint(keys: KeyService): EndpointHandler {
+export function refreshEndpoint(core: { readonly keys: Pick<KeyService, 'refresh'> }): EndpointHandler {
   return async (req, res, requestId, rt) => {
     precheck(req, rt);
     const cookieName = rt.config.apiKeys.refresh.cookieName;
@@ -54,7 +54,7 @@ export function refreshEndpoint(keys: KeyService): EndpointHandler {
     if (token === undefined || token === '') throw new GatewayError('refresh-invalid', 'A refresh token is required (JSON "refreshToken" or the refresh cookie).');
     // Failed refreshes are counted per client: others' forgeries never refuse this one.
     const { clientIp } = clientAddress(rt, { method: 'POST', target: '/', headers: req.headers, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' });
-    const r = await keys.refresh(token, clientIp);
+    const r = await core.keys.refresh(token, clientIp);
     const answer: Record<string, unknown> = { key: r.key, id: r.id, expiresAt: new Date(r.expiresAt).toISOString(), refreshExpiresAt: new Date(r.refreshExpiresAt).toISOString() };
     const headers: Record<string, string | string[]> = { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': requestId };
     if (fromBody === undefined) {
@@ -68,7 +68,7 @@ export function refreshEndpoint(keys: KeyService): EndpointHandler {
 }
 
 /** `POST /.portcullis/logout`: revokes the credential the request carries; 204. */
-export function logoutEndpoint(keys: KeyService, tokens: TokenService, revocation: RevocationCheck): EndpointHandler {
+export function logoutEndpoint(core: { readonly keys: Pick<KeyService, 'revoke'>; readonly tokens: Pick<TokenService, 'revokeId'> }, revocation: RevocationCheck): EndpointHandler {
   return async (req, res, requestId, rt) => {
     precheck(req, rt);
     req.resume();
@@ -76,8 +76,8 @@ export function logoutEndpoint(keys: KeyService, tokens: TokenService, revocatio
     if (credential === null) throw new GatewayError('token-missing', 'Log out with the credential to revoke.');
     const { clientIp } = clientAddress(rt, { method: 'POST', target: '/', headers: req.headers, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' });
     const identity = await verifyCredential(rt, revocation, credential, clientIp);
-    if (identity.method === 'apiKey') await keys.revoke(identity.keyId!);
-    else await tokens.revokeId(identity.revocationId, identity.expiresAt);
+    if (identity.method === 'apiKey') await core.keys.revoke(identity.keyId!);
+    else await core.tokens.revokeId(identity.revocationId, identity.expiresAt);
     // A browser that kept its refresh token in the cookie must drop it on logout.
     res.writeHead(204, { 'cache-control': 'no-store', 'x-request-id': requestId, 'set-cookie': refreshCookie(rt.config.apiKeys.refresh.cookieName, '', 0) });
     res.end();

@@ -2,6 +2,8 @@ import http from 'node:http';
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import { ProxyServer } from 'http-proxy-3';
+import { Pool, buildConnector } from 'undici';
+import { dispatchTo } from './dispatch.js';
 import { GatewayError } from '../http/problem.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { plainUpstreamTls, type UpstreamTls } from '../net/tls.js';
@@ -19,6 +21,14 @@ export interface Upstream {
    */
   readonly wsAgent: http.Agent | false;
   readonly timeout: number;
+  /** undici's connection pool, when the upstream's `engine` is `undici` (else http-proxy-3 and `agent`). */
+  readonly pool: Pool | undefined;
+  /**
+   * For undici and an https upstream: the name every request states as its TLS server name
+   * (undici would take it from each request's Host header, and reconnect when it changes).
+   * The connection itself uses the configured one (none for an IP literal).
+   */
+  readonly sni: string | undefined;
 }
 
 function tlsOptions(t: UpstreamTls): https.AgentOptions {
@@ -38,14 +48,33 @@ export function createUpstreams(configs: Readonly<Record<string, UpstreamConfig>
     const t = target.protocol === 'https:' ? (tls[name] ?? plainUpstreamTls(target)) : undefined;
     const agent = t === undefined ? new http.Agent(pool) : new https.Agent({ ...pool, ...tlsOptions(t) });
     const wsAgent = t === undefined ? false : new https.Agent({ keepAlive: false, ...tlsOptions(t) });
-    out.set(name, { name, target, agent, wsAgent, timeout: c.timeout });
+    const dispatcher = c.engine === 'undici' ? undiciPool(target, c, t) : undefined;
+    out.set(name, { name, target, agent, wsAgent, timeout: c.timeout, pool: dispatcher, sni: t === undefined ? undefined : t.servername || target.hostname });
   }
   return out;
+}
+
+/**
+ * One pool per upstream: at most `maxSockets` connections, one request at a time on each
+ * (no pipelining), kept alive as the upstream's `Keep-Alive: timeout` hint allows.
+ */
+function undiciPool(target: URL, c: UpstreamConfig, t: UpstreamTls | undefined): Pool {
+  const tlsOpts = t === undefined ? {} : { ...tlsOptions(t), servername: t.servername || undefined };
+  const connector = buildConnector({ timeout: c.connectTimeout, ...tlsOpts });
+  return new Pool(target.origin, {
+    connections: c.maxSockets,
+    pipelining: 1,
+    headersTimeout: c.timeout,
+    bodyTimeout: c.timeout,
+    // The TLS name is the configured one, never one a request's Host header suggests.
+    connect: (opts, callback) => connector({ ...opts, servername: undefined } as never, callback),
+  });
 }
 
 export function closeUpstreams(upstreams: Map<string, Upstream>): void {
   for (const u of upstreams.values()) {
     u.agent.destroy();
+    void u.pool?.destroy().catch(() => {});
     if (u.wsAgent) u.wsAgent.destroy();
   }
 }
@@ -120,8 +149,10 @@ export function upstreamError(err: unknown, req: http.IncomingMessage, upstream:
 }
 
 /**
- * The proxy engine (http-proxy-3, native http path with keep-alive agents). Bodies are
- * piped both ways, never buffered; a client abort destroys the upstream request.
+ * The proxy: requests go through undici (`dispatch.ts`) for upstreams whose `engine` is
+ * `undici`, else through http-proxy-3's native http path with keep-alive agents; websocket
+ * handshakes always take http-proxy-3. Bodies are piped both ways, never buffered; a
+ * client abort ends the upstream request.
  */
 export class Proxy {
   private readonly server: ProxyServer;
@@ -178,6 +209,13 @@ export class Proxy {
   }
 
   web(req: http.IncomingMessage, res: http.ServerResponse, upstream: Upstream, onError: (err: Error) => void): void {
+    if (upstream.pool !== undefined) {
+      dispatchTo(upstream.pool, req, res, upstream, (err, timedOut) => {
+        if (timedOut) (req as Marked)[TIMED_OUT] = true;
+        onError(err);
+      });
+      return;
+    }
     this.server.web(req, res, { target: upstream.target, agent: upstream.agent, proxyTimeout: upstream.timeout }, onError as never);
   }
 

@@ -1,5 +1,4 @@
 import { isIP } from 'node:net';
-import { GatewayError } from '../http/problem.js';
 import { LruMap } from './lru-map.js';
 
 interface Attempts {
@@ -59,10 +58,10 @@ export class AttemptLimiter {
   }
 
   /**
-   * Throws 429 `rate-limited` (with `Retry-After`) when this client may not try `keyId`
-   * now; `message` is the problem's detail.
+   * Whether this client may try `keyId` now: undefined when it may, else the seconds until
+   * it may (the caller refuses 429 `rate-limited` with that `Retry-After`).
    */
-  check(keyId: string | undefined, client: string, message: string): void {
+  wait(keyId: string | undefined, client: string): number | undefined {
     const now = this.#now();
     const mine = this.#live(`ip:${clientBucket(client)}`, now);
     let until: number | undefined;
@@ -71,8 +70,8 @@ export class AttemptLimiter {
       const key = this.#live(`k:${keyId}`, now);
       if (key !== undefined && key.count >= this.#max) until = Math.min(key.resetAt, mine.resetAt);
     }
-    if (until === undefined) return;
-    throw new GatewayError('rate-limited', message, { headers: { 'retry-after': String(Math.max(1, Math.ceil((until - now) / 1000))) } });
+    if (until === undefined) return undefined;
+    return Math.max(1, Math.ceil((until - now) / 1000));
   }
 
   /**

@@ -112,3 +112,32 @@ routes:
   t.equal(warnings.length, 1);
   t.match(warnings[0], /^gw\.yaml:5:12 warning: route 1 \(\/a\/b\) can never match: route 0/);
 });
+
+t.test('workers: a number or auto; several need a store every process can open', async (t) => {
+  const base = (extra: string, store = 'sqlite://./data/portcullis.db') => `
+store: { url: "${store}" }
+upstreams: { api: { url: "http://127.0.0.1:9" } }
+${extra}
+routes:
+  - match: { path: "/**" }
+    public: true
+    upstream: api
+`;
+  t.equal(parseConfig(base(''), 'g.yaml').config.workers, 1, 'default 1');
+  t.equal(parseConfig(base('workers: auto'), 'g.yaml').config.workers, 'auto');
+  t.equal(parseConfig(base('workers: 4', 'postgres://h/db'), 'g.yaml').config.workers, 4);
+  const problems = (yaml: string): readonly string[] => {
+    try {
+      parseConfig(yaml, 'g.yaml');
+      return [];
+    } catch (err) {
+      if (err instanceof ConfigError) return err.problems;
+      throw err;
+    }
+  };
+  for (const bad of ['workers: 0', 'workers: 1.5', 'workers: "4"', 'workers: many', 'workers: 257']) {
+    t.match(problems(base(bad)), [/^g\.yaml:4:\d+ workers: /], bad);
+  }
+  t.match(problems(base('workers: 2', 'sqlite://memory')), [/^g\.yaml:4:10 workers: several workers need a store they can all open/]);
+  t.doesNotThrow(() => parseConfig(base('workers: 1', 'sqlite://memory'), 'g.yaml'));
+});

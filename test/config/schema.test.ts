@@ -9,7 +9,7 @@ t.test('gateway.config.schema.json is generated from the schema', async (t) => {
 
 t.test('the JSON Schema knows every top-level key and forbids others', async (t) => {
   const s = configJsonSchema() as { properties: Record<string, unknown>; additionalProperties: unknown; required: string[] };
-  t.same(Object.keys(s.properties).sort(), ['admin', 'allowPathParams', 'apiKeys', 'identity', 'jwt', 'listen', 'log', 'rateLimits', 'revocation', 'roles', 'routes', 'shutdown', 'store', 'tracing', 'trustedProxies', 'upstreams']);
+  t.same(Object.keys(s.properties).sort(), ['admin', 'allowPathParams', 'apiKeys', 'identity', 'jwt', 'listen', 'log', 'rateLimits', 'revocation', 'roles', 'routes', 'shutdown', 'store', 'tracing', 'trustedProxies', 'upstreams', 'workers']);
   t.equal(s.additionalProperties, false);
   t.same(s.required.sort(), ['routes', 'upstreams']);
 });

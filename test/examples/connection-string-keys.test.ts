@@ -25,7 +25,7 @@ const skip = await serviceSkip('postgres');
 if (skip) t.test('connection-string keys example', { skip }, async () => {});
 else {
   const { p, up, url, portcullis } = await startExample(t, CONFIG, ({ db, upstream }) => ({ DATABASE_URL: db, UPSTREAM_URL: upstream, REDIS_URL: '' }));
-  t.ok(await p.services.core.revocation.waitReady(5_000), 'revocation view ready');
+  t.ok(await p.core.revocation.waitReady(5_000), 'revocation view ready');
 
   const create = async (...args: string[]): Promise<Created> => {
     const r = await portcullis('keys', 'create', '--json', ...args);

@@ -64,7 +64,7 @@ export async function startExample(
     p,
     loaded,
     up,
-    url: p.gateway.url(),
+    url: p.gateway!.url(),
     portcullis: async (...args) => {
       let out = '';
       let err = '';

@@ -93,7 +93,7 @@ else {
   const { p, url } = await startExample(t, 'examples/jwt-api.yaml', ({ db }) => ({
     DATABASE_URL: db, UPSTREAM_URL: raw.url, REDIS_URL: `redis://${relay.address}`, JWT_SECRET,
   }), { adjust: ownPrefix });
-  t.ok(await p.services.core.revocation.waitReady(5_000), 'revocation ready');
+  t.ok(await p.core.revocation.waitReady(5_000), 'revocation ready');
 
   const call = async (method: string, path: string, token?: string) => {
     const r = await request(url + path, { method, headers: token ? { authorization: `Bearer ${token}` } : {} });
@@ -164,7 +164,7 @@ else {
     t.same(await call('GET', '/films/v1/', token), { status: 503, code: 'revocation-unavailable' }, 'a valid, cached token is not served unchecked');
     t.equal(raw.requests.length, before, 'nothing proxied while revocations cannot be read');
     await relay.restore();
-    t.ok(await p.services.core.revocation.waitReady(10_000), 'reconnected without a restart');
+    t.ok(await p.core.revocation.waitReady(10_000), 'reconnected without a restart');
     t.same(await call('GET', '/films/v1/', token), { status: 200, code: undefined });
   });
 }

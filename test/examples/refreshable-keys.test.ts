@@ -32,7 +32,7 @@ const skip = await serviceSkip('postgres');
 if (skip) t.test('refreshable keys example', { skip }, async () => {});
 else {
   const { p, up, url, portcullis } = await startExample(t, CONFIG, ({ db, upstream }) => ({ DATABASE_URL: db, REPORTS_URL: upstream, BILLING_URL: upstream, TRUSTED_PROXIES: '127.0.0.1/32', REDIS_URL: '' }));
-  t.ok(await p.services.core.revocation.waitReady(5_000), 'revocation view ready (LISTEN/NOTIFY)');
+  t.ok(await p.core.revocation.waitReady(5_000), 'revocation view ready (LISTEN/NOTIFY)');
 
   const create = async (...args: string[]): Promise<Created> => {
     const r = await portcullis('keys', 'create', '--refreshable', '--json', ...args);

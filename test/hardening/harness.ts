@@ -237,7 +237,7 @@ export async function startOutageGateway(yaml: string): Promise<{ p: Portcullis;
   const loaded = parseConfig(yaml, 'hardening.yaml', {});
   const { logger, lines } = memoryLogger('warn');
   const p = await startPortcullis(loaded, { logger, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } });
-  return { p, url: p.gateway.url(), lines };
+  return { p, url: p.gateway!.url(), lines };
 }
 
 export function isSuccess(status: number): boolean {

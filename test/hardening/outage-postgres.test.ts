@@ -30,9 +30,9 @@ if (skip) {
     storeUrl.host = relay.address;
     const gw = await startOutageGateway(outageConfig({ upstream: up.url, store: storeUrl.toString(), redis: REDIS_URL, keyPrefix: rp.prefix }));
     t.teardown(() => gw.p.close(100));
-    t.ok(await gw.p.services.core.revocation.waitReady(5_000), 'revocation ready');
+    t.ok(await gw.p.core.revocation.waitReady(5_000), 'revocation ready');
 
-    const keys = gw.p.services.core.keys;
+    const keys = gw.p.core.keys;
     const [good, doomed, fresh1, fresh2] = await Promise.all([
       keys.create({ subject: 'alice', role: 'basic' }),
       keys.create({ subject: 'mallory', role: 'basic' }),
@@ -57,7 +57,7 @@ if (skip) {
     await keys.revoke(doomed.id);
     t.equal((await tr.send('revokedKey', 'warm')).code, 'key-revoked', 'revoked key refused');
 
-    const admin = `http://127.0.0.1:${gw.p.adminAddress.port}`;
+    const admin = `http://127.0.0.1:${gw.p.adminAddress!.port}`;
     const readyz = async () => {
       const t0 = performance.now();
       try {

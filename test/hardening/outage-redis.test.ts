@@ -37,10 +37,10 @@ if (skip) {
   t.teardown(() => deny.p.close(100));
   const allow = await startOutageGateway(outageConfig({ ...common, upstream: upAllow.url, onError: 'allow' }));
   t.teardown(() => allow.p.close(100));
-  t.ok(await deny.p.services.core.revocation.waitReady(5_000), 'deny instance: revocation ready');
-  t.ok(await allow.p.services.core.revocation.waitReady(5_000), 'allow instance: revocation ready');
+  t.ok(await deny.p.core.revocation.waitReady(5_000), 'deny instance: revocation ready');
+  t.ok(await allow.p.core.revocation.waitReady(5_000), 'allow instance: revocation ready');
 
-  const core = deny.p.services.core;
+  const core = deny.p.core;
   const good = await core.keys.create({ subject: 'alice', role: 'basic' });
   const doomed = await core.keys.create({ subject: 'mallory', role: 'basic' });
   const goodJwt = await signJwt({ sub: 'alice', role: 'basic' });
@@ -73,7 +73,7 @@ if (skip) {
   }
 
   const readyz = async (p: typeof deny.p) => {
-    const r = await request(`http://127.0.0.1:${p.adminAddress.port}/readyz`, { headersTimeout: 5_000 });
+    const r = await request(`http://127.0.0.1:${p.adminAddress!.port}/readyz`, { headersTimeout: 5_000 });
     await r.body.dump();
     return r.statusCode;
   };

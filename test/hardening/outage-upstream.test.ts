@@ -18,7 +18,7 @@ await t.test('upstream outages under steady traffic', async (t) => {
   const gw = await startOutageGateway(outageConfig({ upstream: `http://${relay.address}`, store: 'sqlite://memory', upstreamTimeout: `${TIMEOUT_MS}ms` }));
   t.teardown(() => gw.p.close(100));
 
-  const keys = gw.p.services.core.keys;
+  const keys = gw.p.core.keys;
   const good = await keys.create({ subject: 'alice', role: 'basic' });
   const doomed = await keys.create({ subject: 'mallory', role: 'basic' });
   const bearer = (v: string) => ({ authorization: `Bearer ${v}` });

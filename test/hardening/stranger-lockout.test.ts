@@ -63,7 +63,7 @@ function flood(p: Portcullis, attackers: readonly Client[], forge: (c: Client) =
   let running = true;
   const f: Flood = { sent: 0, codes: new Map(), peakActive: 0, peakQueued: 0 };
   const sample = setInterval(() => {
-    const load = p.services.current().apiKey!.verificationLoad;
+    const load = p.authenticators().apiKey!.verificationLoad;
     f.peakActive = Math.max(f.peakActive, load.active);
     f.peakQueued = Math.max(f.peakQueued, load.queued);
   }, 2);
@@ -112,9 +112,9 @@ else {
   const { logger } = memoryLogger('warn');
   const p = await startPortcullis(parseConfig(yaml, 'lockout.yaml', {}), { logger, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } });
   t.teardown(() => p.close(100));
-  const base = p.gateway.url();
-  const keys = p.services.core.keys;
-  const stats = () => p.services.current().apiKey!.stats;
+  const base = p.gateway!.url();
+  const keys = p.core.keys;
+  const stats = () => p.authenticators().apiKey!.stats;
 
   await t.test('forgeries from four other addresses never refuse the holder', async (t) => {
     const holderKey = await keys.create({ subject: 'holder', role: 'basic' });

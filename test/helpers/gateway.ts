@@ -1,7 +1,10 @@
 import pino from 'pino';
 import { Writable } from 'node:stream';
-import { parseConfig } from '../../src/config/load.js';
-import { Gateway, type Services } from '../../src/gateway.js';
+import { parseConfig, type LoadResult } from '../../src/config/load.js';
+import { GatewayListener } from '../../src/pipeline/listener.js';
+import { nextRuntime, type Authenticators } from '../../src/runtime.js';
+import type { RevocationCheck } from '../../src/revocation/check.js';
+import type { RateLimiter } from '../../src/limits/types.js';
 import type { Authenticator, Credential, Identity } from '../../src/authn/types.js';
 import { GatewayError } from '../../src/http/problem.js';
 import type { PipelineObserver, RequestRecord } from '../../src/ops/record.js';
@@ -29,29 +32,49 @@ export class TableAuthenticator implements Authenticator {
   }
 }
 
+/** What a test gateway serves with in place of the store-backed ones. */
+export interface TestServices {
+  authenticators(): Authenticators;
+  revocation: RevocationCheck;
+  limiter?: RateLimiter;
+}
+
 export interface TestGateway {
-  gw: Gateway;
+  gw: GatewayListener;
   url: string;
   records: RequestRecord[];
   lines: string[];
+  /** Swaps in a runtime built from `loaded`, as a reload of `serve` does. */
+  reload(loaded: LoadResult): Promise<void>;
   close(): Promise<void>;
 }
 
+/** The gateway listener alone, on a table of keys (or the given services) and no store. */
 export async function startTestGateway(
   yaml: string,
-  opts: { services?: Partial<Services>; table?: ConstructorParameters<typeof TableAuthenticator>[0]; env?: Record<string, string>; observers?: PipelineObserver[] } = {},
+  opts: { services?: Partial<TestServices>; table?: ConstructorParameters<typeof TableAuthenticator>[0]; env?: Record<string, string>; observers?: PipelineObserver[] } = {},
 ): Promise<TestGateway> {
   const loaded = parseConfig(yaml, 'test.yaml', opts.env ?? {});
   const records: RequestRecord[] = [];
   const observer: PipelineObserver = { onRequest: (r) => records.push(r) };
   const { logger, lines } = memoryLogger();
   const apiKey = opts.table ? new TableAuthenticator(opts.table, loaded.config.roleRanks as Map<string, number>) : undefined;
-  const services: Services = {
+  const services: TestServices = {
     authenticators: () => ({ apiKey }),
     revocation: { isRevoked: () => false },
-    close: async () => {},
     ...opts.services,
   };
-  const gw = await Gateway.start(loaded, { services, logger, observers: [observer, ...(opts.observers ?? [])], listen: { host: '127.0.0.1', port: 0 } });
-  return { gw, url: gw.url(), records, lines, close: () => gw.close(100) };
+  for (const w of loaded.warnings) logger.warn(w);
+  const gw = await GatewayListener.start(await nextRuntime(loaded.config, services.authenticators()), {
+    revocation: services.revocation,
+    limiter: services.limiter,
+    logger,
+    observers: [observer, ...(opts.observers ?? [])],
+    listen: { host: '127.0.0.1', port: 0 },
+  });
+  const reload = async (next: LoadResult) => {
+    gw.swap(await nextRuntime(next.config, services.authenticators(), gw.pipeline.current));
+    for (const w of next.warnings) logger.warn(w);
+  };
+  return { gw, url: gw.url(), records, lines, reload, close: () => gw.close(100) };
 }

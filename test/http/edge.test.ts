@@ -10,7 +10,7 @@ import { startTestGateway } from '../helpers/gateway.js';
 
 // One table, one mapping: every domain error class becomes exactly one problem code at the
 // HTTP edge; anything unknown is 500 internal-error, on the data path and the admin API.
-const KEY_CODES = { 'invalid-argument': 400, 'import-invalid': 400, 'not-found': 404, conflict: 409, 'refresh-invalid': 401 } as const satisfies Record<KeyServiceErrorCode, number>;
+const KEY_CODES = { 'invalid-argument': 400, 'import-invalid': 400, 'not-found': 404, conflict: 409, 'refresh-invalid': 401, 'rate-limited': 429 } as const satisfies Record<KeyServiceErrorCode, number>;
 
 const cases: Array<{ name: string; error: unknown; code: keyof typeof PROBLEMS }> = [
   ...Object.keys(KEY_CODES).map((c) => ({ name: `KeyServiceError ${c}`, error: new KeyServiceError(c as KeyServiceErrorCode, 'x'), code: c as DomainCode })),

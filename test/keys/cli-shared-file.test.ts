@@ -53,9 +53,9 @@ t.test('key commands on the file of a running gateway', async (t) => {
   const serveCfg = join(dir, 'serve.yaml');
   await writeFile(serveCfg, yaml(0));
   const pc = await startPortcullis(await loadConfigFile(serveCfg), { logger: createLogger({ level: 'silent', pretty: false }) });
-  t.teardown(() => pc.close(0).then(() => pc.services.close()));
+  t.teardown(() => pc.close(0));
   const cliCfg = join(dir, 'cli.yaml');
-  await writeFile(cliCfg, yaml(pc.adminAddress.port));
+  await writeFile(cliCfg, yaml(pc.adminAddress!.port));
 
   const create = await run(cliCfg, 'keys', 'create', '--subject', 'zoe', '--role', 'admin', '--scopes', 'a,b', '--expires', '2h', '--json');
   t.equal(create.code, 0, create.err);
@@ -63,7 +63,7 @@ t.test('key commands on the file of a running gateway', async (t) => {
   t.same(created.scopes, ['a', 'b']);
   t.equal(Date.parse(created.expiresAt) - Date.parse(created.createdAt), 2 * 3_600_000, 'options reached the store');
 
-  const apiKey = pc.services.current().apiKey!;
+  const apiKey = pc.authenticators().apiKey!;
   const identity = await apiKey.authenticate({ kind: 'apiKey', value: created.key, source: 'authorization' }, { clientIp: '127.0.0.1' });
   t.equal(identity.subject, 'zoe', 'the running gateway accepts the key the CLI created');
 
@@ -93,7 +93,7 @@ t.test('key commands on the file of a running gateway', async (t) => {
   await apiKey.authenticate({ kind: 'apiKey', value: jobKey.key, source: 'authorization' }, { clientIp: '127.0.0.1' });
   const byName = await run(cliCfg, 'keys', 'revoke', '--name', 'job-3', '--json');
   t.same(JSON.parse(byName.out), { name: 'job-3', revoked: [jobKey.id] }, 'revoked by name in the store');
-  const known = await within1s(async () => pc.services.core.revocation.isRevoked({ revocationId: `key:${jobKey.id}`, subject: 'ci', issuedAt: 0 }), (r) => r === true);
+  const known = await within1s(async () => pc.core.revocation.isRevoked({ revocationId: `key:${jobKey.id}`, subject: 'ci', issuedAt: 0 }), (r) => r === true);
   t.equal(known, true, 'and the running gateway knows within 1 s');
 
   const rotate = await run(cliCfg, 'keys', 'rotate', created.id, '--grace', '0s', '--json');

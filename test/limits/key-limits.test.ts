@@ -23,8 +23,8 @@ routes:
 `, 'key-limits.yaml', {});
 const p = await startPortcullis(loaded, { logger: memoryLogger().logger, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } });
 t.teardown(() => p.close(100));
-const gw = p.gateway.url();
-const admin = `http://127.0.0.1:${p.adminAddress.port}/admin/v1`;
+const gw = p.gateway!.url();
+const admin = `http://127.0.0.1:${p.adminAddress!.port}/admin/v1`;
 const auth = { authorization: 'Bearer admin-token-for-key-limits', 'content-type': 'application/json' };
 
 interface Answer {

@@ -26,8 +26,8 @@ routes:
 `, 'lineage.yaml', {});
 const p = await startPortcullis(loaded, { logger: memoryLogger().logger, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } });
 t.teardown(() => p.close(100));
-const gw = p.gateway.url();
-const admin = `http://127.0.0.1:${p.adminAddress.port}/admin/v1`;
+const gw = p.gateway!.url();
+const admin = `http://127.0.0.1:${p.adminAddress!.port}/admin/v1`;
 const auth = { authorization: 'Bearer admin-token-for-lineage', 'content-type': 'application/json' };
 
 async function call(key: string): Promise<number> {

@@ -111,12 +111,12 @@ t.test('a reload swaps certificate and client-certificate policy for new handsha
   const ca = pki.read('ca', 'pem');
   t.equal((await httpsGet(gw.url, { ca })).cn, 'server');
 
-  await gw.gw.reload(parseConfig(yaml(`{ cert: ${pki.path('server2', 'pem')}, key: ${pki.path('server2', 'key')}, ca: ${pki.path('ca', 'pem')}, clientCertificates: require }`), 'test.yaml', {}));
+  await gw.reload(parseConfig(yaml(`{ cert: ${pki.path('server2', 'pem')}, key: ${pki.path('server2', 'key')}, ca: ${pki.path('ca', 'pem')}, clientCertificates: require }`), 'test.yaml', {}));
   await t.rejects(httpsGet(gw.url, { ca }), 'a client without a certificate is refused after the reload');
   const withCert = await httpsGet(gw.url, { ca, cert: pki.read('client', 'pem'), key: pki.read('client', 'key') });
   t.same([withCert.status, withCert.cn], [200, 'server2'], 'the new certificate, the new policy');
 
-  await gw.gw.reload(parseConfig(yaml(`{ ${server} }`), 'test.yaml', {}));
+  await gw.reload(parseConfig(yaml(`{ ${server} }`), 'test.yaml', {}));
   t.equal((await httpsGet(gw.url, { ca })).cn, 'server', 'back to no client certificate');
 
   const plain = `
@@ -127,7 +127,7 @@ routes:
     public: true
     upstream: api
 `;
-  await gw.gw.reload(parseConfig(plain, 'test.yaml', {}));
+  await gw.reload(parseConfig(plain, 'test.yaml', {}));
   t.ok(gw.lines.some((l) => l.includes('listen.tls changed between on and off')), 'the operator is told it takes a restart');
   t.equal((await httpsGet(gw.url, { ca })).status, 200, 'still HTTPS meanwhile');
 });

@@ -28,8 +28,8 @@ routes:
 const { logger, lines } = memoryLogger();
 const p = await startPortcullis(loaded, { logger, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } });
 t.teardown(() => p.close(100));
-const gw = p.gateway.url();
-const admin = `http://127.0.0.1:${p.adminAddress.port}`;
+const gw = p.gateway!.url();
+const admin = `http://127.0.0.1:${p.adminAddress!.port}`;
 
 async function json(url: string, init: Parameters<typeof request>[1] = {}) {
   const r = await request(url, init);
@@ -101,7 +101,7 @@ t.test('metrics and logs', async (t) => {
 });
 
 t.test('the admin listener answers only Host names it expects (DNS rebinding)', async (t) => {
-  const port = p.adminAddress.port;
+  const port = p.adminAddress!.port;
   for (const host of [`127.0.0.1:${port}`, '127.0.0.1', `localhost:${port}`, 'LOCALHOST.', '[::1]', `[::1]:${port}`, '10.0.0.7:9090']) {
     const r = await rawRequest(port, `GET /healthz HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
     t.equal(r.status, 200, `Host: ${host}`);
@@ -122,9 +122,9 @@ roles: [basic]
 routes: [{ match: { path: "/**" }, minRole: basic, upstream: api }]
 `, 'admin-hosts.yaml', {}), { logger: memoryLogger().logger, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } });
   t.teardown(() => listed.close(100));
-  const ok = await rawRequest(listed.adminAddress.port, 'GET /healthz HTTP/1.1\r\nHost: portcullis-admin.internal:9090\r\nConnection: close\r\n\r\n');
+  const ok = await rawRequest(listed.adminAddress!.port, 'GET /healthz HTTP/1.1\r\nHost: portcullis-admin.internal:9090\r\nConnection: close\r\n\r\n');
   t.equal(ok.status, 200, 'a host in admin.allowedHosts is answered, in any case and with a port');
-  const other = await rawRequest(listed.adminAddress.port, 'GET /healthz HTTP/1.1\r\nHost: other.internal\r\nConnection: close\r\n\r\n');
+  const other = await rawRequest(listed.adminAddress!.port, 'GET /healthz HTTP/1.1\r\nHost: other.internal\r\nConnection: close\r\n\r\n');
   t.equal(other.status, 400);
 });
 
@@ -145,7 +145,7 @@ t.test('admin API errors are problem+json; a malformed path is 400', async (t) =
   t.equal(badImport.status, 400);
   t.equal(badImport.body.code, 'import-invalid');
   t.ok(Array.isArray(badImport.body.problems) && badImport.body.problems.length > 0, 'every bad line listed');
-  const malformed = await rawRequest(p.adminAddress.port, 'POST /admin/v1/keys/%E0%A4%A/revoke HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer admin-secret-token\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+  const malformed = await rawRequest(p.adminAddress!.port, 'POST /admin/v1/keys/%E0%A4%A/revoke HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer admin-secret-token\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
   t.equal(malformed.status, 400, 'malformed percent-encoding in the path');
   t.equal(JSON.parse(malformed.body).code, 'bad-request');
   const noRoute = await json(`${admin}/admin/v1/nothing`, { headers: auth });

@@ -114,10 +114,10 @@ t.test('a reload turns span export on and off', async (t) => {
   const gw = await startTestGateway(off, { table });
   t.teardown(() => gw.close());
   t.equal(await send(`${gw.url}/pub/before`), 200);
-  await gw.gw.reload(parseConfig(on, 'test.yaml', {}));
+  await gw.reload(parseConfig(on, 'test.yaml', {}));
   t.equal(await send(`${gw.url}/pub/during`), 200);
   await until(() => col.spans.some((s) => s.attributes['url.path'] === '/pub/during'));
-  await gw.gw.reload(parseConfig(off, 'test.yaml', {}));
+  await gw.reload(parseConfig(off, 'test.yaml', {}));
   t.equal(await send(`${gw.url}/pub/after`), 200);
   await new Promise((r) => setTimeout(r, 300));
   t.same(col.spans.filter((s) => s.kind === SERVER).map((s) => s.attributes['url.path']), ['/pub/during'], 'only the request served while export was on');

@@ -2,7 +2,7 @@ import t from 'tap';
 import type { IncomingHttpHeaders } from 'node:http';
 import { parseConfig } from '../../src/config/load.js';
 import { clientAddress } from '../../src/pipeline/decide.js';
-import { buildRuntime } from '../../src/pipeline/runtime.js';
+import { buildRuntime } from '../../src/runtime.js';
 
 function runtime(trustedProxies: string) {
   const { config } = parseConfig(

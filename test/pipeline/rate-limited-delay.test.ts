@@ -2,10 +2,8 @@ import t from 'tap';
 import http from 'node:http';
 import net from 'node:net';
 import { parseConfig } from '../../src/config/load.js';
-import { Gateway } from '../../src/gateway.js';
-import { openServices } from '../../src/services.js';
+import { startPortcullis } from '../../src/gateway.js';
 import { generateKey, generateRefreshToken, parseKey } from '../../src/keys/format.js';
-import { refreshEndpoint } from '../../src/pipeline/endpoints.js';
 import type { RequestRecord } from '../../src/ops/record.js';
 import { memoryLogger } from '../helpers/gateway.js';
 import { startUpstream } from '../helpers/upstream.js';
@@ -31,20 +29,18 @@ routes:
     minRole: basic
     upstream: api
 `;
-  const { config } = parseConfig(yaml, 'test.yaml', {});
   const { logger } = memoryLogger('warn');
-  const services = await openServices(config, logger);
   const records: RequestRecord[] = [];
-  const gw = await Gateway.start(parseConfig(yaml, 'test.yaml', {}), {
-    services,
+  // The gateway listener alone, with the refresh endpoint it is started with.
+  const p = await startPortcullis(parseConfig(yaml, 'test.yaml', {}), {
     logger,
+    listeners: { admin: false },
     observers: [{ onRequest: (r) => records.push(r) }],
     listen: { host: '127.0.0.1', port: 0 },
   });
-  gw.pipeline.addEndpoint('refresh', refreshEndpoint(services.core.keys));
-  const key = await services.core.keys.create({ subject: 'holder', role: 'basic' });
+  const key = await p.core.keys.create({ subject: 'holder', role: 'basic' });
   const id = parseKey(key.key, 'pcl')!.id;
-  return { gw, url: gw.url(), key: key.key, id, services, records, close: () => gw.close(100) };
+  return { url: p.gateway!.url(), key: key.key, id, core: p.core, records, close: () => p.close(100) };
 }
 
 /** One request on its own connection; resolves with the status and how long the answer took. */
@@ -168,7 +164,7 @@ t.test('a websocket handshake is held like any other request', async (t) => {
 t.test('a flood of forged refresh tokens is held too', async (t) => {
   const g = await start('600ms');
   t.teardown(g.close);
-  const k = await g.services.core.keys.create({ subject: 'refresher', role: 'basic', refreshable: true });
+  const k = await g.core.keys.create({ subject: 'refresher', role: 'basic', refreshable: true });
   const refresh = (token: string) =>
     new Promise<{ status: number; ms: number }>((resolve, reject) => {
       const t0 = performance.now();

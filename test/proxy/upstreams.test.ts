@@ -46,7 +46,7 @@ t.test('through the proxy engine: status, headers and body reach the client; the
   upstream.keepAliveTimeout = 3000;
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => { upstream.closeAllConnections(); upstream.close(() => r()); }));
-  const ups = createUpstreams({ api: { url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, timeout: 5000, connectTimeout: 5000, maxSockets: 4 } });
+  const ups = createUpstreams({ api: { url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, timeout: 5000, connectTimeout: 5000, maxSockets: 4, engine: 'http-proxy' } });
   const api = ups.get('api')!;
   const proxy = new Proxy();
   const gateway = http.createServer((req, res) => {

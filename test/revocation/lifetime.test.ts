@@ -45,14 +45,14 @@ routes:
       logger, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, ...(pruneIntervalMs ? { pruneIntervalMs } : {}),
     });
     t.teardown(() => p.close(100));
-    t.ok(await p.services.core.revocation.waitReady(5_000), 'revocation ready');
+    t.ok(await p.core.revocation.waitReady(5_000), 'revocation ready');
     return p;
   };
   const sign = (expMs: number) =>
     new SignJWT({ role: 'basic' }).setProtectedHeader({ alg: 'HS256' }).setIssuer(ISSUER).setSubject('alice')
       .setIssuedAt(Math.floor((expMs - 3_600_000) / 1000)).setExpirationTime(Math.floor(expMs / 1000)).sign(new TextEncoder().encode(SECRET));
   const call = async (p: Portcullis, path: string, token: string, method = 'GET') => {
-    const r = await request(p.gateway.url() + path, { method, headers: { authorization: `Bearer ${token}` } });
+    const r = await request(p.gateway!.url() + path, { method, headers: { authorization: `Bearer ${token}` } });
     const text = await r.body.text();
     return [r.statusCode, r.statusCode >= 400 ? (JSON.parse(text) as { code?: string }).code : undefined] as const;
   };

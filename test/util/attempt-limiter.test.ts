@@ -1,10 +1,8 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { AttemptLimiter, clientBucket } from '../../src/util/attempt-limiter.js';
-import { GatewayError } from '../../src/http/problem.js';
 import { TestClock } from '../keys/helpers.js';
 
-const MSG = 'limited';
 
 t.test('clientBucket: IPv4 as is, IPv6 by its /64', async (t) => {
   const table: Array<[string, string]> = [
@@ -25,14 +23,10 @@ t.test('clientBucket: IPv4 as is, IPv6 by its /64', async (t) => {
   for (const [ip, bucket] of table) t.equal(clientBucket(ip), bucket, JSON.stringify(ip));
 });
 
+/** What a refusal would say, as `rate-limited <Retry-After>` (undefined: may try). */
 function refused(l: AttemptLimiter, keyId: string | undefined, client: string): string | undefined {
-  try {
-    l.check(keyId, client, MSG);
-    return undefined;
-  } catch (err) {
-    if (err instanceof GatewayError) return `${err.code} ${String(err.headers?.['retry-after'])}`;
-    throw err;
-  }
+  const wait = l.wait(keyId, client);
+  return wait === undefined ? undefined : `rate-limited ${wait}`;
 }
 
 t.test('who is refused, step by step', async (t) => {

@@ -310,12 +310,10 @@ export class ApiKeyAuthenticator implements Authenticator {
   }
 
   #checkAttempts(keyId: string | undefined, clientIp: string): void {
-    try {
-      this.#attempts.check(keyId, clientIp, 'Too many failed attempts from this address; retry later.');
-    } catch (err) {
-      this.stats.rateLimited++;
-      throw err;
-    }
+    const wait = this.#attempts.wait(keyId, clientIp);
+    if (wait === undefined) return;
+    this.stats.rateLimited++;
+    throw new GatewayError('rate-limited', 'Too many failed attempts from this address; retry later.', { headers: { 'retry-after': String(wait) } });
   }
 
   /** Adds `delta` to the failure counters of the key id (when known) and the client. */

@@ -1,7 +1,7 @@
-import { compilePolicy, type CompiledPolicy } from '../../limits/policy.js';
+import { compilePolicy } from '../../limits/compile.js';
 import type { KeyRateLimit, KeyRecord } from '../../store/types.js';
 import { compileAllowIp } from '../../util/cidr.js';
-import type { Identity } from '../types.js';
+import type { Identity, OwnRateLimit } from '../types.js';
 import { Interner } from './interner.js';
 
 /** The name a key's own rate limit goes by in `RateLimit-Policy` and the metrics. */
@@ -18,7 +18,7 @@ export class IdentityBuilder {
   readonly #roles = new Interner<string>();
   readonly #scopes = new Interner<{ readonly scopes: readonly string[]; readonly header: string }>();
   readonly #audiences = new Interner<readonly string[]>();
-  readonly #policies = new Interner<CompiledPolicy>();
+  readonly #policies = new Interner<OwnRateLimit>();
 
   constructor(rank: (role: string) => number) {
     this.#rank = rank;
@@ -46,7 +46,7 @@ export class IdentityBuilder {
     });
   }
 
-  #policy(r: KeyRateLimit): CompiledPolicy {
-    return this.#policies.get(`${r.limit}/${r.window}`, () => compilePolicy({ name: KEY_POLICY, limit: r.limit, window: r.window, by: 'credential' }));
+  #policy(r: KeyRateLimit): OwnRateLimit {
+    return this.#policies.get(`${r.limit}/${r.window}`, () => ({ ...compilePolicy({ name: KEY_POLICY, limit: r.limit, window: r.window, by: 'credential' }), by: 'credential' as const }));
   }
 }

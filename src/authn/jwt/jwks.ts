@@ -1,4 +1,4 @@
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { createLocalJWKSet, errors, type FlattenedJWSInput, type JWSHeaderParameters } from 'jose';
 import type { Clock } from '../../clock.js';
 
@@ -181,6 +181,8 @@ export class JwksCache {
 
   async #fetch(): Promise<unknown> {
     const { timeout, dispatcher } = this.#opts;
+    // undici loads with the first key set fetched: a gateway without JWKS issuers does not carry it.
+    const { request } = await import('undici');
     const res = await request(this.uri, {
       method: 'GET',
       headers: { accept: 'application/jwk-set+json, application/json' },

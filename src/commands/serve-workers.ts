@@ -1,0 +1,96 @@
+import { Counter } from 'prom-client';
+import { ConfigError, loadConfigFile, type LoadResult } from '../config/load.js';
+import { startPortcullis } from '../gateway.js';
+import { LocalRateLimiter } from '../limits/local.js';
+import { answerLimits, WorkerRateLimiter } from '../limits/shared.js';
+import type { Logger } from '../ops/log.js';
+import { Supervisor } from '../ops/workers/supervisor.js';
+import { primaryChannel, runWorker } from '../ops/workers/worker.js';
+
+/**
+ * The primary of `serve --workers N` (docs/reference/workers.md): keeps N workers on the
+ * listen port and runs the admin listener for all of them. Resolves once stopped.
+ */
+export async function servePrimary(file: string, loaded: LoadResult, logger: Logger, count: number, onReload: (reload: (why: string) => void) => () => void): Promise<void> {
+  const config = loaded.config;
+  // Without Redis the buckets live here, so that the workers together admit at most `limit`.
+  const local = config.revocation.redis.trim() === '' ? new LocalRateLimiter(Date.now, config.rateLimits.maxBuckets) : undefined;
+  const restarts = new Counter({ name: 'portcullis_worker_restarts_total', help: 'Worker processes that died and were replaced.', registers: [] });
+  const supervisor = new Supervisor({ count, logger, handlers: local ? { limit: answerLimits(local) } : {}, onDeath: () => restarts.inc() });
+  await supervisor.start();
+  let own: { metrics: { registry: { getMetricsAsJSON(): Promise<object> } } } | undefined;
+  const pc = await startPortcullis(loaded, {
+    logger,
+    listeners: { gateway: false },
+    checks: [{ name: 'workers', ready: () => supervisor.ready() }],
+    metricsText: async () => supervisor.metrics(own ? [await own.metrics.registry.getMetricsAsJSON()] : []),
+  }).catch(async (err: unknown) => {
+    await supervisor.stop(0);
+    throw err;
+  });
+  own = pc;
+  pc.metrics.registry.registerMetric(restarts);
+  logger.info({ address: supervisor.address(), workers: count }, 'portcullis listening');
+
+  let reloading = Promise.resolve();
+  const reload = (why: string) => {
+    reloading = reloading.then(async () => {
+      try {
+        const next = await loadConfigFile(file);
+        await pc.reload(next);
+        const answers = await supervisor.ask<{ ok: boolean; problems?: string[] }>('reload', undefined, 30_000);
+        const failed = answers.filter((a) => a.error !== undefined || a.value?.ok !== true);
+        if (failed.length > 0) logger.error({ file, why, failed }, 'config reload refused by some workers');
+        else logger.info({ file, why, workers: answers.length }, 'config reloaded');
+      } catch (err) {
+        const problems = err instanceof ConfigError ? err.problems : [String(err)];
+        logger.error({ file, why, problems }, 'config reload refused; still serving the previous config');
+      }
+    });
+  };
+  const stopWatching = onReload(reload);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      logger.info({ signal, workers: supervisor.listening() }, 'shutting down: draining every worker');
+      stopWatching();
+      supervisor
+        .stop(pc.config.shutdown.drainTimeout)
+        .then(() => pc.close())
+        .then(resolve, (err: unknown) => {
+          logger.error({ err }, 'error while shutting down');
+          resolve();
+        });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await local?.close();
+}
+
+/** One worker of `serve --workers N`: the gateway listener alone, answering its primary. */
+export async function serveWorker(file: string, loaded: LoadResult, logger: Logger): Promise<void> {
+  const slot = Number(process.env.PORTCULLIS_WORKER_SLOT ?? 0);
+  const shared = loaded.config.revocation.redis.trim() === '';
+  await runWorker(async () => {
+    const pc = await startPortcullis(loaded, {
+      logger,
+      listeners: { admin: false },
+      ...(shared ? { limiter: new WorkerRateLimiter(primaryChannel(), loaded.config.revocation.timeout) } : {}),
+    });
+    logger.info({ worker: slot, address: pc.gateway?.address() }, 'worker listening');
+    return {
+      address: () => pc.gateway?.address(),
+      ready: async () => (await Promise.all(pc.checks.map((c) => Promise.resolve(c.ready()).catch(() => false)))).every(Boolean),
+      metrics: () => pc.metrics.registry.getMetricsAsJSON(),
+      reload: async () => {
+        try {
+          await pc.reload(await loadConfigFile(file));
+          return { ok: true };
+        } catch (err) {
+          return { ok: false, problems: err instanceof ConfigError ? err.problems : [String(err)] };
+        }
+      },
+      close: (drainMs) => pc.close(drainMs),
+    };
+  }, logger);
+}

@@ -1,0 +1,42 @@
+import type { Identity } from '../authn/types.js';
+import type { IdentityConfig } from '../config/schema.js';
+import type { AssertionSigner } from './assertion.js';
+import { identityHeaders } from './headers.js';
+
+/** What stating an identity needs: the header names and, when configured, the assertion signer. */
+export interface IdentityPlan {
+  readonly forward: { readonly names: IdentityConfig['headers'] };
+  readonly assertion: { readonly header: string; readonly signer: AssertionSigner } | undefined;
+}
+
+/**
+ * Sets the verified identity's headers and its signed assertion for `audience` (the
+ * upstream's name) on `out`, then calls `done` — at once when the assertion is cached (the
+ * common case), after signing otherwise. Signing failures go to `fail`. The one place
+ * identity reaches an upstream or a forward-auth answer.
+ */
+export function applyIdentity(
+  out: Record<string, string | string[] | number | undefined>,
+  plan: IdentityPlan,
+  identity: Identity,
+  audience: string,
+  done: () => void,
+  fail: (err: unknown) => void,
+): void {
+  identityHeaders(out, plan.forward.names, identity);
+  const assertion = plan.assertion;
+  if (assertion === undefined) {
+    done();
+    return;
+  }
+  const signed = assertion.signer.sign(identity, audience);
+  if (typeof signed === 'string') {
+    out[assertion.header] = signed;
+    done();
+    return;
+  }
+  signed.then((token) => {
+    out[assertion.header] = token;
+    done();
+  }, fail);
+}
