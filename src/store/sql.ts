@@ -224,7 +224,7 @@ export class SqlKeyStore implements KeyStore {
         const lineage = lineageOf(changed[0]!);
         await setUses(tx, lineage, fields.uses);
         // Every working key of the lineage (a rotated one in its grace too) counts from now on.
-        const more = await tx.query(`SELECT * FROM keys WHERE COALESCE(family_id, id) = $1 AND id <> $2 AND revoked_at IS NULL`, [lineage, id]);
+        const more = await tx.query(`SELECT * FROM keys WHERE (family_id = $1 OR id = $1) AND id <> $2 AND revoked_at IS NULL`, [lineage, id]);
         changed = changed.concat(more.map(toKey));
       }
       // Processes without a server between them (the embedded file) learn of it from this.
