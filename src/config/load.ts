@@ -3,8 +3,7 @@ import { dirname } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
 import { configSchema, type RawConfig } from './schema.js';
 import { interpolate } from './interpolate.js';
-import { normalizeTarget } from '../http/normalize-path.js';
-import { parseStoreUrl } from '../store/open.js';
+import { crossFieldRules } from './rules.js';
 import { compileRoutes, type CompiledRoute, findShadowedRoutes } from '../http/match.js';
 import { readTlsFiles, type TlsFiles } from '../net/tls.js';
 
@@ -124,6 +123,22 @@ function aliasPosition(doc: Document, name: string | undefined): number {
   return at;
 }
 
+/** The schema's verdict on interpolated YAML: the typed config, or ConfigError with every issue located. */
+function validate(raw: unknown, where: Locator): RawConfig {
+  const parsed = configSchema.safeParse(raw);
+  if (parsed.success) return parsed.data;
+  const problems: string[] = [];
+  for (const issue of parsed.error.issues) {
+    const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) problems.push(`${where.at(path, key)} unknown key "${key}" in ${path.join('.') || 'the top level'}`);
+    } else {
+      problems.push(`${where.at(path)} ${path.join('.') || 'config'}: ${issue.message}`);
+    }
+  }
+  throw new ConfigError(problems);
+}
+
 /** Parses and validates config text; throws ConfigError with every problem found. */
 export function parseConfig(text: string, file: string, env: Readonly<Record<string, string | undefined>> = process.env): LoadResult {
   const lines = new LineCounter();
@@ -158,65 +173,10 @@ export function parseConfig(text: string, file: string, env: Readonly<Record<str
   );
   if (problems.length) throw new ConfigError(problems);
 
-  const parsed = configSchema.safeParse(raw);
-  if (!parsed.success) {
-    for (const issue of parsed.error.issues) {
-      const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
-      if (issue.code === 'unrecognized_keys') {
-        for (const key of issue.keys) problems.push(`${where.at(path, key)} unknown key "${key}" in ${path.join('.') || 'the top level'}`);
-      } else {
-        problems.push(`${where.at(path)} ${path.join('.') || 'config'}: ${issue.message}`);
-      }
-    }
-    throw new ConfigError(problems);
-  }
-  const cfg = parsed.data;
+  const cfg = validate(raw, where);
 
   // Cross-field rules the schema cannot state.
-  const roleRanks = new Map<string, number>();
-  cfg.roles.forEach((r, i) => {
-    if (roleRanks.has(r)) problems.push(`${where.at(['roles', i])} role "${r}" is listed twice`);
-    roleRanks.set(r, i);
-  });
-  cfg.routes.forEach((r, i) => {
-    // Own keys only: `constructor` or `toString` must not pass for an upstream name.
-    if (!Object.hasOwn(cfg.upstreams, r.upstream)) problems.push(`${where.at(['routes', i, 'upstream'])} routes.${i}.upstream: no upstream named "${r.upstream}" (known: ${Object.keys(cfg.upstreams).join(', ')})`);
-    if (r.minRole !== undefined && !roleRanks.has(r.minRole)) problems.push(`${where.at(['routes', i, 'minRole'])} routes.${i}.minRole: "${r.minRole}" is not in roles [${cfg.roles.join(', ')}]`);
-    const n = normalizeTarget(r.match.path, { allowPathParams: cfg.allowPathParams });
-    if (!n.ok) problems.push(`${where.at(['routes', i, 'match', 'path'])} routes.${i}.match.path: not a valid path (${n.reason})`);
-    else if (n.path !== r.match.path || n.query !== '') problems.push(`${where.at(['routes', i, 'match', 'path'])} routes.${i}.match.path: write the pattern as requests are matched: "${n.path}"`);
-    if (r.public && (r.minRole !== undefined || r.scopes.length > 0 || r.audience !== undefined)) problems.push(`${where.at(['routes', i, 'public'])} routes.${i}: a public route cannot also require minRole, scopes or audience`);
-  });
-  const names = new Set<string>();
-  cfg.jwt.issuers.forEach((iss, i) => {
-    if (names.has(iss.name)) problems.push(`${where.at(['jwt', 'issuers', i, 'name'])} issuer name "${iss.name}" is used twice`);
-    names.add(iss.name);
-    if (iss.issuer === undefined && cfg.jwt.issuers.some((o, j) => j < i && o.issuer === undefined)) problems.push(`${where.at(['jwt', 'issuers', i])} only one issuer may omit "issuer" (it takes the tokens that carry no iss)`);
-    if (iss.defaultRole !== undefined && !roleRanks.has(iss.defaultRole)) problems.push(`${where.at(['jwt', 'issuers', i, 'defaultRole'])} defaultRole "${iss.defaultRole}" is not in roles`);
-  });
-  try {
-    const loc = parseStoreUrl(cfg.store.url);
-    if (cfg.workers !== 1 && loc.kind === 'sqlite' && loc.file === undefined) {
-      problems.push(`${where.at(['workers'])} workers: several workers need a store they can all open: sqlite://FILE or postgres:// (each process would have its own sqlite://memory)`);
-    }
-  } catch (err) {
-    problems.push(`${where.at(['store', 'url'])} store.url: ${(err as Error).message}`);
-  }
-  if (cfg.revocation.externalKeys.length > 0 && cfg.revocation.redis.trim() === '') {
-    problems.push(`${where.at(['revocation', 'externalKeys'])} revocation.externalKeys: needs revocation.redis (the keys are read from the Redis the API writes them to)`);
-  }
-  const policyNames = new Set<string>();
-  cfg.rateLimits.policies.forEach((pol, i) => {
-    if (policyNames.has(pol.name)) problems.push(`${where.at(['rateLimits', 'policies', i, 'name'])} rate-limit policy "${pol.name}" is defined twice`);
-    policyNames.add(pol.name);
-  });
-  cfg.routes.forEach((r, i) => {
-    r.rateLimit.forEach((name, j) => {
-      if (!policyNames.has(name)) problems.push(`${where.at(['routes', i, 'rateLimit', j])} routes.${i}.rateLimit: no policy named "${name}" in rateLimits.policies`);
-    });
-  });
-  const idh = Object.values(cfg.identity.headers);
-  if (new Set(idh).size !== idh.length) problems.push(`${where.at(['identity', 'headers'])} identity.headers: two identity fields share one header name`);
+  const roleRanks = crossFieldRules(cfg, (path) => where.at(path), problems);
   const tlsFiles = readTlsFiles(cfg, dirname(file), (path, message) => problems.push(`${where.at(path)} ${path.join('.')}: ${message}`));
   if (problems.length) throw new ConfigError(problems);
 

@@ -1,6 +1,7 @@
-import { Gauge, Registry, collectDefaultMetrics, type Histogram } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { AuthMethod } from '../authn/types.js';
 import type { PipelineObserver, RequestRecord } from './record.js';
+import { Collected, CounterSeries, HistogramSeries, OutcomeSeries } from './metric-series.js';
 
 /*
  * Per-request updates go into plain numbers held by precomputed series objects; prom-client
@@ -18,95 +19,6 @@ const REVOCATION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 
 /** Label value for requests refused before a route matched (bad request, no route). */
 const NO_ROUTE = '(none)';
-
-type Labels = Record<string, string>;
-interface Sample {
-  labels: Record<string, string | number>;
-  value: number;
-  metricName?: string;
-}
-
-class CounterSeries {
-  n = 0;
-  constructor(readonly labels: Labels) {}
-}
-
-/** A request counter that also remembers its status and decision as values, to compare without formatting. */
-class OutcomeSeries extends CounterSeries {
-  constructor(route: string, readonly decision: RequestRecord['decision'], readonly status: number, code: string) {
-    super({ route, decision, status: String(status), code });
-  }
-}
-
-class HistogramSeries {
-  readonly counts: Float64Array;
-  sum = 0;
-  count = 0;
-  constructor(readonly labels: Labels, readonly bounds: readonly number[]) {
-    this.counts = new Float64Array(bounds.length + 1);
-  }
-
-  /** `seconds` falls into the first bucket whose upper bound is ≥ it (the last slot is +Inf). */
-  observe(seconds: number): void {
-    const b = this.bounds;
-    let i = 0;
-    while (i < b.length && seconds > b[i]!) i++;
-    this.counts[i]!++;
-    this.sum += seconds;
-    this.count++;
-  }
-
-  samples(name: string, out: Sample[]): void {
-    let acc = 0;
-    for (let i = 0; i < this.bounds.length; i++) {
-      acc += this.counts[i]!;
-      out.push({ labels: { ...this.labels, le: this.bounds[i]! }, value: acc, metricName: `${name}_bucket` });
-    }
-    out.push({ labels: { ...this.labels, le: '+Inf' }, value: this.count, metricName: `${name}_bucket` });
-    out.push({ labels: this.labels, value: this.sum, metricName: `${name}_sum` });
-    out.push({ labels: this.labels, value: this.count, metricName: `${name}_count` });
-  }
-
-  reset(): void {
-    this.counts.fill(0);
-    this.sum = 0;
-    this.count = 0;
-  }
-}
-
-/**
- * A metric whose values live in series objects owned by `Metrics`; the registry reads them
- * through `get()` at scrape time (the same contract prom-client's own metric classes keep).
- */
-class Collected {
-  readonly aggregator = 'sum';
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    readonly type: 'counter' | 'histogram',
-    private readonly series: () => Iterable<CounterSeries | HistogramSeries>,
-  ) {}
-
-  async get() {
-    const values: Sample[] = [];
-    for (const s of this.series()) {
-      if (s instanceof HistogramSeries) s.samples(this.name, values);
-      else values.push({ labels: s.labels, value: s.n });
-    }
-    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
-  }
-
-  reset(): void {
-    for (const s of this.series()) {
-      if (s instanceof HistogramSeries) s.reset();
-      else s.n = 0;
-    }
-  }
-
-  register(registry: Registry): void {
-    registry.registerMetric(this as unknown as Histogram);
-  }
-}
 
 /** Everything recorded for one route: its request counters by outcome and its latency histogram. */
 class RouteSeries {
