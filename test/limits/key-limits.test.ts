@@ -138,3 +138,17 @@ t.test('bad limits are refused as invalid-argument', async (t) => {
     t.same([r.status, r.body.code], [400, 'invalid-argument'], JSON.stringify(body));
   }
 });
+
+t.test('the policy name "key" is reserved for keys\' own limits', async (t) => {
+  t.throws(() => parseConfig(`
+upstreams: { api: { url: "${up.url}" } }
+store: { url: "sqlite://memory" }
+rateLimits:
+  policies:
+    - { name: key, limit: 1, window: 1m }
+routes:
+  - match: { path: "/**" }
+    public: true
+    upstream: api
+`, 'reserved.yaml', {}), /reserved for per-key rate limits/);
+});
