@@ -51,49 +51,10 @@ export function buildIssuer(
   const algorithms = [...config.algorithms];
   let key: KeyResolver;
   let jwks: JwksCache | undefined;
-  if (config.secret !== undefined) {
-    const bytes = new TextEncoder().encode(config.secret);
-    // One CryptoKey per HMAC algorithm, imported now; jose would otherwise import the
-    // raw bytes again on every verification.
-    const keys = new Map<string, Promise<webcrypto.CryptoKey>>();
-    for (const alg of algorithms) {
-      const hmac = HMAC_HASH[alg];
-      if (hmac === undefined) throw new TypeError(`issuer ${config.name}: a secret cannot verify ${alg}`);
-      const imported = webcrypto.subtle.importKey('raw', bytes, { name: 'HMAC', hash: hmac }, false, ['verify']);
-      imported.catch(() => undefined);
-      keys.set(alg, imported);
-    }
-    key = (header) => keys.get(header.alg ?? '') ?? Promise.reject(new errors.JOSEAlgNotAllowed('"alg" (Algorithm) Header Parameter value not allowed'));
-  } else if (config.publicKey !== undefined) {
-    // createPublicKey would quietly derive the public half of a private key: refuse, a private key does not belong in this file.
-    if (/PRIVATE KEY-----/.test(config.publicKey)) throw new TypeError(`issuer ${config.name}: publicKey holds a private key; configure the public key (SPKI PEM)`);
-    const publicKey = createPublicKey({ key: config.publicKey, format: 'pem' });
-    if (publicKey.type !== 'public') throw new TypeError(`issuer ${config.name}: publicKey must be a public key (SPKI PEM)`);
-    for (const alg of algorithms) {
-      const type = publicKey.asymmetricKeyType ?? '';
-      const curve = publicKey.asymmetricKeyDetails?.namedCurve;
-      if (!(KEY_TYPE[alg] ?? []).includes(type) || (EC_CURVE[alg] !== undefined && curve !== EC_CURVE[alg])) {
-        throw new TypeError(`issuer ${config.name}: the ${type}${curve ? ` (${curve})` : ''} public key cannot verify ${alg}`);
-      }
-    }
-    // jose converts the KeyObject to a CryptoKey once per algorithm and keeps it.
-    key = () => publicKey;
-  } else if (config.jwksUri !== undefined) {
-    const uri = new URL(config.jwksUri).href;
-    jwks = jwksByUri.get(uri);
-    if (jwks === undefined) {
-      const onError = options.onJwksError;
-      jwks = new JwksCache({
-        uri,
-        timeout: jwt.jwksTimeout,
-        cacheMaxAge: jwt.jwksCacheMaxAge,
-        cooldown: jwt.jwksCooldown,
-        clock,
-        dispatcher: options.dispatcher,
-        onError: onError ? (err) => onError(config.name, err) : undefined,
-      });
-      jwksByUri.set(uri, jwks);
-    }
+  if (config.secret !== undefined) key = secretResolver(config.name, config.secret, algorithms);
+  else if (config.publicKey !== undefined) key = publicKeyResolver(config.name, config.publicKey, algorithms);
+  else if (config.jwksUri !== undefined) {
+    jwks = sharedJwks(config, jwt, clock, options, jwksByUri);
     key = jwks.getKey;
   } else {
     throw new TypeError(`issuer ${config.name}: set one of secret, publicKey or jwksUri`);
@@ -123,4 +84,54 @@ export function buildIssuer(
     scopes: claimPath(config.claims.scopes),
     maxTokenAge: config.maxTokenAge === undefined ? undefined : config.maxTokenAge / 1000,
   };
+}
+
+/** One CryptoKey per HMAC algorithm, imported now: jose would otherwise import the raw bytes on every verification. */
+function secretResolver(name: string, secret: string, algorithms: readonly string[]): KeyResolver {
+  const bytes = new TextEncoder().encode(secret);
+  const keys = new Map<string, Promise<webcrypto.CryptoKey>>();
+  for (const alg of algorithms) {
+    const hmac = HMAC_HASH[alg];
+    if (hmac === undefined) throw new TypeError(`issuer ${name}: a secret cannot verify ${alg}`);
+    const imported = webcrypto.subtle.importKey('raw', bytes, { name: 'HMAC', hash: hmac }, false, ['verify']);
+    imported.catch(() => undefined);
+    keys.set(alg, imported);
+  }
+  return (header) => keys.get(header.alg ?? '') ?? Promise.reject(new errors.JOSEAlgNotAllowed('"alg" (Algorithm) Header Parameter value not allowed'));
+}
+
+/** A PEM public key checked against every allowed algorithm (type and curve). */
+function publicKeyResolver(name: string, pem: string, algorithms: readonly string[]): KeyResolver {
+  // createPublicKey would quietly derive the public half of a private key: refuse, a private key does not belong in this file.
+  if (/PRIVATE KEY-----/.test(pem)) throw new TypeError(`issuer ${name}: publicKey holds a private key; configure the public key (SPKI PEM)`);
+  const publicKey = createPublicKey({ key: pem, format: 'pem' });
+  if (publicKey.type !== 'public') throw new TypeError(`issuer ${name}: publicKey must be a public key (SPKI PEM)`);
+  for (const alg of algorithms) {
+    const type = publicKey.asymmetricKeyType ?? '';
+    const curve = publicKey.asymmetricKeyDetails?.namedCurve;
+    if (!(KEY_TYPE[alg] ?? []).includes(type) || (EC_CURVE[alg] !== undefined && curve !== EC_CURVE[alg])) {
+      throw new TypeError(`issuer ${name}: the ${type}${curve ? ` (${curve})` : ''} public key cannot verify ${alg}`);
+    }
+  }
+  // jose converts the KeyObject to a CryptoKey once per algorithm and keeps it.
+  return () => publicKey;
+}
+
+/** The JWKS cache of the issuer's URI, shared by every issuer naming the same one. */
+function sharedJwks(config: IssuerConfig, jwt: JwtConfig, clock: Clock, options: IssuerWiring, jwksByUri: Map<string, JwksCache>): JwksCache {
+  const uri = new URL(config.jwksUri!).href;
+  const known = jwksByUri.get(uri);
+  if (known !== undefined) return known;
+  const onError = options.onJwksError;
+  const jwks = new JwksCache({
+    uri,
+    timeout: jwt.jwksTimeout,
+    cacheMaxAge: jwt.jwksCacheMaxAge,
+    cooldown: jwt.jwksCooldown,
+    clock,
+    dispatcher: options.dispatcher,
+    onError: onError ? (err) => onError(config.name, err) : undefined,
+  });
+  jwksByUri.set(uri, jwks);
+  return jwks;
 }
