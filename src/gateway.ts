@@ -15,6 +15,7 @@ import type { RevocationCheck } from './revocation/check.js';
 import type { RevocationStore } from './revocation/types.js';
 import { revocationSource, scopedCheck, startPruning } from './revocation/source.js';
 import { buildAuthenticators, evictInvalidated, type AuthenticatorDeps, type BuiltAuthenticators } from './authn/build.js';
+import { UsageCredits, withCredits } from './limits/credits.js';
 import { openLimiter } from './limits/open.js';
 import type { RateLimiter } from './limits/types.js';
 import { AdminServer, bearerMatches, type ReadinessCheck } from './ops/admin.js';
@@ -164,8 +165,10 @@ export async function startPortcullis(loaded: LoadResult, opts: PortcullisOption
     serveAuthenticators(serving, core, metrics, opts, undo);
     const revocation = scopedCheck(core.revocation, (ms) => metrics.observeRevocation(ms));
     const runGateway = opts.listeners?.gateway ?? true;
-    const limiter = runGateway ? (opts.limiter ?? (await openLimiter(config, logger))) : undefined;
-    if (limiter !== undefined && opts.limiter === undefined) undo.push(() => limiter.close());
+    const counter = runGateway ? (opts.limiter ?? (await openLimiter(config, logger))) : undefined;
+    if (counter !== undefined && opts.limiter === undefined) undo.push(() => counter.close());
+    // Keys' usage credits are counted in the store, whichever limiter counts the rates.
+    const limiter = counter === undefined ? undefined : withCredits(counter, new UsageCredits(core.store));
     const gateway = runGateway
       ? await GatewayListener.start(await nextRuntime(config, serving.authn), {
           revocation, limiter, logger,

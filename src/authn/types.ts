@@ -43,6 +43,23 @@ export interface Identity {
   readonly externalRevocationKeys?: readonly string[] | undefined;
   /** Issuer name (JWT) — informational. */
   readonly issuer?: string | undefined;
+  /** The key's own rate limit (policy `key`, by credential), on top of the route's policies. */
+  readonly rateLimit?: OwnRateLimit | undefined;
+  /** The key's lineage has usage credits: each admitted request spends one. */
+  readonly credits?: true | undefined;
+}
+
+/**
+ * A key's own rate limit as the limiters count it: a compiled policy (limits/compile.ts)
+ * named `key`, counted by credential. Declared here so that identities stay a leaf type.
+ */
+export interface OwnRateLimit {
+  readonly name: string;
+  readonly limit: number;
+  readonly windowMs: number;
+  readonly by: 'credential';
+  /** `RateLimit-Policy` member, built once. */
+  readonly header: string;
 }
 
 /** A credential as extracted from the request, preamble already stripped. */

@@ -7,6 +7,7 @@ import { createLogger } from '../ops/log.js';
 import { openCore } from '../gateway.js';
 import { isStoreError } from '../store/errors.js';
 import { CommandError, loadCommandConfig, processIo, type Io } from './io.js';
+import { limitJson, limitOptions, limitText } from './key-limits.js';
 
 /** The key operations a command performs, on the configured store. */
 export interface KeyOps {
@@ -75,6 +76,7 @@ function keyJson(k: KeyInfo): Record<string, unknown> {
     revokedAt: iso(k.revokedAt),
     successorId: k.successorId,
     graceUntil: iso(k.graceUntil),
+    ...limitJson(k),
   };
 }
 
@@ -100,6 +102,8 @@ function createdText(c: CreatedKey, head: string): string {
   if (c.allowedIps.length) lines.push(`  allow IPs: ${c.allowedIps.join(' ')}`);
   if (c.notBefore !== null) lines.push(`  valid from: ${iso(c.notBefore)}`);
   lines.push(`  expires:   ${iso(c.expiresAt) ?? 'never'}`);
+  const limits = limitText(c);
+  if (limits !== '') lines.push(`  limits:    ${limits}`);
   if (c.replaced.length) lines.push(`  replaced (revoked): ${c.replaced.join(', ')}`);
   lines.push('', 'Key (shown only this once; store it now):', `  ${c.key}`);
   if (c.refreshToken !== undefined) {
@@ -200,8 +204,10 @@ export function registerKeysCommand(program: Command, io: Io = processIo, deps: 
     .option('--audience <audience>', 'audience the key is restricted to (repeatable)', collect)
     .option('--replace', "revoke the subject's other keys with the same name")
     .option('--refreshable', 'also issue a refresh token')
+    .option('--rate-limit <N/D>', "the key's own rate limit on every route, e.g. 100/1m")
+    .option('--uses <N>', 'usage credits: N admitted requests, shared by the key and its successors')
     .option('--json', 'print JSON')
-    .action(async (o: { subject: string; role: string; scopes?: string; name?: string; expires?: string; notBefore?: string; allowIp?: string[]; audience?: string[]; replace?: boolean; refreshable?: boolean; json?: boolean }, cmd: Command) => {
+    .action(async (o: { subject: string; role: string; scopes?: string; name?: string; expires?: string; notBefore?: string; allowIp?: string[]; audience?: string[]; replace?: boolean; refreshable?: boolean; rateLimit?: string; uses?: string; json?: boolean }, cmd: Command) => {
       const expires = o.expires === 'never' ? null : durationOption('--expires', o.expires);
       const notBefore = durationOption('--not-before', o.notBefore);
       const scopes = splitList(o.scopes);
@@ -216,6 +222,7 @@ export function registerKeysCommand(program: Command, io: Io = processIo, deps: 
         ...(o.audience === undefined ? {} : { audiences: o.audience }),
         replace: o.replace === true,
         refreshable: o.refreshable === true,
+        ...limitOptions(o),
       };
       await withKeys(cmd, io, deps, async (ops) => {
         const c = await ops.create(opts);
@@ -271,19 +278,23 @@ export function registerKeysCommand(program: Command, io: Io = processIo, deps: 
     .option('--role <role>', 'new role')
     .option('--scopes <list>', 'new comma-separated scopes (replace the old ones; "" for none)')
     .option('--expires <duration>', 'new lifetime from now, e.g. 720h, or "never"')
+    .option('--rate-limit <N/D>', 'the key\'s own rate limit, e.g. 100/1m, or "none"')
+    .option('--uses <N>', 'set (refill) the usage credits of the key\'s lineage, or "unlimited"')
     .option('--json', 'print JSON')
-    .action(async (id: string, o: { role?: string; scopes?: string; expires?: string; json?: boolean }, cmd: Command) => {
+    .action(async (id: string, o: { role?: string; scopes?: string; expires?: string; rateLimit?: string; uses?: string; json?: boolean }, cmd: Command) => {
       const expires = o.expires === 'never' ? null : durationOption('--expires', o.expires);
       const scopes = splitList(o.scopes);
       const changes: UpdateKeyOptions = {
         ...(o.role === undefined ? {} : { role: o.role }),
         ...(scopes === undefined ? {} : { scopes }),
         ...(expires === undefined ? {} : { expiresIn: expires }),
+        ...limitOptions(o),
       };
       await withKeys(cmd, io, deps, async (ops) => {
         const k = await ops.update(id, changes);
+        const limits = limitText(k);
         if (o.json) io.out(JSON.stringify(keyJson(k)));
-        else io.out(`Updated key ${k.id}: role ${k.role}, scopes ${k.scopes.length ? k.scopes.join(' ') : '-'}, expires ${iso(k.expiresAt) ?? 'never'}.`);
+        else io.out(`Updated key ${k.id}: role ${k.role}, scopes ${k.scopes.length ? k.scopes.join(' ') : '-'}, expires ${iso(k.expiresAt) ?? 'never'}${limits === '' ? '' : `, ${limits}`}.`);
       });
     });
 

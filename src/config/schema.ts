@@ -152,7 +152,11 @@ const pathPattern = z
   .refine((p) => !p.split('/').slice(0, -1).includes('**'), '** may only be the last segment');
 
 const rateLimitPolicy = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'policy names are letters, digits, "_", "." and "-"'),
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]+$/, 'policy names are letters, digits, "_", "." and "-"')
+    // `key` names a key's own limit (`keys create --rate-limit`), counted in its own buckets.
+    .refine((n) => n !== 'key', 'the policy name "key" is reserved for per-key rate limits'),
   /** Requests admitted per window, sliding: never more than this in any window-long interval. */
   limit: z.number().int().min(1),
   window: duration.refine((ms) => ms >= 1_000, 'a rate-limit window is at least 1s'),

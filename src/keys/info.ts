@@ -1,4 +1,4 @@
-import type { KeyRecord } from '../store/types.js';
+import type { KeyRateLimit, KeyRecord, NewKey } from '../store/types.js';
 import { effectiveEnd } from './lifetime.js';
 
 /** Key status as `keys list` shows it. */
@@ -24,6 +24,10 @@ export interface KeyInfo {
   readonly successorId: string | null;
   readonly graceUntil: number | null;
   readonly status: KeyStatus;
+  /** The key's own rate limit (every route); null: none. */
+  readonly rateLimit: KeyRateLimit | null;
+  /** Usage credits left to the key's lineage; null: unlimited. */
+  readonly remaining: number | null;
 }
 
 /** Status of a key at `now`. */
@@ -56,5 +60,14 @@ export function keyInfo(k: KeyRecord, now: number): KeyInfo {
     successorId: k.successorId,
     graceUntil: k.graceUntil,
     status: keyStatus(k, now),
+    rateLimit: k.rateLimit,
+    remaining: k.remaining,
   };
+}
+
+/** Public view of a key just inserted: nothing has happened to it yet. */
+export function newKeyInfo(k: NewKey, now: number): KeyInfo {
+  const { uses, rateLimit, ...rest } = k;
+  const record = { ...rest, lastUsedAt: null, revokedAt: null, successorId: null, graceUntil: null, refreshSpentAt: null };
+  return keyInfo({ ...record, rateLimit: rateLimit ?? null, remaining: uses ?? null }, now);
 }

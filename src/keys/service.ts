@@ -1,15 +1,16 @@
 import { systemClock, type Clock } from '../clock.js';
 import type { ApiKeysConfig } from '../config/schema.js';
 import { keyRevocationId } from '../revocation/ids.js';
-import type { KeyStore, KeyUpdate, NewKey } from '../store/types.js';
+import { lineageOf, type KeyRateLimit, type KeyRecord, type KeyStore, type KeyUpdate, type NewKey } from '../store/types.js';
 import { AttemptLimiter } from '../util/attempt-limiter.js';
 import { invalid, KeyServiceError, storeFailure } from './errors.js';
 import type { KeyRevocationEvent } from './events.js';
 import { generateKey, generateRefreshToken } from './format.js';
 import { hashSecret, type HashParams } from './hash.js';
 import { planImport } from './import.js';
-import { keyInfo, keyStatus, type KeyInfo } from './info.js';
+import { keyInfo, keyStatus, newKeyInfo, type KeyInfo } from './info.js';
 import { effectiveEnd } from './lifetime.js';
+import { checkRateLimit, checkUses } from './limits.js';
 import { exchangeRefreshToken, type RefreshedKey } from './refresh.js';
 import { successorOf } from './successor.js';
 import { audienceProblem, checkList, checkText, cidrProblem, expiryFrom, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
@@ -48,6 +49,10 @@ export interface CreateKeyOptions {
   readonly replace?: boolean;
   /** Also issue a refresh token. */
   readonly refreshable?: boolean;
+  /** The key's own rate limit, on every route (null or left out: none). */
+  readonly rateLimit?: KeyRateLimit | null;
+  /** Usage credits of the key's lineage (null or left out: unlimited). */
+  readonly uses?: number | null;
 }
 
 /**
@@ -59,6 +64,10 @@ export interface UpdateKeyOptions {
   readonly scopes?: readonly string[];
   /** New lifetime from now (ms); null: never expires. */
   readonly expiresIn?: number | null;
+  /** The key's own rate limit; null: none. */
+  readonly rateLimit?: KeyRateLimit | null;
+  /** Sets (refills) the lineage's usage credits; null: unlimited. */
+  readonly uses?: number | null;
 }
 
 /** A newly issued key: the only time the plaintext key (and refresh token) exists. */
@@ -157,6 +166,8 @@ export class KeyService {
       familyId: refreshable ? gen.id : null,
       refreshHash,
       refreshExpiresAt: refreshable ? now + this.#refresh.tokenTtl : null,
+      rateLimit: opts.rateLimit === undefined || opts.rateLimit === null ? null : checkRateLimit(opts.rateLimit),
+      uses: opts.uses === undefined || opts.uses === null ? null : checkUses(opts.uses),
     };
     await this.#store.insertKey(record).catch(storeFailure);
     const replaced = opts.replace === true ? await this.#store.revokeSubjectKeys(subject, now, { name, exceptId: gen.id }) : [];
@@ -164,7 +175,7 @@ export class KeyService {
       await this.#emit({ kind: 'key', keyId: r.id, revocationId: r.revocationId, subject, at: now, expiresAt: r.expiresAt, reason: 'replace' });
     }
     return {
-      ...keyInfo({ ...record, lastUsedAt: null, revokedAt: null, successorId: null, graceUntil: null, refreshSpentAt: null }, now),
+      ...newKeyInfo(record, now),
       key: gen.key,
       ...(refresh === undefined ? {} : { refreshToken: refresh.key, refreshExpiresAt: record.refreshExpiresAt! }),
       replaced: replaced.map((r) => r.id),
@@ -243,7 +254,8 @@ export class KeyService {
     if (graceMs === 0) await this.#emit({ kind: 'key', ...ref, expiresAt: graceUntil, reason: 'rotate' });
     else await this.#emit({ kind: 'change', ...ref, reason: 'rotate' });
     return {
-      ...keyInfo({ ...successor, lastUsedAt: null, revokedAt: null, successorId: null, graceUntil: null, refreshSpentAt: null }, now),
+      ...newKeyInfo(successor, now),
+      remaining: old.remaining,
       key: gen.key,
       ...(refresh === undefined ? {} : { refreshToken: refresh.key, refreshExpiresAt: successor.refreshExpiresAt! }),
       replaced: [],
@@ -257,9 +269,8 @@ export class KeyService {
    * instance drops its cached copy. Fields left out keep their value.
    */
   async update(id: string, changes: UpdateKeyOptions): Promise<KeyInfo> {
-    if (changes.role === undefined && changes.scopes === undefined && changes.expiresIn === undefined) {
-      throw invalid('nothing to update: give a role, scopes or an expiry');
-    }
+    const none = [changes.role, changes.scopes, changes.expiresIn, changes.rateLimit, changes.uses].every((c) => c === undefined);
+    if (none) throw invalid('nothing to update: give a role, scopes, an expiry, a rate limit or uses');
     const now = this.#clock.now();
     const old = await this.#store.getKey(id);
     if (old === undefined) throw new KeyServiceError('not-found', `no key with id ${id}`);
@@ -271,11 +282,22 @@ export class KeyService {
       role: changes.role === undefined ? old.role : this.#checkRole(changes.role),
       scopes: changes.scopes === undefined ? old.scopes : checkList('scopes', changes.scopes, scopeProblem),
       expiresAt: changes.expiresIn === undefined ? old.expiresAt : expiryFrom(changes.expiresIn, now, old.notBefore),
+      ...(changes.rateLimit === undefined ? {} : { rateLimit: changes.rateLimit === null ? null : checkRateLimit(changes.rateLimit) }),
+      ...(changes.uses === undefined ? {} : { uses: changes.uses === null ? null : checkUses(changes.uses) }),
     };
     const updated = await this.#store.updateKey(id, fields);
     if (updated === undefined) throw new KeyServiceError('conflict', `key ${id} was revoked or rotated meanwhile`);
-    await this.#emit({ kind: 'change', keyId: id, revocationId: keyRevocationId(updated), subject: updated.subject, at: now, reason: 'update' });
+    for (const k of changes.uses === undefined ? [updated] : await this.#lineage(updated)) {
+      await this.#emit({ kind: 'change', keyId: k.id, revocationId: keyRevocationId(k), subject: k.subject, at: now, reason: 'update' });
+    }
     return keyInfo(updated, now);
+  }
+
+  /** The working keys of `key`'s lineage (a rotated one in its grace too): new credits reach them all. */
+  async #lineage(key: KeyRecord): Promise<KeyRecord[]> {
+    const lineage = lineageOf(key);
+    const all = await this.#store.listKeys({ subject: key.subject });
+    return [key, ...all.filter((k) => k.id !== key.id && k.revokedAt === null && lineageOf(k) === lineage)];
   }
 
   /** Revokes every key named `name` (of one subject when given): a job's keys when the job ends. */
@@ -304,7 +326,7 @@ export class KeyService {
       existing: (digests) => this.#store.existingSha256(digests),
     });
     await this.#store.insertKeys(records).catch(storeFailure);
-    return { imported: records.map((r) => keyInfo({ ...r, lastUsedAt: null, revokedAt: null, successorId: null, graceUntil: null, refreshSpentAt: null }, now)) };
+    return { imported: records.map((r) => newKeyInfo(r, now)) };
   }
 
   /**

@@ -23,6 +23,8 @@ export function successorOf(
     sha256: null,
     createdAt: now,
     notBefore: null,
+    // Same lineage, same limits: the successor's rate limit is the old key's.
+    rateLimit: old.rateLimit,
     ...rest,
   };
 }

@@ -10,16 +10,28 @@ export interface Limited {
   readonly route: { readonly label: string };
 }
 
-/** Checks a request against its route's policies; undefined when the route has none. */
-export function checkLimits(limiter: RateLimiter | undefined, policies: readonly CompiledPolicy[], d: Limited): LimitVerdict | Promise<LimitVerdict> | undefined {
-  if (limiter === undefined || policies.length === 0) return undefined;
-  return limiter.check(hitsFor(policies, d.identity, d.clientIp, d.route.label));
+/** Whether a request has limits to pass: its route's policies, its key's own limit, or credits. */
+export function isLimited(policies: readonly CompiledPolicy[], identity: Identity | null): boolean {
+  return policies.length !== 0 || (identity !== null && (identity.rateLimit !== undefined || identity.credits === true));
 }
 
 /**
- * Runs a request through its route's limits: `admit` with the RateLimit headers to add
- * (none when the route has no policy), or `refuse` with the 429 or the limiter's failure.
- * Synchronous when the limiter is.
+ * Checks a request against its route's policies and its key's own limit (appended, so
+ * every limiter counts it like a route policy); undefined when there are none.
+ */
+export function checkLimits(limiter: RateLimiter | undefined, policies: readonly CompiledPolicy[], d: Limited): LimitVerdict | Promise<LimitVerdict> | undefined {
+  if (limiter === undefined) return undefined;
+  const own = d.identity?.rateLimit;
+  const all = own === undefined ? policies : [...policies, own];
+  if (all.length === 0) return undefined;
+  return limiter.check(hitsFor(all, d.identity, d.clientIp, d.route.label));
+}
+
+/**
+ * Runs a request through its limits: the route's policies and the key's own, then (once
+ * they admit) one of the key's usage credits. `admit` with the RateLimit headers to add
+ * (none without policies), or `refuse` with the 429 or the failure. Synchronous when the
+ * limiter is and no credit is spent.
  */
 export function withLimits(
   limiter: RateLimiter | undefined,
@@ -35,13 +47,27 @@ export function withLimits(
     refuse(err);
     return;
   }
+  const spend = (headers: Record<string, string> | undefined) => {
+    const credits = limiter?.credits;
+    const id = d.identity;
+    if (credits === undefined || id === null || id.credits !== true) {
+      admit(headers);
+      return;
+    }
+    credits.take(id.lineage ?? id.keyId ?? id.revocationId).then((ok) => (ok ? admit(headers) : refuse(quotaExhausted(headers))), refuse);
+  };
   if (v === undefined) {
-    admit(undefined);
+    spend(undefined);
     return;
   }
-  const decided = (verdict: LimitVerdict) => (verdict.admitted ? admit(limitHeaders(verdict)) : refuse(limitRefusal(verdict)));
+  const decided = (verdict: LimitVerdict) => (verdict.admitted ? spend(limitHeaders(verdict)) : refuse(limitRefusal(verdict)));
   if (v instanceof Promise) v.then(decided, refuse);
   else decided(v);
+}
+
+/** The 429 of a key whose lineage has no usage credits left (they do not come back by themselves). */
+export function quotaExhausted(headers: Record<string, string> | undefined): GatewayError {
+  return new GatewayError('quota-exhausted', 'The usage credits of this API key are spent; ask for more (keys update --uses).', headers === undefined ? undefined : { headers });
 }
 
 /** IETF `RateLimit-Policy` / `RateLimit` for the policy closest to its limit. */

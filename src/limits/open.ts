@@ -23,8 +23,9 @@ export async function openLimiter(config: GatewayConfig, logger: LimiterLog): Pr
     prefix: `${config.revocation.keyPrefix}rl:`,
     onError: config.rateLimits.onError,
     fallback: local,
-    // No Redis connection for limits until a route has a policy.
-    lazy: !config.routes.some((r) => r.rateLimit.length > 0),
+    // Connected from the start even when no route has a policy: any key may carry its own
+    // limit (`keys create --rate-limit`), and a first check must not go uncounted.
+    lazy: false,
     timeoutMs: config.revocation.timeout,
     onUnavailable: (err) => {
       const now = Date.now();

@@ -1,27 +1,13 @@
 import type { Identity } from '../authn/types.js';
+import type { CompiledPolicy, LimitBy } from './compile.js';
 
-/** What a bucket is counted by (docs/reference/rate-limits.md). */
-export type LimitBy = 'credential' | 'subject' | 'ip' | 'route' | 'global';
-
-/** One named policy, compiled once per config. */
-export interface CompiledPolicy {
-  readonly name: string;
-  readonly limit: number;
-  readonly windowMs: number;
-  readonly by: LimitBy;
-  /** `RateLimit-Policy` member for this policy, built once. */
-  readonly header: string;
-}
+export { compilePolicy, type CompiledPolicy, type LimitBy } from './compile.js';
 
 /** One bucket a request is counted in. */
 export interface Hit {
   readonly policy: CompiledPolicy;
   /** The bucket's identity inside its policy. */
   readonly bucket: string;
-}
-
-export function compilePolicy(p: { name: string; limit: number; window: number; by: LimitBy }): CompiledPolicy {
-  return { name: p.name, limit: p.limit, windowMs: p.window, by: p.by, header: `"${p.name}";q=${p.limit};w=${Math.max(1, Math.ceil(p.window / 1000))}` };
 }
 
 /**

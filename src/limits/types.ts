@@ -1,3 +1,4 @@
+import type { UsageCredits } from './credits.js';
 import type { CompiledPolicy, Hit } from './policy.js';
 
 /** The answer for one request: admitted or not, and the bucket closest to its limit. */
@@ -19,6 +20,8 @@ export interface RateLimiter {
   /** Whether limits are shared as configured (for `/readyz`). */
   connected(): boolean;
   close(): Promise<void>;
+  /** Usage credits of keys, spent once the limits admit; absent: credits are not counted. */
+  readonly credits?: UsageCredits | undefined;
 }
 
 /** Folds per-bucket answers into one verdict (all must admit; report the tightest). */

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { parseDuration } from '../config/duration.js';
+import { checkUses, parseRateLimit } from '../keys/limits.js';
 import { KeyServiceError, type CreateKeyOptions, type KeyService, type UpdateKeyOptions } from '../keys/service.js';
 import type { TokenService } from '../tokens/service.js';
 import { parseStoreUrl } from '../store/open.js';
@@ -52,6 +53,20 @@ function duration(v: unknown, field: string): number | undefined {
   return ms;
 }
 
+/**
+ * `rateLimit` (`"100/1m"`, or null / `"none"` for none) and `uses` (credits, or null for
+ * unlimited), as `keys create|update` take them; fields left out are left out.
+ */
+function limitFields(body: Record<string, unknown>): { rateLimit?: ReturnType<typeof parseRateLimit>; uses?: number | null } {
+  const r = body.rateLimit;
+  if (r !== undefined && r !== null && typeof r !== 'string') throw invalid('rateLimit must be a string like "100/1m", or null');
+  const u = body.uses;
+  return {
+    ...(r === undefined ? {} : { rateLimit: r === null ? null : parseRateLimit(r) }),
+    ...(u === undefined ? {} : { uses: u === null ? null : checkUses(u) }),
+  };
+}
+
 /** Parses the JSON body of a key creation (the same fields as `keys create`). */
 export function createOptions(body: Record<string, unknown>): CreateKeyOptions {
   const text = (f: string) => {
@@ -72,21 +87,23 @@ export function createOptions(body: Record<string, unknown>): CreateKeyOptions {
     ...(body.audiences !== undefined ? { audiences: strings(body.audiences, 'audiences')! } : {}),
     replace: body.replace === true,
     refreshable: body.refreshable === true,
+    ...limitFields(body),
   };
 }
 
 /**
  * Parses the JSON body of a key update (the fields of `keys update`): `role`, `scopes`,
- * `expires` (a duration from now, or "never" / null).
+ * `expires` (a duration from now, or "never" / null), `rateLimit`, `uses`.
  */
 export function updateOptions(body: Record<string, unknown>): UpdateKeyOptions {
-  for (const k of Object.keys(body)) if (!['role', 'scopes', 'expires'].includes(k)) throw invalid(`unknown field ${k}`);
+  for (const k of Object.keys(body)) if (!['role', 'scopes', 'expires', 'rateLimit', 'uses'].includes(k)) throw invalid(`unknown field ${k}`);
   if (body.role !== undefined && typeof body.role !== 'string') throw invalid('role must be a string');
   const expires = body.expires === null || body.expires === 'never' ? null : duration(body.expires, 'expires');
   return {
     ...(body.role === undefined ? {} : { role: body.role }),
     ...(body.scopes === undefined ? {} : { scopes: strings(body.scopes, 'scopes')! }),
     ...(expires === undefined ? {} : { expiresIn: expires }),
+    ...limitFields(body),
   };
 }
 

@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { GatewayError, respond } from '../http/problem.js';
 import { applyIdentity } from '../identity/apply.js';
 import { upstreamHeaderList } from '../identity/headers.js';
+import { isLimited } from '../limits/apply.js';
 import type { RateLimiter } from '../limits/types.js';
 import type { PipelineObserver } from '../ops/record.js';
 import { traceRequest } from '../ops/tracing.js';
@@ -88,7 +89,7 @@ export class Pipeline {
   };
 
   private forward(x: Exchange, res: ServerResponse, d: Decision): void {
-    if (x.rt.routeLimits[d.route.index]!.length !== 0) {
+    if (isLimited(x.rt.routeLimits[d.route.index]!, d.identity)) {
       limited(this.s, x, res, d, (headers) => {
         if (headers !== undefined) for (const name in headers) res.setHeader(name, headers[name]!);
         this.admitted(x, res, d);

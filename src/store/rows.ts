@@ -55,8 +55,17 @@ export function toKey(r: Row): KeyRecord {
     refreshHash: str(r.refresh_hash),
     refreshExpiresAt: ms(r.refresh_expires_at),
     refreshSpentAt: ms(r.refresh_spent_at),
+    rateLimit: r.rate_limit === null || r.rate_limit === undefined ? null : { limit: Number(r.rate_limit), window: Number(r.rate_window) },
+    remaining: num(r.uses_remaining),
   };
 }
+
+function num(v: unknown): number | null {
+  return v === null || v === undefined ? null : Number(v);
+}
+
+/** Keys with their lineage's credits (`uses_remaining`, null: unlimited); append WHERE/ORDER. */
+export const SELECT_KEYS = 'SELECT k.*, q.remaining AS uses_remaining FROM keys AS k LEFT JOIN key_quotas AS q ON q.lineage = COALESCE(k.family_id, k.id)';
 
 // A rotated key stops at the end of its grace; any other key at its expiry.
 export const EFFECTIVE_END = 'CASE WHEN successor_id IS NOT NULL THEN grace_until ELSE expires_at END';
@@ -77,12 +86,13 @@ export function toSubjectRevocation(r: Row): SubjectRevocation {
 }
 
 export const INSERT_KEY = `INSERT INTO keys (id, name, subject, role, scopes, audiences, allowed_ips, secret_hash, sha256,
-  created_at, not_before, expires_at, family_id, refresh_hash, refresh_expires_at)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`;
+  created_at, not_before, expires_at, family_id, refresh_hash, refresh_expires_at, rate_limit, rate_window)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`;
 
 export function keyParams(k: NewKey): unknown[] {
   return [
     k.id, k.name, k.subject, k.role, [...k.scopes], [...k.audiences], [...k.allowedIps], k.secretHash, k.sha256,
     date(k.createdAt), date(k.notBefore), date(k.expiresAt), k.familyId, k.refreshHash, date(k.refreshExpiresAt),
+    k.rateLimit?.limit ?? null, k.rateLimit?.window ?? null,
   ];
 }

@@ -2,8 +2,10 @@ import { keyRevocationId } from '../revocation/ids.js';
 import { StoreError } from './errors.js';
 import { runMigrations, type MigrationConn } from './migrate.js';
 import type { Statements } from './statements.js';
-import { date, EFFECTIVE_END, INSERT_KEY, keyParams, REVOKED_COLUMNS, toKey, toRevoked, toSubjectRevocation, toTokenRevocation, type Row } from './rows.js';
+import { setUses, spendUses } from './uses.js';
+import { date, EFFECTIVE_END, INSERT_KEY, keyParams, REVOKED_COLUMNS, SELECT_KEYS, toKey, toRevoked, toSubjectRevocation, toTokenRevocation, type Row } from './rows.js';
 import {
+  lineageOf,
   REVOCATION_CHANNEL,
   type KeyFilter,
   type KeyRecord,
@@ -119,24 +121,35 @@ export class SqlKeyStore implements KeyStore {
   }
 
   async insertKey(key: NewKey): Promise<void> {
-    await this.#q(INSERT_KEY, keyParams(key));
+    if (key.uses === undefined || key.uses === null) {
+      await this.#q(INSERT_KEY, keyParams(key));
+      return;
+    }
+    const uses = key.uses;
+    await this.#tx(async (tx) => {
+      await tx.query(INSERT_KEY, keyParams(key));
+      await setUses(tx, lineageOf(key), uses);
+    });
   }
 
   async insertKeys(keys: readonly NewKey[]): Promise<void> {
     if (keys.length === 0) return;
     await this.#tx(async (tx) => {
-      for (const k of keys) await tx.query(INSERT_KEY, keyParams(k));
+      for (const k of keys) {
+        await tx.query(INSERT_KEY, keyParams(k));
+        if (k.uses !== undefined && k.uses !== null) await setUses(tx, lineageOf(k), k.uses);
+      }
       await notice(tx, this.#sql, { kind: 'added', count: keys.length });
     });
   }
 
   async getKey(id: string): Promise<KeyRecord | undefined> {
-    const rows = await this.#q('SELECT * FROM keys WHERE id = $1', [id]);
+    const rows = await this.#q(`${SELECT_KEYS} WHERE k.id = $1`, [id]);
     return rows[0] === undefined ? undefined : toKey(rows[0]);
   }
 
   async getKeyBySha256(sha256: string): Promise<KeyRecord | undefined> {
-    const rows = await this.#q('SELECT * FROM keys WHERE sha256 = $1', [sha256]);
+    const rows = await this.#q(`${SELECT_KEYS} WHERE k.sha256 = $1`, [sha256]);
     return rows[0] === undefined ? undefined : toKey(rows[0]);
   }
 
@@ -149,8 +162,8 @@ export class SqlKeyStore implements KeyStore {
   async listKeys(filter?: KeyFilter): Promise<KeyRecord[]> {
     const rows =
       filter?.subject === undefined
-        ? await this.#q('SELECT * FROM keys ORDER BY created_at, id')
-        : await this.#q('SELECT * FROM keys WHERE subject = $1 ORDER BY created_at, id', [filter.subject]);
+        ? await this.#q(`${SELECT_KEYS} ORDER BY k.created_at, k.id`)
+        : await this.#q(`${SELECT_KEYS} WHERE k.subject = $1 ORDER BY k.created_at, k.id`, [filter.subject]);
     return rows.map(toKey);
   }
 
@@ -195,15 +208,29 @@ export class SqlKeyStore implements KeyStore {
   async updateKey(id: string, fields: KeyUpdate): Promise<KeyRecord | undefined> {
     // Only a working key changes: a revoked or rotated one is over, whatever it is told.
     return this.#tx(async (tx) => {
+      const params: unknown[] = [id, fields.role, [...fields.scopes], date(fields.expiresAt)];
+      let rate = '';
+      if (fields.rateLimit !== undefined) {
+        params.push(fields.rateLimit?.limit ?? null, fields.rateLimit?.window ?? null);
+        rate = ', rate_limit = $5, rate_window = $6';
+      }
       const rows = await tx.query(
-        'UPDATE keys SET role = $2, scopes = $3, expires_at = $4 WHERE id = $1 AND revoked_at IS NULL AND successor_id IS NULL RETURNING *',
-        [id, fields.role, [...fields.scopes], date(fields.expiresAt)],
+        `UPDATE keys SET role = $2, scopes = $3, expires_at = $4${rate} WHERE id = $1 AND revoked_at IS NULL AND successor_id IS NULL RETURNING *`,
+        params,
       );
       if (rows[0] === undefined) return undefined;
-      const key = toKey(rows[0]);
+      let changed = [toKey(rows[0])];
+      if (fields.uses !== undefined) {
+        const lineage = lineageOf(changed[0]!);
+        await setUses(tx, lineage, fields.uses);
+        // Every working key of the lineage (a rotated one in its grace too) counts from now on.
+        const more = await tx.query(`SELECT * FROM keys WHERE (family_id = $1 OR id = $1) AND id <> $2 AND revoked_at IS NULL`, [lineage, id]);
+        changed = changed.concat(more.map(toKey));
+      }
       // Processes without a server between them (the embedded file) learn of it from this.
-      await notice(tx, this.#sql, { kind: 'changed', id: key.id, revocationId: keyRevocationId(key), subject: key.subject });
-      return key;
+      for (const k of changed) await notice(tx, this.#sql, { kind: 'changed', id: k.id, revocationId: keyRevocationId(k), subject: k.subject });
+      const [after] = await tx.query(`${SELECT_KEYS} WHERE k.id = $1`, [id]);
+      return toKey(after!);
     });
   }
 
@@ -286,6 +313,11 @@ export class SqlKeyStore implements KeyStore {
     } catch (err) {
       throw mapDbError(err);
     }
+  }
+
+  async spendUses(wanted: ReadonlyMap<string, number>): Promise<Map<string, number>> {
+    if (wanted.size === 0) return new Map();
+    return this.#tx((tx) => spendUses(tx, this.#sql, wanted));
   }
 
   async listRevokedKeysSince(since: number): Promise<RevokedKey[]> {

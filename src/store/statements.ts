@@ -11,6 +11,8 @@ export interface Statements {
   readonly existingSha256: string;
   /** Key $1, locked against a concurrent rotation until the transaction ends. */
   readonly keyForUpdate: string;
+  /** The credits of lineage $1 (`remaining`), locked until the transaction ends. */
+  readonly usesForUpdate: string;
   /** Condition: `name` equals parameter $n, null matching null. */
   nameIs(n: number): string;
   /** last_used_at from two parallel lists, ids $1 and times $2 (ms); never moves backwards. */
@@ -25,6 +27,7 @@ export const postgresStatements: Statements = {
   notify: 'SELECT pg_notify($1, $2)',
   existingSha256: 'SELECT sha256 FROM keys WHERE sha256 = ANY($1::text[])',
   keyForUpdate: 'SELECT * FROM keys WHERE id = $1 FOR UPDATE',
+  usesForUpdate: 'SELECT remaining FROM key_quotas WHERE lineage = $1 FOR UPDATE',
   nameIs: (n) => `name IS NOT DISTINCT FROM $${n}::text`,
   touchLastUsed: `UPDATE keys AS k SET last_used_at = to_timestamp(v.ms / 1000.0)
       FROM unnest($1::text[], $2::float8[]) AS v(id, ms)
@@ -45,6 +48,7 @@ export const sqliteStatements: Statements = {
   existingSha256: 'SELECT sha256 FROM keys WHERE sha256 IN (SELECT value FROM json_each($1))',
   // Write transactions on SQLite hold the database's one write lock from BEGIN IMMEDIATE on.
   keyForUpdate: 'SELECT * FROM keys WHERE id = $1',
+  usesForUpdate: 'SELECT remaining FROM key_quotas WHERE lineage = $1',
   nameIs: (n) => `name IS $${n}`,
   touchLastUsed: `UPDATE keys AS k SET last_used_at = v.ms
       FROM (SELECT i.value AS id, t.value AS ms FROM json_each($1) AS i JOIN json_each($2) AS t ON t.key = i.key) AS v

@@ -40,13 +40,44 @@ export interface KeyRecord {
   readonly refreshExpiresAt: number | null;
   /** When the refresh token was used; a second use revokes the family. */
   readonly refreshSpentAt: number | null;
+  /** The key's own rate limit, on every route beside the route's policies; null: none. */
+  readonly rateLimit: KeyRateLimit | null;
+  /**
+   * Usage credits left to the key's lineage when the record was read; null: unlimited.
+   * Kept per lineage ({@link lineageOf}), not on the key.
+   */
+  readonly remaining: number | null;
 }
 
-/** What `insertKey` needs: a record without the fields only later events set. */
-export type NewKey = Omit<KeyRecord, 'lastUsedAt' | 'revokedAt' | 'successorId' | 'graceUntil' | 'refreshSpentAt'>;
+/** `--rate-limit N/D`: `limit` requests per sliding `window` (ms). */
+export interface KeyRateLimit {
+  readonly limit: number;
+  readonly window: number;
+}
 
-/** What `keys update` may change in place: the whole new value of each field. */
-export type KeyUpdate = Pick<KeyRecord, 'role' | 'scopes' | 'expiresAt'>;
+/**
+ * The lineage of a key: the first key's id, shared by its rotation successors and
+ * refreshed descendants. Rate-limit buckets and usage credits are counted by it.
+ */
+export function lineageOf(k: Pick<KeyRecord, 'id' | 'familyId'>): string {
+  return k.familyId ?? k.id;
+}
+
+/**
+ * What `insertKey` needs: a record without the fields only later events set. `uses`
+ * gives the new key's lineage that many credits (left out or null: no change).
+ */
+export type NewKey = Omit<KeyRecord, 'lastUsedAt' | 'revokedAt' | 'successorId' | 'graceUntil' | 'refreshSpentAt' | 'rateLimit' | 'remaining'> & {
+  readonly rateLimit?: KeyRateLimit | null;
+  readonly uses?: number | null;
+};
+
+/**
+ * What `keys update` may change in place: the whole new value of each field. `rateLimit`
+ * (null: none) and `uses`, the lineage's credits from now on (null: unlimited), are left
+ * unchanged when left out.
+ */
+export type KeyUpdate = Pick<KeyRecord, 'role' | 'scopes' | 'expiresAt'> & { readonly rateLimit?: KeyRateLimit | null; readonly uses?: number | null };
 
 /** One JWT revocation (by `jti`, or by token digest when the token has none). */
 export interface TokenRevocation {
@@ -148,6 +179,12 @@ export interface KeyRepository {
   getKeyBySha256(sha256: string): Promise<KeyRecord | undefined>;
   /** Records `last used` times, one statement for the whole batch. */
   touchLastUsed(entries: ReadonlyMap<string, number>): Promise<void>;
+  /**
+   * Spends usage credits, atomically per lineage: `wanted` maps lineages to how many
+   * requests want one. Resolves to how many each got (at most what is left; all of them
+   * for a lineage without credits, which is unlimited). One transaction for the batch.
+   */
+  spendUses(wanted: ReadonlyMap<string, number>): Promise<Map<string, number>>;
 }
 
 /** The durable record of revocations: what the revocation view loads and catches up from. */

@@ -75,10 +75,10 @@ function suite(t: Test, name: string, storeUrl: (dir: string) => string): Promis
     await t.test('migrate', async (t) => {
       const first = await run(cfg, 'migrate', '--json');
       t.equal(first.code, 0, first.err);
-      t.same(json(first).applied, ['001_initial']);
+      t.same(json(first).applied, ['001_initial', '002_key_limits']);
       const again = await run(cfg, 'migrate');
       t.equal(again.code, 0);
-      t.match(again.out, /schema up to date \(001_initial\)/);
+      t.match(again.out, /schema up to date \(002_key_limits\)/);
     });
 
     const secrets: string[] = [];

@@ -1,6 +1,7 @@
 import { randomBytes, createHash } from 'node:crypto';
 import type { Test } from 'tap';
 import { isStoreError } from '../../src/store/errors.js';
+import { limitsContract } from './contract-limits.js';
 import { REVOCATION_CHANNEL, type KeyStore, type NewKey, type RevocationNotice } from '../../src/store/types.js';
 
 /** Unique per call, so the suite can share one store between subtests. */
@@ -46,7 +47,7 @@ async function rejectsCode(t: Test, p: Promise<unknown>, code: string, msg: stri
 }
 
 /** Collects notices of these kinds (default: revocations) published on the revocation channel. */
-async function collect(store: KeyStore, kinds: ReadonlyArray<RevocationNotice['kind']> = ['key', 'subject', 'token']): Promise<{ notices: RevocationNotice[]; stop: () => Promise<void>; wait: (n: number) => Promise<void> }> {
+export async function collect(store: KeyStore, kinds: ReadonlyArray<RevocationNotice['kind']> = ['key', 'subject', 'token']): Promise<{ notices: RevocationNotice[]; stop: () => Promise<void>; wait: (n: number) => Promise<void> }> {
   const notices: RevocationNotice[] = [];
   let waiter: { n: number; resolve: () => void } | undefined;
   const stop = await store.listen(REVOCATION_CHANNEL, {
@@ -80,12 +81,12 @@ export function storeContract(t: Test, name: string, factory: () => Promise<KeyS
 
     await t.test('migrate applies every migration once, idempotently, also concurrently', async (t) => {
       const first = await store.migrate();
-      t.same(first.applied, ['001_initial'], 'first run applies the initial migration');
-      t.same(first.current, ['001_initial']);
+      t.same(first.applied, ['001_initial', '002_key_limits'], 'first run applies every migration in order');
+      t.same(first.current, ['001_initial', '002_key_limits']);
       const [a, b] = await Promise.all([store.migrate(), store.migrate()]);
       t.same(a.applied, [], 'nothing left to apply');
       t.same(b.applied, []);
-      t.same(b.current, ['001_initial']);
+      t.same(b.current, ['001_initial', '002_key_limits']);
       await store.ping();
     });
 
@@ -102,7 +103,7 @@ export function storeContract(t: Test, name: string, factory: () => Promise<KeyS
       });
       await store.insertKey(k);
       const got = await store.getKey(k.id);
-      t.same(got, { ...k, lastUsedAt: null, revokedAt: null, successorId: null, graceUntil: null, refreshSpentAt: null });
+      t.same(got, { ...k, lastUsedAt: null, revokedAt: null, successorId: null, graceUntil: null, refreshSpentAt: null, rateLimit: null, remaining: null });
       t.equal(got?.createdAt, T0, 'milliseconds survive the round trip');
       t.equal(await store.getKey(uid()), undefined, 'unknown id');
     });
@@ -386,6 +387,8 @@ export function storeContract(t: Test, name: string, factory: () => Promise<KeyS
       t.same(got, ['hello'], 'nothing after unsubscribing');
       await rejectsCode(t, store.notify('Bad Channel', 'x'), 'conflict', 'channel names are checked');
     });
+
+    await limitsContract(t, store);
 
     await t.test('a closed store refuses with store-unavailable', async (t) => {
       const other = await factory();

@@ -15,13 +15,13 @@ if (url === undefined) {
     t.teardown(() => Promise.all(stores.map((s) => s.close())));
     const results = await Promise.all(stores.map((s) => s.migrate()));
     const applied = results.flatMap((r) => r.applied);
-    t.same(applied, ['001_initial'], 'exactly one of them applied the migration');
-    for (const r of results) t.same(r.current, ['001_initial']);
+    t.same(applied, ['001_initial', '002_key_limits'], 'exactly one of them applied the migrations');
+    for (const r of results) t.same(r.current, ['001_initial', '002_key_limits']);
     const c = new pg.Client({ connectionString: other });
     await c.connect();
     const rows = (await c.query('SELECT version, name FROM schema_migrations')).rows;
     await c.end();
-    t.same(rows, [{ version: 1, name: '001_initial' }]);
+    t.same(rows, [{ version: 1, name: '001_initial' }, { version: 2, name: '002_key_limits' }]);
   });
 
   await storeContract(t, 'postgres', () => openStore(url, { poolSize: 4 }));

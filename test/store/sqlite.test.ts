@@ -79,7 +79,7 @@ function child(file: string, body: string): Promise<string> {
 await t.test('processes share one file: concurrent migrations, writers and notices', async (t) => {
   const file = join(root, 'shared.db');
   const outs = await Promise.all([1, 2, 3].map(() => child(file, 'process.stdout.write(JSON.stringify((await store.migrate()).applied));')));
-  t.same(outs.flatMap((o) => JSON.parse(o) as string[]), ['001_initial'], 'exactly one process applied the migration');
+  t.same(outs.flatMap((o) => JSON.parse(o) as string[]), ['001_initial', '002_key_limits'], 'exactly one process applied the migrations');
 
   const store = await openStore(`sqlite://${file}`);
   t.teardown(() => store.close());

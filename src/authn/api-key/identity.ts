@@ -1,7 +1,11 @@
-import type { KeyRecord } from '../../store/types.js';
+import { compilePolicy } from '../../limits/compile.js';
+import type { KeyRateLimit, KeyRecord } from '../../store/types.js';
 import { compileAllowIp } from '../../util/cidr.js';
-import type { Identity } from '../types.js';
+import type { Identity, OwnRateLimit } from '../types.js';
 import { Interner } from './interner.js';
+
+/** The name a key's own rate limit goes by in `RateLimit-Policy` and the metrics. */
+export const KEY_POLICY = 'key';
 
 const NO_AUDIENCES: readonly string[] = Object.freeze([]);
 
@@ -14,6 +18,7 @@ export class IdentityBuilder {
   readonly #roles = new Interner<string>();
   readonly #scopes = new Interner<{ readonly scopes: readonly string[]; readonly header: string }>();
   readonly #audiences = new Interner<readonly string[]>();
+  readonly #policies = new Interner<OwnRateLimit>();
 
   constructor(rank: (role: string) => number) {
     this.#rank = rank;
@@ -36,6 +41,12 @@ export class IdentityBuilder {
       issuedAt: record.createdAt,
       expiresAt: end ?? undefined,
       revocationId,
+      ...(record.rateLimit === null ? {} : { rateLimit: this.#policy(record.rateLimit) }),
+      ...(record.remaining === null ? {} : { credits: true as const }),
     });
+  }
+
+  #policy(r: KeyRateLimit): OwnRateLimit {
+    return this.#policies.get(`${r.limit}/${r.window}`, () => ({ ...compilePolicy({ name: KEY_POLICY, limit: r.limit, window: r.window, by: 'credential' }), by: 'credential' as const }));
   }
 }

@@ -113,6 +113,23 @@ t.test('limits without Redis are counted once for all workers', async (t) => {
   t.equal(statuses.filter((s) => s === 429).length, 6);
 });
 
+t.test("a key's own rate limit and its credits are counted once for all workers", async (t) => {
+  const post = async (body: unknown) => {
+    const r = await request(`${gw.adminUrl}/admin/v1/keys`, { method: 'POST', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return (await r.body.json()) as { id: string; key: string };
+  };
+  const seen = (id: string) => up.seen.filter((s) => s.headers['x-auth-key-id'] === id).length;
+  const limited = await post({ subject: 'worker-rl', role: 'basic', rateLimit: '5/1h' });
+  const rl = await Promise.all([...Array(12)].map(() => fresh('/private', { 'x-api-key': limited.key })));
+  t.equal(rl.filter((s) => s === 200).length, 5, 'five admitted of twelve: one bucket for both workers');
+  t.equal(seen(limited.id), 5);
+  const credited = await post({ subject: 'worker-uses', role: 'basic', uses: 4 });
+  const uses = await Promise.all([...Array(12)].map(() => fresh('/private', { 'x-api-key': credited.key })));
+  t.equal(uses.filter((s) => s === 200).length, 4, 'four admitted of twelve: the credits are spent in the store');
+  t.equal(uses.filter((s) => s === 429).length, 8);
+  t.equal(seen(credited.id), 4, 'and the upstream saw four');
+});
+
 t.test('a key revoked through the admin API is refused by every worker within 1 s', async (t) => {
   const created = await request(`${gw.adminUrl}/admin/v1/keys`, { method: 'POST', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify({ subject: 'worker-user', role: 'basic' }) });
   const k = (await created.body.json()) as { id: string; key: string };
