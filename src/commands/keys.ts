@@ -7,7 +7,8 @@ import { createLogger } from '../ops/log.js';
 import { openCore } from '../gateway.js';
 import { isStoreError } from '../store/errors.js';
 import { CommandError, loadCommandConfig, processIo, type Io } from './io.js';
-import { limitJson, limitOptions, limitText } from './key-limits.js';
+import { limitOptions, limitText } from './key-limits.js';
+import { createdJson, createdText, iso, keyJson, listText } from './keys-output.js';
 
 /** The key operations a command performs, on the configured store. */
 export interface KeyOps {
@@ -50,94 +51,6 @@ export async function openKeyOps(config: GatewayConfig, io: Io): Promise<KeyOps>
     importKeys: (c, f) => k.importKeys(c, f),
     close: () => core.close(),
   };
-}
-
-function iso(ms: number | null | undefined): string | null {
-  return ms === null || ms === undefined ? null : new Date(ms).toISOString();
-}
-
-/** A key as `--json` prints it: times as ISO 8601, never a secret (except `key`/`refreshToken` on creation). */
-function keyJson(k: KeyInfo): Record<string, unknown> {
-  return {
-    id: k.id,
-    name: k.name,
-    subject: k.subject,
-    role: k.role,
-    scopes: k.scopes,
-    audiences: k.audiences,
-    allowedIps: k.allowedIps,
-    legacy: k.legacy,
-    refreshable: k.refreshable,
-    status: k.status,
-    createdAt: iso(k.createdAt),
-    notBefore: iso(k.notBefore),
-    expiresAt: iso(k.expiresAt),
-    lastUsedAt: iso(k.lastUsedAt),
-    revokedAt: iso(k.revokedAt),
-    successorId: k.successorId,
-    graceUntil: iso(k.graceUntil),
-    ...limitJson(k),
-  };
-}
-
-function createdJson(c: CreatedKey & { graceUntil?: number | null }): Record<string, unknown> {
-  return {
-    ...keyJson(c),
-    key: c.key,
-    ...(c.refreshToken === undefined ? {} : { refreshToken: c.refreshToken, refreshExpiresAt: iso(c.refreshExpiresAt) }),
-    replaced: c.replaced,
-    ...(c.rotatedFrom === undefined ? {} : { rotatedFrom: c.rotatedFrom, graceUntil: iso(c.graceUntil) }),
-  };
-}
-
-function createdText(c: CreatedKey, head: string): string {
-  const lines = [
-    head,
-    `  subject:   ${c.subject}`,
-    `  role:      ${c.role}`,
-    `  scopes:    ${c.scopes.length ? c.scopes.join(' ') : '-'}`,
-  ];
-  if (c.name !== null) lines.push(`  name:      ${c.name}`);
-  if (c.audiences.length) lines.push(`  audiences: ${c.audiences.join(' ')}`);
-  if (c.allowedIps.length) lines.push(`  allow IPs: ${c.allowedIps.join(' ')}`);
-  if (c.notBefore !== null) lines.push(`  valid from: ${iso(c.notBefore)}`);
-  lines.push(`  expires:   ${iso(c.expiresAt) ?? 'never'}`);
-  const limits = limitText(c);
-  if (limits !== '') lines.push(`  limits:    ${limits}`);
-  if (c.replaced.length) lines.push(`  replaced (revoked): ${c.replaced.join(', ')}`);
-  lines.push('', 'Key (shown only this once; store it now):', `  ${c.key}`);
-  if (c.refreshToken !== undefined) {
-    lines.push('', `Refresh token (shown only this once; expires ${iso(c.refreshExpiresAt)}):`, `  ${c.refreshToken}`);
-  }
-  return lines.join('\n');
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
-}
-
-function short(ms: number | null): string {
-  return ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
-}
-
-function listText(keys: readonly KeyInfo[]): string {
-  if (keys.length === 0) return 'No keys.';
-  const rows = [['ID', 'NAME', 'SUBJECT', 'ROLE', 'SCOPES', 'CREATED', 'EXPIRES', 'LAST USED', 'STATUS']];
-  for (const k of keys) {
-    rows.push([
-      k.id,
-      k.name ?? '-',
-      k.subject,
-      k.role,
-      k.scopes.length ? k.scopes.join(',') : '-',
-      short(k.createdAt),
-      short(k.status === 'rotating' || k.status === 'rotated' ? k.graceUntil : k.expiresAt),
-      short(k.lastUsedAt),
-      k.legacy ? `${k.status} (imported)` : k.status,
-    ]);
-  }
-  return table(rows);
 }
 
 function durationOption(name: string, value: string | undefined): number | undefined {
@@ -185,12 +98,21 @@ async function withKeys<T>(cmd: Command, io: Io, deps: KeysCommandDeps, fn: (ops
 
 /**
  * Registers `keys create|list|update|revoke|rotate|import` on the root program (which defines
- * `-c, --config`). Every command opens the store (applying pending migrations) or, when a
- * running gateway owns the embedded store, its admin API.
+ * `-c, --config`). Every command opens the store itself (applying pending migrations);
+ * running gateways hear its changes through the store's notices.
  */
 export function registerKeysCommand(program: Command, io: Io = processIo, deps: KeysCommandDeps = {}): Command {
   const keys = program.command('keys').description('manage API keys');
+  createCommand(keys, io, deps);
+  listCommand(keys, io, deps);
+  revokeCommand(keys, io, deps);
+  updateCommand(keys, io, deps);
+  rotateCommand(keys, io, deps);
+  importCommand(keys, io, deps);
+  return keys;
+}
 
+function createCommand(keys: Command, io: Io, deps: KeysCommandDeps): void {
   keys
     .command('create')
     .description('create a key and print it once')
@@ -229,7 +151,9 @@ export function registerKeysCommand(program: Command, io: Io = processIo, deps: 
         io.out(o.json ? JSON.stringify(createdJson(c)) : createdText(c, `Created key ${c.id}`));
       });
     });
+}
 
+function listCommand(keys: Command, io: Io, deps: KeysCommandDeps): void {
   keys
     .command('list')
     .description('list keys (never their secrets)')
@@ -241,7 +165,9 @@ export function registerKeysCommand(program: Command, io: Io = processIo, deps: 
         io.out(o.json ? JSON.stringify(list.map(keyJson)) : listText(list));
       });
     });
+}
 
+function revokeCommand(keys: Command, io: Io, deps: KeysCommandDeps): void {
   keys
     .command('revoke')
     .description('revoke a key by id, every key of a subject, or every key with a name')
@@ -270,7 +196,9 @@ export function registerKeysCommand(program: Command, io: Io = processIo, deps: 
         }
       });
     });
+}
 
+function updateCommand(keys: Command, io: Io, deps: KeysCommandDeps): void {
   keys
     .command('update')
     .description('change a key in place (same id, same secret); every instance sees it within 1 s')
@@ -297,7 +225,9 @@ export function registerKeysCommand(program: Command, io: Io = processIo, deps: 
         else io.out(`Updated key ${k.id}: role ${k.role}, scopes ${k.scopes.length ? k.scopes.join(' ') : '-'}, expires ${iso(k.expiresAt) ?? 'never'}${limits === '' ? '' : `, ${limits}`}.`);
       });
     });
+}
 
+function rotateCommand(keys: Command, io: Io, deps: KeysCommandDeps): void {
   keys
     .command('rotate')
     .description('issue a successor with the same grants; the old key works until the grace ends')
@@ -312,7 +242,9 @@ export function registerKeysCommand(program: Command, io: Io = processIo, deps: 
         else io.out(`${createdText(c, `Rotated key ${id} → ${c.id}`)}\n\nThe old key ${id} keeps working until ${iso(c.graceUntil)}.`);
       });
     });
+}
 
+function importCommand(keys: Command, io: Io, deps: KeysCommandDeps): void {
   keys
     .command('import')
     .description('import existing keys from JSON lines (key or sha256, digestOf, subject, role, scopes, name, expiresAt)')
@@ -336,6 +268,4 @@ export function registerKeysCommand(program: Command, io: Io = processIo, deps: 
         }
       });
     });
-
-  return keys;
 }
