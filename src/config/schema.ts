@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { cidr, duration, nonEmpty, timer } from './schema-parts.js';
-import { admin, listen, listenTls, tracing, upstream } from './schema-edge.js';
+import { admin, listen, type listenTls, tracing, upstream } from './schema-edge.js';
 
 export { duration, MAX_TIMER_MS } from './schema-parts.js';
 import { DEFAULT_STORE_URL } from '../store/open.js';
