@@ -619,13 +619,16 @@ function goals(results, scenarios) {
   const by = new Map(results.map((r) => [r.name, r]));
   const peer = by.get('fastify-peer');
   const out = [];
-  for (const name of ['pcl-hs256-redis', 'pcl-es256-redis', 'pcl-key-redis']) {
+  for (const name of ['pcl-hs256-redis', 'pcl-key-redis']) {
     const r = by.get(name);
     if (!r) continue;
-    out.push({ goal: `${name}: req/s ≥ 0.85 × bare proxy`, measured: r.vsBare.rps, met: r.vsBare.rps >= 0.85 });
-    out.push({ goal: `${name}: p99 ≤ 1.2 × bare proxy`, measured: r.vsBare.p99, met: r.vsBare.p99 <= 1.2 });
-    if (peer) out.push({ goal: `${name}: req/s ahead of the fastify peer`, measured: round(r.median.rps / peer.median.rps, 3), met: r.median.rps > peer.median.rps });
+    out.push({ goal: `${name}: req/s ≥ 1.0 × bare http-proxy-3`, measured: r.vsBare.rps, met: r.vsBare.rps >= 1.0 });
+    out.push({ goal: `${name}: p99 ≤ 1.2 × bare http-proxy-3's`, measured: r.vsBare.p99, met: r.vsBare.p99 <= 1.2 });
+    if (peer) out.push({ goal: `${name}: req/s ≥ 1.1 × the fastify peer`, measured: round(r.median.rps / peer.median.rps, 3), met: r.median.rps >= 1.1 * peer.median.rps });
   }
+  const w2 = by.get('pcl-hs256-redis-w2');
+  const w1 = by.get('pcl-hs256-redis');
+  if (w2 && w1) out.push({ goal: '`serve --workers 2` against one worker (reported: on 2 cores the load generator and upstream share them)', measured: round(w2.median.rps / w1.median.rps, 3), met: null });
   const limited = by.get('pcl-hs256-redis-limited');
   const unlimited = by.get('pcl-hs256-redis');
   if (limited && unlimited) {
@@ -634,7 +637,7 @@ function goals(results, scenarios) {
   }
   if (scenarios.limits) out.push({ goal: '3-instance fleet: admitted ≤ limit per window (admitted ÷ allowance ≤ 1)', measured: scenarios.limits.accuracy, met: scenarios.limits.accuracy <= 1 });
   const pub = by.get('pcl-public');
-  if (pub) out.push({ goal: 'pcl-public: req/s ≥ 0.95 × bare proxy', measured: pub.vsBare.rps, met: pub.vsBare.rps >= 0.95 });
+  if (pub) out.push({ goal: 'pcl-public: req/s ≥ 1.15 × bare http-proxy-3', measured: pub.vsBare.rps, met: pub.vsBare.rps >= 1.15 });
   if (scenarios.flood) {
     for (const v of scenarios.flood.variants) out.push({ goal: `flood (${v.name}): valid req/s ≥ 0.8 × without flood`, measured: v.ratio, met: v.ratio >= 0.8 });
   }

@@ -47,7 +47,7 @@ export function renderMarkdown(r) {
   }
   if (r.goals.length) {
     lines.push('| goal | measured | met |', '| --- | ---: | :---: |');
-    for (const g of r.goals) lines.push(`| ${g.goal} | ${f(g.measured)} | ${g.met ? 'yes' : '**no**'} |`);
+    for (const g of r.goals) lines.push(`| ${g.goal} | ${f(g.measured)} | ${g.met === null ? '–' : g.met ? 'yes' : '**no**'} |`);
     lines.push('');
   }
   const sc = r.scenarios;
