@@ -23,9 +23,9 @@ export async function openLimiter(config: GatewayConfig, logger: LimiterLog): Pr
     prefix: `${config.revocation.keyPrefix}rl:`,
     onError: config.rateLimits.onError,
     fallback: local,
-    // Connected from the start even when no route has a policy: any key may carry its own
-    // limit (`keys create --rate-limit`), and a first check must not go uncounted.
-    lazy: false,
+    // No Redis connection for limits until the first limit is checked (a route's policy or
+    // a key's own limit); that check waits for the connection, so none goes uncounted.
+    lazy: !config.routes.some((r) => r.rateLimit.length > 0),
     timeoutMs: config.revocation.timeout,
     onUnavailable: (err) => {
       const now = Date.now();

@@ -91,6 +91,8 @@ export class RedisRateLimiter implements RateLimiter {
   readonly #prefix: string;
   readonly #timeout: number;
   #batch: Pending[] | undefined;
+  /** Set while the lazy connection is first being made: checks wait for it. */
+  #connecting: Promise<boolean> | undefined;
 
   constructor(private readonly opts: RedisLimiterOptions) {
     this.#prefix = opts.prefix ?? 'portcullis:rl:';
@@ -111,11 +113,19 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   check(hits: readonly Hit[]): LimitVerdict | Promise<LimitVerdict> {
-    if (this.#redis.status !== 'ready') {
-      // A reload gave a route its first policy: connect now (this check goes by onError).
-      if (this.#redis.status === 'wait') this.#redis.connect().catch(() => undefined);
-      return this.#unavailable(hits, new Error(`redis connection ${this.#redis.status}`));
+    if (this.#redis.status === 'wait' || this.#connecting !== undefined) {
+      // The first limit ever checked (a route's policy, or a key's own limit): connect now,
+      // and count the checks that arrive meanwhile in Redis once connected — never locally,
+      // uncounted by the fleet.
+      if (this.#connecting === undefined) {
+        this.#redis.connect().catch(() => undefined);
+        this.#connecting = this.ready(this.#timeout).finally(() => {
+          this.#connecting = undefined;
+        });
+      }
+      return this.#connecting.then((up) => (up ? this.check(hits) : this.#unavailable(hits, new Error('redis did not connect in time'))));
     }
+    if (this.#redis.status !== 'ready') return this.#unavailable(hits, new Error(`redis connection ${this.#redis.status}`));
     let batch = this.#batch;
     if (batch === undefined) {
       batch = this.#batch = [];
