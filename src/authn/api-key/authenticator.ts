@@ -5,14 +5,13 @@ import { AttemptLimiter } from '../../util/attempt-limiter.js';
 import { looksNative, parseKey, type ParsedKey } from '../../keys/format.js';
 import { argon2Verifier, uuidBytesSha256, type SecretVerifier } from '../../keys/hash.js';
 import { effectiveEnd } from '../../keys/lifetime.js';
-import { formatRevocationId, keyRevocationId, parseRevocationId } from '../../revocation/ids.js';
+import { formatRevocationId, keyRevocationId } from '../../revocation/ids.js';
 import type { KeyRecord, KeyRepository } from '../../store/types.js';
 import { LruMap } from '../../util/lru-map.js';
 import { sha256Hex } from '../../util/sha256.js';
 import { safeEqual } from '../../util/timing-safe.js';
 import type { AuthContext, Authenticator, Credential, Identity } from '../types.js';
-import { VerifiedCache } from '../verified-cache.js';
-import { indexAdd, indexRemove, type Digests } from './digest-index.js';
+import { KeyCache } from './key-cache.js';
 import { IdentityBuilder } from './identity.js';
 import { LastUsedBatch } from './last-used.js';
 import { VerificationLimiter } from './verification-limiter.js';
@@ -75,20 +74,12 @@ export class ApiKeyAuthenticator implements Authenticator {
   readonly #cacheTtl: number;
   readonly #negativeTtl: number;
   readonly #provenTtl: number;
-  /** Verified identities and refusals by key digest (the identity carries its key id). */
-  readonly #cache: VerifiedCache<Identity, GatewayError>;
+  /** Verified identities and refusals by key digest, indexed for evictions. */
+  readonly #keys: KeyCache;
   readonly #proven: LruMap<string>;
   readonly #attempts: AttemptLimiter;
   readonly #limiter: VerificationLimiter;
-  /**
-   * Digests cached per revocation id and per subject, for evictions. Imported keys are not
-   * in `#byRevocation`: their revocation id holds their digest (see `digestOf`).
-   */
-  readonly #byRevocation = new Map<string, Digests>();
-  readonly #bySubject = new Map<string, Digests>();
   readonly #identities: IdentityBuilder;
-  /** Bumped on every eviction: a verification that started before one must not cache its result. */
-  #epoch = 0;
   readonly #lastUsed: LastUsedBatch;
   #closed = false;
 
@@ -103,12 +94,7 @@ export class ApiKeyAuthenticator implements Authenticator {
     this.#provenTtl = options.provenTtl ?? 86_400_000;
     const limiterMax = options.limiterMax ?? 100_000;
     const now = (): number => clock.now();
-    this.#cache = new VerifiedCache<Identity, GatewayError>({
-      max: config.cache.max,
-      refusalMax: limiterMax,
-      now,
-      onRemove: (key, value) => this.#unindex(key, value),
-    });
+    this.#keys = new KeyCache(config.cache.max, limiterMax, now);
     this.#proven = new LruMap<string>(config.cache.max, this.#provenTtl, now);
     this.#attempts = new AttemptLimiter(config.failedAttempts, now, limiterMax);
     this.#limiter = new VerificationLimiter(config.maxConcurrentVerifications, config.verificationQueue);
@@ -123,7 +109,7 @@ export class ApiKeyAuthenticator implements Authenticator {
   authenticate(credential: Credential, ctx: AuthContext): Identity | Promise<Identity> {
     const value = credential.value;
     const digest = digestOf(value);
-    const hit = this.#cache.get(digest);
+    const hit = this.#keys.entries.get(digest);
     if (hit !== undefined) {
       const now = this.#clock.now();
       // The entry's TTL already stops at the key's end; this makes the boundary exact.
@@ -133,7 +119,7 @@ export class ApiKeyAuthenticator implements Authenticator {
         this.#lastUsed.record(hit.keyId!, now);
         return hit;
       }
-      this.#cache.delete(digest);
+      this.#keys.entries.delete(digest);
     }
     return this.#miss(value, digest, ctx.clientIp);
   }
@@ -150,13 +136,13 @@ export class ApiKeyAuthenticator implements Authenticator {
       this.stats.malformed++;
       throw keyInvalid('The API key is malformed.');
     }
-    const refused = this.#cache.refusal(digest);
+    const refused = this.#keys.entries.refusal(digest);
     if (refused !== undefined) {
       this.stats.negativeHits++;
       throw refused;
     }
     this.stats.cacheMisses++;
-    const running = this.#cache.running(digest);
+    const running = this.#keys.entries.running(digest);
     if (running !== undefined) {
       this.stats.coalesced++;
       return running;
@@ -165,11 +151,11 @@ export class ApiKeyAuthenticator implements Authenticator {
     // before skips the limits (its holder must not wait on anyone's failures).
     if (parsed === null) this.#checkAttempts(undefined, clientIp);
     else if (!this.#proven.has(digest)) this.#checkAttempts(parsed.id, clientIp);
-    return this.#cache.track(digest, parsed === null ? this.#verifyLegacy(value, digest, clientIp) : this.#verifyNative(parsed, digest, clientIp));
+    return this.#keys.entries.track(digest, parsed === null ? this.#verifyLegacy(value, digest, clientIp) : this.#verifyNative(parsed, digest, clientIp));
   }
 
   async #verifyNative(parsed: ParsedKey, digest: string, clientIp: string): Promise<Identity> {
-    const epoch = this.#epoch;
+    const epoch = this.#keys.epoch;
     const proven = this.#proven.get(digest);
     const record = await this.#lookup(() => this.#store.getKey(parsed.id));
     if (record === undefined || record.secretHash === null) {
@@ -198,7 +184,7 @@ export class ApiKeyAuthenticator implements Authenticator {
   }
 
   async #verifyLegacy(value: string, digest: string, clientIp: string): Promise<Identity> {
-    const epoch = this.#epoch;
+    const epoch = this.#keys.epoch;
     // The digest is the key's SHA-256 in hex: what the store holds for keys imported with
     // `digestOf: key`. A UUID may also have been imported by the digest of its 16 bytes.
     let stored = digest;
@@ -260,19 +246,15 @@ export class ApiKeyAuthenticator implements Authenticator {
     const identity = this.#identities.build(record, end, legacy ? formatRevocationId({ kind: 'legacy', sha256: digest }) : keyRevocationId(record));
     this.#lastUsed.record(record.id, now);
     // An eviction while this verification ran may concern this very key: do not cache.
-    if (epoch === this.#epoch && !this.#closed) {
+    if (epoch === this.#keys.epoch && !this.#closed) {
       const ttl = end === null ? this.#cacheTtl : Math.min(this.#cacheTtl, end - now);
-      if (ttl > 0) {
-        this.#cache.set(digest, identity, ttl);
-        if (!legacy) indexAdd(this.#byRevocation, identity.revocationId, digest);
-        indexAdd(this.#bySubject, identity.subject, digest);
-      }
+      if (ttl > 0) this.#keys.keep(digest, identity, ttl, legacy);
     }
     return identity;
   }
 
   #refuse(digest: string, err: GatewayError): GatewayError {
-    if (this.#negativeTtl > 0) this.#cache.refuse(digest, err, this.#negativeTtl);
+    if (this.#negativeTtl > 0) this.#keys.entries.refuse(digest, err, this.#negativeTtl);
     return err;
   }
 
@@ -288,52 +270,24 @@ export class ApiKeyAuthenticator implements Authenticator {
     this.#attempts.count(keyId, clientIp, delta);
   }
 
-  #unindex(digest: string, identity: Identity): void {
-    indexRemove(this.#byRevocation, identity.revocationId, digest);
-    indexRemove(this.#bySubject, identity.subject, digest);
-  }
-
-  #evictDigests(digests: Digests | undefined): void {
-    this.#epoch++;
-    if (digests === undefined) return;
-    // The proof that a key matches its stored hash stays: the next request re-reads the
-    // record anyway, so a just-revoked key is refused after one store read instead of
-    // waiting on argon2 on every instance of the fleet.
-    if (typeof digests === 'string') this.#cache.delete(digests);
-    else for (const d of [...digests]) this.#cache.delete(d);
-  }
-
   /** Drops cached identities of one credential (`key:<id>` / `legacy:<sha256>`). */
   evict(revocationId: string): void {
-    const parsed = parseRevocationId(revocationId);
-    if (parsed?.kind === 'legacy') {
-      // An imported key is cached under its SHA-256 (see `digestOf`), not indexed.
-      const digest = parsed.sha256;
-      const cached = this.#cache.peek(digest, true);
-      this.#evictDigests(cached !== undefined && cached.revocationId === revocationId ? digest : undefined);
-      // A UUID key imported by the digest of its bytes is cached under the digest of the
-      // text the client sent (any letter case), so those entries are indexed.
-      const indexed = this.#byRevocation.get(revocationId);
-      if (indexed !== undefined) this.#evictDigests(indexed);
-      return;
-    }
-    this.#evictDigests(this.#byRevocation.get(revocationId));
+    this.#keys.evict(revocationId);
   }
 
   /** Forgets the refusals of keys not found: keys were just imported (failed-attempt counts stay). */
   forgetRefusals(): void {
-    this.#cache.clearRefusals();
+    this.#keys.entries.clearRefusals();
   }
 
   /** Drops every cached identity (invalidations may have been missed). */
   evictAll(): void {
-    this.#epoch++;
-    this.#cache.clearIdentities();
+    this.#keys.evictAll();
   }
 
   /** Drops every cached identity of a subject. */
   evictSubject(subject: string): void {
-    this.#evictDigests(this.#bySubject.get(subject));
+    this.#keys.evictSubject(subject);
   }
 
   /** Writes the pending `last used` times in one batch (also runs every `lastUsedInterval`). */
