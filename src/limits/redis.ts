@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import { GatewayError } from '../http/problem.js';
 import { backoff } from '../revocation/support.js';
+import { TurnBatch } from '../util/turn-batch.js';
 import type { Hit } from './policy.js';
 import { verdictOf, type LimitVerdict, type RateLimiter } from './types.js';
 import type { LocalRateLimiter } from './local.js';
@@ -90,7 +91,7 @@ export class RedisRateLimiter implements RateLimiter {
   readonly #redis: ScriptedRedis;
   readonly #prefix: string;
   readonly #timeout: number;
-  #batch: Pending[] | undefined;
+  readonly #batch = new TurnBatch<Pending>((batch) => this.#send(batch));
   /** Set while the lazy connection is first being made: checks wait for it. */
   #connecting: Promise<boolean> | undefined;
 
@@ -126,18 +127,10 @@ export class RedisRateLimiter implements RateLimiter {
       return this.#connecting.then((up) => (up ? this.check(hits) : this.#unavailable(hits, new Error('redis did not connect in time'))));
     }
     if (this.#redis.status !== 'ready') return this.#unavailable(hits, new Error(`redis connection ${this.#redis.status}`));
-    let batch = this.#batch;
-    if (batch === undefined) {
-      batch = this.#batch = [];
-      setImmediate(this.#send);
-    }
-    const b = batch;
-    return new Promise<LimitVerdict>((resolve, reject) => b.push({ hits, resolve, reject }));
+    return new Promise<LimitVerdict>((resolve, reject) => this.#batch.add({ hits, resolve, reject }));
   }
 
-  readonly #send = (): void => {
-    const batch = this.#batch!;
-    this.#batch = undefined;
+  readonly #send = (batch: Pending[]): void => {
     const keys: string[] = [];
     const args: (string | number)[] = [this.opts.now ? this.opts.now() : '', batch.length];
     for (const p of batch) {

@@ -2,6 +2,13 @@ import { GatewayError } from '../http/problem.js';
 import type { LocalRateLimiter } from './local.js';
 import type { Hit } from './policy.js';
 import type { LimitVerdict, RateLimiter } from './types.js';
+import { TurnBatch } from '../util/turn-batch.js';
+
+interface Pending {
+  readonly hits: readonly Hit[];
+  resolve(v: LimitVerdict): void;
+  reject(e: unknown): void;
+}
 
 /** One request's buckets as they travel to the primary: policy fields, not the compiled object. */
 type WireHit = readonly [name: string, limit: number, windowMs: number, bucket: string];
@@ -18,7 +25,7 @@ export interface PrimaryLink {
  * one answer, so the workers together admit at most `limit` per bucket.
  */
 export class WorkerRateLimiter implements RateLimiter {
-  #batch: { hits: readonly Hit[]; resolve(v: LimitVerdict): void; reject(e: unknown): void }[] | undefined;
+  readonly #batch = new TurnBatch<Pending>((batch) => this.#send(batch));
 
   constructor(
     private readonly link: PrimaryLink,
@@ -26,18 +33,10 @@ export class WorkerRateLimiter implements RateLimiter {
   ) {}
 
   check(hits: readonly Hit[]): Promise<LimitVerdict> {
-    let batch = this.#batch;
-    if (batch === undefined) {
-      batch = this.#batch = [];
-      setImmediate(this.#send);
-    }
-    const b = batch;
-    return new Promise<LimitVerdict>((resolve, reject) => b.push({ hits, resolve, reject }));
+    return new Promise<LimitVerdict>((resolve, reject) => this.#batch.add({ hits, resolve, reject }));
   }
 
-  readonly #send = (): void => {
-    const batch = this.#batch!;
-    this.#batch = undefined;
+  readonly #send = (batch: Pending[]): void => {
     const wire: WireHit[][] = batch.map((p) => p.hits.map((h) => [h.policy.name, h.policy.limit, h.policy.windowMs, h.bucket] as const));
     this.link.call<WireVerdict[]>('limit', wire, this.timeoutMs).then(
       (out) => {

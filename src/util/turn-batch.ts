@@ -1,0 +1,23 @@
+/**
+ * Collects what one event-loop turn adds and hands it over in one go, on the next turn:
+ * one round trip (to Redis, to the primary process) for every request of the turn.
+ */
+export class TurnBatch<T> {
+  #items: T[] | undefined;
+
+  constructor(private readonly flush: (items: T[]) => void) {}
+
+  add(item: T): void {
+    if (this.#items === undefined) {
+      this.#items = [];
+      setImmediate(this.#run);
+    }
+    this.#items.push(item);
+  }
+
+  readonly #run = (): void => {
+    const items = this.#items!;
+    this.#items = undefined;
+    this.flush(items);
+  };
+}
