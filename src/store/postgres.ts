@@ -2,7 +2,8 @@ import pg from 'pg';
 import { StoreError } from './errors.js';
 import type { MigrationConn } from './migrate.js';
 import type { Row } from './rows.js';
-import { mapDbError, SqlKeyStore, type Sql, type SqlDriver } from './sql.js';
+import { mapDbError, type Sql, type SqlDriver } from './driver.js';
+import { SqlKeyStore } from './sql.js';
 import { postgresStatements } from './statements.js';
 import type { KeyStore, ListenHandlers } from './types.js';
 

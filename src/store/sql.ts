@@ -3,7 +3,6 @@ import { StoreError } from './errors.js';
 import { mapDbError, notice } from './driver.js';
 import { SqlLogStore } from './sql-log.js';
 
-export { checkChannel, mapDbError, type Sql, type SqlDriver } from './driver.js';
 import { setUses, spendUses } from './uses.js';
 import { date, EFFECTIVE_END, INSERT_KEY, keyParams, REVOKED_COLUMNS, SELECT_KEYS, toKey, toRevoked } from './rows.js';
 import {

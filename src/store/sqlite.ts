@@ -5,7 +5,8 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlit
 import { StoreError } from './errors.js';
 import type { MigrationConn } from './migrate.js';
 import type { Row } from './rows.js';
-import { SqlKeyStore, type Sql, type SqlDriver } from './sql.js';
+import type { Sql, SqlDriver } from './driver.js';
+import { SqlKeyStore } from './sql.js';
 import { sqliteStatements } from './statements.js';
 import type { KeyStore, ListenHandlers } from './types.js';
 

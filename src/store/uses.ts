@@ -1,4 +1,4 @@
-import type { Sql } from './sql.js';
+import type { Sql } from './driver.js';
 import type { Statements } from './statements.js';
 
 /**

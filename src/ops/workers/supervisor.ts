@@ -45,7 +45,6 @@ export class Supervisor {
   #stopping = false;
   #youngDeaths = 0;
   readonly #replacing = new Set<NodeJS.Timeout>();
-  deaths = 0;
 
   constructor(opts: SupervisorOptions) {
     this.#opts = opts;
@@ -169,7 +168,6 @@ export class Supervisor {
           if (!replacement) return;
         }
         if (this.#stopping) return;
-        this.deaths++;
         this.#opts.onDeath?.(slot, code, signal);
         const young = Date.now() - member.started < 10_000;
         this.#youngDeaths = young ? this.#youngDeaths + 1 : 0;
