@@ -26,35 +26,51 @@ export class RedisInvalidations {
   readonly #o: RedisInvalidationOptions;
   readonly #sub: Redis;
   readonly #instance = randomUUID();
-  /** Set once the first SUBSCRIBE is confirmed; later drops are resubscribed by ioredis. */
+  /** Set once the first SUBSCRIBE is confirmed. */
   #confirmed = false;
+  /** The channel is subscribed on the current connection (false from a drop until SUBSCRIBE is confirmed again). */
+  #live = false;
 
   constructor(options: RedisInvalidationOptions) {
     this.#o = options;
     this.#sub = new Redis(options.url, {
       ...options.connection,
       connectionName: 'portcullis-revocation-sub',
-      // SUBSCRIBE must wait for a connection rather than fail; autoResubscribe redoes it after reconnects.
+      // The first SUBSCRIBE waits for a connection rather than fail; later ones are sent on
+      // each reconnect below, so that the drop-all follows a confirmed subscription.
       enableOfflineQueue: true,
       maxRetriesPerRequest: null,
-      autoResubscribe: true,
+      autoResubscribe: false,
     });
     this.#sub.on('error', () => {
       // Same outage as the main connection, which already logs it.
     });
     this.#sub.on('message', (channel: string, message: string) => this.#onMessage(channel, message));
-    // Messages published while the subscriber was away are lost; revocations are still
-    // caught by the markers, but changes (rotation graces, updates) are not: drop every
-    // cached identity when it comes back.
-    let subReady = false;
-    this.#sub.on('ready', () => {
-      if (subReady) options.listeners.emit({ kind: 'all' });
-      subReady = true;
+    this.#sub.on('close', () => {
+      this.#live = false;
     });
-    this.#sub.subscribe(options.channel).then(() => {
+    // Messages published while the subscriber was away are lost; revocations are still
+    // caught by the markers, but changes (rotation graces, updates) are not. So after a
+    // reconnect: subscribe again and, once Redis confirms it (every later message is heard),
+    // drop every cached identity (every earlier one is covered).
+    let first = true;
+    this.#sub.on('ready', () => {
+      if (first) {
+        first = false;
+        return; // the constructor's SUBSCRIBE is in the offline queue
+      }
+      this.#subscribe(true);
+    });
+    this.#subscribe(false);
+  }
+
+  #subscribe(dropAll: boolean): void {
+    this.#sub.subscribe(this.#o.channel).then(() => {
       this.#confirmed = true;
+      this.#live = true;
+      if (dropAll) this.#o.listeners.emit({ kind: 'all' });
     }, (err: unknown) => {
-      if (!options.closed()) options.logger.error({ err: errInfo(err) }, 'revocation redis: subscribe failed; caches will not hear other instances');
+      if (!this.#o.closed()) this.#o.logger.error({ err: errInfo(err) }, 'revocation redis: subscribe failed; caches will not hear other instances');
     });
   }
 
@@ -63,9 +79,9 @@ export class RedisInvalidations {
     return this.#confirmed;
   }
 
-  /** Whether the subscriber is connected now. */
+  /** Whether the channel is subscribed on a live connection now. */
   connected(): boolean {
-    return this.#sub.status === 'ready';
+    return this.#live && this.#sub.status === 'ready';
   }
 
   async publish(msg: WireMessage): Promise<void> {
