@@ -8,9 +8,13 @@ import type { LocalRateLimiter } from './local.js';
 
 /**
  * The sliding-window rule of `window.ts`, run inside Redis for a whole batch of requests
- * so the fleet shares every bucket atomically. KEYS: every request's bucket keys in order.
- * ARGV: now in ms ('' = Redis's own clock, one clock for the whole fleet), the number of
- * requests, then per request its bucket count and per bucket `limit, windowMs`.
+ * so the fleet shares every bucket atomically. Each distinct bucket of the batch is read
+ * once, its requests are decided in order in memory, and what they added is written once:
+ * a hot key costs one HGETALL and one HINCRBY per batch, not per request.
+ *
+ * KEYS: the batch's distinct bucket keys. ARGV: now in ms ('' = Redis's own clock, one
+ * clock for the whole fleet); the number of keys and per key `limit, windowMs`; the number
+ * of requests and per request its bucket count and their key indexes (1-based).
  * Answers per request: admitted (1/0), then per bucket `remaining, retryAfterMs`.
  */
 const HIT_LUA = `
@@ -19,41 +23,63 @@ if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local out, a, k = {}, 3, 1
-for r = 1, tonumber(ARGV[2]) do
+local nk = tonumber(ARGV[2])
+local limit, window, size, used, slots, added = {}, {}, {}, {}, {}, {}
+local a = 3
+for k = 1, nk do
+  local l, w = tonumber(ARGV[a]), tonumber(ARGV[a + 1]); a = a + 2
+  local sz = math.max(1, math.floor(w / 10))
+  local oldest = math.floor((now - w) / sz)
+  local flat = redis.call('HGETALL', KEYS[k])
+  local u, s = 0, {}
+  for i = 1, #flat, 2 do
+    local slot, c = tonumber(flat[i]), tonumber(flat[i + 1])
+    if slot < oldest then redis.call('HDEL', KEYS[k], flat[i]) else u = u + c; s[#s + 1] = { slot, c } end
+  end
+  limit[k], window[k], size[k], used[k], slots[k], added[k] = l, w, sz, u, s, 0
+end
+local function retry(k)
+  local s = {}
+  for i, sc in ipairs(slots[k]) do s[i] = sc end
+  if added[k] > 0 then s[#s + 1] = { math.floor(now / size[k]), added[k] } end
+  table.sort(s, function(x, y) return x[1] < y[1] end)
+  local u = used[k]
+  for _, sc in ipairs(s) do
+    u = u - sc[2]
+    if u < limit[k] then return math.max(1, (sc[1] + 1) * size[k] + window[k] - now) end
+  end
+  return 1
+end
+local out = {}
+local nr = tonumber(ARGV[a]); a = a + 1
+for r = 1, nr do
   local n = tonumber(ARGV[a]); a = a + 1
-  local admitted, seen = 1, {}
+  local ks, admitted = {}, 1
   for b = 1, n do
-    local limit, window = tonumber(ARGV[a]), tonumber(ARGV[a + 1]); a = a + 2
-    local key = KEYS[k]; k = k + 1
-    local size = math.max(1, math.floor(window / 10))
-    local oldest = math.floor((now - window) / size)
-    local flat = redis.call('HGETALL', key)
-    local used, slots = 0, {}
-    for i = 1, #flat, 2 do
-      local s, c = tonumber(flat[i]), tonumber(flat[i + 1])
-      if s < oldest then redis.call('HDEL', key, flat[i]) else used = used + c; slots[#slots + 1] = { s, c } end
-    end
-    local remaining, retry = limit - used - 1, 0
-    if used >= limit then
-      admitted, remaining, retry = 0, 0, 1
-      table.sort(slots, function(x, y) return x[1] < y[1] end)
-      local u = used
-      for _, sc in ipairs(slots) do
-        u = u - sc[2]
-        if u < limit then retry = math.max(1, (sc[1] + 1) * size + window - now); break end
-      end
-    end
-    seen[b] = { key, size, window, remaining, retry }
+    local k = tonumber(ARGV[a]); a = a + 1
+    ks[b] = k
+    if used[k] >= limit[k] then admitted = 0 end
   end
   out[#out + 1] = admitted
   for b = 1, n do
-    local x = seen[b]
-    if admitted == 1 then
-      redis.call('HINCRBY', x[1], string.format('%d', math.floor(now / x[2])), 1)
-      redis.call('PEXPIRE', x[1], x[3] + x[2])
+    local k = ks[b]
+    if used[k] < limit[k] then
+      out[#out + 1] = limit[k] - used[k] - 1; out[#out + 1] = 0
+    else
+      out[#out + 1] = 0; out[#out + 1] = retry(k)
     end
-    out[#out + 1] = x[4]; out[#out + 1] = x[5]
+  end
+  if admitted == 1 then
+    for b = 1, n do
+      local k = ks[b]
+      used[k] = used[k] + 1; added[k] = added[k] + 1
+    end
+  end
+end
+for k = 1, nk do
+  if added[k] > 0 then
+    redis.call('HINCRBY', KEYS[k], string.format('%d', math.floor(now / size[k])), added[k])
+    redis.call('PEXPIRE', KEYS[k], window[k] + size[k])
   end
 end
 return out
@@ -132,14 +158,24 @@ export class RedisRateLimiter implements RateLimiter {
 
   readonly #send = (batch: Pending[]): void => {
     const keys: string[] = [];
-    const args: (string | number)[] = [this.opts.now ? this.opts.now() : '', batch.length];
+    const index = new Map<string, number>();
+    const perKey: (string | number)[] = [];
+    const perRequest: number[] = [batch.length];
     for (const p of batch) {
-      args.push(p.hits.length);
+      perRequest.push(p.hits.length);
       for (const h of p.hits) {
-        keys.push(`${this.#prefix}${h.policy.name}:${h.bucket}`);
-        args.push(h.policy.limit, h.policy.windowMs);
+        const key = `${this.#prefix}${h.policy.name}:${h.bucket}`;
+        let i = index.get(key);
+        if (i === undefined) {
+          keys.push(key);
+          i = keys.length;
+          index.set(key, i);
+          perKey.push(h.policy.limit, h.policy.windowMs);
+        }
+        perRequest.push(i);
       }
     }
+    const args: (string | number)[] = [this.opts.now ? this.opts.now() : '', keys.length, ...perKey, ...perRequest];
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`redis did not answer within ${this.#timeout} ms`)), this.#timeout);

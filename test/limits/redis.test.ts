@@ -52,6 +52,48 @@ else {
     t.pass('60 random sequences agreed on every verdict');
   });
 
+  t.test('a batch of one turn (many requests, shared buckets) is decided as the rule decides them one by one', async (t) => {
+    const clock = { now: 0 };
+    const redis = new RedisRateLimiter({ url: REDIS_URL, prefix: `${keys.prefix}batch:`, onError: 'deny', fallback: new LocalRateLimiter(), now: () => clock.now });
+    t.teardown(() => redis.close());
+    t.ok(await redis.ready(), 'connected');
+    let run = 0;
+    let batched = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 6 }),
+        fc.integer({ min: 1_000, max: 30_000 }),
+        // Turns: a gap, then the requests issued together in that turn (who, and whether it also hits a second policy).
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 6_000 }), fc.array(fc.tuple(fc.constantFrom('a', 'b', 'c'), fc.boolean()), { minLength: 1, maxLength: 12 })), { minLength: 1, maxLength: 12 }),
+        async (limit, windowMs, turns) => {
+          run++;
+          const p = compilePolicy({ name: `bp${run}`, limit, window: windowMs, by: 'credential' });
+          const g = compilePolicy({ name: `bg${run}`, limit: limit + 2, window: windowMs * 2, by: 'global' });
+          const local = new LocalRateLimiter(() => clock.now);
+          clock.now = 1_700_000_000_000;
+          for (const [gap, requests] of turns) {
+            clock.now += gap;
+            const hitsOf = requests.map(([who, both]): Hit[] => (both ? [{ policy: p, bucket: who }, { policy: g, bucket: 'all' }] : [{ policy: p, bucket: who }]));
+            const want = hitsOf.map((h) => local.check(h));
+            const got = await Promise.all(hitsOf.map((h) => redis.check(h)));
+            if (requests.length > 1) batched++;
+            for (let i = 0; i < got.length; i++) {
+              const a = got[i]!;
+              const b = want[i]!;
+              if (a.admitted !== b.admitted || a.remaining !== b.remaining || a.retryAfterMs !== b.retryAfterMs || a.policy.name !== b.policy.name) {
+                t.fail(`request ${i} of a turn of ${requests.length} diverged at ${clock.now}: redis ${JSON.stringify({ ...a, policy: a.policy.name })}, rule ${JSON.stringify({ ...b, policy: b.policy.name })}`);
+                return false;
+              }
+            }
+          }
+          return true;
+        },
+      ),
+      { numRuns: 60 },
+    );
+    t.ok(batched > 100, `turns of several requests were tried (${batched})`);
+  });
+
   const raw = await startRawUpstream();
   t.teardown(() => raw.close());
   const yaml = (policies: string) => `
