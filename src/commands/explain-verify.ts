@@ -8,7 +8,8 @@ import type { VerifierFactory } from './explain.js';
 
 /**
  * Real verification for `explain --token/--key`: the JWT with the configured issuers (every
- * check listed), the key against the store (which must not be held by a running gateway).
+ * check listed), the key against the store (which must not be held by a running gateway),
+ * and the usage credits its lineage has left.
  */
 export const explainVerifiers: VerifierFactory = async (config) => {
   let store: KeyStore | undefined;
@@ -28,6 +29,8 @@ export const explainVerifiers: VerifierFactory = async (config) => {
       steps.push({ step: 'key', ok: true, detail: `key ${identity.keyId} of ${identity.subject}, role "${identity.role}"${identity.scopes.length ? `, scopes ${identity.scopes.join(' ')}` : ''}` });
       return identity;
     },
+    // The lineage's credits as `keys list` shows them: read now, none spent.
+    credits: async (identity) => (store === undefined || identity.keyId === undefined ? null : ((await store.getKey(identity.keyId))?.remaining ?? null)),
     close: async () => {
       await apiKey?.close();
       await store?.close();

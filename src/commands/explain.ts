@@ -4,6 +4,7 @@ import { buildRuntime, type Runtime } from '../runtime.js';
 import { clientAddress, route } from '../pipeline/decide.js';
 import { denialReason } from '../authz/authorize.js';
 import { GatewayError, PROBLEMS } from '../http/problem.js';
+import { quotaExhausted } from '../limits/apply.js';
 import type { Identity } from '../authn/types.js';
 import { extractCredential } from '../credentials/extract.js';
 import { loadCommandConfig, type Io } from './io.js';
@@ -19,8 +20,13 @@ export interface Explanation {
   target: string;
   normalizedPath?: string;
   route?: { index: number; pattern: string; upstream: string; public: boolean; minRole?: string | undefined; scopes: readonly string[] };
-  /** Rate-limit policies of the matched route (counted once the request is admitted). */
-  rateLimits?: Array<{ name: string; limit: number; windowMs: number; by: string }>;
+  /**
+   * Rate-limit policies of the matched route, then the key's own limit (`own: true`), as
+   * the limiter counts them once the request is admitted.
+   */
+  rateLimits?: Array<{ name: string; limit: number; windowMs: number; by: string; own?: true }>;
+  /** Usage credits left for the key's lineage (absent: the key has none, it is unlimited). */
+  credits?: { remaining: number };
   steps: ExplainStep[];
   decision: 'allow' | 'deny';
   status: number;
@@ -38,6 +44,8 @@ export interface ExplainInput {
   clientIp?: string | undefined;
   /** Verifies a token or key for real; given by the command when it can. */
   verify?: ((rt: Runtime, credential: { kind: 'jwt' | 'apiKey'; value: string }, steps: ExplainStep[]) => Promise<Identity>) | undefined;
+  /** Reads the usage credits left for a verified key's lineage (null: unlimited); given with `verify`. */
+  credits?: ((identity: Identity) => Promise<number | null>) | undefined;
 }
 
 function splitUrl(url: string): { target: string; host: string | undefined } {
@@ -89,6 +97,16 @@ export async function explain(config: GatewayConfig, input: ExplainInput): Promi
       if (cred.kind === 'apiKey' && !m.route.allowApiKey) throw new GatewayError('key-invalid', 'This route does not accept API keys.');
       if (!input.verify) throw new GatewayError(cred.kind === 'jwt' ? 'token-invalid' : 'key-invalid', 'Cannot verify this credential here.');
       identity = await input.verify(rt, cred, steps);
+      const own = identity.rateLimit;
+      if (own !== undefined) {
+        out.rateLimits = [...(out.rateLimits ?? []), { name: own.name, limit: own.limit, windowMs: own.windowMs, by: own.by, own: true }];
+        steps.push({ step: 'limits', ok: true, detail: `key's own "${own.name}" ${own.limit} per ${own.windowMs / 1000}s by ${own.by} (counted once admitted)` });
+      }
+      const remaining = identity.credits === true && input.credits ? await input.credits(identity) : null;
+      if (remaining !== null) {
+        out.credits = { remaining };
+        steps.push({ step: 'credits', ok: remaining > 0, detail: `${remaining} left for the key's lineage (one spent per admitted request)` });
+      }
     } else if (input.role !== undefined || input.scopes !== undefined) {
       const role = input.role ?? '';
       const scopes = input.scopes ?? [];
@@ -101,6 +119,7 @@ export async function explain(config: GatewayConfig, input: ExplainInput): Promi
     const reason = denialReason(m.route, identity, clientIp);
     if (reason !== null) return deny(new GatewayError('authorisation-required', reason));
     steps.push({ step: 'authorize', ok: true, detail: `role "${identity.role}" meets ${m.route.minRole ? `"${m.route.minRole}"` : 'no minimum'}${m.route.scopes.length ? `; scopes ${m.route.scopes.join(' ')} present` : ''}` });
+    if (out.credits?.remaining === 0) return deny(quotaExhausted(undefined));
     steps.push({ step: 'decision', ok: true, detail: `allow → upstream ${m.route.upstream} as ${m.path}` });
     return { ...out, decision: 'allow', status: 200, reason: 'authorized' };
   } catch (err) {
@@ -118,7 +137,7 @@ export function formatExplanation(e: Explanation): string {
   return lines.join('\n');
 }
 
-export type VerifierFactory = (config: GatewayConfig) => Promise<{ verify: NonNullable<ExplainInput['verify']>; close(): Promise<void> }>;
+export type VerifierFactory = (config: GatewayConfig) => Promise<{ verify: NonNullable<ExplainInput['verify']>; credits?: ExplainInput['credits']; close(): Promise<void> }>;
 
 export function registerExplainCommand(program: Command, io: Io, verifiers?: VerifierFactory): void {
   program
@@ -138,7 +157,7 @@ export function registerExplainCommand(program: Command, io: Io, verifiers?: Ver
       try {
         const e = await explain(config, {
           method, url, role: opts.role, scopes: opts.scopes?.split(',').map((s) => s.trim()).filter(Boolean),
-          token: opts.token, key: opts.key, clientIp: opts.clientIp, verify: v?.verify,
+          token: opts.token, key: opts.key, clientIp: opts.clientIp, verify: v?.verify, credits: v?.credits,
         });
         io.out(opts.json ? JSON.stringify(e, null, 2) : formatExplanation(e));
       } finally {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import { main } from '../../src/cli.js';
 import type { Io } from '../../src/commands/io.js';
+import { tempPgDatabase } from '../store/helpers.js';
 
 async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
@@ -99,4 +100,49 @@ t.test('explain shows the rate limits of the matched route; check locates an unk
   const r2 = await run('check', '-c', bad);
   t.equal(r2.code, 1);
   t.match(r2.err, /:7:\d+ routes\.0\.rateLimit: no policy named "b"/);
+});
+
+t.test("explain --key lists the key's own limit and its credits left, read from the store", async (t) => {
+  const pg = await tempPgDatabase(t);
+  const stores: Array<[string, string]> = [['SQLite', `sqlite://${join(dir, 'explain-keys.db')}`]];
+  if (pg !== undefined) stores.push(['PostgreSQL', pg]);
+  for (const [name, url] of stores) {
+    await t.test(name, async (t) => {
+      const f = join(dir, `explain-keys-${name}.yaml`);
+      writeFileSync(f, `upstreams: { api: { url: "http://x" } }\nroles: [basic]\nstore: { url: "${url}" }\nrateLimits:\n  policies:\n    - { name: per-key, limit: 100, window: 1m }\nroutes:\n  - match: { path: "/api/**" }\n    minRole: basic\n    rateLimit: [per-key]\n    upstream: api\n  - match: { path: "/**" }\n    minRole: basic\n    upstream: api\n`);
+      const created = await run('-c', f, 'keys', 'create', '--subject', 'alice', '--role', 'basic', '--rate-limit', '10/1m', '--uses', '5', '--json');
+      t.equal(created.code, 0, created.err);
+      const key = JSON.parse(created.out) as { id: string; key: string };
+      t.equal((await run('-c', f, 'keys', 'update', key.id, '--uses', '3')).code, 0, 'credits refilled');
+      const listed = (JSON.parse((await run('-c', f, 'keys', 'list', '--json')).out) as Array<{ id: string; remaining: number | null }>).find((k) => k.id === key.id);
+      t.equal(listed?.remaining, 3);
+
+      const r = await run('explain', '-c', f, 'GET', '/api/x', '--key', key.key, '--json');
+      t.equal(r.code, 0, r.err);
+      const e = JSON.parse(r.out);
+      t.equal(e.decision, 'allow');
+      t.same(e.rateLimits, [
+        { name: 'per-key', limit: 100, windowMs: 60_000, by: 'credential' },
+        { name: 'key', limit: 10, windowMs: 60_000, by: 'credential', own: true },
+      ], "the route's policies, then the key's own");
+      t.same(e.credits, { remaining: 3 }, 'the credits left, as keys list shows them');
+      const text = (await run('explain', '-c', f, 'GET', '/api/x', '--key', key.key)).out;
+      t.match(text, /limits +"per-key" 100 per 60s by credential \(counted once admitted\)/);
+      t.match(text, /limits +key's own "key" 10 per 60s by credential \(counted once admitted\)/);
+      t.match(text, /credits +3 left for the key's lineage \(one spent per admitted request\)/);
+
+      t.equal((await run('-c', f, 'keys', 'update', key.id, '--uses', '0')).code, 0, 'credits spent');
+      const spent = JSON.parse((await run('explain', '-c', f, 'GET', '/api/x', '--key', key.key, '--json')).out);
+      t.same([spent.decision, spent.status, spent.code, spent.credits], ['deny', 429, 'quota-exhausted', { remaining: 0 }], 'no credit left: refused as the gateway would');
+
+      const other = JSON.parse((await run('explain', '-c', f, 'GET', '/other', '--key', key.key, '--json')).out);
+      t.same(other.rateLimits, [{ name: 'key', limit: 10, windowMs: 60_000, by: 'credential', own: true }], 'on a route without policies, the key\'s own alone');
+
+      const plain = JSON.parse((await run('-c', f, 'keys', 'create', '--subject', 'bob', '--role', 'basic', '--json')).out) as { key: string };
+      const p = JSON.parse((await run('explain', '-c', f, 'GET', '/other', '--key', plain.key, '--json')).out);
+      t.equal(p.decision, 'allow');
+      t.equal(p.rateLimits, undefined, 'a key without a limit adds none');
+      t.equal(p.credits, undefined, 'nor credits');
+    });
+  }
 });
