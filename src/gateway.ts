@@ -165,7 +165,7 @@ export async function startPortcullis(loaded: LoadResult, opts: PortcullisOption
     serveAuthenticators(serving, core, metrics, opts, undo);
     const revocation = scopedCheck(core.revocation, (ms) => metrics.observeRevocation(ms));
     const runGateway = opts.listeners?.gateway ?? true;
-    const counter = runGateway ? (opts.limiter ?? (await openLimiter(config, logger))) : undefined;
+    const counter = runGateway ? (opts.limiter ?? (await openLimiter(config, logger, core.revocation.turn))) : undefined;
     if (counter !== undefined && opts.limiter === undefined) undo.push(() => counter.close());
     // Keys' usage credits are counted in the store, whichever limiter counts the rates.
     const limiter = counter === undefined ? undefined : withCredits(counter, new UsageCredits(core.store));

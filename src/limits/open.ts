@@ -1,4 +1,5 @@
 import type { GatewayConfig } from '../config/load.js';
+import type { RedisTurn } from '../revocation/redis-turn.js';
 import { LocalRateLimiter } from './local.js';
 import type { RateLimiter } from './types.js';
 
@@ -12,7 +13,7 @@ export interface LimiterLog {
  * `revocation.redis` is set, else kept in this process (the Redis client is not even
  * loaded then). Its backend is restart-only; the policies themselves reload with the config.
  */
-export async function openLimiter(config: GatewayConfig, logger: LimiterLog): Promise<RateLimiter> {
+export async function openLimiter(config: GatewayConfig, logger: LimiterLog, shared?: RedisTurn): Promise<RateLimiter> {
   const local = new LocalRateLimiter(Date.now, config.rateLimits.maxBuckets);
   const url = config.revocation.redis;
   if (url === undefined || url === '') return local;
@@ -23,6 +24,8 @@ export async function openLimiter(config: GatewayConfig, logger: LimiterLog): Pr
     prefix: `${config.revocation.keyPrefix}rl:`,
     onError: config.rateLimits.onError,
     fallback: local,
+    // The revocation store's connection when it is on Redis: one write per turn for both.
+    ...(shared === undefined ? {} : { shared }),
     // No Redis connection for limits until the first limit is checked (a route's policy or
     // a key's own limit); that check waits for the connection, so none goes uncounted.
     lazy: !config.routes.some((r) => r.rateLimit.length > 0),

@@ -28,9 +28,12 @@ export class MgetBatcher {
   /** Times out batches in flight; runs only while there are some. */
   #sweeper: NodeJS.Timeout | undefined;
   readonly #sweepEvery: number;
+  readonly #schedule: (send: () => void) => void;
 
-  constructor(redis: Pick<Redis, 'mget'>, timeout: number, hooks: BatchHooks) {
+  /** `schedule` sends a batch on the next turn (a {@link RedisTurn}'s, shared with the rate limits). */
+  constructor(redis: Pick<Redis, 'mget'>, timeout: number, hooks: BatchHooks, schedule: (send: () => void) => void) {
     this.#redis = redis;
+    this.#schedule = schedule;
     this.#timeout = timeout;
     this.#hooks = hooks;
     // How late past its timeout a check may give up.
@@ -45,7 +48,7 @@ export class MgetBatcher {
     let batch = this.#batch;
     if (batch === undefined) {
       batch = this.#batch = { keys: [], checks: [], deadline: performance.now() + this.#timeout };
-      setImmediate(this.#sendBatch);
+      this.#schedule(this.#sendBatch);
     }
     const b = batch;
     return new Promise<boolean>((resolve, reject) => {

@@ -14,6 +14,7 @@ import { MgetBatcher, type CheckBatch } from './redis-batch.js';
 import { RedisInvalidations } from './redis-invalidations.js';
 import { REVOKE_SUBJECT_LUA, type ScriptedRedis } from './redis-script.js';
 import { RedisSeed } from './redis-seed.js';
+import { RedisTurn } from './redis-turn.js';
 import { errInfo } from './redis-util.js';
 import type {
   InvalidationListener,
@@ -124,6 +125,8 @@ export class RedisRevocationStore implements RevocationStore {
   #unanswered = false;
   #probe: NodeJS.Timeout | undefined;
   readonly #checks: MgetBatcher;
+  /** The command connection's turns: the rate limits send their script in the checks' write. */
+  readonly turn: RedisTurn;
 
   constructor(options: RedisRevocationOptions) {
     const prefix = options.keyPrefix ?? 'portcullis:';
@@ -162,12 +165,13 @@ export class RedisRevocationStore implements RevocationStore {
       loadTimeoutMs: options.loadTimeoutMs ?? 30_000,
       checkIntervalMs: options.seedCheckIntervalMs ?? 30_000,
     });
+    this.turn = new RedisTurn(this.#redis);
     this.#checks = new MgetBatcher(this.#redis, this.#timeout, {
       answered: () => {
         this.#unanswered = false;
       },
       failed: (batch, err) => this.#failBatch(batch, err),
-    });
+    }, this.turn.schedule);
     this.#redis.on('error', (err: Error) => this.#connLog.error({ err: errInfo(err) }, 'revocation redis connection error'));
     this.#redis.on('ready', () => this.#onReady());
     this.#redis.on('close', () => this.#onClose());

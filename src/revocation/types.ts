@@ -1,3 +1,4 @@
+import type { RedisTurn } from './redis-turn.js';
 import type { Identity } from '../authn/types.js';
 
 /** What a revocation check needs to know about a verified credential. */
@@ -53,6 +54,8 @@ export interface RevocationStore {
   onInvalidate(listener: InvalidationListener): () => void;
   /** Whether checks can currently be answered from a live, up-to-date view (for `/readyz`). */
   ready(): boolean;
+  /** Redis only: the command connection's turns, which the rate limits share (one write, one round trip per turn). */
+  readonly turn?: RedisTurn;
   /** Resolves true once `ready()`, false when `timeoutMs` passes first. Never rejects. */
   waitReady(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;

@@ -5,12 +5,18 @@
 export class TurnBatch<T> {
   #items: T[] | undefined;
 
-  constructor(private readonly flush: (items: T[]) => void) {}
+  /** `schedule` runs the flush on the next turn (by default `setImmediate`; a shared Redis turn, to write with others). */
+  constructor(
+    private readonly flush: (items: T[]) => void,
+    private readonly schedule: (run: () => void) => void = (run) => {
+      setImmediate(run);
+    },
+  ) {}
 
   add(item: T): void {
     if (this.#items === undefined) {
       this.#items = [];
-      setImmediate(this.#run);
+      this.schedule(this.#run);
     }
     this.#items.push(item);
   }
