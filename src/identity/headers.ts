@@ -66,8 +66,6 @@ export interface ForwardPlan {
   /** Headers that carry credentials (removed unless forwardCredential). */
   readonly credentialHeaders: ReadonlySet<string>;
   readonly forwardCredential: boolean;
-  /** Each cached identity's headers as a flat `[name, value, …]` list, built once per identity. */
-  readonly identityLists: WeakMap<Identity, readonly string[]>;
 }
 
 export function forwardPlan(identity: IdentityConfig, keyHeaders: readonly string[]): ForwardPlan {
@@ -78,7 +76,6 @@ export function forwardPlan(identity: IdentityConfig, keyHeaders: readonly strin
     prefixes: ns.prefixes,
     credentialHeaders: ns.credentialHeaders,
     forwardCredential: identity.forwardCredential,
-    identityLists: new WeakMap(),
   };
 }
 
@@ -105,7 +102,7 @@ export interface ForwardContext {
  * The headers the upstream receives, as a flat `[name, value, …]` list built in one pass
  * (undici takes it as is): everything in our namespace, hop-by-hop, and (from untrusted
  * peers) forwarding headers removed, then the forwarding headers set — so nothing a client
- * sent can survive under a name we set; the identity follows ({@link identityHeaderList}).
+ * sent can survive under a name we set; the identity follows (identity/apply.ts).
  * A body keeps its framing: `Content-Length` passes in its one canonical spelling, and
  * `Transfer-Encoding` stays out of the list, since the client that sends it (undici) states
  * a body of unknown length as chunked, exactly as it arrived. The guard has already refused
@@ -165,18 +162,6 @@ export function upstreamHeaders(inbound: IncomingHttpHeaders, plan: ForwardPlan,
   if (inbound['transfer-encoding'] !== undefined) out['transfer-encoding'] = 'chunked';
   if (identity !== null) identityHeaders(out, plan.names, identity);
   return out;
-}
-
-/** The identity headers of a verified identity as a flat list, built once per (cached) identity. */
-export function identityHeaderList(plan: Pick<ForwardPlan, 'names' | 'identityLists'>, identity: Identity): readonly string[] {
-  let list = plan.identityLists.get(identity);
-  if (list === undefined) {
-    const n = plan.names;
-    list = [n.subject, identity.subject, n.role, identity.role, n.scopes, identity.scopesHeader, n.method, identity.method];
-    if (identity.keyId !== undefined) list = [...list, n.keyId, identity.keyId];
-    plan.identityLists.set(identity, list);
-  }
-  return list;
 }
 
 /** Sets the identity headers (the upstream's, or forward-auth's answer) from a verified identity. */

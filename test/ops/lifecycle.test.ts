@@ -1,5 +1,5 @@
 import t from 'tap';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'undici';
 import { startUpstream } from '../helpers/upstream.js';
 import { spawnGateway } from '../helpers/spawn.js';
@@ -74,4 +74,27 @@ t.test('SIGTERM drains in-flight requests and exits 0', async (t) => {
   t.equal(refused, 'refused', 'no new connections once draining');
   t.same(await Promise.all(inflight), Array(8).fill(200), 'every in-flight request completed');
   t.equal(await exited, 0, 'exit code 0');
+});
+
+t.test('serve replaces itself, same PID, with the memory flags and a bounded malloc arena count', async (t) => {
+  const proc = (pid: number, what: 'cmdline' | 'environ') => readFileSync(`/proc/${pid}/${what}`, 'utf8').split('\0');
+  const cases: { name: string; env: Record<string, string>; flags: string[]; arenas: string | undefined }[] = [
+    { name: 'shipped defaults', env: {}, flags: ['--max-semi-space-size=4', '--heap-growing-percent=25', '--gc-memory-reducer-start-delay-ms=2000'], arenas: '2' },
+    { name: 'PORTCULLIS_NODE_FLAGS replaces the flags; MALLOC_ARENA_MAX set by the environment stays', env: { PORTCULLIS_NODE_FLAGS: '--max-semi-space-size=8', MALLOC_ARENA_MAX: '6' }, flags: ['--max-semi-space-size=8'], arenas: '6' },
+    { name: "PORTCULLIS_NODE_FLAGS='' : no replacement", env: { PORTCULLIS_NODE_FLAGS: '' }, flags: [], arenas: undefined },
+  ];
+  for (const c of cases) {
+    const env: Record<string, string> = { ...c.env };
+    if (!('MALLOC_ARENA_MAX' in env)) env.MALLOC_ARENA_MAX = '';
+    const gw = await spawnGateway(config(''), { env });
+    const pid = gw.child.pid!;
+    const argv = proc(pid, 'cmdline');
+    const environ = proc(pid, 'environ');
+    const arenas = environ.find((e) => e.startsWith('MALLOC_ARENA_MAX='))?.slice('MALLOC_ARENA_MAX='.length);
+    t.ok(c.flags.every((f) => argv.includes(f)), `${c.name}: flags ${JSON.stringify(argv.filter((a) => a.startsWith('--')))}`);
+    if (c.flags.length === 0) t.notOk(argv.some((a) => a.startsWith('--max-semi-space-size')), `${c.name}: none added`);
+    t.equal(arenas === '' ? undefined : arenas, c.arenas, `${c.name}: MALLOC_ARENA_MAX ${arenas}`);
+    t.equal(await status(`${gw.url}/slow/0`), 200, `${c.name}: and it serves`);
+    await gw.stop();
+  }
 });
