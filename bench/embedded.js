@@ -21,7 +21,7 @@ import os from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startServer, startGateway, runCommand, stop, rssKb } from './lib/procs.js';
+import { startServer, startGateway, runCommand, stop, rssKb, shippedConfig } from './lib/procs.js';
 import { median, quantile, round } from './lib/stats.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -50,17 +50,6 @@ async function settledRss(pid, ms = 3000) {
   return mb(rssKb(pid));
 }
 
-function shippedConfig(build, dir, upstreamUrl) {
-  const text = readFileSync(join(build, 'gateway.config.yaml'), 'utf8')
-    // Block style with `port: 0`, which startGateway replaces by free ports.
-    .replace(/^listen: \{[^}]*\}/m, 'listen:\n  host: 127.0.0.1\n  port: 0')
-    .replace(/^admin: \{.*\}$/m, 'admin:\n  host: 127.0.0.1\n  port: 0')
-    .replace(/^(\s*log: \{ level: )\w+/m, '$1warn')
-    .replace(/\$\{UPSTREAM_URL:-[^}]*\}/, upstreamUrl);
-  const file = join(dir, 'gateway.config.yaml');
-  writeFileSync(file, text);
-  return file;
-}
 
 /** Runs a CLI command, sampling its RSS every 20 ms; resolves with stdout, seconds and peak MB. */
 function timedCommand(bin, args, cwd) {

@@ -22,7 +22,7 @@ import { stringify } from 'yaml';
 import { SignJWT, generateKeyPair, exportJWK } from 'jose';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { startServer, startGateway, runCommand, stop, rssKb, killAll, LoadWorkers } from './lib/procs.js';
+import { startServer, startGateway, runCommand, stop, rssKb, killAll, LoadWorkers, shippedConfig } from './lib/procs.js';
 import { median, quantile, round } from './lib/stats.js';
 import { renderMarkdown } from './lib/report.js';
 
@@ -643,7 +643,8 @@ function goals(results, scenarios) {
   }
   if (scenarios.memory) {
     const args = scenarios.memory.nodeArgs.length ? ` (node ${scenarios.memory.nodeArgs.join(' ')})` : '';
-    out.push({ goal: `idle gateway on PostgreSQL: RSS ≤ 100 MB${args}`, measured: scenarios.memory.rssBeforeMB, met: scenarios.memory.rssBeforeMB <= 100 });
+    const idle = scenarios.memory.shippedIdleMB;
+    if (idle !== undefined) out.push({ goal: 'idle gateway, the shipped config on PostgreSQL: RSS ≤ 100 MB', measured: idle, met: idle <= 100 });
     out.push({ goal: `${scenarios.memory.keys} cached keys on PostgreSQL: gateway RSS ≤ 200 MB${args}`, measured: scenarios.memory.rssAfterMB, met: scenarios.memory.rssAfterMB <= 200 });
   }
   if (scenarios.embedded) {
@@ -860,11 +861,28 @@ async function prepareMemory(base, seedReady) {
   const importSeconds = (performance.now() - t0) / 1000;
   if (imported !== n) throw new Error(`imported ${imported} of ${n} keys`);
   log(`imported ${n} SHA-256 keys with \`keys import\` in ${importSeconds.toFixed(1)} s (memory scenario)`);
-  return { n, db, g, keys, keysFile, importSeconds };
+  return { n, db, g, keys, keysFile, importSeconds, upstream: base.upstream };
 }
 
 /** Scenario 2: each imported key verified once and cached → gateway RSS. */
-async function memoryScenario({ n, db, g, keys, keysFile, importSeconds }) {
+async function memoryScenario({ n, db, g, keys, keysFile, importSeconds, upstream }) {
+  // The idle goal is for the shipped config (its defaults) on PostgreSQL: measured on a
+  // gateway of its own, 5 s after its first request, before the key gateway starts.
+  let shippedIdleMB;
+  if (db) {
+    const dir = mkdtempSync(join(os.tmpdir(), 'pcl-shipped-pg-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const gs = await startGateway(BIN, shippedConfig(ROOT, dir, upstream, db.url), { cwd: dir, logFile: join(dir, 'gateway.log') });
+    try {
+      await waitReady(gs);
+      await request(`${gs.url}/health`);
+      await sleep(5000);
+      shippedIdleMB = round(rssKb(gs.pid) / 1024, 1);
+    } finally {
+      await stop(gs);
+    }
+    log(`  the shipped config on PostgreSQL idles at ${shippedIdleMB} MB RSS`);
+  }
   log(`scenario: ${n} distinct cached keys`);
   let t0;
   const nodeArgs = flags['memory-node-args'].split(' ').filter(Boolean);
@@ -873,7 +891,9 @@ async function memoryScenario({ n, db, g, keys, keysFile, importSeconds }) {
   try {
     await waitReady(gw);
     await request(`${gw.url}/public/ping`);
-    await sleep(1000);
+    // Idle: 5 s after its first request, once V8's memory reducer (started 2 s into an idle
+    // spell by the flags serve runs with) has run; the same reading as `npm start`'s idle.
+    await sleep(5000);
     const heapOf = async () => {
       const body = (await request(`${gw.adminUrl}/metrics`)).body;
       const v = (re) => Number(re.exec(body)?.[1] ?? NaN);
@@ -899,7 +919,9 @@ async function memoryScenario({ n, db, g, keys, keysFile, importSeconds }) {
     writeFileSync(sampleFile, keys.slice(0, sample).join('\n') + '\n');
     const mid = await heapOf();
     const second = await load({ url: `${gw.url}/items`, connections: S.connections, keysFile: sampleFile });
-    await sleep(2000);
+    // Read like the idle figure, 5 s after the load: what holding the keys costs, once V8's
+    // memory reducer has collected the garbage the load left (2 s into an idle spell).
+    await sleep(5000);
     const after = await heapOf();
     const hitsOnSecondPass = after.cacheHits - mid.cacheHits;
     if (second.ok !== sample || hitsOnSecondPass !== sample) notes.push(`memory scenario: ${hitsOnSecondPass} of ${sample} re-sent keys were cache hits`);
@@ -911,6 +933,7 @@ async function memoryScenario({ n, db, g, keys, keysFile, importSeconds }) {
       before,
       after,
       rssBeforeMB: before.rssMB,
+      shippedIdleMB,
       rssAfterMB: after.rssMB,
       bytesPerKey: Math.round(((after.rssMB - before.rssMB) * 1048576) / n),
       firstPassRps: round(first.rps, 0),

@@ -3,6 +3,7 @@ import { spawn, fork } from 'node:child_process';
 import { openSync, closeSync, readFileSync, writeFileSync, existsSync, copyFileSync } from 'node:fs';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { join } from 'node:path';
 
 const live = new Set();
 
@@ -171,4 +172,22 @@ export class LoadWorkers {
   close() {
     for (const c of live) if (c.connected) c.disconnect();
   }
+}
+
+/**
+ * The shipped `gateway.config.yaml` of `build`, written to `dir` with free ports, the
+ * upstream at `upstreamUrl`, log level warn, and (with `storeUrl`) the store there instead
+ * of its embedded default.
+ */
+export function shippedConfig(build, dir, upstreamUrl, storeUrl) {
+  const text = readFileSync(join(build, 'gateway.config.yaml'), 'utf8')
+    // Block style with `port: 0`, which startGateway replaces by free ports.
+    .replace(/^listen: \{[^}]*\}/m, 'listen:\n  host: 127.0.0.1\n  port: 0')
+    .replace(/^admin: \{.*\}$/m, 'admin:\n  host: 127.0.0.1\n  port: 0')
+    .replace(/^(\s*log: \{ level: )\w+/m, '$1warn')
+    .replace(/\$\{UPSTREAM_URL:-[^}]*\}/, upstreamUrl)
+    .replace(/\$\{DATABASE_URL:-[^}]*\}/, storeUrl ?? '$&');
+  const file = join(dir, 'gateway.config.yaml');
+  writeFileSync(file, text);
+  return file;
 }

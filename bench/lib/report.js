@@ -74,8 +74,9 @@ export function renderMarkdown(r) {
     lines.push(
       `**${int(mm.keys)} distinct cached keys**${mm.nodeArgs?.length ? ` (gateway started as \`node ${mm.nodeArgs.join(' ')} bin/portcullis.js serve\`, not with V8's defaults)` : ''} (imported as SHA-256 digests with \`keys import\` in ${f(mm.importSeconds, 1)} s; store: ${mm.store}; ` +
         `each key sent once — store lookup, then cached — at ${int(mm.firstPassRps)} req/s, then ${int(mm.resentSample)} of them again: ${int(mm.resentCacheHits)} cache hits): ` +
-        `gateway RSS ${f(mm.rssBeforeMB, 1)} MB idle → **${f(mm.rssAfterMB, 1)} MB** with every key cached (${int(mm.bytesPerKey)} B of RSS per key). ` +
+        `gateway RSS ${f(mm.rssBeforeMB, 1)} MB idle (this gateway's config: two JWT issuers, one by JWKS, rate-limit policies) → **${f(mm.rssAfterMB, 1)} MB** with every key cached (${int(mm.bytesPerKey)} B of RSS per key). ` +
         `V8 heap: ${f(mm.before.heapUsedMB, 1)} → ${f(mm.after.heapUsedMB, 1)} MB used of ${f(mm.after.heapTotalMB, 1)} MB, of which the young generation (sized by V8 for the allocation rate of the warm-up, not for the cache) ${f(mm.after.newSpaceMB, 1)} MB.` +
+        (mm.shippedIdleMB ? ` The shipped config on PostgreSQL idles at **${f(mm.shippedIdleMB, 1)} MB**.` : '') +
         (r.embeddedIdleRssMB ? ` For comparison, a gateway on the embedded SQLite store idles at ${f(r.embeddedIdleRssMB, 1)} MB RSS.` : ''),
       '',
     );
