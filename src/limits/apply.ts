@@ -1,5 +1,6 @@
 import type { Identity } from '../authn/types.js';
 import { GatewayError } from '../http/problem.js';
+import { revokedError, type RevocationGate } from '../revocation/check.js';
 import { hitsFor, type CompiledPolicy } from './policy.js';
 import type { LimitVerdict, RateLimiter } from './types.js';
 
@@ -19,12 +20,27 @@ export function isLimited(policies: readonly CompiledPolicy[], identity: Identit
  * Checks a request against its route's policies and its key's own limit (appended, so
  * every limiter counts it like a route policy); undefined when there are none.
  */
-export function checkLimits(limiter: RateLimiter | undefined, policies: readonly CompiledPolicy[], d: Limited): LimitVerdict | Promise<LimitVerdict> | undefined {
+export function checkLimits(limiter: RateLimiter | undefined, policies: readonly CompiledPolicy[], d: Limited, gate?: RevocationGate): LimitVerdict | Promise<LimitVerdict> | undefined {
   if (limiter === undefined) return undefined;
   const own = d.identity?.rateLimit;
   const all = own === undefined ? policies : [...policies, own];
   if (all.length === 0) return undefined;
-  return limiter.check(hitsFor(all, d.identity, d.clientIp, d.route.label));
+  return limiter.check(hitsFor(all, d.identity, d.clientIp, d.route.label), gate);
+}
+
+/**
+ * Starts a request's limit check in the round trip of its revocation check (the limiter
+ * takes gates and the revocation check offers them: both on Redis), to be handed to
+ * {@link withLimits}; undefined when the request has no limits or they cannot go early.
+ * Counted only if the credential passes that revocation check, in the same atomic step.
+ */
+export function earlyLimits(limiter: RateLimiter | undefined, policies: readonly CompiledPolicy[], d: Limited, gateOf: ((identity: Identity) => RevocationGate) | undefined): Promise<LimitVerdict> | undefined {
+  if (limiter?.gated !== true || gateOf === undefined || d.identity === null) return undefined;
+  const v = checkLimits(limiter, policies, d, gateOf(d.identity));
+  if (!(v instanceof Promise)) return undefined;
+  // Handled here in case the request is refused before its limits are read (revoked).
+  v.catch(() => undefined);
+  return v;
 }
 
 /**
@@ -39,13 +55,16 @@ export function withLimits(
   d: Limited,
   admit: (headers: Record<string, string> | undefined) => void,
   refuse: (err: unknown) => void,
+  early?: Promise<LimitVerdict>,
 ): void {
-  let v: LimitVerdict | Promise<LimitVerdict> | undefined;
-  try {
-    v = checkLimits(limiter, policies, d);
-  } catch (err) {
-    refuse(err);
-    return;
+  let v: LimitVerdict | Promise<LimitVerdict> | undefined = early;
+  if (v === undefined) {
+    try {
+      v = checkLimits(limiter, policies, d);
+    } catch (err) {
+      refuse(err);
+      return;
+    }
   }
   const spend = (headers: Record<string, string> | undefined) => {
     const credits = limiter?.credits;
@@ -60,7 +79,12 @@ export function withLimits(
     spend(undefined);
     return;
   }
-  const decided = (verdict: LimitVerdict) => (verdict.admitted ? spend(limitHeaders(verdict)) : refuse(limitRefusal(verdict)));
+  const decided = (verdict: LimitVerdict) => {
+    // Revoked between the revocation check and the limits' step of the same round trip.
+    if (verdict.revoked === true) refuse(revokedError(d.identity?.method ?? 'apiKey'));
+    else if (verdict.admitted) spend(limitHeaders(verdict));
+    else refuse(limitRefusal(verdict));
+  };
   if (v instanceof Promise) v.then(decided, refuse);
   else decided(v);
 }

@@ -56,5 +56,5 @@ export class UsageCredits {
 
 /** `limiter` counting usage credits too (whatever limiter it is: local, Redis, a worker's). */
 export function withCredits(limiter: RateLimiter, credits: UsageCredits): RateLimiter {
-  return { check: (hits) => limiter.check(hits), connected: () => limiter.connected(), close: () => limiter.close(), credits };
+  return { check: (hits, gate) => limiter.check(hits, gate), gated: limiter.gated === true, connected: () => limiter.connected(), close: () => limiter.close(), credits };
 }

@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import { GatewayError } from '../http/problem.js';
 import { backoff } from '../revocation/support.js';
+import type { RevocationGate } from '../revocation/check.js';
 import type { RedisTurn } from '../revocation/redis-turn.js';
 import { TurnBatch } from '../util/turn-batch.js';
 import type { Hit } from './policy.js';
@@ -13,10 +14,14 @@ import type { LocalRateLimiter } from './local.js';
  * once, its requests are decided in order in memory, and what they added is written once:
  * a hot key costs one HGETALL and one HINCRBY per batch, not per request.
  *
- * KEYS: the batch's distinct bucket keys. ARGV: now in ms ('' = Redis's own clock, one
- * clock for the whole fleet); the number of keys and per key `limit, windowMs`; the number
- * of requests and per request its bucket count and their key indexes (1-based).
- * Answers per request: admitted (1/0), then per bucket `remaining, retryAfterMs`.
+ * KEYS: the batch's distinct bucket keys, then its revocation gates' keys. ARGV: now in ms
+ * ('' = Redis's own clock, one clock for the whole fleet); the number of bucket keys and
+ * per bucket key `limit, windowMs`; the number
+ * of requests and per request its bucket count and their key indexes (1-based), then its
+ * revocation gate: the number of keys whose existence revokes, their indexes, the index of
+ * the subject's "issued before" key (0: none) and the credential's issue time. A gated
+ * request whose credential is revoked is not counted.
+ * Answers per request: admitted (1/0, or -1: revoked), then per bucket `remaining, retryAfterMs`.
  */
 const HIT_LUA = `
 local now = tonumber(ARGV[1])
@@ -61,6 +66,16 @@ for r = 1, nr do
     ks[b] = k
     if used[k] >= limit[k] then admitted = 0 end
   end
+  local gn = tonumber(ARGV[a]); a = a + 1
+  for g = 1, gn do
+    if redis.call('EXISTS', KEYS[tonumber(ARGV[a + g - 1])]) == 1 then admitted = -1 end
+  end
+  a = a + gn
+  local sk, issued = tonumber(ARGV[a]), tonumber(ARGV[a + 1]); a = a + 2
+  if sk > 0 and admitted ~= -1 then
+    local before = tonumber(redis.call('GET', KEYS[sk]))
+    if before and issued < before then admitted = -1 end
+  end
   out[#out + 1] = admitted
   for b = 1, n do
     local k = ks[b]
@@ -88,6 +103,7 @@ return out
 
 interface Pending {
   readonly hits: readonly Hit[];
+  readonly gate: RevocationGate | undefined;
   resolve(v: LimitVerdict): void;
   reject(e: unknown): void;
 }
@@ -153,7 +169,10 @@ export class RedisRateLimiter implements RateLimiter {
     }
   }
 
-  check(hits: readonly Hit[]): LimitVerdict | Promise<LimitVerdict> {
+  /** Counts only requests whose revocation gate passes, in the same script call. */
+  readonly gated = true;
+
+  check(hits: readonly Hit[], gate?: RevocationGate): LimitVerdict | Promise<LimitVerdict> {
     if (this.#redis.status === 'wait' || this.#connecting !== undefined) {
       // The first limit ever checked (a route's policy, or a key's own limit): connect now,
       // and count the checks that arrive meanwhile in Redis once connected — never locally,
@@ -164,32 +183,45 @@ export class RedisRateLimiter implements RateLimiter {
           this.#connecting = undefined;
         });
       }
-      return this.#connecting.then((up) => (up ? this.check(hits) : this.#unavailable(hits, new Error('redis did not connect in time'))));
+      return this.#connecting.then((up) => (up ? this.check(hits, gate) : this.#unavailable(hits, new Error('redis did not connect in time'))));
     }
     if (this.#redis.status !== 'ready') return this.#unavailable(hits, new Error(`redis connection ${this.#redis.status}`));
-    return new Promise<LimitVerdict>((resolve, reject) => this.#batch.add({ hits, resolve, reject }));
+    return new Promise<LimitVerdict>((resolve, reject) => this.#batch.add({ hits, gate, resolve, reject }));
   }
 
   readonly #send = (batch: Pending[]): void => {
+    // KEYS: the buckets first (ARGV says how many), then the revocation gates' keys.
     const keys: string[] = [];
     const index = new Map<string, number>();
     const perKey: (string | number)[] = [];
-    const perRequest: number[] = [batch.length];
-    for (const p of batch) {
-      perRequest.push(p.hits.length);
-      for (const h of p.hits) {
-        const key = `${this.#prefix}${h.policy.name}:${h.bucket}`;
-        let i = index.get(key);
-        if (i === undefined) {
-          keys.push(key);
-          i = keys.length;
-          index.set(key, i);
-          perKey.push(h.policy.limit, h.policy.windowMs);
-        }
-        perRequest.push(i);
+    const bucketOf = (h: Hit): number => {
+      const key = `${this.#prefix}${h.policy.name}:${h.bucket}`;
+      let i = index.get(key);
+      if (i === undefined) {
+        keys.push(key);
+        i = keys.length;
+        index.set(key, i);
+        perKey.push(h.policy.limit, h.policy.windowMs);
+      }
+      return i;
+    };
+    const buckets = batch.map((p) => p.hits.map(bucketOf));
+    const gateKeys: string[] = [];
+    const gateOf = (key: string): number => gateKeys.push(key) + keys.length;
+    const perRequest: (string | number)[] = [batch.length];
+    for (let r = 0; r < batch.length; r++) {
+      const ks = buckets[r]!;
+      perRequest.push(ks.length, ...ks);
+      const g = batch[r]!.gate;
+      if (g === undefined) perRequest.push(0, 0, 0);
+      else {
+        perRequest.push(g.present.length);
+        for (const k of g.present) perRequest.push(gateOf(k));
+        perRequest.push(gateOf(g.subject), g.issuedAt);
       }
     }
     const args: (string | number)[] = [this.opts.now ? this.opts.now() : '', keys.length, ...perKey, ...perRequest];
+    keys.push(...gateKeys);
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`redis did not answer within ${this.#timeout} ms`)), this.#timeout);
@@ -199,14 +231,16 @@ export class RedisRateLimiter implements RateLimiter {
         clearTimeout(timer);
         let at = 0;
         for (const p of batch) {
-          const admitted = out[at++] === 1;
+          const answer = out[at++];
+          const admitted = answer === 1;
           const remaining: number[] = [];
           const retry: number[] = [];
           for (let i = 0; i < p.hits.length; i++) {
             remaining.push(Number(out[at++]));
             retry.push(Number(out[at++]));
           }
-          p.resolve(verdictOf(p.hits, admitted, remaining, retry));
+          const v = verdictOf(p.hits, admitted, remaining, retry);
+          p.resolve(answer === -1 ? { ...v, revoked: true } : v);
         }
       },
       (err: unknown) => {

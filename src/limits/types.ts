@@ -1,3 +1,4 @@
+import type { RevocationGate } from '../revocation/check.js';
 import type { UsageCredits } from './credits.js';
 import type { CompiledPolicy, Hit } from './policy.js';
 
@@ -9,6 +10,8 @@ export interface LimitVerdict {
   readonly remaining: number;
   /** Milliseconds until a request is admitted again (0 when one would be now). */
   readonly retryAfterMs: number;
+  /** The check was gated on a revocation check and the credential is revoked: nothing was counted. */
+  readonly revoked?: true;
 }
 
 /**
@@ -16,7 +19,13 @@ export interface LimitVerdict {
  * then counted in each. Synchronous in process, a promise when shared through Redis.
  */
 export interface RateLimiter {
-  check(hits: readonly Hit[]): LimitVerdict | Promise<LimitVerdict>;
+  /**
+   * With `gate` (only when {@link gated}), the request is counted only if the credential
+   * passes that revocation check, tested in the same atomic step.
+   */
+  check(hits: readonly Hit[], gate?: RevocationGate): LimitVerdict | Promise<LimitVerdict>;
+  /** Takes a revocation gate: limits can be checked in the revocation check's round trip. */
+  readonly gated?: boolean;
   /** Whether limits are shared as configured (for `/readyz`). */
   connected(): boolean;
   close(): Promise<void>;

@@ -8,7 +8,7 @@ import { extractCredential } from '../credentials/extract.js';
 import { authorize } from '../authz/authorize.js';
 import { unmapIPv4 as plainIp } from '../util/cidr.js';
 import type { Runtime } from '../runtime.js';
-import type { RevocationCheck } from '../revocation/check.js';
+import { revokedError, type RevocationCheck } from '../revocation/check.js';
 
 /** What the pipeline looks at: a live request, or one described to `explain` / forward-auth. */
 export interface RequestFacts {
@@ -86,19 +86,20 @@ export function clientAddress(rt: Runtime, facts: RequestFacts): { clientIp: str
 
 const HEADER_SAFE = /^[\x20-\x7e]*$/;
 
-function checked(rev: RevocationCheck, identity: Identity): Identity | Promise<Identity> {
+function checked(rev: RevocationCheck, identity: Identity, early?: (identity: Identity) => void): Identity | Promise<Identity> {
   if (!HEADER_SAFE.test(identity.subject) || !HEADER_SAFE.test(identity.role) || !HEADER_SAFE.test(identity.scopesHeader)) {
     throw new GatewayError(identity.method === 'jwt' ? 'token-invalid' : 'key-invalid', 'The credential carries an identity that cannot be forwarded as HTTP header values.');
   }
   const revoked = rev.isRevoked(identity);
   if (typeof revoked === 'boolean') return notRevoked(identity, revoked);
+  // The check is on its way (queued for this turn's round trip): what else this request
+  // needs from the same backend can go with it.
+  early?.(identity);
   return revoked.then((r) => notRevoked(identity, r));
 }
 
 function notRevoked(identity: Identity, revoked: boolean): Identity {
-  if (revoked) {
-    throw new GatewayError(identity.method === 'jwt' ? 'token-revoked' : 'key-revoked', identity.method === 'jwt' ? 'The token has been revoked.' : 'The API key has been revoked.');
-  }
+  if (revoked) throw revokedError(identity.method);
   return identity;
 }
 
@@ -112,6 +113,7 @@ export function verifyCredential(
   credential: Credential,
   clientIp: string,
   allow: { allowJwt: boolean; allowApiKey: boolean } = { allowJwt: true, allowApiKey: true },
+  early?: (identity: Identity) => void,
 ): Identity | Promise<Identity> {
   let pending: Identity | Promise<Identity>;
   if (credential.kind === 'jwt') {
@@ -123,8 +125,8 @@ export function verifyCredential(
     if (rt.apiKey === undefined) throw new GatewayError('key-invalid', 'API keys are not enabled.');
     pending = rt.apiKey.authenticate(credential, { clientIp });
   }
-  if (pending instanceof Promise) return pending.then((id) => checked(rev, id));
-  return checked(rev, pending);
+  if (pending instanceof Promise) return pending.then((id) => checked(rev, id, early));
+  return checked(rev, pending, early);
 }
 
 function admitted(base: Omit<Decision, 'identity'>, identity: Identity): Decision {
@@ -134,12 +136,15 @@ function admitted(base: Omit<Decision, 'identity'>, identity: Identity): Decisio
 
 /**
  * Steps 0–6 of the pipeline. Returns synchronously when nothing asynchronous is needed
- * (public routes, cached credentials with an in-process revocation set).
+ * (public routes, cached credentials with an in-process revocation set). `early` is called
+ * with the decision as it will be unless the credential turns out revoked, as soon as the
+ * revocation check is on its way — only when it is asynchronous and the request is
+ * authorized — so the rate limits can share its round trip.
  */
-export function decide(rt: Runtime, rev: RevocationCheck, facts: RequestFacts): Decision | Promise<Decision> {
+export function decide(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, early?: (d: Decision) => void): Decision | Promise<Decision> {
   const m = route(rt, facts);
   try {
-    const d = decideRoute(rt, rev, facts, m);
+    const d = decideRoute(rt, rev, facts, m, early);
     if (d instanceof Promise) return d.catch((err: unknown) => { throw located(err, m); });
     return d;
   } catch (err) {
@@ -156,7 +161,7 @@ function located(err: unknown, m: { route: CompiledRoute; path: string }): unkno
   return err;
 }
 
-function decideRoute(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, m: { route: CompiledRoute; path: string; query: string }): Decision | Promise<Decision> {
+function decideRoute(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, m: { route: CompiledRoute; path: string; query: string }, early?: (d: Decision) => void): Decision | Promise<Decision> {
   const { clientIp, peerTrusted } = clientAddress(rt, facts);
   if (m.route.public) {
     const query = rt.extract.queryParams.length ? extractCredential(facts.headers, m.query, rt.extract).query : m.query;
@@ -166,7 +171,16 @@ function decideRoute(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, m: 
   const credential = ex.credential;
   if (credential === null) throw new GatewayError('token-missing', 'This route requires a bearer token or an API key.');
   const base = { route: m.route, path: m.path, query: ex.query, credential, clientIp, peerTrusted };
-  const id = verifyCredential(rt, rev, credential, clientIp, m.route);
+  const onIdentity = early === undefined ? undefined : (identity: Identity) => {
+    let d: Decision;
+    try {
+      d = admitted(base, identity);
+    } catch {
+      return; // refused by authorization: said once the revocation check has answered
+    }
+    early(d);
+  };
+  const id = verifyCredential(rt, rev, credential, clientIp, m.route, onIdentity);
   if (id instanceof Promise) return id.then((i) => admitted(base, i));
   return admitted(base, id);
 }

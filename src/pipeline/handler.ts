@@ -4,8 +4,8 @@ import { randomUUID } from 'node:crypto';
 import { GatewayError, respond } from '../http/problem.js';
 import { applyIdentity } from '../identity/apply.js';
 import { upstreamHeaderList } from '../identity/headers.js';
-import { isLimited } from '../limits/apply.js';
-import type { RateLimiter } from '../limits/types.js';
+import { earlyLimits, isLimited } from '../limits/apply.js';
+import type { LimitVerdict, RateLimiter } from '../limits/types.js';
 import type { PipelineObserver } from '../ops/record.js';
 import { traceRequest } from '../ops/tracing.js';
 import { upstreamError, type Proxy, type Upstream } from '../proxy/upstreams.js';
@@ -29,10 +29,13 @@ export class Pipeline {
   private runtime: Runtime;
   private readonly endpoints = new Map<string, EndpointHandler>();
   private readonly s: Stages;
+  /** Set when limits and revocation are both on Redis: limits go in the revocation check's round trip. */
+  private readonly gateOf: RevocationCheck['gate'];
 
   constructor(runtime: Runtime, revocation: RevocationCheck, proxy: Proxy, observer: PipelineObserver | undefined, limiter?: RateLimiter | undefined) {
     this.runtime = runtime;
     this.s = { revocation, proxy, observer, limiter };
+    this.gateOf = limiter?.gated === true ? revocation.gate?.bind(revocation) : undefined;
   }
 
   get current(): Runtime {
@@ -70,16 +73,23 @@ export class Pipeline {
       return;
     }
     let d: Decision | Promise<Decision>;
+    // With limits and revocation both on Redis, a limited request's limits are checked in
+    // its revocation check's round trip (counted only if the credential is not revoked).
+    let early: Promise<LimitVerdict> | undefined;
+    const s = this.s;
+    const gateOf = this.gateOf;
     try {
-      d = decide(rt, this.s.revocation, facts(req, url, req.method ?? ''));
+      d = decide(rt, s.revocation, facts(req, url, req.method ?? ''), gateOf === undefined ? undefined : (dd) => {
+        early = earlyLimits(s.limiter, rt.routeLimits[dd.route.index]!, dd, gateOf);
+      });
     } catch (err) {
-      refuse(this.s, x, res, err);
+      refuse(s, x, res, err);
       return;
     }
     if (d instanceof Promise) {
       d.then(
-        (ok) => this.forward(x, res, ok),
-        (err) => refuse(this.s, x, res, err),
+        (ok) => this.forward(x, res, ok, early),
+        (err) => refuse(s, x, res, err),
       );
     } else this.forward(x, res, d);
   };
@@ -88,12 +98,12 @@ export class Pipeline {
     upgrade(this.s, this.runtime, req, socket, head);
   };
 
-  private forward(x: Exchange, res: ServerResponse, d: Decision): void {
+  private forward(x: Exchange, res: ServerResponse, d: Decision, early?: Promise<LimitVerdict>): void {
     if (isLimited(x.rt.routeLimits[d.route.index]!, d.identity)) {
       limited(this.s, x, res, d, (headers) => {
         if (headers !== undefined) for (const name in headers) res.setHeader(name, headers[name]!);
         this.admitted(x, res, d);
-      });
+      }, undefined, early);
       return;
     }
     this.admitted(x, res, d);

@@ -15,6 +15,7 @@ import { RedisInvalidations } from './redis-invalidations.js';
 import { REVOKE_SUBJECT_LUA, type ScriptedRedis } from './redis-script.js';
 import { RedisSeed } from './redis-seed.js';
 import { RedisTurn } from './redis-turn.js';
+import type { RevocationGate } from './check.js';
 import { errInfo } from './redis-util.js';
 import type {
   InvalidationListener,
@@ -185,6 +186,12 @@ export class RedisRevocationStore implements RevocationStore {
       publish: (channel, message) => this.#bounded(this.#redis.publish(channel, message)),
       closed: () => this.#closed,
     });
+  }
+
+  gate(identity: RevocationSubjectRef): RevocationGate {
+    const id = this.#idPrefix + identity.revocationId;
+    const ext = identity.externalRevocationKeys;
+    return { present: ext === undefined || ext.length === 0 ? [id] : [id, ...ext], subject: this.#subjectPrefix + identity.subject, issuedAt: identity.issuedAt };
   }
 
   isRevoked(identity: RevocationSubjectRef): boolean | Promise<boolean> {

@@ -1,3 +1,4 @@
+import type { RevocationCheck } from './check.js';
 import type { Clock } from '../clock.js';
 import type { Identity } from '../authn/types.js';
 import type { Logger } from 'pino';
@@ -79,21 +80,26 @@ export function revocationSource(store: RevocationLog & Pick<KeyStore, 'kind' | 
  * Revocation check on the scoped subject of the credential's kind (keys and JWTs of one
  * subject are revoked apart), timing the asynchronous checks when asked to.
  */
-export function scopedCheck(revocation: RevocationStore, observe?: (ms: number) => void) {
+export function scopedCheck(revocation: RevocationStore, observe?: (ms: number) => void): RevocationCheck {
+  const scoped = (id: RevocationCheckRef) => ({
+    revocationId: id.revocationId,
+    subject: formatScopedSubject(id.method === 'jwt' ? 'tokens' : 'keys', id.subject),
+    issuedAt: id.issuedAt,
+    externalRevocationKeys: id.externalRevocationKeys,
+  });
+  const gate = revocation.gate?.bind(revocation);
   return {
-    isRevoked: (id: Pick<Identity, 'revocationId' | 'subject' | 'issuedAt' | 'externalRevocationKeys'> & { method?: Identity['method'] }) => {
-      const r = revocation.isRevoked({
-        revocationId: id.revocationId,
-        subject: formatScopedSubject(id.method === 'jwt' ? 'tokens' : 'keys', id.subject),
-        issuedAt: id.issuedAt,
-        externalRevocationKeys: id.externalRevocationKeys,
-      });
+    isRevoked: (id: RevocationCheckRef) => {
+      const r = revocation.isRevoked(scoped(id));
       if (observe === undefined || typeof r === 'boolean') return r;
       const t0 = performance.now();
       return r.finally(() => observe(performance.now() - t0));
     },
+    ...(gate === undefined ? {} : { gate: (id: RevocationCheckRef) => gate(scoped(id)) }),
   };
 }
+
+type RevocationCheckRef = Pick<Identity, 'revocationId' | 'subject' | 'issuedAt' | 'externalRevocationKeys'> & { method?: Identity['method'] };
 
 /**
  * Deletes, every `everyMs`, the token revocations whose token can no longer be accepted

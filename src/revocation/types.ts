@@ -1,4 +1,5 @@
 import type { RedisTurn } from './redis-turn.js';
+import type { RevocationGate } from './check.js';
 import type { Identity } from '../authn/types.js';
 
 /** What a revocation check needs to know about a verified credential. */
@@ -56,6 +57,8 @@ export interface RevocationStore {
   ready(): boolean;
   /** Redis only: the command connection's turns, which the rate limits share (one write, one round trip per turn). */
   readonly turn?: RedisTurn;
+  /** Redis only: the check of `identity` as the keys it reads (see RevocationCheck.gate). */
+  gate?(identity: RevocationSubjectRef): RevocationGate;
   /** Resolves true once `ready()`, false when `timeoutMs` passes first. Never rejects. */
   waitReady(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;

@@ -1,0 +1,87 @@
+import t from 'tap';
+import { LocalRateLimiter } from '../../src/limits/local.js';
+import { RedisRateLimiter } from '../../src/limits/redis.js';
+import type { RevocationCheck } from '../../src/revocation/check.js';
+import { RedisRevocationStore } from '../../src/revocation/redis.js';
+import { startRawUpstream } from '../hardening/raw-upstream.js';
+import { startTestGateway } from '../helpers/gateway.js';
+import { rawGet } from '../helpers/raw.js';
+import { serviceSkip } from '../helpers/services.js';
+import { parseInfo, PrivateRedis, recordingLogger } from '../revocation/helpers.js';
+
+// With revocation and limits both on Redis, a limited request's limits are checked in the
+// round trip of its revocation check — and a revoked credential is never counted, so a
+// stranger holding a revoked key cannot spend a shared bucket. Judged at the upstream.
+
+const skip = await serviceSkip('redis');
+if (skip) t.plan(0, `skipping: ${skip}`);
+else {
+  const server = await PrivateRedis.start();
+  t.teardown(() => server.kill());
+  const store = new RedisRevocationStore({ url: server.url, logger: recordingLogger(), expiryGraceMs: 0 });
+  t.teardown(() => store.close());
+  t.ok(await store.waitReady(3_000), 'revocation store ready');
+  const up = await startRawUpstream();
+  t.teardown(() => up.close());
+  const yaml = `
+upstreams: { api: { url: "${up.url}" } }
+roles: [basic]
+log: { level: silent }
+rateLimits:
+  policies:
+    - { name: shared, limit: 3, window: 1h, by: global }
+routes:
+  - match: { path: "/limited/**" }
+    minRole: basic
+    rateLimit: [shared]
+    upstream: api
+  - match: { path: "/**" }
+    minRole: basic
+    upstream: api
+`;
+  const table = { 'key-a': { subject: 'alice', role: 'basic', keyId: 'ka' }, 'key-b': { subject: 'bob', role: 'basic', keyId: 'kb' }, 'key-c': { subject: 'carol', role: 'basic', keyId: 'kc' } };
+  const calls = async (cmd: string) => Number(/calls=(\d+)/.exec(parseInfo(await server.admin((r) => r.info('commandstats'))).get(`cmdstat_${cmd}`) ?? 'calls=0')![1]);
+  const seen = (path: string) => up.requests.filter((r) => r.requestLine.includes(path)).length;
+
+  await t.test('revoked requests are refused and never counted; the rest share one round trip with their check', async (t) => {
+    const limiter = new RedisRateLimiter({ url: server.url, prefix: 'rl-a:', shared: store.turn, onError: 'deny', fallback: new LocalRateLimiter() });
+    const g = await startTestGateway(yaml, { table, services: { limiter, revocation: store } });
+    t.teardown(async () => { await g.close(); await limiter.close(); });
+    const port = Number(new URL(g.url).port);
+    await store.revoke('key:bob', Date.now() + 60_000);
+
+    const evalBefore = await calls('evalsha');
+    const mgetBefore = await calls('mget');
+    const existsBefore = await calls('exists');
+    const revoked = await Promise.all(Array.from({ length: 6 }, (_, i) => rawGet(port, `/limited/bob-${i}`, ['X-Api-Key: key-b'])));
+    t.same(revoked.map((r) => r.status), [401, 401, 401, 401, 401, 401], 'a revoked key is refused');
+    t.ok(revoked.every((r) => r.body.includes('key-revoked')), 'key-revoked');
+    t.ok((await calls('evalsha')) - evalBefore >= 1, 'its limits were checked beside its revocation check');
+    t.ok((await calls('exists')) - existsBefore >= 6, 'with the revocation marker tested inside the script, per request');
+    t.ok((await calls('mget')) - mgetBefore >= 1, 'and the revocation check itself as before');
+
+    const answers = [];
+    for (let i = 0; i < 4; i++) answers.push(await rawGet(port, `/limited/alice-${i}`, ['X-Api-Key: key-a']));
+    t.same(answers.map((r) => r.status), [200, 200, 200, 429], 'the shared bucket still holds all 3 for everyone else');
+    t.equal(answers[2]!.headers['ratelimit'], '"shared";r=0;t=0', 'RateLimit counts only the admitted');
+    t.equal(seen('/limited/bob-'), 0, 'the upstream never saw the revoked key');
+    t.equal(seen('/limited/alice-'), 3, 'and saw exactly the 3 admitted');
+  });
+
+  await t.test('revoked between the check and the script of one round trip: refused, not counted', async (t) => {
+    // A revocation check that answers "not revoked" (as one that ran a moment before the
+    // marker was written would) while the script's gate sees the marker.
+    const stale: RevocationCheck = { isRevoked: () => Promise.resolve(false), gate: (id) => store.gate(id) };
+    const limiter = new RedisRateLimiter({ url: server.url, prefix: 'rl-b:', shared: store.turn, onError: 'deny', fallback: new LocalRateLimiter() });
+    const g = await startTestGateway(yaml, { table, services: { limiter, revocation: stale } });
+    t.teardown(async () => { await g.close(); await limiter.close(); });
+    const port = Number(new URL(g.url).port);
+    await store.revoke('key:carol', Date.now() + 60_000);
+    const r = await rawGet(port, '/limited/carol', ['X-Api-Key: key-c']);
+    t.equal(r.status, 401, 'refused');
+    t.match(r.body, /key-revoked/, 'as revoked');
+    t.equal(seen('/limited/carol'), 0, 'the upstream never saw it');
+    const a = await rawGet(port, '/limited/alice-b', ['X-Api-Key: key-a']);
+    t.equal(a.headers['ratelimit'], '"shared";r=2;t=0', 'the revoked request was not counted');
+  });
+}
