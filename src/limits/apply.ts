@@ -34,9 +34,11 @@ export function checkLimits(limiter: RateLimiter | undefined, policies: readonly
  * {@link withLimits}; undefined when the request has no limits or they cannot go early.
  * Counted only if the credential passes that revocation check, in the same atomic step.
  */
-export function earlyLimits(limiter: RateLimiter | undefined, policies: readonly CompiledPolicy[], d: Limited, gateOf: ((identity: Identity) => RevocationGate) | undefined): Promise<LimitVerdict> | undefined {
+export function earlyLimits(limiter: RateLimiter | undefined, policies: readonly CompiledPolicy[], d: Limited, gateOf: ((identity: Identity) => RevocationGate | undefined) | undefined): Promise<LimitVerdict> | undefined {
   if (limiter?.gated !== true || gateOf === undefined || d.identity === null) return undefined;
-  const v = checkLimits(limiter, policies, d, gateOf(d.identity));
+  const gate = gateOf(d.identity);
+  if (gate === undefined) return undefined;
+  const v = checkLimits(limiter, policies, d, gate);
   if (!(v instanceof Promise)) return undefined;
   // Handled here in case the request is refused before its limits are read (revoked).
   v.catch(() => undefined);

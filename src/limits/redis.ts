@@ -240,7 +240,7 @@ export class RedisRateLimiter implements RateLimiter {
             retry.push(Number(out[at++]));
           }
           const v = verdictOf(p.hits, admitted, remaining, retry);
-          p.resolve(answer === -1 ? { ...v, revoked: true } : v);
+          p.resolve(p.gate === undefined ? v : { ...v, revoked: answer === -1 });
         }
       },
       (err: unknown) => {

@@ -10,8 +10,12 @@ export interface LimitVerdict {
   readonly remaining: number;
   /** Milliseconds until a request is admitted again (0 when one would be now). */
   readonly retryAfterMs: number;
-  /** The check was gated on a revocation check and the credential is revoked: nothing was counted. */
-  readonly revoked?: true;
+  /**
+   * The check was gated on a revocation check, answered in Redis in the same step: true
+   * when the credential is revoked (nothing was counted). Undefined when no gate was
+   * tested (none given, or the limits were counted without Redis).
+   */
+  readonly revoked?: boolean;
 }
 
 /**

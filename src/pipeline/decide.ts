@@ -86,15 +86,26 @@ export function clientAddress(rt: Runtime, facts: RequestFacts): { clientIp: str
 
 const HEADER_SAFE = /^[\x20-\x7e]*$/;
 
-function checked(rev: RevocationCheck, identity: Identity, early?: (identity: Identity) => void): Identity | Promise<Identity> {
+/**
+ * What a request's early step (its rate limits, when they can go with the revocation check)
+ * says of the credential: revoked or not, tested in the same round trip; undefined when
+ * it could not tell (the usual check is made then). The early step itself returns
+ * undefined when it does not run.
+ */
+export type EarlyAnswer = Promise<boolean | undefined> | undefined;
+
+function checked(rev: RevocationCheck, identity: Identity, early?: (identity: Identity) => EarlyAnswer): Identity | Promise<Identity> {
   if (!HEADER_SAFE.test(identity.subject) || !HEADER_SAFE.test(identity.role) || !HEADER_SAFE.test(identity.scopesHeader)) {
     throw new GatewayError(identity.method === 'jwt' ? 'token-invalid' : 'key-invalid', 'The credential carries an identity that cannot be forwarded as HTTP header values.');
   }
+  const answered = early?.(identity);
+  if (answered !== undefined) return answered.then((r) => (r === undefined ? revocationChecked(rev, identity) : notRevoked(identity, r)));
+  return revocationChecked(rev, identity);
+}
+
+function revocationChecked(rev: RevocationCheck, identity: Identity): Identity | Promise<Identity> {
   const revoked = rev.isRevoked(identity);
   if (typeof revoked === 'boolean') return notRevoked(identity, revoked);
-  // The check is on its way (queued for this turn's round trip): what else this request
-  // needs from the same backend can go with it.
-  early?.(identity);
   return revoked.then((r) => notRevoked(identity, r));
 }
 
@@ -113,7 +124,7 @@ export function verifyCredential(
   credential: Credential,
   clientIp: string,
   allow: { allowJwt: boolean; allowApiKey: boolean } = { allowJwt: true, allowApiKey: true },
-  early?: (identity: Identity) => void,
+  early?: (identity: Identity) => EarlyAnswer,
 ): Identity | Promise<Identity> {
   let pending: Identity | Promise<Identity>;
   if (credential.kind === 'jwt') {
@@ -137,11 +148,11 @@ function admitted(base: Omit<Decision, 'identity'>, identity: Identity): Decisio
 /**
  * Steps 0–6 of the pipeline. Returns synchronously when nothing asynchronous is needed
  * (public routes, cached credentials with an in-process revocation set). `early` is called
- * with the decision as it will be unless the credential turns out revoked, as soon as the
- * revocation check is on its way — only when it is asynchronous and the request is
- * authorized — so the rate limits can share its round trip.
+ * with the decision as it will be unless the credential turns out revoked, once the request
+ * is authorized and before its revocation check: the rate limits can then answer that check
+ * in their own round trip ({@link EarlyAnswer}).
  */
-export function decide(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, early?: (d: Decision) => void): Decision | Promise<Decision> {
+export function decide(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, early?: (d: Decision) => EarlyAnswer): Decision | Promise<Decision> {
   const m = route(rt, facts);
   try {
     const d = decideRoute(rt, rev, facts, m, early);
@@ -161,7 +172,7 @@ function located(err: unknown, m: { route: CompiledRoute; path: string }): unkno
   return err;
 }
 
-function decideRoute(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, m: { route: CompiledRoute; path: string; query: string }, early?: (d: Decision) => void): Decision | Promise<Decision> {
+function decideRoute(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, m: { route: CompiledRoute; path: string; query: string }, early?: (d: Decision) => EarlyAnswer): Decision | Promise<Decision> {
   const { clientIp, peerTrusted } = clientAddress(rt, facts);
   if (m.route.public) {
     const query = rt.extract.queryParams.length ? extractCredential(facts.headers, m.query, rt.extract).query : m.query;
@@ -171,14 +182,14 @@ function decideRoute(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, m: 
   const credential = ex.credential;
   if (credential === null) throw new GatewayError('token-missing', 'This route requires a bearer token or an API key.');
   const base = { route: m.route, path: m.path, query: ex.query, credential, clientIp, peerTrusted };
-  const onIdentity = early === undefined ? undefined : (identity: Identity) => {
+  const onIdentity = early === undefined ? undefined : (identity: Identity): EarlyAnswer => {
     let d: Decision;
     try {
       d = admitted(base, identity);
     } catch {
-      return; // refused by authorization: said once the revocation check has answered
+      return undefined; // refused by authorization: said once the revocation check has answered
     }
-    early(d);
+    return early(d);
   };
   const id = verifyCredential(rt, rev, credential, clientIp, m.route, onIdentity);
   if (id instanceof Promise) return id.then((i) => admitted(base, i));

@@ -73,14 +73,15 @@ export class Pipeline {
       return;
     }
     let d: Decision | Promise<Decision>;
-    // With limits and revocation both on Redis, a limited request's limits are checked in
-    // its revocation check's round trip (counted only if the credential is not revoked).
+    // With limits and revocation both on Redis, a limited request's limits and revocation
+    // check are one script call (counted only if the credential is not revoked).
     let early: Promise<LimitVerdict> | undefined;
     const s = this.s;
     const gateOf = this.gateOf;
     try {
       d = decide(rt, s.revocation, facts(req, url, req.method ?? ''), gateOf === undefined ? undefined : (dd) => {
         early = earlyLimits(s.limiter, rt.routeLimits[dd.route.index]!, dd, gateOf);
+        return early?.then((v) => v.revoked, () => undefined);
       });
     } catch (err) {
       refuse(s, x, res, err);

@@ -5,11 +5,12 @@ import { GatewayError } from '../http/problem.js';
 export interface RevocationCheck {
   isRevoked(identity: Pick<Identity, 'revocationId' | 'subject' | 'issuedAt' | 'externalRevocationKeys'>): boolean | Promise<boolean>;
   /**
-   * Redis only: the same check as Redis keys a rate-limit script can test itself, so that
-   * a request's limits are counted in the round trip of its revocation check and never
-   * for a revoked credential. Undefined without Redis.
+   * Redis only: the same check as Redis keys, which a rate-limit script tests itself — a
+   * limited request's limits and revocation then take one command and one round trip, and
+   * a revoked credential is never counted. Undefined when the store cannot answer checks
+   * right now (not connected, or not yet re-seeded): the request takes the usual path.
    */
-  gate?(identity: Pick<Identity, 'revocationId' | 'subject' | 'issuedAt' | 'externalRevocationKeys' | 'method'>): RevocationGate;
+  gate?(identity: Pick<Identity, 'revocationId' | 'subject' | 'issuedAt' | 'externalRevocationKeys' | 'method'>): RevocationGate | undefined;
 }
 
 /**

@@ -58,7 +58,7 @@ export interface RevocationStore {
   /** Redis only: the command connection's turns, which the rate limits share (one write, one round trip per turn). */
   readonly turn?: RedisTurn;
   /** Redis only: the check of `identity` as the keys it reads (see RevocationCheck.gate). */
-  gate?(identity: RevocationSubjectRef): RevocationGate;
+  gate?(identity: RevocationSubjectRef): RevocationGate | undefined;
   /** Resolves true once `ready()`, false when `timeoutMs` passes first. Never rejects. */
   waitReady(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;
