@@ -101,34 +101,38 @@ export class Pipeline {
 
   private forward(x: Exchange, res: ServerResponse, d: Decision, early?: Promise<LimitVerdict>): void {
     if (isLimited(x.rt.routeLimits[d.route.index]!, d.identity)) {
-      limited(this.s, x, res, d, (headers) => {
-        if (headers !== undefined) for (const name in headers) res.setHeader(name, headers[name]!);
-        this.admitted(x, res, d);
-      }, undefined, early);
+      limited(this.s, x, res, d, (headers) => this.admitted(x, res, d, headers), undefined, early);
       return;
     }
     this.admitted(x, res, d);
   }
 
-  private admitted(x: Exchange, res: ServerResponse, d: Decision): void {
+  /** `answerHeaders`: the RateLimit headers of a limited route, for the client's answer whatever it is. */
+  private admitted(x: Exchange, res: ServerResponse, d: Decision, answerHeaders?: Record<string, string>): void {
     const { rt, req } = x;
     const upstream = rt.routeUpstreams[d.route.index]!;
     req.url = d.path + d.query;
     // The upstream's headers, once, as the flat list the pool takes; the identity's follow.
     const headers = upstreamHeaderList(req.headers, rt.forward, forwardCtx(d, x, false));
-    const go = () => this.proxyTo(x, res, d, upstream, headers);
+    const go = () => this.proxyTo(x, res, d, upstream, headers, answerHeaders);
     if (d.identity === null) go();
-    else applyIdentity(headers, rt, d.identity, upstream.name, go, (err) => refuse(this.s, x, res, new GatewayError('upstream-unavailable', 'The identity assertion could not be signed.', { cause: err }), { d }));
+    else {
+      applyIdentity(headers, rt, d.identity, upstream.name, go, (err) => {
+        stateHeaders(res, answerHeaders);
+        refuse(this.s, x, res, new GatewayError('upstream-unavailable', 'The identity assertion could not be signed.', { cause: err }), { d });
+      });
+    }
   }
 
-  private proxyTo(x: Exchange, res: ServerResponse, d: Decision, upstream: Upstream, headers: string[]): void {
+  private proxyTo(x: Exchange, res: ServerResponse, d: Decision, upstream: Upstream, headers: string[], answerHeaders: Record<string, string> | undefined): void {
     const req = x.req;
     const authMs = performance.now() - x.started;
     const proxyStart = performance.now();
     let failure: GatewayError | undefined;
     this.s.proxy.web(req, res, upstream, headers, x.requestId, (err) => {
+      stateHeaders(res, answerHeaders);
       failure = respond(res, upstreamError(err, req, upstream, proxyStart), x.requestId, req.method === 'HEAD');
-    });
+    }, answerHeaders);
     const observer = this.s.observer;
     if (observer) {
       res.once('close', () => record(observer, { x, err: failure, d, upstream: upstream.name, authMs, status: res.statusCode, upstreamMs: performance.now() - proxyStart }));
@@ -155,4 +159,10 @@ export class Pipeline {
       (err) => refuse(this.s, x, res, err, { route }),
     );
   }
+}
+
+/** Sets headers of ours on an answer the gateway writes itself (a 502/504 on a limited route). */
+function stateHeaders(res: ServerResponse, headers: Record<string, string> | undefined): void {
+  if (headers === undefined || res.headersSent) return;
+  for (const name in headers) res.setHeader(name, headers[name]!);
 }

@@ -118,8 +118,9 @@ export class Proxy {
   }
 
   /** Proxies `req` with `headers` (the upstream's, a flat list: identity/headers) and answers on `res`. */
-  web(req: http.IncomingMessage, res: http.ServerResponse, upstream: Upstream, headers: string[], requestId: string, onError: (err: Error) => void): void {
-    dispatchTo(upstream.pool, req, res, { headers, requestId, timeout: upstream.timeout, sni: upstream.sni }, (err, timedOut) => {
+  /** `answerHeaders`: headers of ours for the client's answer (RateLimit), unless the upstream sends the same names. */
+  web(req: http.IncomingMessage, res: http.ServerResponse, upstream: Upstream, headers: string[], requestId: string, onError: (err: Error) => void, answerHeaders?: Record<string, string>): void {
+    dispatchTo(upstream.pool, req, res, { headers, requestId, timeout: upstream.timeout, sni: upstream.sni, answerHeaders }, (err, timedOut) => {
       if (timedOut) (req as Marked)[TIMED_OUT] = true;
       onError(err);
     });
