@@ -871,7 +871,7 @@ async function memoryScenario({ n, db, g, keys, keysFile, importSeconds, upstrea
   let shippedIdleMB;
   if (db) {
     const dir = mkdtempSync(join(os.tmpdir(), 'pcl-shipped-pg-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
     const gs = await startGateway(BIN, shippedConfig(ROOT, dir, upstream, db.url), { cwd: dir, logFile: join(dir, 'gateway.log') });
     try {
       await waitReady(gs);

@@ -44,6 +44,18 @@ for k = 1, nk do
   end
   limit[k], window[k], size[k], used[k], slots[k], added[k] = l, w, sz, u, s, 0
 end
+-- Gate keys are read once per batch (a hot credential's requests share them).
+local present, stamp = {}, {}
+local function exists(i)
+  local v = present[i]
+  if v == nil then v = redis.call('EXISTS', KEYS[i]) == 1; present[i] = v end
+  return v
+end
+local function issuedBefore(i)
+  local v = stamp[i]
+  if v == nil then v = tonumber(redis.call('GET', KEYS[i])) or false; stamp[i] = v end
+  return v
+end
 local function retry(k)
   local s = {}
   for i, sc in ipairs(slots[k]) do s[i] = sc end
@@ -68,12 +80,12 @@ for r = 1, nr do
   end
   local gn = tonumber(ARGV[a]); a = a + 1
   for g = 1, gn do
-    if redis.call('EXISTS', KEYS[tonumber(ARGV[a + g - 1])]) == 1 then admitted = -1 end
+    if admitted ~= -1 and exists(tonumber(ARGV[a + g - 1])) then admitted = -1 end
   end
   a = a + gn
   local sk, issued = tonumber(ARGV[a]), tonumber(ARGV[a + 1]); a = a + 2
   if sk > 0 and admitted ~= -1 then
-    local before = tonumber(redis.call('GET', KEYS[sk]))
+    local before = issuedBefore(sk)
     if before and issued < before then admitted = -1 end
   end
   out[#out + 1] = admitted
@@ -207,7 +219,15 @@ export class RedisRateLimiter implements RateLimiter {
     };
     const buckets = batch.map((p) => p.hits.map(bucketOf));
     const gateKeys: string[] = [];
-    const gateOf = (key: string): number => gateKeys.push(key) + keys.length;
+    const gateIndex = new Map<string, number>();
+    const gateOf = (key: string): number => {
+      let i = gateIndex.get(key);
+      if (i === undefined) {
+        i = gateKeys.push(key) + keys.length;
+        gateIndex.set(key, i);
+      }
+      return i;
+    };
     const perRequest: (string | number)[] = [batch.length];
     for (let r = 0; r < batch.length; r++) {
       const ks = buckets[r]!;
