@@ -36,6 +36,7 @@ export function checkLimits(limiter: RateLimiter | undefined, policies: readonly
  */
 export function earlyLimits(limiter: RateLimiter | undefined, policies: readonly CompiledPolicy[], d: Limited, gateOf: ((identity: Identity) => RevocationGate | undefined) | undefined): Promise<LimitVerdict> | undefined {
   if (limiter?.gated !== true || gateOf === undefined || d.identity === null) return undefined;
+  if (policies.length === 0 && d.identity.rateLimit === undefined) return undefined;
   const gate = gateOf(d.identity);
   if (gate === undefined) return undefined;
   const v = checkLimits(limiter, policies, d, gate);

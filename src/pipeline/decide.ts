@@ -6,6 +6,7 @@ import { normalizeTarget } from '../http/normalize-path.js';
 import { hostName, matchPath, type CompiledRoute } from '../http/match.js';
 import { extractCredential } from '../credentials/extract.js';
 import { authorize } from '../authz/authorize.js';
+import { isLimited } from '../limits/apply.js';
 import { unmapIPv4 as plainIp } from '../util/cidr.js';
 import type { Runtime } from '../runtime.js';
 import { revokedError, type RevocationCheck } from '../revocation/check.js';
@@ -182,16 +183,19 @@ function decideRoute(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, m: 
   const credential = ex.credential;
   if (credential === null) throw new GatewayError('token-missing', 'This route requires a bearer token or an API key.');
   const base = { route: m.route, path: m.path, query: ex.query, credential, clientIp, peerTrusted };
+  // Only a request with limits goes early; its decision, made then, is the one returned.
+  let made: Decision | undefined;
+  const policies = rt.routeLimits[m.route.index]!;
   const onIdentity = early === undefined ? undefined : (identity: Identity): EarlyAnswer => {
-    let d: Decision;
+    if (!isLimited(policies, identity)) return undefined;
     try {
-      d = admitted(base, identity);
+      made = admitted(base, identity);
     } catch {
       return undefined; // refused by authorization: said once the revocation check has answered
     }
-    return early(d);
+    return early(made);
   };
   const id = verifyCredential(rt, rev, credential, clientIp, m.route, onIdentity);
-  if (id instanceof Promise) return id.then((i) => admitted(base, i));
+  if (id instanceof Promise) return id.then((i) => (made !== undefined && made.identity === i ? made : admitted(base, i)));
   return admitted(base, id);
 }
