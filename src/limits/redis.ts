@@ -16,8 +16,8 @@ import type { LocalRateLimiter } from './local.js';
  *
  * KEYS: the batch's distinct bucket keys, then its revocation gates' keys. ARGV: now in ms
  * ('' = Redis's own clock, one clock for the whole fleet); the number of bucket keys and
- * per bucket key `limit, windowMs`; the number
- * of requests and per request its bucket count and their key indexes (1-based), then its
+ * per bucket key `limit, windowMs`; then one argument of comma-separated integers: the
+ * number of requests and per request its bucket count and their key indexes (1-based), then its
  * revocation gate: the number of keys whose existence revokes, their indexes, the index of
  * the subject's "issued before" key (0: none) and the credential's issue time. A gated
  * request whose credential is revoked is not counted.
@@ -44,6 +44,18 @@ for k = 1, nk do
   end
   limit[k], window[k], size[k], used[k], slots[k], added[k] = l, w, sz, u, s, 0
 end
+-- Gate keys are read once per batch (a hot credential's requests share them).
+local present, stamp = {}, {}
+local function exists(i)
+  local v = present[i]
+  if v == nil then v = redis.call('EXISTS', KEYS[i]) == 1; present[i] = v end
+  return v
+end
+local function issuedBefore(i)
+  local v = stamp[i]
+  if v == nil then v = tonumber(redis.call('GET', KEYS[i])) or false; stamp[i] = v end
+  return v
+end
 local function retry(k)
   local s = {}
   for i, sc in ipairs(slots[k]) do s[i] = sc end
@@ -57,23 +69,27 @@ local function retry(k)
   return 1
 end
 local out = {}
-local nr = tonumber(ARGV[a]); a = a + 1
+-- The requests, packed in one argument of comma-separated integers (one argument instead
+-- of a dozen per request: less for the client to write and for Redis to read).
+local q, p = {}, 1
+for v in string.gmatch(ARGV[a], '[^,]+') do q[#q + 1] = tonumber(v) end
+local nr = q[p]; p = p + 1
 for r = 1, nr do
-  local n = tonumber(ARGV[a]); a = a + 1
+  local n = q[p]; p = p + 1
   local ks, admitted = {}, 1
   for b = 1, n do
-    local k = tonumber(ARGV[a]); a = a + 1
+    local k = q[p]; p = p + 1
     ks[b] = k
     if used[k] >= limit[k] then admitted = 0 end
   end
-  local gn = tonumber(ARGV[a]); a = a + 1
+  local gn = q[p]; p = p + 1
   for g = 1, gn do
-    if redis.call('EXISTS', KEYS[tonumber(ARGV[a + g - 1])]) == 1 then admitted = -1 end
+    if admitted ~= -1 and exists(q[p + g - 1]) then admitted = -1 end
   end
-  a = a + gn
-  local sk, issued = tonumber(ARGV[a]), tonumber(ARGV[a + 1]); a = a + 2
+  p = p + gn
+  local sk, issued = q[p], q[p + 1]; p = p + 2
   if sk > 0 and admitted ~= -1 then
-    local before = tonumber(redis.call('GET', KEYS[sk]))
+    local before = issuedBefore(sk)
     if before and issued < before then admitted = -1 end
   end
   out[#out + 1] = admitted
@@ -208,7 +224,15 @@ export class RedisRateLimiter implements RateLimiter {
     };
     const buckets = batch.map((p) => p.hits.map(bucketOf));
     const gateKeys: string[] = [];
-    const gateOf = (key: string): number => gateKeys.push(key) + keys.length;
+    const gateIndex = new Map<string, number>();
+    const gateOf = (key: string): number => {
+      let i = gateIndex.get(key);
+      if (i === undefined) {
+        i = gateKeys.push(key) + keys.length;
+        gateIndex.set(key, i);
+      }
+      return i;
+    };
     const perRequest: (string | number)[] = [batch.length];
     for (let r = 0; r < batch.length; r++) {
       const ks = buckets[r]!;
@@ -221,7 +245,7 @@ export class RedisRateLimiter implements RateLimiter {
         perRequest.push(gateOf(g.subject), g.issuedAt);
       }
     }
-    const args: (string | number)[] = [this.opts.now ? this.opts.now() : '', keys.length, ...perKey, ...perRequest];
+    const args: (string | number)[] = [this.opts.now ? this.opts.now() : '', keys.length, ...perKey, perRequest.join(',')];
     for (const k of gateKeys) keys.push(k);
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {

@@ -58,4 +58,27 @@ else {
     await limiter.close();
     t.equal(await store.isRevoked(ref('key:gone')), true, 'closing the limiter leaves the store\'s connection to the store');
   });
+
+  t.test('gated checks of one turn: each answered for its own credential, only the unrevoked counted', async (t) => {
+    const store = new RedisRevocationStore({ url: server.url, logger: recordingLogger(), expiryGraceMs: 0 });
+    t.teardown(() => store.close());
+    t.ok(await store.waitReady(3_000));
+    const limiter = new RedisRateLimiter({ url: server.url, prefix: 'gated:', shared: store.turn, onError: 'deny', fallback: new LocalRateLimiter() });
+    const policy = compilePolicy({ name: 'g', limit: 10, window: 60_000, by: 'global' });
+    const hits: Hit[] = [{ policy, bucket: 'all' }];
+    const now = Date.now();
+    await store.revoke('key:b', now + 60_000);
+    await store.revokeSubject('k:carol', now + 1_000);
+    const ref = (id: string, subject: string) => store.gate({ revocationId: id, subject, issuedAt: now })!;
+    const answers = await Promise.all([
+      limiter.check(hits, ref('key:a', 'k:alice')),
+      limiter.check(hits, ref('key:b', 'k:bob')),
+      limiter.check(hits, ref('key:c', 'k:carol')),
+      limiter.check(hits, ref('key:a', 'k:alice')),
+      limiter.check(hits),
+    ]);
+    t.same(answers.map((a) => a.revoked), [false, true, true, false, undefined], 'revoked: by its marker, by its subject; ungated: not answered');
+    t.same(answers.filter((a) => a.revoked !== true).map((a) => a.remaining), [9, 8, 7], 'the three others counted in order');
+    t.equal((await limiter.check(hits)).remaining, 6, 'the revoked two were never counted');
+  });
 }
