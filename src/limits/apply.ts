@@ -40,7 +40,10 @@ export function earlyLimits(limiter: RateLimiter | undefined, policies: readonly
   const gate = gateOf(d.identity);
   if (gate === undefined) return undefined;
   const v = checkLimits(limiter, policies, d, gate);
-  if (!(v instanceof Promise)) return undefined;
+  if (v === undefined) return undefined;
+  // Answered at once (the limiter fell back to this process): already counted, so this
+  // verdict is the request's (no revocation answer in it: the usual check is made).
+  if (!(v instanceof Promise)) return Promise.resolve(v);
   // Handled here in case the request is refused before its limits are read (revoked).
   v.catch(() => undefined);
   return v;

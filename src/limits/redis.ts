@@ -124,7 +124,8 @@ interface Pending {
   reject(e: unknown): void;
 }
 
-type ScriptedRedis = Redis & { portcullisHit(numKeys: number, ...args: (string | number)[]): Promise<number[]> };
+/** Keys then arguments in one array, which the client flattens (never spread into the call: see #send). */
+type ScriptedRedis = Redis & { portcullisHit(numKeys: number, keysAndArgs: readonly (string | number)[]): Promise<number[]> };
 
 export interface RedisLimiterOptions {
   url: string;
@@ -245,12 +246,15 @@ export class RedisRateLimiter implements RateLimiter {
       }
     }
     const args: (string | number)[] = [this.opts.now ? this.opts.now() : '', keys.length, ...perKey, perRequest.join(',')];
-    keys.push(...gateKeys);
+    for (const k of gateKeys) keys.push(k);
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`redis did not answer within ${this.#timeout} ms`)), this.#timeout);
     });
-    Promise.race([this.#redis.portcullisHit(keys.length, ...keys, ...args), timedOut]).then(
+    // One array, not spread into the call: one client pipelining on one connection puts tens
+    // of thousands of requests in a turn, and as call arguments those overflowed the stack —
+    // a RangeError out of the turn's callback, which ended the process.
+    Promise.race([this.#redis.portcullisHit(keys.length, [...keys, ...args]), timedOut]).then(
       (out) => {
         clearTimeout(timer);
         let at = 0;
