@@ -189,7 +189,8 @@ export class RedisRevocationStore implements RevocationStore {
   }
 
   gate(identity: RevocationSubjectRef): RevocationGate | undefined {
-    if (this.#redis.status !== 'ready' || !this.#seed.seeded || this.#unanswered) return undefined;
+    // The script reads integers; anything else takes the usual check.
+    if (this.#redis.status !== 'ready' || !this.#seed.seeded || this.#unanswered || !Number.isSafeInteger(identity.issuedAt)) return undefined;
     const id = this.#idPrefix + identity.revocationId;
     const ext = identity.externalRevocationKeys;
     return { present: ext === undefined || ext.length === 0 ? [id] : [id, ...ext], subject: this.#subjectPrefix + identity.subject, issuedAt: identity.issuedAt };
