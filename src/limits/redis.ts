@@ -5,7 +5,7 @@ import type { RevocationGate } from '../revocation/check.js';
 import type { RedisTurn } from '../revocation/redis-turn.js';
 import { TurnBatch } from '../util/turn-batch.js';
 import type { Hit } from './policy.js';
-import { verdictOf, type LimitVerdict, type RateLimiter } from './types.js';
+import type { LimitVerdict, RateLimiter } from './types.js';
 import type { LocalRateLimiter } from './local.js';
 
 /**
@@ -257,18 +257,27 @@ export class RedisRateLimiter implements RateLimiter {
     Promise.race([this.#redis.portcullisHit(keys.length, [...keys, ...args]), timedOut]).then(
       (out) => {
         clearTimeout(timer);
+        // Per request: its answer, then `remaining, retryAfterMs` per bucket. The verdict is
+        // read in place (verdictOf's rule: the bucket with the fewest left, or the longest wait).
         let at = 0;
         for (const p of batch) {
-          const answer = out[at++];
+          const answer = Number(out[at]);
+          const first = at + 1;
+          const n = p.hits.length;
+          at = first + 2 * n;
           const admitted = answer === 1;
-          const remaining: number[] = [];
-          const retry: number[] = [];
-          for (let i = 0; i < p.hits.length; i++) {
-            remaining.push(Number(out[at++]));
-            retry.push(Number(out[at++]));
+          let best = 0;
+          for (let i = 1; i < n; i++) {
+            const worse = admitted ? Number(out[first + 2 * i]) < Number(out[first + 2 * best]) : Number(out[first + 2 * i + 1]) > Number(out[first + 2 * best + 1]);
+            if (worse) best = i;
           }
-          const v = verdictOf(p.hits, admitted, remaining, retry);
-          p.resolve(p.gate === undefined ? v : { ...v, revoked: answer === -1 });
+          p.resolve({
+            admitted,
+            policy: p.hits[best]!.policy,
+            remaining: admitted ? Number(out[first + 2 * best]) : 0,
+            retryAfterMs: admitted ? 0 : Number(out[first + 2 * best + 1]),
+            revoked: p.gate === undefined ? undefined : answer === -1,
+          });
         }
       },
       (err: unknown) => {
