@@ -58,6 +58,20 @@ function splitUrl(url: string): { target: string; host: string | undefined } {
   return { target: url, host: undefined };
 }
 
+/** A verified key's own rate limit (after the route's, as the limiter counts it) and its usage credits. */
+async function explainKeyLimits(out: Explanation, identity: Identity, input: ExplainInput): Promise<void> {
+  const own = identity.rateLimit;
+  if (own !== undefined) {
+    out.rateLimits = [...(out.rateLimits ?? []), { name: own.name, limit: own.limit, windowMs: own.windowMs, by: own.by, own: true }];
+    out.steps.push({ step: 'limits', ok: true, detail: `key's own "${own.name}" ${own.limit} per ${own.windowMs / 1000}s by ${own.by} (counted once admitted)` });
+  }
+  const remaining = identity.credits === true && input.credits ? await input.credits(identity) : null;
+  if (remaining !== null) {
+    out.credits = { remaining };
+    out.steps.push({ step: 'credits', ok: remaining > 0, detail: `${remaining} left for the key's lineage (one spent per admitted request)` });
+  }
+}
+
 /** Runs the pipeline's decision steps for a described request, without a server. */
 export async function explain(config: GatewayConfig, input: ExplainInput): Promise<Explanation> {
   const rt = buildRuntime(config, {});
@@ -97,16 +111,7 @@ export async function explain(config: GatewayConfig, input: ExplainInput): Promi
       if (cred.kind === 'apiKey' && !m.route.allowApiKey) throw new GatewayError('key-invalid', 'This route does not accept API keys.');
       if (!input.verify) throw new GatewayError(cred.kind === 'jwt' ? 'token-invalid' : 'key-invalid', 'Cannot verify this credential here.');
       identity = await input.verify(rt, cred, steps);
-      const own = identity.rateLimit;
-      if (own !== undefined) {
-        out.rateLimits = [...(out.rateLimits ?? []), { name: own.name, limit: own.limit, windowMs: own.windowMs, by: own.by, own: true }];
-        steps.push({ step: 'limits', ok: true, detail: `key's own "${own.name}" ${own.limit} per ${own.windowMs / 1000}s by ${own.by} (counted once admitted)` });
-      }
-      const remaining = identity.credits === true && input.credits ? await input.credits(identity) : null;
-      if (remaining !== null) {
-        out.credits = { remaining };
-        steps.push({ step: 'credits', ok: remaining > 0, detail: `${remaining} left for the key's lineage (one spent per admitted request)` });
-      }
+      await explainKeyLimits(out, identity, input);
     } else if (input.role !== undefined || input.scopes !== undefined) {
       const role = input.role ?? '';
       const scopes = input.scopes ?? [];
