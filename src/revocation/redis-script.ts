@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 
 /**
  * Keeps `before` the maximum ever written and the expiry the latest ever asked for; a
@@ -31,3 +31,20 @@ export type ScriptedRedis = Redis & {
 export type ScriptedPipeline = ReturnType<Redis['pipeline']> & {
   portcullisRevokeSubject(key: string, before: string, expireAt: string): ScriptedPipeline;
 };
+
+/** The connection checks and writes go through; subscriptions have their own. */
+export function commandConnection(url: string, common: RedisOptions): ScriptedRedis {
+  const redis = new Redis(url, {
+    ...common,
+    connectionName: 'portcullis-revocation',
+    // Checks are batched per event-loop turn (MgetBatcher); ioredis's own auto-pipelining
+    // batches per tick, which under load is one request, and costs a pipeline each time.
+    enableAutoPipelining: false,
+    // Fail fast instead of holding requests while Redis is away: the caller decides.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+  }) as ScriptedRedis;
+  redis.defineCommand('portcullisRevokeSubject', { numberOfKeys: 1, lua: REVOKE_SUBJECT_LUA });
+  return redis;
+}

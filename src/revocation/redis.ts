@@ -1,4 +1,4 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 import { systemClock, type Clock } from '../clock.js';
 import { GatewayError } from '../http/problem.js';
 import {
@@ -12,71 +12,20 @@ import {
 } from './support.js';
 import { MgetBatcher, type CheckBatch } from './redis-batch.js';
 import { RedisInvalidations } from './redis-invalidations.js';
-import { REVOKE_SUBJECT_LUA, type ScriptedRedis } from './redis-script.js';
+import { commandConnection, type ScriptedRedis } from './redis-script.js';
+import type { RedisRevocationOptions } from './redis-options.js';
+
+export type { RedisRevocationOptions } from './redis-options.js';
 import { RedisSeed } from './redis-seed.js';
 import { RedisTurn } from './redis-turn.js';
 import type { RevocationGate } from './check.js';
 import { errInfo } from './redis-util.js';
 import type {
   InvalidationListener,
-  OnRevocationError,
   RevocationLogger,
-  RevocationSource,
   RevocationStore,
   RevocationSubjectRef,
 } from './types.js';
-
-/** Options of {@link RedisRevocationStore}. */
-export interface RedisRevocationOptions {
-  /** `redis://` or `rediss://` URL. */
-  url: string;
-  /** Prefix of every key and of the invalidation channel (default `portcullis:`). */
-  keyPrefix?: string;
-  /** What a check answers when Redis cannot (default `deny`). */
-  onError?: OnRevocationError;
-  /** Upper bound on one check in ms (default 1000). */
-  timeout?: number;
-  logger: RevocationLogger;
-  /**
-   * The durable record. When given, Redis is re-seeded from it whenever a connection finds
-   * Redis without the seed sentinel (a restart without persistence, a flush), and checks
-   * are refused until that is done, so a restart can never un-revoke a credential.
-   */
-  source?: RevocationSource | undefined;
-  /** TCP connect timeout in ms (default 2000). */
-  connectTimeoutMs?: number;
-  /** Cap of the reconnect backoff in ms (default 2000). */
-  maxBackoffMs?: number;
-  /** Added to every `until` before a marker expires (default {@link DEFAULT_EXPIRY_GRACE_MS}). */
-  expiryGraceMs?: number;
-  clock?: Clock;
-  /** Called on every check that could not be answered (for a metric); must not throw. */
-  onCheckFailure?: ((err: unknown) => void) | undefined;
-  /**
-   * How often the seed sentinel is verified while connected (default 30 s; 0 disables), so
-   * a flush or an eviction without a reconnect is also repaired. Only with a `source`.
-   */
-  seedCheckIntervalMs?: number;
-  /** Bound on one read of the durable record when seeding (default 30 s). */
-  loadTimeoutMs?: number;
-}
-
-/** The connection checks and writes go through; subscriptions have their own. */
-function commandConnection(url: string, common: RedisOptions): ScriptedRedis {
-  const redis = new Redis(url, {
-    ...common,
-    connectionName: 'portcullis-revocation',
-    // Checks are batched per event-loop turn (MgetBatcher); ioredis's own auto-pipelining
-    // batches per tick, which under load is one request, and costs a pipeline each time.
-    enableAutoPipelining: false,
-    // Fail fast instead of holding requests while Redis is away: the caller decides.
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    autoResendUnfulfilledCommands: false,
-  }) as ScriptedRedis;
-  redis.defineCommand('portcullisRevokeSubject', { numberOfKeys: 1, lua: REVOKE_SUBJECT_LUA });
-  return redis;
-}
 
 /**
  * Revocation markers in Redis, shared by a fleet (docs/reference/revocation.md).
