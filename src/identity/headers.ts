@@ -164,11 +164,24 @@ export function upstreamHeaders(inbound: IncomingHttpHeaders, plan: ForwardPlan,
   return out;
 }
 
-/** Sets the identity headers (the upstream's, or forward-auth's answer) from a verified identity. */
-export function identityHeaders(out: Record<string, string | string[] | number | undefined>, n: IdentityConfig['headers'], identity: Identity): void {
-  out[n.subject] = identity.subject;
-  out[n.role] = identity.role;
-  out[n.scopes] = identity.scopesHeader;
-  out[n.method] = identity.method;
-  if (identity.keyId !== undefined) out[n.keyId] = identity.keyId;
+/** Where identity headers go: the upstream's flat header list, or a header object (websocket handshakes, forward-auth answers). */
+export type HeaderSink = string[] | Record<string, string | string[] | number | undefined>;
+
+/** Sets one header on a sink. */
+export function put(out: HeaderSink, name: string, value: string): void {
+  if (Array.isArray(out)) out.push(name, value);
+  else out[name] = value;
+}
+
+/**
+ * Sets the identity headers (the upstream's, or forward-auth's answer) from a verified
+ * identity. The values were computed once, when the identity was verified (the scopes
+ * joined, the role interned): nothing is kept per cached identity for them.
+ */
+export function identityHeaders(out: HeaderSink, n: IdentityConfig['headers'], identity: Identity): void {
+  put(out, n.subject, identity.subject);
+  put(out, n.role, identity.role);
+  put(out, n.scopes, identity.scopesHeader);
+  put(out, n.method, identity.method);
+  if (identity.keyId !== undefined) put(out, n.keyId, identity.keyId);
 }
