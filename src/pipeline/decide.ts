@@ -7,6 +7,8 @@ import { hostName, matchPath, type CompiledRoute } from '../http/match.js';
 import { extractCredential } from '../credentials/extract.js';
 import { authorize } from '../authz/authorize.js';
 import { isLimited } from '../limits/apply.js';
+import type { CompiledPolicy } from '../limits/policy.js';
+import type { LimitVerdict } from '../limits/types.js';
 import { unmapIPv4 as plainIp } from '../util/cidr.js';
 import type { Runtime } from '../runtime.js';
 import { revokedError, type RevocationCheck } from '../revocation/check.js';
@@ -32,7 +34,16 @@ export interface Decision {
   readonly credential: Credential | null;
   readonly clientIp: string;
   readonly peerTrusted: boolean;
+  /** The request's limits, checked in the round trip of its revocation check ({@link EarlyLimits}). */
+  readonly limits?: Promise<LimitVerdict> | undefined;
 }
+
+/**
+ * Starts a limited request's rate limits together with its revocation check, for a request
+ * authorized as `d` unless its credential is revoked; undefined when they cannot go early.
+ * The verdict's `revoked` then answers the revocation check (undefined: not answered).
+ */
+export type EarlyLimits = (policies: readonly CompiledPolicy[], d: Decision) => Promise<LimitVerdict> | undefined;
 
 /**
  * An ambiguous request leaves the rest of its connection ambiguous too: where its body ends
@@ -88,12 +99,11 @@ export function clientAddress(rt: Runtime, facts: RequestFacts): { clientIp: str
 const HEADER_SAFE = /^[\x20-\x7e]*$/;
 
 /**
- * What a request's early step (its rate limits, when they can go with the revocation check)
- * says of the credential: revoked or not, tested in the same round trip; undefined when
- * it could not tell (the usual check is made then). The early step itself returns
- * undefined when it does not run.
+ * What a request's early limits say of its credential: revoked or not, tested in the same
+ * round trip; undefined when they could not tell (the usual check is made then). Itself
+ * undefined when no limits went early.
  */
-export type EarlyAnswer = Promise<boolean | undefined> | undefined;
+type EarlyAnswer = Promise<boolean | undefined> | undefined;
 
 function checked(rev: RevocationCheck, identity: Identity, early?: (identity: Identity) => EarlyAnswer): Identity | Promise<Identity> {
   if (!HEADER_SAFE.test(identity.subject) || !HEADER_SAFE.test(identity.role) || !HEADER_SAFE.test(identity.scopesHeader)) {
@@ -148,12 +158,11 @@ function admitted(base: Omit<Decision, 'identity'>, identity: Identity): Decisio
 
 /**
  * Steps 0–6 of the pipeline. Returns synchronously when nothing asynchronous is needed
- * (public routes, cached credentials with an in-process revocation set). `early` is called
- * with the decision as it will be unless the credential turns out revoked, once the request
- * is authorized and before its revocation check: the rate limits can then answer that check
- * in their own round trip ({@link EarlyAnswer}).
+ * (public routes, cached credentials with an in-process revocation set). With `early`, a
+ * request that has limits and is authorized starts them before its revocation check, which
+ * their answer then replaces; the decision carries them (`limits`).
  */
-export function decide(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, early?: (d: Decision) => EarlyAnswer): Decision | Promise<Decision> {
+export function decide(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, early?: EarlyLimits): Decision | Promise<Decision> {
   const m = route(rt, facts);
   try {
     const d = decideRoute(rt, rev, facts, m, early);
@@ -173,7 +182,7 @@ function located(err: unknown, m: { route: CompiledRoute; path: string }): unkno
   return err;
 }
 
-function decideRoute(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, m: { route: CompiledRoute; path: string; query: string }, early?: (d: Decision) => EarlyAnswer): Decision | Promise<Decision> {
+function decideRoute(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, m: { route: CompiledRoute; path: string; query: string }, early?: EarlyLimits): Decision | Promise<Decision> {
   const { clientIp, peerTrusted } = clientAddress(rt, facts);
   if (m.route.public) {
     const query = rt.extract.queryParams.length ? extractCredential(facts.headers, m.query, rt.extract).query : m.query;
@@ -188,12 +197,15 @@ function decideRoute(rt: Runtime, rev: RevocationCheck, facts: RequestFacts, m: 
   const policies = rt.routeLimits[m.route.index]!;
   const onIdentity = early === undefined ? undefined : (identity: Identity): EarlyAnswer => {
     if (!isLimited(policies, identity)) return undefined;
+    let d: Decision;
     try {
-      made = admitted(base, identity);
+      d = admitted(base, identity);
     } catch {
       return undefined; // refused by authorization: said once the revocation check has answered
     }
-    return early(made);
+    const limits = early(policies, d);
+    made = limits === undefined ? d : { ...d, limits };
+    return limits?.then((v) => v.revoked, () => undefined);
   };
   const id = verifyCredential(rt, rev, credential, clientIp, m.route, onIdentity);
   if (id instanceof Promise) return id.then((i) => (made !== undefined && made.identity === i ? made : admitted(base, i)));

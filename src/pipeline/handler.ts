@@ -5,12 +5,12 @@ import { GatewayError, respond } from '../http/problem.js';
 import { applyIdentity } from '../identity/apply.js';
 import { upstreamHeaderList } from '../identity/headers.js';
 import { earlyLimits, isLimited } from '../limits/apply.js';
-import type { LimitVerdict, RateLimiter } from '../limits/types.js';
+import type { RateLimiter } from '../limits/types.js';
 import type { PipelineObserver } from '../ops/record.js';
 import { traceRequest } from '../ops/tracing.js';
 import { upstreamError, type Proxy, type Upstream } from '../proxy/upstreams.js';
 import type { RevocationCheck } from '../revocation/check.js';
-import { decide, type Decision } from './decide.js';
+import { decide, type Decision, type EarlyLimits } from './decide.js';
 import { facts, forwardCtx, type Exchange, type Stages } from './exchange.js';
 import { VERIFY, verify } from './forward-auth.js';
 import { record } from './record.js';
@@ -30,12 +30,13 @@ export class Pipeline {
   private readonly endpoints = new Map<string, EndpointHandler>();
   private readonly s: Stages;
   /** Set when limits and revocation are both on Redis: limits go in the revocation check's round trip. */
-  private readonly gateOf: RevocationCheck['gate'];
+  private readonly early: EarlyLimits | undefined;
 
   constructor(runtime: Runtime, revocation: RevocationCheck, proxy: Proxy, observer: PipelineObserver | undefined, limiter?: RateLimiter | undefined) {
     this.runtime = runtime;
     this.s = { revocation, proxy, observer, limiter };
-    this.gateOf = limiter?.gated === true ? revocation.gate?.bind(revocation) : undefined;
+    const gateOf = limiter?.gated === true ? revocation.gate?.bind(revocation) : undefined;
+    this.early = gateOf === undefined ? undefined : (policies, d) => earlyLimits(limiter, policies, d, gateOf);
   }
 
   get current(): Runtime {
@@ -73,24 +74,16 @@ export class Pipeline {
       return;
     }
     let d: Decision | Promise<Decision>;
-    // With limits and revocation both on Redis, a limited request's limits and revocation
-    // check are one script call (counted only if the credential is not revoked).
-    let early: Promise<LimitVerdict> | undefined;
-    const s = this.s;
-    const gateOf = this.gateOf;
     try {
-      d = decide(rt, s.revocation, facts(req, url, req.method ?? ''), gateOf === undefined ? undefined : (dd) => {
-        early = earlyLimits(s.limiter, rt.routeLimits[dd.route.index]!, dd, gateOf);
-        return early?.then((v) => v.revoked, () => undefined);
-      });
+      d = decide(rt, this.s.revocation, facts(req, url, req.method ?? ''), this.early);
     } catch (err) {
-      refuse(s, x, res, err);
+      refuse(this.s, x, res, err);
       return;
     }
     if (d instanceof Promise) {
       d.then(
-        (ok) => this.forward(x, res, ok, early),
-        (err) => refuse(s, x, res, err),
+        (ok) => this.forward(x, res, ok),
+        (err) => refuse(this.s, x, res, err),
       );
     } else this.forward(x, res, d);
   };
@@ -99,9 +92,9 @@ export class Pipeline {
     upgrade(this.s, this.runtime, req, socket, head);
   };
 
-  private forward(x: Exchange, res: ServerResponse, d: Decision, early?: Promise<LimitVerdict>): void {
+  private forward(x: Exchange, res: ServerResponse, d: Decision): void {
     if (isLimited(x.rt.routeLimits[d.route.index]!, d.identity)) {
-      limited(this.s, x, res, d, (headers) => this.admitted(x, res, d, headers), undefined, early);
+      limited(this.s, x, res, d, (headers) => this.admitted(x, res, d, headers));
       return;
     }
     this.admitted(x, res, d);

@@ -2,7 +2,6 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { GatewayError, respond, toGatewayError } from '../http/problem.js';
 import { withLimits } from '../limits/apply.js';
-import type { LimitVerdict } from '../limits/types.js';
 import { CLOSE_CONNECTION, type Decision } from './decide.js';
 import type { Exchange, Stages } from './exchange.js';
 import { record } from './record.js';
@@ -51,8 +50,8 @@ export function refuse(s: Stages, x: Exchange, res: ServerResponse, err: unknown
  * Step 6½: the route's rate limits, for an admitted request. Calls `go` with the headers
  * to add to the answer (none without limits), or refuses 429 / 503.
  */
-export function limited(s: Stages, x: Exchange, res: ServerResponse, d: Decision, go: (headers: Record<string, string> | undefined) => void, route?: string, early?: Promise<LimitVerdict>): void {
-  withLimits(s.limiter, x.rt.routeLimits[d.route.index]!, d, go, (err) => refuse(s, x, res, err, { d, route }), early);
+export function limited(s: Stages, x: Exchange, res: ServerResponse, d: Decision, go: (headers: Record<string, string> | undefined) => void, route?: string): void {
+  withLimits(s.limiter, x.rt.routeLimits[d.route.index]!, d, go, (err) => refuse(s, x, res, err, { d, route }), d.limits);
 }
 
 /**
