@@ -2,7 +2,9 @@ import t from 'tap';
 import { LocalRateLimiter } from '../../src/limits/local.js';
 import { RedisRateLimiter } from '../../src/limits/redis.js';
 import type { RevocationCheck } from '../../src/revocation/check.js';
+import { formatScopedSubject } from '../../src/revocation/ids.js';
 import { RedisRevocationStore } from '../../src/revocation/redis.js';
+import { scopedCheck } from '../../src/revocation/source.js';
 import { startRawUpstream } from '../hardening/raw-upstream.js';
 import { startTestGateway } from '../helpers/gateway.js';
 import { rawGet } from '../helpers/raw.js';
@@ -11,7 +13,9 @@ import { parseInfo, PrivateRedis, recordingLogger } from '../revocation/helpers.
 
 // With revocation and limits both on Redis, a limited request's limits are checked in the
 // round trip of its revocation check — and a revoked credential is never counted, so a
-// stranger holding a revoked key cannot spend a shared bucket. Judged at the upstream.
+// stranger holding a revoked key cannot spend a shared bucket. Judged at the upstream. The
+// gate goes through the same scoped check the gateway serves with (src/gateway.ts:
+// scopedCheck): a subject revoked for its tokens only keeps its keys served.
 
 const skip = await serviceSkip('redis');
 if (skip) t.plan(0, `skipping: ${skip}`);
@@ -97,5 +101,36 @@ routes:
     t.equal(seen('/limited/dave-1'), 0, 'and never reaches the upstream');
     const a = await rawGet(port, '/limited/alice-c', ['X-Api-Key: key-a']);
     t.equal(a.headers['ratelimit'], '"shared";r=1;t=0', 'only the two admitted were counted');
+  });
+
+  await t.test('through the gateway\'s scoped check, the gate tests the subject in the scope revokeSubject writes', async (t) => {
+    const limiter = new RedisRateLimiter({ url: server.url, prefix: 'rl-s:', shared: store.turn, onError: 'deny', fallback: new LocalRateLimiter() });
+    const g = await startTestGateway(`
+upstreams: { api: { url: "${up.url}" } }
+roles: [basic]
+log: { level: silent }
+rateLimits:
+  policies:
+    - { name: per, limit: 100, window: 1h, by: credential }
+routes:
+  - match: { path: "/**" }
+    minRole: basic
+    rateLimit: [per]
+    upstream: api
+`, { table: { 'key-e': { subject: 'erin', role: 'basic', keyId: 'ke', issuedAt: Date.now() - 60_000 } }, services: { limiter, revocation: scopedCheck(store) } });
+    t.teardown(async () => { await g.close(); await limiter.close(); });
+    const port = Number(new URL(g.url).port);
+    const get = (path: string) => rawGet(port, path, ['X-Api-Key: key-e']);
+
+    t.equal((await get('/e-0')).status, 200, 'served');
+    await store.revokeSubject(formatScopedSubject('tokens', 'erin'), Date.now());
+    t.equal((await get('/e-1')).status, 200, 'the subject\'s tokens revoked: its keys still served');
+    const mget = await calls('mget');
+    await store.revokeSubject(formatScopedSubject('keys', 'erin'), Date.now());
+    const r = await get('/e-2');
+    t.equal(r.status, 401, 'the subject\'s keys revoked: refused');
+    t.match(r.body, /key-revoked/);
+    t.equal(await calls('mget'), mget, 'answered by the script\'s gate (no MGET)');
+    t.equal(seen('/e-2'), 0, 'the upstream never saw it');
   });
 }
