@@ -5,17 +5,21 @@ import type { LimitVerdict } from './types.js';
 /**
  * The sliding-window rule of `window.ts`, run inside Redis for a whole batch of requests
  * so the fleet shares every bucket atomically. Each distinct bucket of the batch is read
- * once, its requests are decided in order in memory, and what they added is written once:
- * a hot key costs one HGETALL and one HINCRBY per batch, not per request.
+ * once and what the batch added is written once; requests that ask the same thing (the same
+ * buckets and revocation gate, as a hot credential's requests of one turn do) travel and are
+ * decided as one group, in constant time: a hot key costs one HGETALL and one HINCRBY per
+ * batch, and the script's work grows with the distinct requests of a turn, not with all of them.
  *
  * KEYS: the batch's distinct bucket keys, then its revocation gates' keys. ARGV: now in ms
  * ('' = Redis's own clock, one clock for the whole fleet); the number of bucket keys and
  * per bucket key `limit, windowMs`; then one argument of comma-separated integers: the
- * number of requests and per request its bucket count and their key indexes (1-based), then its
- * revocation gate: the number of keys whose existence revokes, their indexes, the index of
- * the subject's "issued before" key (0: none) and the credential's issue time. A gated
- * request whose credential is revoked is not counted.
- * Answers per request: admitted (1/0, or -1: revoked), then per bucket `remaining, retryAfterMs`.
+ * number of groups and per group its number of requests, its bucket count and their key
+ * indexes (1-based), then its revocation gate: the number of keys whose existence revokes,
+ * their indexes, the index of the subject's "issued before" key (0: none) and the
+ * credential's issue time. A group whose credential is revoked is not counted.
+ * Answers per group: how many of its requests are admitted (the first ones; -1: revoked),
+ * then per bucket `limit - used` before the group and the wait once the group is counted
+ * (0 while the bucket has room).
  */
 export const HIT_LUA = `
 local now = tonumber(ARGV[1])
@@ -38,18 +42,6 @@ for k = 1, nk do
   end
   limit[k], window[k], size[k], used[k], slots[k], added[k] = l, w, sz, u, s, 0
 end
--- Gate keys are read once per batch (a hot credential's requests share them).
-local present, stamp = {}, {}
-local function exists(i)
-  local v = present[i]
-  if v == nil then v = redis.call('EXISTS', KEYS[i]) == 1; present[i] = v end
-  return v
-end
-local function issuedBefore(i)
-  local v = stamp[i]
-  if v == nil then v = tonumber(redis.call('GET', KEYS[i])) or false; stamp[i] = v end
-  return v
-end
 local function retry(k)
   local s = {}
   for i, sc in ipairs(slots[k]) do s[i] = sc end
@@ -62,50 +54,65 @@ local function retry(k)
   end
   return 1
 end
+-- Gate keys are read once per batch (a hot credential's groups share them).
+local present, stamp = {}, {}
 local out = {}
--- The requests, packed in one argument of comma-separated integers (one argument instead
+-- The groups, packed in one argument of comma-separated integers (one argument instead
 -- of a dozen per request: less for the client to write and for Redis to read).
-local q, p = {}, 1
+local q = {}
 for v in string.gmatch(ARGV[a], '[^,]+') do q[#q + 1] = tonumber(v) end
-local nr = q[p]; p = p + 1
-for r = 1, nr do
-  local n = q[p]; p = p + 1
-  local ks, admitted = {}, 1
-  for b = 1, n do
-    local k = q[p]; p = p + 1
-    ks[b] = k
-    if used[k] >= limit[k] then admitted = 0 end
-  end
+local p = 2
+for _ = 1, q[1] do
+  local c, n = q[p], q[p + 1]
+  local first = p + 2
+  p = first + n
+  local revoked = false
   local gn = q[p]; p = p + 1
-  for g = 1, gn do
-    if admitted ~= -1 and exists(q[p + g - 1]) then admitted = -1 end
+  for g = p, p + gn - 1 do
+    if not revoked then
+      local i = q[g]
+      local v = present[i]
+      if v == nil then v = redis.call('EXISTS', KEYS[i]) == 1; present[i] = v end
+      revoked = v
+    end
   end
   p = p + gn
   local sk, issued = q[p], q[p + 1]; p = p + 2
-  if sk > 0 and admitted ~= -1 then
-    local before = issuedBefore(sk)
-    if before and issued < before then admitted = -1 end
+  if sk > 0 and not revoked then
+    local v = stamp[sk]
+    if v == nil then v = tonumber(redis.call('GET', KEYS[sk])) or false; stamp[sk] = v end
+    if v and issued < v then revoked = true end
   end
-  out[#out + 1] = admitted
-  for b = 1, n do
-    local k = ks[b]
-    if used[k] < limit[k] then
-      out[#out + 1] = limit[k] - used[k] - 1; out[#out + 1] = 0
-    else
-      out[#out + 1] = 0; out[#out + 1] = retry(k)
+  local admit = c
+  if revoked then admit = -1 else
+    for b = first, first + n - 1 do
+      local room = limit[q[b]] - used[q[b]]
+      if room < admit then admit = room end
     end
+    if admit < 0 then admit = 0 end
   end
-  if admitted == 1 then
-    for b = 1, n do
-      local k = ks[b]
-      used[k] = used[k] + 1; added[k] = added[k] + 1
+  out[#out + 1] = admit
+  local at = #out
+  for b = first, first + n - 1 do
+    local k = q[b]
+    out[#out + 1] = limit[k] - used[k]
+    out[#out + 1] = 0
+    if admit > 0 then used[k] = used[k] + admit; added[k] = added[k] + admit end
+  end
+  if admit < c then
+    for b = 0, n - 1 do
+      local k = q[first + b]
+      if used[k] >= limit[k] then out[at + 2 * b + 2] = retry(k) end
     end
   end
 end
 for k = 1, nk do
   if added[k] > 0 then
-    redis.call('HINCRBY', KEYS[k], string.format('%d', math.floor(now / size[k])), added[k])
-    redis.call('PEXPIRE', KEYS[k], window[k] + size[k])
+    -- A new slot (its count is all this batch added) renews the key's life: it must
+    -- outlive its newest slot's last window, which starts no later than now.
+    if redis.call('HINCRBY', KEYS[k], string.format('%d', math.floor(now / size[k])), added[k]) == added[k] then
+      redis.call('PEXPIRE', KEYS[k], window[k] + size[k])
+    end
   end
 end
 return out
@@ -117,12 +124,22 @@ export interface BatchRequest {
   readonly gate: RevocationGate | undefined;
 }
 
+/** A packed batch: the script's keys and arguments, and which requests each group holds. */
+export interface PackedBatch {
+  readonly numKeys: number;
+  readonly list: (string | number)[];
+  /** Per group, the indexes of its requests in the batch, in order. */
+  readonly groups: readonly (readonly number[])[];
+}
+
 /**
  * A batch as the script takes it: KEYS (the distinct buckets, then the distinct gate keys)
  * followed by ARGV, in one array (spread into a call, tens of thousands of requests in a
- * turn overflowed the stack).
+ * turn overflowed the stack). Requests whose packed form is the same (the same buckets and
+ * revocation gate) form one group, in the order each group first appears: the requests of
+ * one turn arrived together, and the script decides them group after group.
  */
-export function packBatch(batch: readonly BatchRequest[], prefix: string, now: number | ''): { numKeys: number; list: (string | number)[] } {
+export function packBatch(batch: readonly BatchRequest[], prefix: string, now: number | ''): PackedBatch {
   const keys: string[] = [];
   const index = new Map<string, number>();
   const perKey: (string | number)[] = [];
@@ -148,53 +165,57 @@ export function packBatch(batch: readonly BatchRequest[], prefix: string, now: n
     }
     return i;
   };
-  const perRequest: (string | number)[] = [batch.length];
+  const groupOf = new Map<string, number[]>();
   for (let r = 0; r < batch.length; r++) {
     const ks = buckets[r]!;
-    perRequest.push(ks.length, ...ks);
     const g = batch[r]!.gate;
-    if (g === undefined) perRequest.push(0, 0, 0);
-    else {
-      perRequest.push(g.present.length);
-      for (const k of g.present) perRequest.push(gateOf(k));
-      perRequest.push(gateOf(g.subject), g.issuedAt);
-    }
+    const gate = g === undefined ? '0,0,0' : `${g.present.length}${g.present.map((k) => `,${gateOf(k)}`).join('')},${gateOf(g.subject)},${g.issuedAt}`;
+    const shape = `${ks.length},${ks.join(',')},${gate}`;
+    const members = groupOf.get(shape);
+    if (members === undefined) groupOf.set(shape, [r]);
+    else members.push(r);
   }
+  const packed: (string | number)[] = [groupOf.size];
+  for (const [shape, members] of groupOf) packed.push(members.length, shape);
   const bucketKeys = keys.length;
   const list: (string | number)[] = [...keys, ...gateKeys];
   const numKeys = list.length;
   list.push(now, bucketKeys);
   for (const v of perKey) list.push(v);
-  list.push(perRequest.join(','));
-  return { numKeys, list };
+  list.push(packed.join(','));
+  return { numKeys, list, groups: [...groupOf.values()] };
 }
 
 /**
- * The verdicts in the script's answer: per request its answer, then `remaining,
- * retryAfterMs` per bucket, read in place (verdictOf's rule: the bucket with the fewest
- * left, or the longest wait).
+ * The verdicts in the script's answer, per group: how many of its requests were admitted,
+ * then per bucket `limit - used` before the group and the wait once it was counted. Request
+ * `i` of a group is decided as the rule decides it one by one (verdictOf's rule: the bucket
+ * with the fewest left, or the longest wait).
  */
-export function readVerdicts(batch: readonly BatchRequest[], out: readonly unknown[]): LimitVerdict[] {
-  const verdicts: LimitVerdict[] = [];
+export function readVerdicts(batch: readonly BatchRequest[], groups: readonly (readonly number[])[], out: readonly unknown[]): LimitVerdict[] {
+  const verdicts = new Array<LimitVerdict>(batch.length);
   let at = 0;
-  for (const p of batch) {
+  for (const members of groups) {
+    const p = batch[members[0]!]!;
     const answer = Number(out[at]);
     const first = at + 1;
     const n = p.hits.length;
     at = first + 2 * n;
-    const admitted = answer === 1;
-    let best = 0;
-    for (let i = 1; i < n; i++) {
-      const worse = admitted ? Number(out[first + 2 * i]) < Number(out[first + 2 * best]) : Number(out[first + 2 * i + 1]) > Number(out[first + 2 * best + 1]);
-      if (worse) best = i;
+    const room = (b: number): number => Number(out[first + 2 * b]);
+    const wait = (b: number): number => Number(out[first + 2 * b + 1]);
+    // Admitted: the bucket with the fewest left (the same one for every admitted request).
+    let fewest = 0;
+    for (let b = 1; b < n; b++) if (room(b) < room(fewest)) fewest = b;
+    // Refused or revoked: the bucket with the longest wait once the group was counted.
+    let longest = 0;
+    for (let b = 1; b < n; b++) if (wait(b) > wait(longest)) longest = b;
+    const revoked = p.gate === undefined ? undefined : answer === -1;
+    for (let i = 0; i < members.length; i++) {
+      const admitted = i < answer;
+      verdicts[members[i]!] = admitted
+        ? { admitted, policy: p.hits[fewest]!.policy, remaining: room(fewest) - i - 1, retryAfterMs: 0, revoked }
+        : { admitted, policy: p.hits[longest]!.policy, remaining: 0, retryAfterMs: wait(longest), revoked };
     }
-    verdicts.push({
-      admitted,
-      policy: p.hits[best]!.policy,
-      remaining: admitted ? Number(out[first + 2 * best]) : 0,
-      retryAfterMs: admitted ? 0 : Number(out[first + 2 * best + 1]),
-      revoked: p.gate === undefined ? undefined : answer === -1,
-    });
   }
   return verdicts;
 }

@@ -111,7 +111,7 @@ export class RedisRateLimiter implements RateLimiter {
     Promise.race([this.#redis.portcullisHit(keysAndArgs.numKeys, keysAndArgs.list), timedOut]).then(
       (out) => {
         clearTimeout(timer);
-        const verdicts = readVerdicts(batch, out);
+        const verdicts = readVerdicts(batch, keysAndArgs.groups, out);
         for (let i = 0; i < batch.length; i++) batch[i]!.resolve(verdicts[i]!);
       },
       (err: unknown) => {

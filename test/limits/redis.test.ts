@@ -1,5 +1,6 @@
 import t from 'tap';
 import fc from 'fast-check';
+import { Redis } from 'ioredis';
 import { LocalRateLimiter } from '../../src/limits/local.js';
 import { compilePolicy, type Hit } from '../../src/limits/policy.js';
 import { RedisRateLimiter } from '../../src/limits/redis.js';
@@ -52,7 +53,7 @@ else {
     t.pass('60 random sequences agreed on every verdict');
   });
 
-  t.test('a batch of one turn (many requests, shared buckets) is decided as the rule decides them one by one', async (t) => {
+  t.test('a batch of one turn (many requests, shared buckets) is decided as the rule decides them one by one, group by group', async (t) => {
     const clock = { now: 0 };
     const redis = new RedisRateLimiter({ url: REDIS_URL, prefix: `${keys.prefix}batch:`, onError: 'deny', fallback: new LocalRateLimiter(), now: () => clock.now });
     t.teardown(() => redis.close());
@@ -74,7 +75,13 @@ else {
           for (const [gap, requests] of turns) {
             clock.now += gap;
             const hitsOf = requests.map(([who, both]): Hit[] => (both ? [{ policy: p, bucket: who }, { policy: g, bucket: 'all' }] : [{ policy: p, bucket: who }]));
-            const want = hitsOf.map((h) => local.check(h));
+            // The requests of a turn arrived together: the script takes those asking the same
+            // (same buckets) as one group, groups in the order they first appear. The rule,
+            // one by one in that order, must give every verdict.
+            const shapes = [...new Set(requests.map(([who, both]) => `${who}${both}`))];
+            const order = requests.map((_, i) => i).sort((x, y) => shapes.indexOf(requests[x]!.join('')) - shapes.indexOf(requests[y]!.join('')) || x - y);
+            const want: ReturnType<LocalRateLimiter['check']>[] = [];
+            for (const i of order) want[i] = local.check(hitsOf[i]!);
             const got = await Promise.all(hitsOf.map((h) => redis.check(h)));
             if (requests.length > 1) batched++;
             for (let i = 0; i < got.length; i++) {
@@ -92,6 +99,31 @@ else {
       { numRuns: 60 },
     );
     t.ok(batched > 100, `turns of several requests were tried (${batched})`);
+  });
+
+  t.test("a bucket's key lives as long as its newest slot can count, and no longer", async (t) => {
+    const clock = { now: 1_700_000_000_000 };
+    const prefix = `${keys.prefix}ttl:`;
+    const redis = new RedisRateLimiter({ url: REDIS_URL, prefix, onError: 'deny', fallback: new LocalRateLimiter(), now: () => clock.now });
+    const probe = new Redis(REDIS_URL);
+    t.teardown(async () => { await redis.close(); await probe.quit(); });
+    t.ok(await redis.ready(), 'connected');
+    const p = compilePolicy({ name: 'ttl', limit: 100, window: 60_000, by: 'credential' });
+    const key = `${prefix}ttl:a`;
+    const life = 60_000 + 6_000;
+    await redis.check([{ policy: p, bucket: 'a' }]);
+    const first = await probe.pttl(key);
+    t.ok(first > life - 2_000 && first <= life, `a new slot sets the life to window + slot (${first} ms)`);
+    await probe.pexpire(key, 30_000);
+    clock.now += 1_000;
+    await Promise.all([redis.check([{ policy: p, bucket: 'a' }]), redis.check([{ policy: p, bucket: 'a' }])]);
+    const same = await probe.pttl(key);
+    t.ok(same > 0 && same <= 30_000, `a later request in the same slot keeps the life its slot was given (${same} ms)`);
+    clock.now += 6_000;
+    await redis.check([{ policy: p, bucket: 'a' }]);
+    const next = await probe.pttl(key);
+    t.ok(next > life - 2_000 && next <= life, `a request in a new slot renews it (${next} ms)`);
+    t.same(await probe.hvals(key).then((v) => v.map(Number).sort()), [1, 3], 'the counts are in their slots');
   });
 
   const raw = await startRawUpstream();
