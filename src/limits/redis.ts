@@ -5,10 +5,17 @@ import type { RevocationGate } from '../revocation/check.js';
 import { HIT_LUA, packBatch, readVerdicts } from './redis-script.js';
 import type { RedisTurn } from '../revocation/redis-turn.js';
 import { TurnBatch } from '../util/turn-batch.js';
+import { DeadlineSweep } from '../util/deadline-sweep.js';
 import type { Hit } from './policy.js';
 import type { LimitVerdict, RateLimiter } from './types.js';
 import type { LocalRateLimiter } from './local.js';
 
+
+/** A script call in flight: its requests, and when it is given up. */
+interface SentBatch {
+  readonly batch: readonly Pending[];
+  readonly deadline: number;
+}
 
 interface Pending {
   readonly hits: readonly Hit[];
@@ -51,6 +58,8 @@ export class RedisRateLimiter implements RateLimiter {
   readonly #prefix: string;
   readonly #timeout: number;
   readonly #batch: TurnBatch<Pending>;
+  /** Script calls sent and not yet answered, each bounded by the timeout (one sweep timer, not one each). */
+  readonly #inFlight: DeadlineSweep<SentBatch>;
   /** The connection is the revocation store's: it is not ours to close. */
   readonly #owned: boolean;
   /** Set while the lazy connection is first being made: checks wait for it. */
@@ -71,6 +80,7 @@ export class RedisRateLimiter implements RateLimiter {
         lazyConnect: opts.lazy === true,
       })) as ScriptedRedis;
     this.#batch = new TurnBatch<Pending>((batch) => this.#send(batch), opts.shared?.schedule);
+    this.#inFlight = new DeadlineSweep<SentBatch>(this.#timeout, (sent) => this.#failed(sent.batch, new Error(`redis did not answer within ${this.#timeout} ms`)));
     this.#redis.defineCommand('portcullisHit', { lua: HIT_LUA });
     if (this.#owned) {
       this.#redis.on('error', () => {
@@ -100,30 +110,32 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   readonly #send = (batch: Pending[]): void => {
-    const keysAndArgs = packBatch(batch, this.#prefix, this.opts.now ? this.opts.now() : '');
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`redis did not answer within ${this.#timeout} ms`)), this.#timeout);
-    });
+    const packed = packBatch(batch, this.#prefix, this.opts.now ? this.opts.now() : '');
+    const sent: SentBatch = { batch, deadline: performance.now() + this.#timeout };
+    this.#inFlight.add(sent);
     // One array, not spread into the call: one client pipelining on one connection puts tens
     // of thousands of requests in a turn, and as call arguments those overflowed the stack —
     // a RangeError out of the turn's callback, which ended the process.
-    Promise.race([this.#redis.portcullisHit(keysAndArgs.numKeys, keysAndArgs.list), timedOut]).then(
+    this.#redis.portcullisHit(packed.numKeys, packed.list).then(
       (out) => {
-        clearTimeout(timer);
-        const verdicts = readVerdicts(batch, keysAndArgs.groups, out);
+        // Already failed by the sweep: the answer came too late.
+        if (!this.#inFlight.settle(sent)) return;
+        const verdicts = readVerdicts(batch, packed.groups, out);
         for (let i = 0; i < batch.length; i++) batch[i]!.resolve(verdicts[i]!);
       },
       (err: unknown) => {
-        clearTimeout(timer);
-        for (const p of batch) {
-          const v = this.#unavailable(p.hits, err);
-          if (v instanceof Promise) v.catch(p.reject);
-          else p.resolve(v);
-        }
+        if (this.#inFlight.settle(sent)) this.#failed(batch, err);
       },
     );
   };
+
+  #failed(batch: readonly Pending[], err: unknown): void {
+    for (const p of batch) {
+      const v = this.#unavailable(p.hits, err);
+      if (v instanceof Promise) v.catch(p.reject);
+      else p.resolve(v);
+    }
+  }
 
   #unavailable(hits: readonly Hit[], err: unknown): LimitVerdict | Promise<LimitVerdict> {
     this.opts.onUnavailable?.(err);
@@ -147,6 +159,7 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   async close(): Promise<void> {
+    this.#inFlight.close();
     if (this.#owned) this.#redis.disconnect();
     await this.opts.fallback.close();
   }

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { DeadlineSweep } from '../util/deadline-sweep.js';
 
 /** What the batcher tells its owner. */
 export interface BatchHooks {
@@ -15,7 +16,7 @@ export interface BatchHooks {
  *
  * Every MGET is bounded by `timeout`, but not with ioredis's `commandTimeout`: that arms a
  * timer per command (see RedisRevocationStore). The batches in flight are swept by one
- * interval timer instead, which runs only while there are some.
+ * {@link DeadlineSweep} instead.
  */
 export class MgetBatcher {
   readonly #redis: Pick<Redis, 'mget'>;
@@ -23,11 +24,8 @@ export class MgetBatcher {
   readonly #hooks: BatchHooks;
   /** Checks waiting for the MGET of this turn of the event loop. */
   #batch: CheckBatch | undefined;
-  /** Batches sent and not yet answered, oldest first. */
-  readonly #inFlight = new Set<CheckBatch>();
-  /** Times out batches in flight; runs only while there are some. */
-  #sweeper: NodeJS.Timeout | undefined;
-  readonly #sweepEvery: number;
+  /** Batches sent and not yet answered. */
+  readonly #inFlight: DeadlineSweep<CheckBatch>;
   readonly #schedule: (send: () => void) => void;
 
   /** `schedule` sends a batch on the next turn (a {@link RedisTurn}'s, shared with the rate limits). */
@@ -36,8 +34,7 @@ export class MgetBatcher {
     this.#schedule = schedule;
     this.#timeout = timeout;
     this.#hooks = hooks;
-    // How late past its timeout a check may give up.
-    this.#sweepEvery = Math.max(5, Math.min(50, Math.floor(timeout / 10)));
+    this.#inFlight = new DeadlineSweep(timeout, (b) => this.#hooks.failed(b, new Error(`redis did not answer within ${this.#timeout} ms`)));
   }
 
   /**
@@ -61,8 +58,7 @@ export class MgetBatcher {
 
   /** Stops the sweeper (the owner is closing). */
   close(): void {
-    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
-    this.#sweeper = undefined;
+    this.#inFlight.close();
   }
 
   /** Sends every check queued during this turn of the event loop as one MGET. */
@@ -71,15 +67,11 @@ export class MgetBatcher {
     this.#batch = undefined;
     if (batch === undefined) return;
     this.#inFlight.add(batch);
-    if (this.#sweeper === undefined) {
-      this.#sweeper = setInterval(this.#sweep, this.#sweepEvery);
-      this.#sweeper.unref();
-    }
     this.#redis.mget(batch.keys).then(
       (r) => {
         this.#hooks.answered();
         // Already failed by the sweep: the answer came too late.
-        if (!this.#inFlight.delete(batch)) return;
+        if (!this.#inFlight.settle(batch)) return;
         for (const c of batch.checks) {
           if (r[c.idSlot] !== null || anyPresent(r, c.subjectSlot + 1, c.end)) {
             c.resolve(true);
@@ -90,23 +82,9 @@ export class MgetBatcher {
         }
       },
       (err: unknown) => {
-        if (this.#inFlight.delete(batch)) this.#hooks.failed(batch, err);
+        if (this.#inFlight.settle(batch)) this.#hooks.failed(batch, err);
       },
     );
-  };
-
-  /** Fails every batch in flight past its deadline (Redis answers in order: oldest first). */
-  readonly #sweep = (): void => {
-    const now = performance.now();
-    for (const b of this.#inFlight) {
-      if (b.deadline > now) break;
-      this.#inFlight.delete(b);
-      this.#hooks.failed(b, new Error(`redis did not answer within ${this.#timeout} ms`));
-    }
-    if (this.#inFlight.size === 0 && this.#sweeper !== undefined) {
-      clearInterval(this.#sweeper);
-      this.#sweeper = undefined;
-    }
   };
 }
 
