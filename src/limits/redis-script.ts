@@ -140,6 +140,29 @@ export interface PackedBatch {
  * one turn arrived together, and the script decides them group after group.
  */
 export function packBatch(batch: readonly BatchRequest[], prefix: string, now: number | ''): PackedBatch {
+  // Group first, comparing requests by value (a hot credential's requests of a turn ask the
+  // same; most turns hold one group or a few): keys are named and indexed once per group.
+  const groups: number[][] = [];
+  const byFirst = new Map<string, number[][]>();
+  let last: number[] | undefined;
+  for (let r = 0; r < batch.length; r++) {
+    const p = batch[r]!;
+    if (last !== undefined && sameAsk(batch[last[0]!]!, p)) {
+      last.push(r);
+      continue;
+    }
+    const first = p.hits[0]?.bucket ?? '';
+    const candidates = byFirst.get(first);
+    last = candidates?.find((g) => sameAsk(batch[g[0]!]!, p));
+    if (last !== undefined) {
+      last.push(r);
+      continue;
+    }
+    last = [r];
+    groups.push(last);
+    if (candidates === undefined) byFirst.set(first, [last]);
+    else candidates.push(last);
+  }
   const keys: string[] = [];
   const index = new Map<string, number>();
   const perKey: (string | number)[] = [];
@@ -154,7 +177,7 @@ export function packBatch(batch: readonly BatchRequest[], prefix: string, now: n
     }
     return i;
   };
-  const buckets = batch.map((p) => p.hits.map(bucketOf));
+  const shapes = groups.map((g) => batch[g[0]!]!.hits.map(bucketOf));
   const gateKeys: string[] = [];
   const gateIndex = new Map<string, number>();
   const gateOf = (key: string): number => {
@@ -165,25 +188,39 @@ export function packBatch(batch: readonly BatchRequest[], prefix: string, now: n
     }
     return i;
   };
-  const groupOf = new Map<string, number[]>();
-  for (let r = 0; r < batch.length; r++) {
-    const ks = buckets[r]!;
-    const g = batch[r]!.gate;
-    const gate = g === undefined ? '0,0,0' : `${g.present.length}${g.present.map((k) => `,${gateOf(k)}`).join('')},${gateOf(g.subject)},${g.issuedAt}`;
-    const shape = `${ks.length},${ks.join(',')},${gate}`;
-    const members = groupOf.get(shape);
-    if (members === undefined) groupOf.set(shape, [r]);
-    else members.push(r);
+  const packed: (string | number)[] = [groups.length];
+  for (let i = 0; i < groups.length; i++) {
+    const ks = shapes[i]!;
+    packed.push(groups[i]!.length, ks.length, ...ks);
+    const g = batch[groups[i]![0]!]!.gate;
+    if (g === undefined) packed.push(0, 0, 0);
+    else {
+      packed.push(g.present.length);
+      for (const k of g.present) packed.push(gateOf(k));
+      packed.push(gateOf(g.subject), g.issuedAt);
+    }
   }
-  const packed: (string | number)[] = [groupOf.size];
-  for (const [shape, members] of groupOf) packed.push(members.length, shape);
   const bucketKeys = keys.length;
   const list: (string | number)[] = [...keys, ...gateKeys];
   const numKeys = list.length;
   list.push(now, bucketKeys);
   for (const v of perKey) list.push(v);
   list.push(packed.join(','));
-  return { numKeys, list, groups: [...groupOf.values()] };
+  return { numKeys, list, groups };
+}
+
+/** Whether two requests ask the script the same: the same buckets of the same policies, and the same revocation gate. */
+function sameAsk(a: BatchRequest, b: BatchRequest): boolean {
+  if (a.hits.length !== b.hits.length) return false;
+  for (let i = 0; i < a.hits.length; i++) {
+    if (a.hits[i]!.policy !== b.hits[i]!.policy || a.hits[i]!.bucket !== b.hits[i]!.bucket) return false;
+  }
+  const x = a.gate;
+  const y = b.gate;
+  if (x === undefined || y === undefined) return x === y;
+  if (x.issuedAt !== y.issuedAt || x.subject !== y.subject || x.present.length !== y.present.length) return false;
+  for (let i = 0; i < x.present.length; i++) if (x.present[i] !== y.present[i]) return false;
+  return true;
 }
 
 /**
