@@ -23,7 +23,7 @@ import { SignJWT, generateKeyPair, exportJWK } from 'jose';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { startServer, startGateway, runCommand, stop, rssKb, killAll, LoadWorkers, shippedConfig } from './lib/procs.js';
-import { median, quantile, round } from './lib/stats.js';
+import { mergeSlices, median, quantile, round } from './lib/stats.js';
 import { renderMarkdown } from './lib/report.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -34,6 +34,7 @@ const { values: flags } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     rounds: { type: 'string' },
+    slices: { type: 'string' },
     duration: { type: 'string' },
     warmup: { type: 'string' },
     connections: { type: 'string' },
@@ -62,6 +63,9 @@ if (flags.help) {
   --quick            short run (~1 minute): 1 s samples, 10 000 keys
   --rounds N         interleaved rounds (default 3)
   --duration S       seconds per sample (default 4)
+  --slices N         take each sample in N slices (default 4, at most one per second of
+                     --duration), every target in turn, the order reversed each pass, so a
+                     drift of the machine's speed within a round falls alike on all targets
   --warmup S         discarded warm-up before each sample (default 0.5)
   --connections N    connections of the load generator (default 32)
   --generator G      wrk or autocannon for the fixed-header load: the throughput table and
@@ -101,6 +105,8 @@ const S = {
   rounds: Number(flags.rounds ?? 3),
   duration: Number(flags.duration ?? (quick ? 1 : 4)),
   warmup: Number(flags.warmup ?? (quick ? 0.2 : 0.5)),
+  /** Slices of each sample, taken in turn with every other target's (one-second ones at the least). */
+  slices: Math.max(1, Math.min(Number(flags.slices ?? 4), Math.floor(Number(flags.duration ?? (quick ? 1 : 4))))),
   /** One discarded sample per target before the rounds (JIT, pools, caches). */
   warmRound: quick ? 0.5 : 3,
   connections: Number(flags.connections ?? 32),
@@ -451,8 +457,16 @@ async function main() {
     // A different order every round (the same in every run), so no target always follows
     // the same neighbour.
     const order = r === 0 ? [...targets] : shuffled(targets, r);
+    // Each target's sample is taken in slices, every target in turn, the order reversed
+    // from one pass to the next (A B C, C B A, ...): a drift of the machine's speed within
+    // the round then falls alike on every target, as it cannot when each runs at once for
+    // the whole of its sample.
+    const parts = new Map(order.map((t) => [t.name, []]));
+    for (let k = 0; k < S.slices; k++) {
+      for (const t of k % 2 === 0 ? order : [...order].reverse()) parts.get(t.name).push(await sample(t, S.duration / S.slices, k === 0 ? S.warmup : 0));
+    }
     for (const t of order) {
-      const s = await sample(t, S.duration, S.warmup);
+      const s = mergeSlices(parts.get(t.name));
       const bad = s.total - s.ok;
       if (bad > 0) notes.push(`${t.name} round ${r + 1}: ${bad} non-2xx responses ${JSON.stringify(s.statusCodes)}`);
       samples.get(t.name).push({ round: r + 1, ...s });

@@ -16,7 +16,8 @@ export function renderMarkdown(r) {
   lines.push(`# Portcullis benchmark — ${r.date.slice(0, 10)}`, '');
   lines.push(`Machine: ${m.nproc} × ${m.cpu}, ${m.os}, Node ${m.node}; load average at start ${m.loadavg.join(' ')}; commit ${m.commit}.`);
   if (r.targets.length) lines.push(
-    `Load: ${loadGenerator(s)}, ${s.connections} connections, pipelining ${s.pipelining}, ${s.duration} s per sample after a discarded ${s.loadGenerator === 'wrk' ? Math.max(1, Math.round(s.warmup)) : s.warmup} s warm-up; ` +
+    `Load: ${loadGenerator(s)}, ${s.connections} connections, pipelining ${s.pipelining}, ${s.duration} s per sample after a discarded ${s.loadGenerator === 'wrk' ? Math.max(1, Math.round(s.warmup)) : s.warmup} s warm-up` +
+      ((s.slices ?? 1) > 1 ? `, taken in ${s.slices} slices with every other target's in turn (order reversed each pass); ` : '; ') +
       `${s.rounds} interleaved rounds, medians shown; ratios are taken within each round against the bare proxy, then the median. ` +
       (s.restart ? 'Every Portcullis gateway was started afresh (and warmed) before each round. ' : '') +
       `Gateway log level ${s.logLevel} (one JSON line per request to a file), upstream leg ${s.upstreamLeg ?? `http-proxy-3 ${s.proxyPath}`}. Whole run: ${r.elapsedSeconds} s.`,
