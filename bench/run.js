@@ -63,9 +63,10 @@ if (flags.help) {
   --quick            short run (~1 minute): 1 s samples, 10 000 keys
   --rounds N         interleaved rounds (default 3)
   --duration S       seconds per sample (default 4)
-  --slices N         take each sample in N slices (default 4, at most one per second of
-                     --duration), every target in turn, the order reversed each pass, so a
-                     drift of the machine's speed within a round falls alike on all targets
+  --slices N         take each sample in N slices (default: one per 2 s of --duration, at
+                     most one per second), every target in turn, the order reversed each
+                     pass, so a drift of the machine's speed within a round falls alike on
+                     all targets
   --warmup S         discarded warm-up before each sample (default 0.5)
   --connections N    connections of the load generator (default 32)
   --generator G      wrk or autocannon for the fixed-header load: the throughput table and
@@ -105,8 +106,12 @@ const S = {
   rounds: Number(flags.rounds ?? 3),
   duration: Number(flags.duration ?? (quick ? 1 : 4)),
   warmup: Number(flags.warmup ?? (quick ? 0.2 : 0.5)),
-  /** Slices of each sample, taken in turn with every other target's (one-second ones at the least). */
-  slices: Math.max(1, Math.min(Number(flags.slices ?? 4), Math.floor(Number(flags.duration ?? (quick ? 1 : 4))))),
+  /**
+   * Slices of each sample, taken in turn with every other target's: two-second ones by
+   * default (one-second slices were seen to favour the faster of two targets: each slice's
+   * start and end weigh more), one-second ones at the least.
+   */
+  slices: Math.max(1, Math.min(Number(flags.slices ?? Math.floor(Number(flags.duration ?? (quick ? 1 : 4)) / 2)), Math.floor(Number(flags.duration ?? (quick ? 1 : 4))))),
   /** One discarded sample per target before the rounds (JIT, pools, caches). */
   warmRound: quick ? 0.5 : 3,
   connections: Number(flags.connections ?? 32),
