@@ -72,7 +72,19 @@ export function freePort() {
  * lines go to a file (the cheapest realistic sink, and the gateway writes one line per
  * request).
  */
-export async function startGateway(bin, configFile, { cwd, logFile, nodeArgs = [], env = {}, timeoutMs = 60_000, args = [] }) {
+export async function startGateway(bin, configFile, opts) {
+  // A port found free can be taken before the gateway binds it (a load generator's
+  // outgoing connections draw from the same range): try again on fresh ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startGatewayOnce(bin, configFile, opts);
+    } catch (err) {
+      if (attempt >= 3 || !/EADDRINUSE/.test(String(err?.message))) throw err;
+    }
+  }
+}
+
+async function startGatewayOnce(bin, configFile, { cwd, logFile, nodeArgs = [], env = {}, timeoutMs = 60_000, args = [] }) {
   const port = await freePort();
   const admin = await freePort();
   let n = 0;
