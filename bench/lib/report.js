@@ -53,12 +53,13 @@ export function renderMarkdown(r) {
   }
   const sc = r.scenarios;
   if (sc.flood) {
-    lines.push(`**Flood of wrong secrets for a valid key id** (valid traffic from ${loadGenerator(s)}; the flood from a second process, autocannon, a fresh wrong secret with a valid checksum on every request, ${s.floodConnections} connections):`, '');
-    lines.push('| valid-key traffic | valid req/s | × alone | valid p99 ms | flood req/s | flood answers |', '| --- | ---: | ---: | ---: | ---: | --- |');
-    lines.push(`| alone | ${int(sc.flood.validAlone.rps)} | 1.00 | ${f(sc.flood.validAlone.p99)} | – | – |`);
+    const rounds = s.floodRounds ?? 1;
+    lines.push(`**Flood of wrong secrets for a valid key id** (valid traffic from ${loadGenerator(s)}; the flood from a second process, autocannon, a fresh wrong secret with a valid checksum on every request, ${s.floodConnections} connections${rounds > 1 ? `; ${rounds} rounds, the order reversed every second one, medians; × alone is the median of each round's ratio` : ''}):`, '');
+    lines.push('| valid-key traffic | valid req/s | × alone | (rounds) | valid p99 ms | flood req/s | flood answers |', '| --- | ---: | ---: | --- | ---: | ---: | --- |');
+    lines.push(`| alone | ${int(sc.flood.validAlone.rps)} | 1.00 |  | ${f(sc.flood.validAlone.p99)} | – | – |`);
     for (const v of sc.flood.variants) {
       const codes = Object.entries(v.floodStatusCodes).map(([c, n]) => `${c}: ${int(n)}`).join(', ');
-      lines.push(`| next to ${v.name} | ${int(v.validRps)} | ${f(v.ratio)} | ${f(v.validP99)} | ${int(v.floodRps)} | ${codes} |`);
+      lines.push(`| next to ${v.name} | ${int(v.validRps)} | ${f(v.ratio)} | ${(v.ratioPerRound ?? []).map((x) => f(x)).join(' ')} | ${f(v.validP99)} | ${int(v.floodRps)} | ${codes} |`);
     }
     lines.push('');
   }
