@@ -140,29 +140,7 @@ export interface PackedBatch {
  * one turn arrived together, and the script decides them group after group.
  */
 export function packBatch(batch: readonly BatchRequest[], prefix: string, now: number | ''): PackedBatch {
-  // Group first, comparing requests by value (a hot credential's requests of a turn ask the
-  // same; most turns hold one group or a few): keys are named and indexed once per group.
-  const groups: number[][] = [];
-  const byFirst = new Map<string, number[][]>();
-  let last: number[] | undefined;
-  for (let r = 0; r < batch.length; r++) {
-    const p = batch[r]!;
-    if (last !== undefined && sameAsk(batch[last[0]!]!, p)) {
-      last.push(r);
-      continue;
-    }
-    const first = p.hits[0]?.bucket ?? '';
-    const candidates = byFirst.get(first);
-    last = candidates?.find((g) => sameAsk(batch[g[0]!]!, p));
-    if (last !== undefined) {
-      last.push(r);
-      continue;
-    }
-    last = [r];
-    groups.push(last);
-    if (candidates === undefined) byFirst.set(first, [last]);
-    else candidates.push(last);
-  }
+  const groups = groupAlike(batch);
   const keys: string[] = [];
   const index = new Map<string, number>();
   const perKey: (string | number)[] = [];
@@ -207,6 +185,36 @@ export function packBatch(batch: readonly BatchRequest[], prefix: string, now: n
   for (const v of perKey) list.push(v);
   list.push(packed.join(','));
   return { numKeys, list, groups };
+}
+
+/**
+ * The batch's requests in groups of those that ask the same, in the order each group first
+ * appears, compared by value (a hot credential's requests of a turn ask the same; most
+ * turns hold one group or a few).
+ */
+function groupAlike(batch: readonly BatchRequest[]): number[][] {
+  const groups: number[][] = [];
+  const byFirst = new Map<string, number[][]>();
+  let last: number[] | undefined;
+  for (let r = 0; r < batch.length; r++) {
+    const p = batch[r]!;
+    if (last !== undefined && sameAsk(batch[last[0]!]!, p)) {
+      last.push(r);
+      continue;
+    }
+    const first = p.hits[0]?.bucket ?? '';
+    const candidates = byFirst.get(first);
+    last = candidates?.find((g) => sameAsk(batch[g[0]!]!, p));
+    if (last !== undefined) {
+      last.push(r);
+      continue;
+    }
+    last = [r];
+    groups.push(last);
+    if (candidates === undefined) byFirst.set(first, [last]);
+    else candidates.push(last);
+  }
+  return groups;
 }
 
 /** Whether two requests ask the script the same: the same buckets of the same policies, and the same revocation gate. */
