@@ -66,7 +66,8 @@ export function renderMarkdown(r) {
   if (sc.limits) {
     const l = sc.limits;
     lines.push(
-      `**Rate limits on Redis**: the limited route (HS256 JWT, Redis revocation, a policy far above the load) ran at ${int(l.limitedRps)} req/s alone, with ${f(l.commandsPerRequest.evalsha, 3)} rate-limit script calls and ${f(l.commandsPerRequest.mget, 3)} revocation MGETs per request (INFO commandstats: one call serves every request of an event-loop turn). ` +
+      (l.paired ? `**Rate limits on Redis**: the limited route (HS256 JWT, Redis revocation, a policy far above the load) against the same route without a limit, on one gateway, alternating every ${l.paired.seconds} s for ${l.paired.pairs} pairs: req/s **× ${f(l.paired.rps)}** (per pair ${l.paired.rpsPerPair.map((x) => f(x)).join(' ')}), CPU per request × ${f(l.paired.cpu)}. It ` : '**Rate limits on Redis**: the limited route (HS256 JWT, Redis revocation, a policy far above the load) ') +
+        `ran at ${int(l.limitedRps)} req/s alone, with ${f(l.commandsPerRequest.evalsha, 3)} rate-limit script calls and ${f(l.commandsPerRequest.mget, 3)} revocation MGETs per request (INFO commandstats: one call serves every request of an event-loop turn). ` +
         `Fleet: ${l.fleet.instances} instances sharing one global policy of ${int(l.fleet.limit)} per ${l.fleet.windowSeconds} s, overloaded for ${l.fleet.seconds} s (${int(l.fleet.requests)} requests): ${int(l.fleet.admitted)} admitted of ${int(l.fleet.allowance)} allowed — **${f(l.accuracy, 3)}** of the allowance (never above 1; the sliding rule admits up to a tenth of a window late).`,
       '',
     );
