@@ -106,12 +106,6 @@ const S = {
   rounds: Number(flags.rounds ?? 3),
   duration: Number(flags.duration ?? (quick ? 1 : 4)),
   warmup: Number(flags.warmup ?? (quick ? 0.2 : 0.5)),
-  /**
-   * Slices of each sample, taken in turn with every other target's: two-second ones by
-   * default (one-second slices were seen to favour the faster of two targets: each slice's
-   * start and end weigh more), one-second ones at the least.
-   */
-  slices: Math.max(1, Math.min(Number(flags.slices ?? Math.floor(Number(flags.duration ?? (quick ? 1 : 4)) / 2)), Math.floor(Number(flags.duration ?? (quick ? 1 : 4))))),
   /** One discarded sample per target before the rounds (JIT, pools, caches). */
   warmRound: quick ? 0.5 : 3,
   connections: Number(flags.connections ?? 32),
@@ -125,6 +119,12 @@ const S = {
   floodRate: 1000,
   logLevel: flags['log-level'],
 };
+/**
+ * Slices of each sample, taken in turn with every other target's: two-second ones by
+ * default (one-second slices were seen to favour the faster of two targets: each slice's
+ * start and end weigh more), one-second ones at the least.
+ */
+S.slices = Math.max(1, Math.min(Number(flags.slices ?? Math.floor(S.duration / 2)), Math.floor(S.duration)));
 function onPath(cmd) {
   try {
     execFileSync(cmd, ['-v'], { stdio: 'ignore' });

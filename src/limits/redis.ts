@@ -80,7 +80,7 @@ export class RedisRateLimiter implements RateLimiter {
         lazyConnect: opts.lazy === true,
       })) as ScriptedRedis;
     this.#batch = new TurnBatch<Pending>((batch) => this.#send(batch), opts.shared?.schedule);
-    this.#inFlight = new DeadlineSweep<SentBatch>(this.#timeout, (sent) => this.#failed(sent.batch, new Error(`redis did not answer within ${this.#timeout} ms`)));
+    this.#inFlight = new DeadlineSweep<SentBatch>(this.#timeout, (sent, err) => this.#failed(sent.batch, err));
     this.#redis.defineCommand('portcullisHit', { lua: HIT_LUA });
     if (this.#owned) {
       this.#redis.on('error', () => {

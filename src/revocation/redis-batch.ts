@@ -34,7 +34,7 @@ export class MgetBatcher {
     this.#schedule = schedule;
     this.#timeout = timeout;
     this.#hooks = hooks;
-    this.#inFlight = new DeadlineSweep(timeout, (b) => this.#hooks.failed(b, new Error(`redis did not answer within ${this.#timeout} ms`)));
+    this.#inFlight = new DeadlineSweep(timeout, (b, err) => this.#hooks.failed(b, err));
   }
 
   /**

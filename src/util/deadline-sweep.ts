@@ -13,12 +13,19 @@ export class DeadlineSweep<T extends Deadlined> {
   readonly #inFlight = new Set<T>();
   #timer: NodeJS.Timeout | undefined;
   readonly #every: number;
-  readonly #expire: (item: T) => void;
+  readonly #timeout: number;
+  readonly #expire: (item: T, err: Error) => void;
+  readonly #what: string;
 
-  /** `timeout`: the commands' bound (the sweep runs every tenth of it, 5–50 ms). `expire`: an item whose deadline passed. */
-  constructor(timeout: number, expire: (item: T) => void) {
+  /**
+   * `timeout`: the commands' bound (the sweep runs every tenth of it, 5–50 ms). `expire`: an
+   * item whose deadline passed, with the error that says so (`<what> did not answer within …`).
+   */
+  constructor(timeout: number, expire: (item: T, err: Error) => void, what = 'redis') {
     this.#every = Math.max(5, Math.min(50, Math.floor(timeout / 10)));
+    this.#timeout = timeout;
     this.#expire = expire;
+    this.#what = what;
   }
 
   add(item: T): void {
@@ -44,7 +51,7 @@ export class DeadlineSweep<T extends Deadlined> {
     for (const item of this.#inFlight) {
       if (item.deadline > now) break;
       this.#inFlight.delete(item);
-      this.#expire(item);
+      this.#expire(item, new Error(`${this.#what} did not answer within ${this.#timeout} ms`));
     }
     if (this.#inFlight.size === 0) this.close();
   };
