@@ -22,7 +22,7 @@ import { stringify } from 'yaml';
 import { SignJWT, generateKeyPair, exportJWK } from 'jose';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { startServer, startGateway, runCommand, stop, rssKb, killAll, LoadWorkers, shippedConfig } from './lib/procs.js';
+import { startServer, startGateway, runCommand, stop, rssKb, rssParts, killAll, LoadWorkers, shippedConfig } from './lib/procs.js';
 import { mergeSlices, median, quantile, round } from './lib/stats.js';
 import { renderMarkdown } from './lib/report.js';
 
@@ -958,6 +958,7 @@ async function memoryScenario({ n, db, g, keys, keysFile, importSeconds, upstrea
       const v = (re) => Number(re.exec(body)?.[1] ?? NaN);
       return {
         rssMB: round(rssKb(gw.pid) / 1024, 1),
+        ...rssParts(gw.pid),
         heapTotalMB: round(v(/^nodejs_heap_size_total_bytes\s+(\d+)/m) / 1048576, 1),
         heapUsedMB: round(v(/^nodejs_heap_size_used_bytes\s+(\d+)/m) / 1048576, 1),
         newSpaceMB: round(v(/^nodejs_heap_space_size_total_bytes\{space="new"\}\s+(\d+)/m) / 1048576, 1),
@@ -1002,7 +1003,7 @@ async function memoryScenario({ n, db, g, keys, keysFile, importSeconds, upstrea
       resentCacheHits: hitsOnSecondPass,
       warmSeconds: round(warmSeconds, 1),
     };
-    log(`  RSS ${out.rssBeforeMB} MB → ${out.rssAfterMB} MB (${out.bytesPerKey} B/key; V8 new space ${after.newSpaceMB} MB, old space used ${after.oldSpaceUsedMB} MB); ${hitsOnSecondPass}/${sample} re-sent keys hit the cache`);
+    log(`  RSS ${out.rssBeforeMB} MB → ${out.rssAfterMB} MB (${out.bytesPerKey} B/key; after: files ${after.filesMB}, malloc brk ${after.brkMB}, other anonymous ${after.anonMB} MB, V8 heap ${after.heapTotalMB} MB of it; V8 new space ${after.newSpaceMB} MB, old space used ${after.oldSpaceUsedMB} MB); ${hitsOnSecondPass}/${sample} re-sent keys hit the cache`);
     return out;
   } finally {
     await stop(gw.child);

@@ -130,6 +130,23 @@ export function rssKb(pid) {
 }
 
 /**
+ * Where a process's resident memory is (MB), from /proc/PID/smaps: `files` mapped files
+ * (the node binary's code and libraries), `brk` glibc's main malloc arena, `anon` every
+ * other private anonymous mapping (V8's heap pages, the other malloc arenas and large
+ * malloc chunks, thread stacks).
+ */
+export function rssParts(pid) {
+  const parts = { files: 0, brk: 0, anon: 0 };
+  let kind = 'anon';
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) kind = head[1].startsWith('/') ? 'files' : head[1] === '[heap]' ? 'brk' : 'anon';
+    else if (line.startsWith('Rss:')) parts[kind] += Number(/(\d+)/.exec(line)[1]);
+  }
+  return { filesMB: Math.round(parts.files / 102.4) / 10, brkMB: Math.round(parts.brk / 102.4) / 10, anonMB: Math.round(parts.anon / 102.4) / 10 };
+}
+
+/**
  * Load generators kept running between samples (bench/load.js forked with IPC): each runs
  * one job at a time in its own process; `run` waits for a free one.
  */

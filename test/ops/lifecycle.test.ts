@@ -1,5 +1,6 @@
 import t from 'tap';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { request } from 'undici';
 import { startUpstream } from '../helpers/upstream.js';
 import { spawnGateway } from '../helpers/spawn.js';
@@ -97,4 +98,38 @@ t.test('serve replaces itself, same PID, with the memory flags and a bounded mal
     t.equal(await status(`${gw.url}/slow/0`), 200, `${c.name}: and it serves`);
     await gw.stop();
   }
+});
+
+const BIN = new URL('../../bin/portcullis.js', import.meta.url).pathname;
+// Debian's libjemalloc2 (a dependency of its redis-server); .ci/run installs it.
+const JEMALLOC = [`/usr/lib/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu/libjemalloc.so.2`, '/usr/lib64/libjemalloc.so.2', '/usr/lib/libjemalloc.so.2', '/usr/local/lib/libjemalloc.so.2'].find((f) => existsSync(f));
+
+// Without it the test is skipped on a developer machine and fails in CI.
+const noJemalloc = JEMALLOC === undefined && process.env.CI !== 'true' ? 'libjemalloc.so.2 is not installed' : false;
+t.test('serve allocates with jemalloc when the system has it, unless told otherwise', { skip: noJemalloc }, async (t) => {
+  if (JEMALLOC === undefined) {
+    t.fail('libjemalloc.so.2 is not installed (apt-get install libjemalloc2)');
+    return;
+  }
+  const mapped = (pid: number) => readFileSync(`/proc/${pid}/maps`, 'utf8').includes('libjemalloc');
+  const envOf = (pid: number, name: string) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').find((e) => e.startsWith(`${name}=`))?.slice(name.length + 1);
+  const libm = `/lib/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu/libm.so.6`;
+  const cases: { name: string; env: Record<string, string>; jemalloc: boolean; conf: string | undefined; preload: string | undefined }[] = [
+    { name: 'found on the system', env: {}, jemalloc: true, conf: 'background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0', preload: JEMALLOC },
+    { name: 'named by PORTCULLIS_MALLOC, with MALLOC_CONF from the environment', env: { PORTCULLIS_MALLOC: JEMALLOC, MALLOC_CONF: 'narenas:1' }, jemalloc: true, conf: 'narenas:1', preload: JEMALLOC },
+    { name: 'PORTCULLIS_MALLOC=system', env: { PORTCULLIS_MALLOC: 'system' }, jemalloc: false, conf: undefined, preload: undefined },
+    { name: 'LD_PRELOAD set by the environment stays as it is', env: { LD_PRELOAD: libm }, jemalloc: false, conf: undefined, preload: libm },
+  ];
+  for (const c of cases) {
+    const gw = await spawnGateway(config(''), { env: { LD_PRELOAD: '', MALLOC_CONF: '', PORTCULLIS_MALLOC: '', ...c.env } });
+    const pid = gw.child.pid!;
+    t.equal(mapped(pid), c.jemalloc, `${c.name}: jemalloc ${c.jemalloc ? '' : 'not '}mapped in the serving process`);
+    t.equal(envOf(pid, 'LD_PRELOAD') || undefined, c.preload, `${c.name}: LD_PRELOAD`);
+    t.equal(envOf(pid, 'MALLOC_CONF') || undefined, c.conf, `${c.name}: MALLOC_CONF`);
+    t.equal(await status(`${gw.url}/slow/0`), 200, `${c.name}: and it serves`);
+    await gw.stop();
+  }
+  const missing = spawnSync(process.execPath, [BIN, 'serve', '-c', '/nonexistent.yaml'], { env: { ...process.env, PORTCULLIS_MALLOC: '/nonexistent/libjemalloc.so.2' }, encoding: 'utf8' });
+  t.equal(missing.status, 2, 'a PORTCULLIS_MALLOC that names no file: exit 2');
+  t.match(missing.stderr, /PORTCULLIS_MALLOC=\/nonexistent\/libjemalloc\.so\.2: no such file/, 'and says so');
 });
