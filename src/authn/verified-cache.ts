@@ -1,4 +1,4 @@
-import { LruMap } from '../util/lru-map.js';
+import { ExpiringLru, LruMap } from '../util/lru-map.js';
 import type { Identity } from './types.js';
 
 /** Bounds and wiring of a {@link VerifiedCache}. */
@@ -9,6 +9,8 @@ export interface VerifiedCacheOptions<P> {
   readonly refusalMax: number;
   /** The clock entries expire by (ms). */
   readonly now: () => number;
+  /** When a cached identity stops being served (ms, by `now`): identities carry their expiry. */
+  readonly until: (entry: P) => number;
   /** Hears of every identity that leaves the cache (for an authenticator's own indexes). */
   readonly onRemove?: ((key: string, entry: P) => void) | undefined;
 }
@@ -19,15 +21,16 @@ export interface VerifiedCacheOptions<P> {
  * and the verifications running now (in-flight), so concurrent requests presenting one
  * credential share one verification. `P` is what a hit returns (an Identity, or one with
  * its exact end), `R` what a refusal replays. Entries expire by the injected clock; both maps
- * allocate per entry, so a large bound costs nothing until it is used.
+ * allocate per entry, so a large bound costs nothing until it is used; an identity is held
+ * as it is, carrying its own expiry (`until`), with no wrapper object.
  */
 export class VerifiedCache<P, R> {
-  readonly #identities: LruMap<P>;
+  readonly #identities: ExpiringLru<P>;
   readonly #refusals: LruMap<R>;
   readonly #inflight = new Map<string, Promise<Identity>>();
 
   constructor(options: VerifiedCacheOptions<P>) {
-    this.#identities = new LruMap<P>(options.max, 0, options.now, options.onRemove);
+    this.#identities = new ExpiringLru<P>(options.max, options.until, options.now, options.onRemove);
     this.#refusals = new LruMap<R>(options.refusalMax, 0, options.now);
   }
 
@@ -41,9 +44,9 @@ export class VerifiedCache<P, R> {
     return this.#identities.peek(key, allowStale);
   }
 
-  /** Keeps an identity for `ttl` ms (> 0). */
-  set(key: string, entry: P, ttl: number): void {
-    this.#identities.set(key, entry, ttl);
+  /** Keeps an identity until its own expiry (`until`). */
+  set(key: string, entry: P): void {
+    this.#identities.set(key, entry);
   }
 
   delete(key: string): void {

@@ -97,7 +97,9 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
         {
           method: 'apiKey', subject: 'alice', role: 'premium', roleRank: 1, scopes: ['r', 'w'], scopesHeader: 'r w', keyId: k.id,
           audiences: ['api'], allowIp: undefined, issuedAt: k.createdAt, expiresAt: k.expiresAt, revocationId: `key:${k.id}`,
+          cachedUntil: clock.now() + apiKeysConfig().cache.ttl,
         },
+        'the identity, cached for the cache TTL (the key ends later)',
       );
       t.ok(Object.isFrozen(id), 'identity is frozen');
       t.equal(id.allowIp?.('10.9.8.7'), true);

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { VerifiedCache } from '../../src/authn/verified-cache.js';
-import { LruMap } from '../../src/util/lru-map.js';
+import { ExpiringLru, LruMap } from '../../src/util/lru-map.js';
 
 t.test('LruMap: per-entry expiry by the injected clock, bound, and removal notices', async (t) => {
   let now = 1000;
@@ -28,12 +28,41 @@ t.test('LruMap: per-entry expiry by the injected clock, bound, and removal notic
   t.equal(m.size, 0);
 });
 
+t.test('ExpiringLru: values carry their own expiry; bound and removal notices as LruMap', async (t) => {
+  let now = 1000;
+  const removed: string[] = [];
+  type V = { name: string; until: number };
+  const m = new ExpiringLru<V>(2, (v) => v.until, () => now, (k, v) => removed.push(`${k}=${v.name}`));
+  const a = { name: 'a', until: 0 };
+  const b = { name: 'b', until: 1010 };
+  m.set('a', a);
+  m.set('b', b);
+  now = 1010;
+  t.equal(m.get('b'), b, 'alive at exactly its expiry');
+  now = 1011;
+  t.equal(m.peek('b'), undefined, 'stale one ms later');
+  t.equal(m.peek('b', true), b, 'allowStale still sees it');
+  t.same([...m.entries()].map(([k]) => k), ['a'], 'entries leave out the stale one');
+  t.equal(m.get('b'), undefined);
+  t.same(removed, ['b=b'], 'an expired entry read is removed and reported');
+  t.equal(m.get('a'), a, 'until 0: never stale');
+  m.set('c', { name: 'c', until: 5000 });
+  m.set('d', { name: 'd', until: 5000 });
+  t.same(removed, ['b=b', 'a=a'], 'past the bound the least recently used goes');
+  m.set('d', { name: 'd2', until: 6000 });
+  t.same(removed.at(-1), 'd=d', 'a replaced value is reported');
+  t.ok(m.has('c') && m.size === 2);
+  m.clear();
+  t.same(removed.slice(-2), ['c=c', 'd=d2'], 'clear reports every entry');
+});
+
 t.test('VerifiedCache: positive, negative and in-flight by one key', async (t) => {
   let now = 0;
-  const c = new VerifiedCache<string, string>({ max: 10, refusalMax: 10, now: () => now });
-  c.set('k', 'identity', 50);
+  const c = new VerifiedCache<{ id: string; until: number }, string>({ max: 10, refusalMax: 10, now: () => now, until: (e) => e.until });
+  const identity = { id: 'identity', until: 50 };
+  c.set('k', identity);
   c.refuse('x', 'refused', 5);
-  t.equal(c.get('k'), 'identity');
+  t.equal(c.get('k'), identity);
   t.equal(c.refusal('x'), 'refused');
   now = 6;
   t.equal(c.refusal('x'), undefined, 'a refusal is held for its ttl only');
@@ -43,6 +72,9 @@ t.test('VerifiedCache: positive, negative and in-flight by one key', async (t) =
   resolve(undefined as never);
   await p;
   t.equal(c.running('k2'), undefined, 'settled: no longer in flight');
+  now = 51;
+  t.equal(c.get('k'), undefined, 'an identity is held until its own expiry');
+  c.set('k', { id: 'again', until: 100 });
   c.clearIdentities();
   t.equal(c.get('k'), undefined);
 });

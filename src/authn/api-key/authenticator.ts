@@ -243,13 +243,11 @@ export class ApiKeyAuthenticator implements Authenticator {
     // An imported key's revocation id is `legacy:` and its digest: built on the cache key's
     // string, it costs one small string instead of a second copy of the digest.
     const legacy = record.sha256 !== null && record.sha256 === digest;
-    const identity = this.#identities.build(record, end, legacy ? formatRevocationId({ kind: 'legacy', sha256: digest }) : keyRevocationId(record));
+    const until = end === null ? now + this.#cacheTtl : Math.min(now + this.#cacheTtl, end);
+    const identity = this.#identities.build(record, end, legacy ? formatRevocationId({ kind: 'legacy', sha256: digest }) : keyRevocationId(record), until);
     this.#lastUsed.record(record.id, now);
     // An eviction while this verification ran may concern this very key: do not cache.
-    if (epoch === this.#keys.epoch && !this.#closed) {
-      const ttl = end === null ? this.#cacheTtl : Math.min(this.#cacheTtl, end - now);
-      if (ttl > 0) this.#keys.keep(digest, identity, ttl, legacy);
-    }
+    if (epoch === this.#keys.epoch && !this.#closed && until > now) this.#keys.keep(digest, identity, legacy);
     return identity;
   }
 

@@ -7,6 +7,12 @@ import { Interner } from './interner.js';
 /** The name a key's own rate limit goes by in `RateLimit-Policy` and the metrics. */
 export const KEY_POLICY = 'key';
 
+/** A key's identity as the cache holds it: with the time it stops being served from there. */
+export interface CachedKeyIdentity extends Identity {
+  /** ms: the cache's TTL from verification, or the key's end if that comes first. */
+  readonly cachedUntil: number;
+}
+
 const NO_AUDIENCES: readonly string[] = Object.freeze([]);
 
 /**
@@ -24,8 +30,8 @@ export class IdentityBuilder {
     this.#rank = rank;
   }
 
-  /** `end`: the key's effective end (ms), null when it has none. */
-  build(record: KeyRecord, end: number | null, revocationId: string): Identity {
+  /** `end`: the key's effective end (ms), null when it has none; `cachedUntil`: see {@link CachedKeyIdentity}. */
+  build(record: KeyRecord, end: number | null, revocationId: string, cachedUntil: number): CachedKeyIdentity {
     const scopes = this.#scopes.get(JSON.stringify(record.scopes), () => ({ scopes: Object.freeze([...record.scopes]), header: record.scopes.join(' ') }));
     return Object.freeze({
       method: 'apiKey',
@@ -43,6 +49,7 @@ export class IdentityBuilder {
       revocationId,
       ...(record.rateLimit === null ? {} : { rateLimit: this.#policy(record.rateLimit) }),
       ...(record.remaining === null ? {} : { credits: true as const }),
+      cachedUntil,
     });
   }
 

@@ -113,7 +113,7 @@ export class JwtAuthenticator implements Authenticator {
     this.#issuers = byIss;
     this.jwks = jwksByName;
     this.#jwksCaches = [...jwksByUri.values()];
-    this.#cache = new VerifiedCache<Cached, Refused>({ max: options.cacheMax ?? 100_000, refusalMax: options.negativeMax ?? 10_000, now: () => clock.now() });
+    this.#cache = new VerifiedCache<Cached, Refused>({ max: options.cacheMax ?? 100_000, refusalMax: options.negativeMax ?? 10_000, now: () => clock.now(), until: (c) => c.validUntil });
   }
 
   /** Fetches every JWKS once; resolves when all first attempts settled (see `ready()`). */
@@ -220,7 +220,7 @@ export class JwtAuthenticator implements Authenticator {
       this.stats.verified++;
       const now = this.#clock.now();
       const until = Math.min(validUntil, now + this.#cacheMaxTtl);
-      if (until > now) this.#cache.set(id, { identity, validUntil: until }, until - now);
+      if (until > now) this.#cache.set(id, { identity, validUntil: until });
       return identity;
     } catch (err) {
       this.stats.rejected++;
