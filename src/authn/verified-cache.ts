@@ -53,9 +53,9 @@ export class VerifiedCache<P, R> {
     this.#identities.delete(key);
   }
 
-  /** Live identities, for the rare scan (revocation by subject or by claim). */
-  entries(): IterableIterator<[string, P]> {
-    return this.#identities.entries();
+  /** Keys of the live identities that match: the rare scan (revocation by subject or by claim). */
+  keysWhere(match: (entry: P) => boolean): string[] {
+    return this.#identities.keysWhere(match);
   }
 
   /** The remembered refusal of this credential, if still held. */

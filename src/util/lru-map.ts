@@ -87,13 +87,15 @@ abstract class LruBase<S, V> {
     this.#onRemove?.(key, this.value(held));
   }
 
-  /** Live entries, least recently used first. */
-  *entries(): IterableIterator<[string, V]> {
+  /** Keys of the live entries whose value matches, least recently used first: the rare scan, without an allocation per entry. */
+  keysWhere(match: (value: V) => boolean): string[] {
     const now = this.#now();
-    for (const [key, held] of this.#map) {
+    const keys: string[] = [];
+    this.#map.forEach((held, key) => {
       const until = this.until(held);
-      if (until === 0 || now <= until) yield [key, this.value(held)];
-    }
+      if ((until === 0 || now <= until) && match(this.value(held))) keys.push(key);
+    });
+    return keys;
   }
 
   clear(): void {

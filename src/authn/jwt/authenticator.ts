@@ -208,8 +208,7 @@ export class JwtAuthenticator implements Authenticator {
 
   #evictWhere(match: (identity: Identity) => boolean): number {
     // Revocations are rare next to requests: a scan beats keeping reverse indexes up to date on every insert.
-    const doomed: string[] = [];
-    for (const [id, entry] of this.#cache.entries()) if (match(entry.identity)) doomed.push(id);
+    const doomed = this.#cache.keysWhere((entry) => match(entry.identity));
     for (const id of doomed) this.#cache.delete(id);
     return doomed.length;
   }
