@@ -1,6 +1,6 @@
 interface LruEntry<V> {
   readonly value: V;
-  /** Expiry time (ms, the injected clock); 0: none. */
+  /** Expiry time (ms, the injected clock); Infinity: none. */
   readonly until: number;
 }
 
@@ -11,7 +11,8 @@ interface LruEntry<V> {
  * proven hashes, most nearly empty in normal operation — should not pay. Expiry as
  * lru-cache's: stale once more than `ttl` ms have passed. `S` is what the map holds for a
  * value `V`: the value with its expiry ({@link LruMap}), or the value itself when it
- * carries its own ({@link ExpiringLru}).
+ * carries its own ({@link ExpiringLru}). An expiry that is not a number at or after the
+ * clock's time (NaN, undefined) counts as past: a value without a valid one is never served.
  */
 abstract class LruBase<S, V> {
   readonly #max: number;
@@ -26,7 +27,7 @@ abstract class LruBase<S, V> {
     this.#onRemove = onRemove;
   }
 
-  /** Expiry time of a held entry (ms); 0: none. */
+  /** Expiry time of a held entry (ms); Infinity: none. */
   protected abstract until(held: S): number;
   protected abstract value(held: S): V;
 
@@ -38,8 +39,7 @@ abstract class LruBase<S, V> {
   get(key: string): V | undefined {
     const held = this.#map.get(key);
     if (held === undefined) return undefined;
-    const until = this.until(held);
-    if (until !== 0 && this.#now() > until) {
+    if (!(this.#now() <= this.until(held))) {
       this.delete(key);
       return undefined;
     }
@@ -53,8 +53,7 @@ abstract class LruBase<S, V> {
   peek(key: string, allowStale = false): V | undefined {
     const held = this.#map.get(key);
     if (held === undefined) return undefined;
-    const until = this.until(held);
-    return !allowStale && until !== 0 && this.#now() > until ? undefined : this.value(held);
+    return allowStale || this.#now() <= this.until(held) ? this.value(held) : undefined;
   }
 
   /** Whether a live value is there; does not change its recency. */
@@ -87,13 +86,15 @@ abstract class LruBase<S, V> {
     this.#onRemove?.(key, this.value(held));
   }
 
-  /** Keys of the live entries whose value matches, least recently used first: the rare scan, without an allocation per entry. */
+  /**
+   * Keys of the entries whose value matches, least recently used first, stale ones too (an
+   * eviction must not leave behind an entry a clock stepped back would serve again): the
+   * rare scan, without an allocation per entry.
+   */
   keysWhere(match: (value: V) => boolean): string[] {
-    const now = this.#now();
     const keys: string[] = [];
     this.#map.forEach((held, key) => {
-      const until = this.until(held);
-      if ((until === 0 || now <= until) && match(this.value(held))) keys.push(key);
+      if (match(this.value(held))) keys.push(key);
     });
     return keys;
   }
@@ -129,13 +130,13 @@ export class LruMap<V> extends LruBase<LruEntry<V>, V> {
 
   /** Stores a value for `ttl` ms (default: the map's). */
   set(key: string, value: V, ttl = this.#ttl): void {
-    this.hold(key, { value, until: ttl > 0 ? this.clock() + ttl : 0 });
+    this.hold(key, { value, until: ttl > 0 ? this.clock() + ttl : Number.POSITIVE_INFINITY });
   }
 }
 
 /**
- * An LRU map of values that carry their own expiry (`untilOf`, ms; 0: none): one object
- * less per entry than {@link LruMap} — 40 bytes and a boxed number a cached identity.
+ * An LRU map of values that carry their own expiry (`untilOf`, ms; Infinity: none): one
+ * object less per entry than {@link LruMap} — 40 bytes and a boxed number a cached identity.
  */
 export class ExpiringLru<V> extends LruBase<V, V> {
   readonly #untilOf: (value: V) => number;

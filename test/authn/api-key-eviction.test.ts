@@ -220,3 +220,15 @@ t.test('negative cache and proven hashes expire after their time, not before', a
   t.equal(await code(a, k.key), undefined);
   t.equal(verifier.calls, runs + 2, 'cache expired past provenTtl: argon2 again');
 });
+
+t.test('a subject eviction also drops entries past their time, so a clock stepped back cannot serve them', async (t) => {
+  const a = new ApiKeyAuthenticator(store, apiKeysConfig({ cache: { max: 100, ttl: 60_000 } }), (r) => ROLES.indexOf(r), clock, { verifier });
+  t.teardown(() => a.close());
+  const k = await svc.create({ subject: 'yara', role: 'basic' });
+  t.equal(await cachedNow(a, k.key), false, 'verified');
+  t.equal(await cachedNow(a, k.key), true, 'cached');
+  clock.advance(60_001);
+  a.evictSubject('yara');
+  clock.advance(-60_001);
+  t.equal(await cachedNow(a, k.key), false, 'not served from the cache once the clock is back');
+});

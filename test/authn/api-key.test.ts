@@ -167,7 +167,9 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
     await t.test('expiry, and the cache never outlives it', async (t) => {
       const a = e.make();
       const k = await svc.create({ subject: 'erin', role: 'basic', expiresIn: 30_000 });
-      t.equal((await outcome(a, k.key)).code, undefined);
+      const first = await outcome(a, k.key);
+      t.equal(first.code, undefined);
+      t.equal((first.identity as { cachedUntil?: number }).cachedUntil, k.expiresAt, 'cached until the key ends, before cache.ttl');
       clock.advance(29_000);
       t.equal((await outcome(a, k.key)).sync, true, 'still cached');
       clock.advance(1_000);

@@ -34,7 +34,7 @@ t.test('ExpiringLru: values carry their own expiry; bound and removal notices as
   const removed: string[] = [];
   type V = { name: string; until: number };
   const m = new ExpiringLru<V>(2, (v) => v.until, () => now, (k, v) => removed.push(`${k}=${v.name}`));
-  const a = { name: 'a', until: 0 };
+  const a = { name: 'a', until: Number.POSITIVE_INFINITY };
   const b = { name: 'b', until: 1010 };
   m.set('a', a);
   m.set('b', b);
@@ -43,10 +43,10 @@ t.test('ExpiringLru: values carry their own expiry; bound and removal notices as
   now = 1011;
   t.equal(m.peek('b'), undefined, 'stale one ms later');
   t.equal(m.peek('b', true), b, 'allowStale still sees it');
-  t.same(m.keysWhere(() => true), ['a'], 'a scan leaves out the stale one');
+  t.same(m.keysWhere(() => true), ['a', 'b'], 'a scan sees the stale one too (an eviction must reach it)');
   t.equal(m.get('b'), undefined);
   t.same(removed, ['b=b'], 'an expired entry read is removed and reported');
-  t.equal(m.get('a'), a, 'until 0: never stale');
+  t.equal(m.get('a'), a, 'until Infinity: never stale');
   m.set('c', { name: 'c', until: 5000 });
   m.set('d', { name: 'd', until: 5000 });
   t.same(removed, ['b=b', 'a=a'], 'past the bound the least recently used goes');
@@ -55,6 +55,10 @@ t.test('ExpiringLru: values carry their own expiry; bound and removal notices as
   t.ok(m.has('c') && m.size === 2);
   m.clear();
   t.same(removed.slice(-2), ['c=c', 'd=d2'], 'clear reports every entry');
+  for (const until of [Number.NaN, undefined as unknown as number, 0]) {
+    m.set('bad', { name: 'bad', until });
+    t.equal(m.get('bad'), undefined, `an expiry of ${until} is past: never served`);
+  }
 });
 
 t.test('VerifiedCache: positive, negative and in-flight by one key', async (t) => {

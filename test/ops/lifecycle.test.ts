@@ -79,14 +79,14 @@ t.test('SIGTERM drains in-flight requests and exits 0', async (t) => {
 
 t.test('serve replaces itself, same PID, with the memory flags and a bounded malloc arena count', async (t) => {
   const proc = (pid: number, what: 'cmdline' | 'environ') => readFileSync(`/proc/${pid}/${what}`, 'utf8').split('\0');
-  const cases: { name: string; env: Record<string, string>; flags: string[]; arenas: string | undefined }[] = [
-    { name: 'shipped defaults', env: {}, flags: ['--max-semi-space-size=4', '--heap-growing-percent=25', '--gc-memory-reducer-start-delay-ms=2000'], arenas: '2' },
-    { name: 'PORTCULLIS_NODE_FLAGS replaces the flags; MALLOC_ARENA_MAX set by the environment stays', env: { PORTCULLIS_NODE_FLAGS: '--max-semi-space-size=8', MALLOC_ARENA_MAX: '6' }, flags: ['--max-semi-space-size=8'], arenas: '6' },
-    { name: "PORTCULLIS_NODE_FLAGS='' : no replacement", env: { PORTCULLIS_NODE_FLAGS: '' }, flags: [], arenas: undefined },
+  // Under glibc's malloc (jemalloc has no per-thread arenas to bound: see the next test).
+  const cases: { name: string; env: Record<string, string>; flags: string[]; arenas: string | undefined; replaced: boolean }[] = [
+    { name: 'shipped defaults', env: {}, flags: ['--max-semi-space-size=4', '--heap-growing-percent=25', '--gc-memory-reducer-start-delay-ms=2000'], arenas: '2', replaced: true },
+    { name: 'PORTCULLIS_NODE_FLAGS replaces the flags; MALLOC_ARENA_MAX set by the environment stays', env: { PORTCULLIS_NODE_FLAGS: '--max-semi-space-size=8', MALLOC_ARENA_MAX: '6' }, flags: ['--max-semi-space-size=8'], arenas: '6', replaced: true },
+    { name: "PORTCULLIS_NODE_FLAGS='' : no replacement", env: { PORTCULLIS_NODE_FLAGS: '' }, flags: [], arenas: undefined, replaced: false },
   ];
   for (const c of cases) {
-    const env: Record<string, string> = { ...c.env };
-    if (!('MALLOC_ARENA_MAX' in env)) env.MALLOC_ARENA_MAX = '';
+    const env: Record<string, string> = { PORTCULLIS_MALLOC: 'system', MALLOC_ARENA_MAX: '', ...c.env };
     const gw = await spawnGateway(config(''), { env });
     const pid = gw.child.pid!;
     const argv = proc(pid, 'cmdline');
@@ -95,6 +95,7 @@ t.test('serve replaces itself, same PID, with the memory flags and a bounded mal
     t.ok(c.flags.every((f) => argv.includes(f)), `${c.name}: flags ${JSON.stringify(argv.filter((a) => a.startsWith('--')))}`);
     if (c.flags.length === 0) t.notOk(argv.some((a) => a.startsWith('--max-semi-space-size')), `${c.name}: none added`);
     t.equal(arenas === '' ? undefined : arenas, c.arenas, `${c.name}: MALLOC_ARENA_MAX ${arenas}`);
+    t.equal(environ.includes('PORTCULLIS_NODE_FLAGS_APPLIED=1'), c.replaced, `${c.name}: ${c.replaced ? '' : 'not '}replaced`);
     t.equal(await status(`${gw.url}/slow/0`), 200, `${c.name}: and it serves`);
     await gw.stop();
   }
@@ -114,22 +115,30 @@ t.test('serve allocates with jemalloc when the system has it, unless told otherw
   const mapped = (pid: number) => readFileSync(`/proc/${pid}/maps`, 'utf8').includes('libjemalloc');
   const envOf = (pid: number, name: string) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').find((e) => e.startsWith(`${name}=`))?.slice(name.length + 1);
   const libm = `/lib/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu/libm.so.6`;
-  const cases: { name: string; env: Record<string, string>; jemalloc: boolean; conf: string | undefined; preload: string | undefined }[] = [
-    { name: 'found on the system', env: {}, jemalloc: true, conf: 'background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0', preload: JEMALLOC },
-    { name: 'named by PORTCULLIS_MALLOC, with MALLOC_CONF from the environment', env: { PORTCULLIS_MALLOC: JEMALLOC, MALLOC_CONF: 'narenas:1' }, jemalloc: true, conf: 'narenas:1', preload: JEMALLOC },
-    { name: 'PORTCULLIS_MALLOC=system', env: { PORTCULLIS_MALLOC: 'system' }, jemalloc: false, conf: undefined, preload: undefined },
-    { name: 'LD_PRELOAD set by the environment stays as it is', env: { LD_PRELOAD: libm }, jemalloc: false, conf: undefined, preload: libm },
+  const cases: { name: string; env: Record<string, string>; jemalloc: boolean; conf: string | undefined; preload: string | undefined; flags: boolean }[] = [
+    { name: 'found on the system', env: {}, jemalloc: true, conf: 'background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0', preload: JEMALLOC, flags: true },
+    { name: 'named by PORTCULLIS_MALLOC, with MALLOC_CONF from the environment', env: { PORTCULLIS_MALLOC: JEMALLOC, MALLOC_CONF: 'narenas:1' }, jemalloc: true, conf: 'narenas:1', preload: JEMALLOC, flags: true },
+    { name: "PORTCULLIS_NODE_FLAGS='' : no flags, jemalloc still", env: { PORTCULLIS_NODE_FLAGS: '' }, jemalloc: true, conf: 'background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0', preload: JEMALLOC, flags: false },
+    { name: 'PORTCULLIS_MALLOC=system', env: { PORTCULLIS_MALLOC: 'system' }, jemalloc: false, conf: undefined, preload: undefined, flags: true },
+    { name: 'LD_PRELOAD set by the environment stays as it is', env: { LD_PRELOAD: libm }, jemalloc: false, conf: undefined, preload: libm, flags: true },
   ];
   for (const c of cases) {
-    const gw = await spawnGateway(config(''), { env: { LD_PRELOAD: '', MALLOC_CONF: '', PORTCULLIS_MALLOC: '', ...c.env } });
+    const gw = await spawnGateway(config(''), { env: { LD_PRELOAD: '', MALLOC_CONF: '', MALLOC_ARENA_MAX: '', PORTCULLIS_MALLOC: '', ...c.env } });
     const pid = gw.child.pid!;
     t.equal(mapped(pid), c.jemalloc, `${c.name}: jemalloc ${c.jemalloc ? '' : 'not '}mapped in the serving process`);
     t.equal(envOf(pid, 'LD_PRELOAD') || undefined, c.preload, `${c.name}: LD_PRELOAD`);
     t.equal(envOf(pid, 'MALLOC_CONF') || undefined, c.conf, `${c.name}: MALLOC_CONF`);
+    if (c.jemalloc) t.equal(envOf(pid, 'MALLOC_ARENA_MAX') || undefined, undefined, `${c.name}: no glibc arena bound`);
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    t.equal(argv.includes('--max-semi-space-size=4'), c.flags, `${c.name}: the V8 flags ${c.flags ? '' : 'not '}added`);
     t.equal(await status(`${gw.url}/slow/0`), 200, `${c.name}: and it serves`);
     await gw.stop();
   }
-  const missing = spawnSync(process.execPath, [BIN, 'serve', '-c', '/nonexistent.yaml'], { env: { ...process.env, PORTCULLIS_MALLOC: '/nonexistent/libjemalloc.so.2' }, encoding: 'utf8' });
-  t.equal(missing.status, 2, 'a PORTCULLIS_MALLOC that names no file: exit 2');
-  t.match(missing.stderr, /PORTCULLIS_MALLOC=\/nonexistent\/libjemalloc\.so\.2: no such file/, 'and says so');
+  // Checked before anything else: with LD_PRELOAD set, and with no flags to add, too.
+  for (const extra of [{}, { LD_PRELOAD: libm, PORTCULLIS_NODE_FLAGS: '' }]) {
+    const env: Record<string, string | undefined> = { ...process.env, PORTCULLIS_NODE_FLAGS: undefined, LD_PRELOAD: undefined, ...extra, PORTCULLIS_MALLOC: '/nonexistent/libjemalloc.so.2' };
+    const missing = spawnSync(process.execPath, [BIN, 'serve', '-c', '/nonexistent.yaml'], { env, encoding: 'utf8' });
+    t.equal(missing.status, 2, `a PORTCULLIS_MALLOC that names no file: exit 2 (${JSON.stringify(extra)})`);
+    t.match(missing.stderr, /PORTCULLIS_MALLOC=\/nonexistent\/libjemalloc\.so\.2: no such file/, 'and says so');
+  }
 });
