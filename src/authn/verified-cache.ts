@@ -53,7 +53,7 @@ export class VerifiedCache<P, R> {
     this.#identities.delete(key);
   }
 
-  /** Keys of the live identities that match: the rare scan (revocation by subject or by claim). */
+  /** Keys of the identities that match, stale ones too: the rare scan (revocation by subject or by claim). */
   keysWhere(match: (entry: P) => boolean): string[] {
     return this.#identities.keysWhere(match);
   }
