@@ -76,7 +76,7 @@ if (flags.help) {
                      can vary the key per request
   --keys N           distinct cached keys for the memory scenario (default 100000)
   --only a,b         run only these targets (names as in the table)
-  --skip x,y         skip scenarios: flood, memory, cold, limits, embedded, workers (the serve --workers 2 target)
+  --skip x,y         skip scenarios: cycles, flood, memory, cold, limits, embedded, workers (the serve --workers 2 target)
   --out DIR          results directory (default bench/results)
   --label NAME       results file name (default latest → latest.md, latest.json)
   --redis URL        Redis for the revocation targets (default $REDIS_URL or redis://127.0.0.1:6379)
@@ -115,6 +115,8 @@ const S = {
   floodRounds: quick ? 1 : 3,
   /** Alternating 2 s pairs of the limited route and its unlimited twin (rate-limit scenario). */
   limitPairs: quick ? 2 : 8,
+  /** Alternating cycles of the goal targets (goal-cycles scenario), 2 s each in turn. */
+  goalCycles: quick ? 2 : 10,
   floodConnections: 16,
   floodRate: 1000,
   logLevel: flags['log-level'],
@@ -502,10 +504,12 @@ async function main() {
   }
 
   pairRatios(targets, samples, results);
+  const scenarios = {};
+  // While every target is warm from the last round.
+  if (!skip.has('cycles')) scenarios.cycles = await goalCycles(targets, sample);
   const exported = await request(`${sink.url}/stats`).then((r) => JSON.parse(r.body), () => undefined);
   if (exported && results.some((r) => r.name === 'pcl-hs256-traced')) notes.push(`The tracing target's OTLP sink received ${int(exported.posts)} exports, ${int(exported.bytes)} bytes of OTLP JSON.`);
 
-  const scenarios = {};
   // Cold first: the flood leaves this client address rate-limited for new keys (as designed).
   if (!skip.has('cold')) scenarios.cold = await coldScenario(live.gw, adminToken, hsSecret, es.privateKey);
   if (!skip.has('flood') && (!only || only.has('pcl-key'))) scenarios.flood = await floodScenario(live.gw, keyMem);
@@ -640,12 +644,21 @@ function goals(results, scenarios) {
   const by = new Map(results.map((r) => [r.name, r]));
   const peer = by.get('fastify-peer');
   const out = [];
+  // Read from the goal cycles when they ran (time-adjacent samples); the rounds' figure
+  // is reported beside it.
+  const cycles = scenarios.cycles;
+  const from = cycles ? ` (${cycles.cycles} alternating cycles)` : '';
+  const goal = (text, inCycles, inRounds, met) => {
+    const measured = inCycles ?? inRounds;
+    out.push({ goal: text + (inCycles === undefined ? '' : from), measured, rounds: inCycles === undefined ? undefined : inRounds, met: met(measured) });
+  };
   for (const name of ['pcl-hs256-redis', 'pcl-key-redis']) {
     const r = by.get(name);
     if (!r) continue;
-    out.push({ goal: `${name}: req/s ≥ 1.0 × bare http-proxy-3`, measured: r.vsBare.rps, met: r.vsBare.rps >= 1.0 });
-    out.push({ goal: `${name}: p99 ≤ 1.2 × bare http-proxy-3's`, measured: r.vsBare.p99, met: r.vsBare.p99 <= 1.2 });
-    if (peer) out.push({ goal: `${name}: req/s ≥ 1.1 × the fastify peer`, measured: round(r.median.rps / peer.median.rps, 3), met: r.median.rps >= 1.1 * peer.median.rps });
+    const c = cycles?.targets[name];
+    goal(`${name}: req/s ≥ 1.0 × bare http-proxy-3`, c?.rps, r.vsBare.rps, (x) => x >= 1.0);
+    goal(`${name}: p99 ≤ 1.2 × bare http-proxy-3's`, c?.p99, r.vsBare.p99, (x) => x <= 1.2);
+    if (peer) goal(`${name}: req/s ≥ 1.1 × the fastify peer`, c?.vsPeer, round(r.median.rps / peer.median.rps, 3), (x) => x >= 1.1);
   }
   const w2 = by.get('pcl-hs256-redis-w2');
   const w1 = by.get('pcl-hs256-redis');
@@ -666,7 +679,7 @@ function goals(results, scenarios) {
   }
   if (scenarios.limits) out.push({ goal: '3-instance fleet: admitted ≤ limit per window (admitted ÷ allowance ≤ 1)', measured: scenarios.limits.accuracy, met: scenarios.limits.accuracy <= 1 });
   const pub = by.get('pcl-public');
-  if (pub) out.push({ goal: 'pcl-public: req/s ≥ 1.15 × bare http-proxy-3', measured: pub.vsBare.rps, met: pub.vsBare.rps >= 1.15 });
+  if (pub) goal('pcl-public: req/s ≥ 1.15 × bare http-proxy-3', cycles?.targets['pcl-public']?.rps, pub.vsBare.rps, (x) => x >= 1.15);
   if (scenarios.flood) {
     for (const v of scenarios.flood.variants) out.push({ goal: `flood (${v.name}): valid req/s ≥ 0.8 × without flood`, measured: v.ratio, met: v.ratio >= 0.8 });
   }
@@ -683,6 +696,45 @@ function goals(results, scenarios) {
   }
   return out;
 }
+
+/**
+ * The goal targets — the bare proxy, the fastify peer and the Portcullis targets the goals
+ * name — in tight alternation: 2 s each in turn, the order reversed every cycle (A B C,
+ * C B A, ...), each goal's ratio taken within every cycle, then the median. In the rounds
+ * a target's slices and the bare proxy's are up to half a minute apart; on a shared
+ * machine whose speed drifts over tens of seconds (the bare proxy's CPU per request has
+ * been seen at 140 µs and at 261 µs in one run) that moves a round's ratio by half. The
+ * goals read these cycles; the table keeps the rounds.
+ */
+async function goalCycles(targets, sample) {
+  const group = GOAL_TARGETS.map((n) => targets.find((t) => t.name === n)).filter((t) => t !== undefined);
+  if (group[0]?.name !== 'bare-proxy' || group.length < 2) return undefined;
+  log(`scenario: goal cycles (${group.map((t) => t.name).join(', ')}; ${S.goalCycles} cycles, 2 s each)`);
+  const cycles = [];
+  for (let i = 0; i < S.goalCycles; i++) {
+    const got = {};
+    for (const t of i % 2 === 0 ? group : [...group].reverse()) got[t.name] = await sample(t, 2, 0);
+    cycles.push(got);
+  }
+  const ratio = (a, b, pick) => round(median(cycles.map((c) => pick(c[a]) / pick(c[b]))), 3);
+  const peer = group.some((t) => t.name === 'fastify-peer');
+  const out = {};
+  for (const t of group.slice(1)) {
+    out[t.name] = {
+      rps: ratio(t.name, 'bare-proxy', (s) => s.rps),
+      p99: ratio(t.name, 'bare-proxy', (s) => s.latencyMs.p99),
+      cpu: ratio(t.name, 'bare-proxy', (s) => s.cpuUsPerReq),
+      ...(peer && t.name !== 'fastify-peer' ? { vsPeer: ratio(t.name, 'fastify-peer', (s) => s.rps) } : {}),
+      rpsPerCycle: cycles.map((c) => round(c[t.name].rps / c['bare-proxy'].rps, 3)),
+    };
+  }
+  const bareRps = cycles.map((c) => c['bare-proxy'].rps);
+  log(`  × bare proxy: ${Object.entries(out).map(([n, r]) => `${n} ${r.rps}`).join(', ')} (bare proxy ${int(Math.min(...bareRps))}–${int(Math.max(...bareRps))} req/s)`);
+  return { cycles: S.goalCycles, seconds: 2, targets: out, bareRps: { min: round(Math.min(...bareRps), 0), max: round(Math.max(...bareRps), 0) } };
+}
+
+/** The goal-cycles scenario's targets, the bare proxy first. */
+const GOAL_TARGETS = ['bare-proxy', 'pcl-public', 'pcl-hs256-redis', 'pcl-key-redis', 'fastify-peer'];
 
 /**
  * Rate limits on Redis: commands per request on the limited route, then three instances

@@ -47,11 +47,20 @@ export function renderMarkdown(r) {
     lines.push('');
   }
   if (r.goals.length) {
-    lines.push('| goal | measured | met |', '| --- | ---: | :---: |');
-    for (const g of r.goals) lines.push(`| ${g.goal} | ${f(g.measured)} | ${g.met === null ? '–' : g.met ? 'yes' : '**no**'} |`);
+    lines.push('| goal | measured | in the rounds | met |', '| --- | ---: | ---: | :---: |');
+    for (const g of r.goals) lines.push(`| ${g.goal} | ${f(g.measured)} | ${g.rounds === undefined ? '' : f(g.rounds)} | ${g.met === null ? '–' : g.met ? 'yes' : '**no**'} |`);
     lines.push('');
   }
   const sc = r.scenarios;
+  if (sc.cycles) {
+    const c = sc.cycles;
+    lines.push(`**Goal cycles** (the goals' targets in turn, ${c.seconds} s each, the order reversed every cycle, ${c.cycles} cycles after the rounds; each ratio taken within a cycle, then the median; the bare proxy ran at ${int(c.bareRps.min)}–${int(c.bareRps.max)} req/s across them):`, '');
+    lines.push('| target | req/s × bare proxy | p99 × bare proxy | CPU/req × bare proxy | req/s × fastify peer | per-cycle req/s × bare proxy |', '| --- | ---: | ---: | ---: | ---: | --- |');
+    for (const [name, t] of Object.entries(c.targets)) {
+      lines.push(`| ${r.targets.find((x) => x.name === name)?.label ?? name} | ${f(t.rps)} | ${f(t.p99)} | ${f(t.cpu)} | ${t.vsPeer === undefined ? '' : f(t.vsPeer)} | ${t.rpsPerCycle.map((x) => f(x)).join(' ')} |`);
+    }
+    lines.push('');
+  }
   if (sc.flood) {
     const rounds = s.floodRounds ?? 1;
     lines.push(`**Flood of wrong secrets for a valid key id** (valid traffic from ${loadGenerator(s)}; the flood from a second process, autocannon, a fresh wrong secret with a valid checksum on every request, ${s.floodConnections} connections${rounds > 1 ? `; ${rounds} rounds, the order reversed every second one, medians; × alone is the median of each round's ratio` : ''}):`, '');
