@@ -713,7 +713,10 @@ async function goalCycles(targets, sample) {
   const cycles = [];
   for (let i = 0; i < S.goalCycles; i++) {
     const got = {};
-    for (const t of i % 2 === 0 ? group : [...group].reverse()) got[t.name] = await sample(t, 2, 0);
+    for (const t of i % 2 === 0 ? group : [...group].reverse()) {
+      const s = (got[t.name] = await sample(t, 2, 0));
+      if (s.total > s.ok) notes.push(`${t.name} goal cycle ${i + 1}: ${s.total - s.ok} non-2xx responses ${JSON.stringify(s.statusCodes)}`);
+    }
     cycles.push(got);
   }
   const ratio = (a, b, pick) => round(median(cycles.map((c) => pick(c[a]) / pick(c[b]))), 3);
