@@ -14,8 +14,10 @@ export const processIo: Io = {
 /** Thrown by a command to end with a message and an exit code (no stack trace). */
 export class CommandError extends Error {
   override readonly name = 'CommandError';
-  constructor(message: string, readonly exitCode = 1) {
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 1) {
     super(message);
+    this.exitCode = exitCode;
   }
 }
 

@@ -21,8 +21,10 @@ export interface GatewayConfig extends RawConfig {
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
   readonly code = 'config-invalid';
-  constructor(readonly problems: readonly string[]) {
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
     super(problems.join('\n'));
+    this.problems = problems;
   }
 }
 
@@ -48,7 +50,14 @@ function deepFreeze<T>(value: T): T {
 }
 
 class Locator {
-  constructor(private readonly doc: Document, private readonly lines: LineCounter, private readonly file: string) {}
+  private readonly doc: Document;
+  private readonly lines: LineCounter;
+  private readonly file: string;
+  constructor(doc: Document, lines: LineCounter, file: string) {
+    this.doc = doc;
+    this.lines = lines;
+    this.file = file;
+  }
 
   /** Position of the node at `path` (or of its nearest existing ancestor); for a missing key, its parent map. */
   at(path: Path, key?: string): string {

@@ -12,8 +12,10 @@ export type AssertionKeyErrorCode = 'assertion-key-invalid' | 'assertion-key-una
 /** The signing key could not be configured (bad key material) or loaded (store unreachable). */
 export class AssertionKeyError extends Error {
   override readonly name = 'AssertionKeyError';
-  constructor(readonly code: AssertionKeyErrorCode, message: string, options?: { cause?: unknown }) {
+  readonly code: AssertionKeyErrorCode;
+  constructor(code: AssertionKeyErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
+    this.code = code;
   }
 }
 
@@ -137,14 +139,20 @@ export class AssertionSigner {
   private readonly publicJwk: JWK;
   private readonly cache = new WeakMap<Identity, Map<string, Cached>>();
 
+  private readonly key: CryptoKey;
+  private readonly ttlMs: number;
+  private readonly clock: Clock;
   private constructor(
-    private readonly key: CryptoKey,
+    key: CryptoKey,
     publicJwk: JWK,
     kid: string,
     source: AssertionSigner['source'],
-    private readonly ttlMs: number,
-    private readonly clock: Clock,
+    ttlMs: number,
+    clock: Clock,
   ) {
+    this.key = key;
+    this.ttlMs = ttlMs;
+    this.clock = clock;
     this.publicJwk = Object.freeze({ ...publicJwk, kid, alg: 'EdDSA', use: 'sig' });
     this.kid = kid;
     this.source = source;

@@ -11,7 +11,9 @@ import { LruMap } from '../util/lru-map.js';
 export class LocalRateLimiter implements RateLimiter {
   readonly #buckets: LruMap<Slots>;
 
-  constructor(private readonly now: () => number = Date.now, maxBuckets = 100_000) {
+  private readonly now: () => number;
+  constructor(now: () => number = Date.now, maxBuckets = 100_000) {
+    this.now = now;
     this.#buckets = new LruMap<Slots>(maxBuckets, 0, now);
   }
 

@@ -65,7 +65,9 @@ export class RedisRateLimiter implements RateLimiter {
   /** Set while the lazy connection is first being made: checks wait for it. */
   #connecting: Promise<boolean> | undefined;
 
-  constructor(private readonly opts: RedisLimiterOptions) {
+  private readonly opts: RedisLimiterOptions;
+  constructor(opts: RedisLimiterOptions) {
+    this.opts = opts;
     this.#prefix = opts.prefix ?? 'portcullis:rl:';
     this.#timeout = opts.timeoutMs ?? 1_000;
     this.#owned = opts.shared === undefined;

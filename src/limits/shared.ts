@@ -27,10 +27,15 @@ export interface PrimaryLink {
 export class WorkerRateLimiter implements RateLimiter {
   readonly #batch = new TurnBatch<Pending>((batch) => this.#send(batch));
 
+  private readonly link: PrimaryLink;
+  private readonly timeoutMs: number;
   constructor(
-    private readonly link: PrimaryLink,
-    private readonly timeoutMs = 1_000,
-  ) {}
+    link: PrimaryLink,
+    timeoutMs = 1_000,
+  ) {
+    this.link = link;
+    this.timeoutMs = timeoutMs;
+  }
 
   check(hits: readonly Hit[]): Promise<LimitVerdict> {
     return new Promise<LimitVerdict>((resolve, reject) => this.#batch.add({ hits, resolve, reject }));

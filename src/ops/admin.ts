@@ -97,7 +97,9 @@ function json(res: http.ServerResponse, status: number, body: unknown, headers: 
 export class AdminServer {
   readonly server: http.Server;
 
-  constructor(private readonly opts: AdminOptions) {
+  private readonly opts: AdminOptions;
+  constructor(opts: AdminOptions) {
+    this.opts = opts;
     const allowed = (opts.allowedHosts ?? []).map((h) => hostName(h)!);
     this.server = http.createServer((req, res) => {
       if (!adminHostAllowed(req.headers.host, allowed)) {

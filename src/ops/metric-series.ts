@@ -17,13 +17,20 @@ interface Sample {
 
 export class CounterSeries {
   n = 0;
-  constructor(readonly labels: Labels) {}
+  readonly labels: Labels;
+  constructor(labels: Labels) {
+    this.labels = labels;
+  }
 }
 
 /** A request counter that also remembers its status and decision as values, to compare without formatting. */
 export class OutcomeSeries extends CounterSeries {
-  constructor(route: string, readonly decision: RequestRecord['decision'], readonly status: number, code: string) {
+  readonly decision: RequestRecord['decision'];
+  readonly status: number;
+  constructor(route: string, decision: RequestRecord['decision'], status: number, code: string) {
     super({ route, decision, status: String(status), code });
+    this.decision = decision;
+    this.status = status;
   }
 }
 
@@ -31,7 +38,11 @@ export class HistogramSeries {
   readonly counts: Float64Array;
   sum = 0;
   count = 0;
-  constructor(readonly labels: Labels, readonly bounds: readonly number[]) {
+  readonly labels: Labels;
+  readonly bounds: readonly number[];
+  constructor(labels: Labels, bounds: readonly number[]) {
+    this.labels = labels;
+    this.bounds = bounds;
     this.counts = new Float64Array(bounds.length + 1);
   }
 
@@ -69,12 +80,21 @@ export class HistogramSeries {
  */
 export class Collected {
   readonly aggregator = 'sum';
+  readonly name: string;
+  readonly help: string;
+  readonly type: 'counter' | 'histogram';
+  private readonly series: () => Iterable<CounterSeries | HistogramSeries>;
   constructor(
-    readonly name: string,
-    readonly help: string,
-    readonly type: 'counter' | 'histogram',
-    private readonly series: () => Iterable<CounterSeries | HistogramSeries>,
-  ) {}
+    name: string,
+    help: string,
+    type: 'counter' | 'histogram',
+    series: () => Iterable<CounterSeries | HistogramSeries>,
+  ) {
+    this.name = name;
+    this.help = help;
+    this.type = type;
+    this.series = series;
+  }
 
   async get() {
     const values: Sample[] = [];

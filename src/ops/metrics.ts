@@ -25,7 +25,9 @@ class RouteSeries {
   /** Keyed by problem code for refusals, by status for forwarded requests: no string built per request. */
   readonly outcomes = new Map<string | number, OutcomeSeries>();
   readonly latency: HistogramSeries;
-  constructor(readonly route: string) {
+  readonly route: string;
+  constructor(route: string) {
+    this.route = route;
     this.latency = new HistogramSeries({ route }, REQUEST_BUCKETS);
   }
 }

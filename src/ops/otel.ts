@@ -16,7 +16,11 @@ class OtelSpans implements SpanPair {
   private clientSpan: Span | undefined;
   readonly server: SpanIds;
 
-  constructor(private readonly tracer: Tracer, private readonly span: Span) {
+  private readonly tracer: Tracer;
+  private readonly span: Span;
+  constructor(tracer: Tracer, span: Span) {
+    this.tracer = tracer;
+    this.span = span;
     this.server = ids(span);
   }
 

@@ -78,11 +78,18 @@ function traceparent(ids: SpanIds): string {
  * upstream's parent is the recorded client span.
  */
 export class RequestTrace {
+  private readonly own: SpanIds;
+  private readonly tracestate: string | undefined;
+  private readonly spans: SpanPair | undefined;
   constructor(
-    private readonly own: SpanIds,
-    private readonly tracestate: string | undefined,
-    private readonly spans: SpanPair | undefined,
-  ) {}
+    own: SpanIds,
+    tracestate: string | undefined,
+    spans: SpanPair | undefined,
+  ) {
+    this.own = own;
+    this.tracestate = tracestate;
+    this.spans = spans;
+  }
 
   get traceId(): string {
     return this.own.traceId;
@@ -109,10 +116,15 @@ export class Tracing {
   private readonly pool = Buffer.alloc(4096);
   private used = this.pool.length;
 
+  readonly config: TracingConfig;
+  private readonly recorder?: SpanRecorder;
   constructor(
-    readonly config: TracingConfig,
-    private readonly recorder?: SpanRecorder,
-  ) {}
+    config: TracingConfig,
+    recorder?: SpanRecorder,
+  ) {
+    this.config = config;
+    this.recorder = recorder;
+  }
 
   private randomHex(bytes: number): string {
     if (this.used + bytes > this.pool.length) {

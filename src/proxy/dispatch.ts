@@ -66,14 +66,24 @@ class Exchange {
     if (!this.res.writableFinished || !this.req.complete) this.cancel(new Error('client closed the connection'), false);
   };
 
+  private readonly req: http.IncomingMessage;
+  private readonly res: http.ServerResponse;
+  private readonly requestId: string;
+  private readonly fail: DispatchFailure;
+  private readonly answerHeaders?: Record<string, string>;
   constructor(
-    private readonly req: http.IncomingMessage,
-    private readonly res: http.ServerResponse,
-    private readonly requestId: string,
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    requestId: string,
     timeout: number,
-    private readonly fail: DispatchFailure,
-    private readonly answerHeaders?: Record<string, string>,
+    fail: DispatchFailure,
+    answerHeaders?: Record<string, string>,
   ) {
+    this.req = req;
+    this.res = res;
+    this.requestId = requestId;
+    this.fail = fail;
+    this.answerHeaders = answerHeaders;
     this.timer = setTimeout(onIdle, timeout, this);
     res.once('close', this.onClientGone);
   }

@@ -56,10 +56,15 @@ export class ThrottledLog {
   #last = -Infinity;
   #suppressed = 0;
 
+  private readonly logger: RevocationLogger;
+  private readonly intervalMs: number;
   constructor(
-    private readonly logger: RevocationLogger,
-    private readonly intervalMs = 5_000,
-  ) {}
+    logger: RevocationLogger,
+    intervalMs = 5_000,
+  ) {
+    this.logger = logger;
+    this.intervalMs = intervalMs;
+  }
 
   error(obj: Record<string, unknown>, msg: string, now = Date.now()): void {
     if (now - this.#last < this.intervalMs) {

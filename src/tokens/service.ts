@@ -21,11 +21,18 @@ export class TokenServiceError extends DomainError {
  * revocation view. JWT revocation ids are `jti:<jti>` or `tok:<sha256 hex of the token>`.
  */
 export class TokenService {
+  private readonly store: Pick<RevocationLog, 'insertTokenRevocation' | 'insertSubjectRevocation'>;
+  private readonly sink: TokenRevocationSink;
+  private readonly clock: Clock;
   constructor(
-    private readonly store: Pick<RevocationLog, 'insertTokenRevocation' | 'insertSubjectRevocation'>,
-    private readonly sink: TokenRevocationSink,
-    private readonly clock: Clock = systemClock,
-  ) {}
+    store: Pick<RevocationLog, 'insertTokenRevocation' | 'insertSubjectRevocation'>,
+    sink: TokenRevocationSink,
+    clock: Clock = systemClock,
+  ) {
+    this.store = store;
+    this.sink = sink;
+    this.clock = clock;
+  }
 
   /** Revokes one JWT by `jti` (until `until`, ms; unbounded when omitted). */
   async revokeJti(jti: string, until?: number): Promise<{ revocationId: string; until: number | null }> {

@@ -6,12 +6,17 @@ export class TurnBatch<T> {
   #items: T[] | undefined;
 
   /** `schedule` runs the flush on the next turn (by default `setImmediate`; a shared Redis turn, to write with others). */
+  private readonly flush: (items: T[]) => void;
+  private readonly schedule: (run: () => void) => void;
   constructor(
-    private readonly flush: (items: T[]) => void,
-    private readonly schedule: (run: () => void) => void = (run) => {
+    flush: (items: T[]) => void,
+    schedule: (run: () => void) => void = (run) => {
       setImmediate(run);
     },
-  ) {}
+  ) {
+    this.flush = flush;
+    this.schedule = schedule;
+  }
 
   add(item: T): void {
     if (this.#items === undefined) {

@@ -46,11 +46,17 @@ export class Traffic {
   readonly #agent: Agent;
   readonly #t0 = performance.now();
 
+  private readonly base: string;
+  private readonly probes: Record<string, Probe>;
+  private readonly opts: { workers?: number; pauseMs?: number; hangMs?: number; maxMs?: number };
   constructor(
-    private readonly base: string,
-    private readonly probes: Record<string, Probe>,
-    private readonly opts: { workers?: number; pauseMs?: number; hangMs?: number; maxMs?: number } = {},
+    base: string,
+    probes: Record<string, Probe>,
+    opts: { workers?: number; pauseMs?: number; hangMs?: number; maxMs?: number } = {},
   ) {
+    this.base = base;
+    this.probes = probes;
+    this.opts = opts;
     const hang = opts.hangMs ?? 30_000;
     this.#agent = new Agent({ headersTimeout: hang, bodyTimeout: hang, connections: 64 });
   }

@@ -23,7 +23,12 @@ export function memoryLogger(level = 'info') {
  */
 export class TableAuthenticator implements Authenticator {
   readonly kind = 'apiKey' as const;
-  constructor(private readonly table: Record<string, Partial<Identity> & { subject: string; role: string }>, private readonly ranks: Map<string, number>) {}
+  private readonly table: Record<string, Partial<Identity> & { subject: string; role: string }>;
+  private readonly ranks: Map<string, number>;
+  constructor(table: Record<string, Partial<Identity> & { subject: string; role: string }>, ranks: Map<string, number>) {
+    this.table = table;
+    this.ranks = ranks;
+  }
   authenticate(c: Credential): Identity {
     const e = this.table[c.value];
     if (!e) throw new GatewayError('key-invalid', 'Unknown API key.');

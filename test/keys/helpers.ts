@@ -12,7 +12,10 @@ export const FAST_HASH = { memoryCost: 1024, timeCost: 2, parallelism: 1 } as co
 
 /** A clock tests move by hand. */
 export class TestClock implements Clock {
-  constructor(public t = Date.UTC(2031, 5, 1, 8, 0, 0)) {}
+  public t: number;
+  constructor(t = Date.UTC(2031, 5, 1, 8, 0, 0)) {
+    this.t = t;
+  }
   now(): number {
     return this.t;
   }

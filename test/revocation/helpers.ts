@@ -125,7 +125,10 @@ async function freePort(): Promise<number> {
  */
 export class PrivateRedis {
   #proc: ChildProcess | undefined;
-  private constructor(readonly port: number) {}
+  readonly port: number;
+  private constructor(port: number) {
+    this.port = port;
+  }
 
   static async start(): Promise<PrivateRedis> {
     const r = new PrivateRedis(await freePort());
