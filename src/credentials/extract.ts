@@ -8,6 +8,7 @@ import type { Credential } from '../authn/types.js';
 import type { RawConfig } from '../config/schema.js';
 import { DEFAULT_MAX_CREDENTIAL_BYTES } from '../http/guard.js';
 import { GatewayError } from '../http/problem.js';
+import { foldName, formDecode } from '../http/query-names.js';
 import { isCompactJws, stripPreamble } from './preamble.js';
 
 /** Where credentials may be; build once per config (see `extractOptionsFromConfig`). */
@@ -130,9 +131,13 @@ function isConfiguredScheme(auth: string, len: number, schemes: readonly string[
  * Reads the configured parameters out of the query (`?a=1&key=…`), decoding names and values
  * as application/x-www-form-urlencoded like the upstream would, and rebuilds the query without
  * them. Every occurrence is removed, empty ones included, so a key never travels upstream.
+ * Another spelling of a configured name that a lenient upstream would read as it
+ * (`API_KEY`, `api.key`, `api_key[]`, `x=1;api_key=…`: see http/query-names) is refused
+ * (`bad-request`): it would carry a key the gateway did not verify.
  */
 function fromQuery(query: string, opts: ExtractOptions, found: Found | null): { found: Found | null; query: string } {
   let kept: string | null = null; // null until the first removal: then the pairs to keep
+  let folded: string[] | undefined;
   let start = 1;
   const len = query.length;
   while (start <= len) {
@@ -149,8 +154,13 @@ function fromQuery(query: string, opts: ExtractOptions, found: Found | null): { 
         if (value === null) throw new GatewayError('bad-request', `Invalid percent-encoding in the ${name} query parameter.`);
         if (value !== '') found = offer(found, value, Buffer.byteLength(value), 'query:' + name, opts.maxBytes);
       }
-    } else if (kept !== null) {
-      kept = kept === '' ? query.slice(start, end) : kept + '&' + query.slice(start, end);
+    } else {
+      folded ??= opts.queryParams.map(foldName);
+      const spelled = otherSpelling(query.slice(start, end), folded);
+      if (spelled !== undefined) {
+        throw new GatewayError('bad-request', `A query parameter is another spelling of the key parameter ${opts.queryParams[spelled]}, which some servers read as it; send the key as ${opts.queryParams[spelled]} or in a header.`);
+      }
+      if (kept !== null) kept = kept === '' ? query.slice(start, end) : kept + '&' + query.slice(start, end);
     }
     start = end + 1;
   }
@@ -158,11 +168,18 @@ function fromQuery(query: string, opts: ExtractOptions, found: Found | null): { 
   return { found, query: kept === '' ? '' : '?' + kept };
 }
 
-function formDecode(s: string): string | null {
-  if (!s.includes('%') && !s.includes('+')) return s;
-  try {
-    return decodeURIComponent(s.replaceAll('+', ' '));
-  } catch {
-    return null;
+/** The index of the configured name that a pair (or a `;`-separated part of it) folds to, if any. */
+function otherSpelling(pair: string, folded: readonly string[]): number | undefined {
+  let from = 0;
+  while (from <= pair.length) {
+    let end = pair.indexOf(';', from);
+    if (end === -1) end = pair.length;
+    let eq = pair.indexOf('=', from);
+    if (eq === -1 || eq > end) eq = end;
+    const raw = pair.slice(from, eq);
+    const i = folded.indexOf(foldName(formDecode(raw) ?? raw));
+    if (i !== -1) return i;
+    from = end + 1;
   }
+  return undefined;
 }

@@ -3,6 +3,7 @@ import type { Credential, Identity } from '../authn/types.js';
 import { GatewayError } from '../http/problem.js';
 import { checkAmbiguity } from '../http/guard.js';
 import { normalizeTarget } from '../http/normalize-path.js';
+import { hasMethodOverride } from '../http/query-names.js';
 import { hostName, matchPath, type CompiledRoute } from '../http/match.js';
 import { extractCredential } from '../credentials/extract.js';
 import { authorize } from '../authz/authorize.js';
@@ -58,6 +59,14 @@ export function route(rt: Runtime, facts: RequestFacts): { route: CompiledRoute;
   if (reason !== null) throw new GatewayError('bad-request', reason, { headers: CLOSE_CONNECTION });
   const n = normalizeTarget(facts.target, { allowPathParams: rt.config.allowPathParams });
   if (!n.ok) throw new GatewayError('bad-request', n.reason);
+  // The gateway's own endpoints answer only their exact path (pipeline/handler); any other
+  // spelling of one (`//.portcullis/logout`, `/%2Eportcullis/…`, `/x/../.portcullis/…`)
+  // is never proxied either, or a client would think it logged out while the upstream got
+  // the request.
+  if (isGatewayPath(n.path)) throw new GatewayError('route-not-found', `No route for ${facts.method} ${n.path}: /.portcullis/ paths are the gateway's own, reached by their exact path only.`);
+  if (n.query.length > 1 && hasMethodOverride(n.query)) {
+    throw new GatewayError('bad-request', 'The query carries a method override (_method): servers that honour it would run another method than the one the route was chosen for.');
+  }
   if (facts.host === undefined && forwardedHostDisagrees(rt, facts)) {
     throw new GatewayError('bad-request', 'X-Forwarded-Host names another host than Host, and routes here depend on the host.');
   }
@@ -65,6 +74,15 @@ export function route(rt: Runtime, facts: RequestFacts): { route: CompiledRoute;
   if (r === 'case') throw new GatewayError('bad-request', 'The letter case of the path selects another route than the path in lower case.');
   if (r === undefined) throw new GatewayError('route-not-found', `No route for ${facts.method} ${n.path}.`);
   return { route: r, path: n.path, query: n.query };
+}
+
+const GATEWAY_PATH = '/.portcullis';
+
+/** `/.portcullis` or a path below it, in any letter case. */
+export function isGatewayPath(path: string): boolean {
+  if (path.length < GATEWAY_PATH.length || path.charCodeAt(1) !== 0x2e) return false;
+  const head = path.slice(0, GATEWAY_PATH.length + 1).toLowerCase();
+  return head === GATEWAY_PATH || head === `${GATEWAY_PATH}/`;
 }
 
 /**

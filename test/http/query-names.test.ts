@@ -1,0 +1,52 @@
+import t from 'tap';
+import { foldName, foldedNames, formDecode, hasMethodOverride } from '../../src/http/query-names.js';
+
+t.test('foldName reads a name as the most lenient servers do', async (t) => {
+  const cases: Array<[string, string]> = [
+    ['api_key', 'api_key'],
+    ['API_KEY', 'api_key'],
+    ['Api_Key', 'api_key'],
+    ['api.key', 'api_key'],
+    ['api key', 'api_key'],
+    ['  api_key', 'api_key'],
+    ['api_key[]', 'api_key'],
+    ['api_key[0]', 'api_key'],
+    ['api_key[a][b]', 'api_key'],
+    ['api[key', 'api_key'],
+    ['[api_key]', '_api_key]'],
+    ['.method', '_method'],
+    ['_METHOD', '_method'],
+    ['api_keys', 'api_keys'],
+    ['', ''],
+  ];
+  for (const [name, want] of cases) t.equal(foldName(name), want, JSON.stringify(name));
+});
+
+t.test('foldedNames splits on & and ;, and decodes names', async (t) => {
+  const cases: Array<[string, string[]]> = [
+    ['', []],
+    ['?', []],
+    ['?a=1&b=2', ['a', 'b']],
+    ['a=1;B=2', ['a', 'b']],
+    ['?x=1;api_key=s&&y', ['x', 'api_key', 'y']],
+    ['?api%5Fkey=1&%20API.KEY=2', ['api_key', 'api_key']],
+    ['?api+key=1', ['api_key']],
+    ['?bad%zzname=1', ['bad%zzname']],
+    ['?q=a%26api_key%3D1', ['q']],
+  ];
+  for (const [query, want] of cases) t.same(foldedNames(query), want, query);
+});
+
+t.test('formDecode decodes like a form, null on bad percent-encoding', async (t) => {
+  t.equal(formDecode('a+b%2Bc'), 'a b+c');
+  t.equal(formDecode('plain'), 'plain');
+  t.equal(formDecode('%zz'), null);
+  t.equal(formDecode('%E0%A4%A'), null);
+});
+
+t.test('hasMethodOverride finds _method in any spelling', async (t) => {
+  const yes = ['?_method=DELETE', '?a=1&_METHOD=put', '?%5Fmethod=DELETE', '?%5fMethod=x', '?.method=DELETE', '?[method=DELETE', '?a=1;_method=PUT', '?_method[]=x', '?%20_method=x', '?_method'];
+  const no = ['', '?', '?method=DELETE', '?x_method=1', '?q=_method', '?a=%41', '?methods=1', '?_methods=1'];
+  for (const q of yes) t.ok(hasMethodOverride(q), q);
+  for (const q of no) t.notOk(hasMethodOverride(q), q);
+});
