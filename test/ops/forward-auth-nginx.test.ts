@@ -63,6 +63,12 @@ routes:
   - match: { path: "/app/**" }
     minRole: basic
     upstream: api
+  - match: { path: "/**", host: admin.example.com }
+    minRole: admin
+    upstream: api
+  - match: { path: "/**", host: www.example.com }
+    minRole: basic
+    upstream: api
 `;
 
 const table = {
@@ -300,5 +306,59 @@ http {
       t.equal(answer.status, 500, `${path}: refused`);
       t.same(up.seen.slice(before).map((s) => s.url), [], `${path}: the application received nothing`);
     }
+
+    // nginx passes client headers into the auth subrequest and the gateway reads
+    // X-Forwarded-Host before Host: unless the snippets set it, the client picks the host
+    // that is judged, and the application (reading X-Forwarded-Host) sees the client's.
+    await t.test('a client cannot choose the host the gateway judges or the application sees', async (t) => {
+      const start = up.seen.length;
+      const ask = async (host: string, forwardedHosts: string[], key: string) => {
+        const before = up.seen.length;
+        const lines = forwardedHosts.map((fh) => `X-Forwarded-Host: ${fh}\r\n`).join('');
+        const answer = await rawRequest(port, `GET /settings HTTP/1.1\r\nHost: ${host}\r\n${lines}Authorization: Bearer ${key}\r\nConnection: close\r\n\r\n`);
+        return { status: answer.status, seen: up.seen.slice(before) };
+      };
+
+      const plain = await ask('admin.example.com', [], 'basic-key');
+      t.equal(plain.status, 403, 'control: basic key on the admin host → 403');
+      t.same(plain.seen, [], 'control: the application received nothing');
+
+      for (const forwarded of [['www.example.com'], ['www.example.com', 'www.example.com'], ['www.example.com', 'admin.example.com']]) {
+        const name = `Host admin.example.com, X-Forwarded-Host ${forwarded.join(' + ')}, basic key`;
+        const r = await ask('admin.example.com', forwarded, 'basic-key');
+        t.equal(r.status, 403, `${name}: judged as admin.example.com → 403`);
+        t.same(r.seen, [], `${name}: the application received nothing`);
+      }
+
+      // The reverse: judged on the host the client really asked for, and the application is
+      // told that host, not the admin one the client named.
+      const reverse = await ask('www.example.com', ['admin.example.com'], 'basic-key');
+      t.equal(reverse.status, 200, 'Host www.example.com, X-Forwarded-Host admin.example.com: judged as www.example.com');
+      t.equal(reverse.seen.length, 1, 'reverse: the application received the request once');
+      t.equal(reverse.seen[0]?.headers.host, 'www.example.com');
+      t.equal(reverse.seen[0]?.headers['x-forwarded-host'], 'www.example.com', "reverse: the application sees the judged host, not the client's");
+      t.equal(reverse.seen[0]?.headers['x-auth-role'], 'basic');
+
+      // Allowed on the admin host: the client's X-Forwarded-Host (repeated or not) is replaced.
+      for (const forwarded of [['www.example.com'], ['www.example.com', 'www.example.com']]) {
+        const name = `admin key, X-Forwarded-Host ${forwarded.join(' + ')}`;
+        const r = await ask('admin.example.com', forwarded, 'admin-key');
+        t.equal(r.status, 200, `${name}: allowed`);
+        t.equal(r.seen.length, 1, `${name}: the application received the request once`);
+        t.equal(r.seen[0]?.headers['x-forwarded-host'], 'admin.example.com', `${name}: the application sees the judged host`);
+        t.equal(r.seen[0]?.headers['x-auth-role'], 'admin');
+      }
+
+      // From the application's side: nothing it received names the admin host, in Host or
+      // X-Forwarded-Host, with an identity below admin.
+      const leaked = up.seen
+        .slice(start)
+        .filter((s) => [s.headers.host, s.headers['x-forwarded-host']].some((v) => v?.includes('admin.example.com')) && s.headers['x-auth-role'] !== 'admin');
+      t.same(
+        leaked.map((s) => ({ host: s.headers.host, forwardedHost: s.headers['x-forwarded-host'], role: s.headers['x-auth-role'] })),
+        [],
+        'no request for the admin host reached the application without an admin identity',
+      );
+    });
   });
 }
