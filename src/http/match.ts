@@ -126,22 +126,33 @@ export function matchRoute(
  */
 const FOLDS_TO_ASCII: ReadonlyArray<[string, string]> = [['%C4%B0', 'i'], ['%C4%B1', 'i'], ['%C5%BF', 's'], ['%E2%84%AA', 'k']];
 
-/** A normalized path or pattern as a server that routes without regard to case reads it. */
+/**
+ * Dots and spaces at the end of a segment: IIS (Windows file names) and trimming matchers
+ * (Spring's `AntPathMatcher` with `trimTokens`) read `/admin./x` and `/admin%20/x` as
+ * `/admin/x`.
+ */
+const TRAILING_DOTS = /(?:\.|%20)+(?=\/|$)/g;
+
+/**
+ * A normalized path or pattern as a lenient server reads it: without regard to case, and
+ * without a segment's trailing dots and spaces.
+ */
 export function foldCase(path: string): string {
   let p = path;
   if (p.includes('%')) for (const [from, to] of FOLDS_TO_ASCII) p = p.replaceAll(from, to);
-  return p.toLowerCase();
+  return p.toLowerCase().replace(TRAILING_DOTS, '');
 }
 
-const FOLDABLE = /[A-Z]|%C4%B[01]|%C5%BF|%E2%84%AA/;
+const FOLDABLE = /[A-Z]|%C4%B[01]|%C5%BF|%E2%84%AA|(?:\.|%20)(?:\/|$)/;
 
 /**
- * The route for a normalized path, or `'case'` when its letter case decides which route
- * that is. Routes compare paths exactly, but many upstreams route without regard to case
- * (Express and ASP.NET by default, IIS): `/ADMIN/users` would miss a rule on `/admin/**`,
- * match a looser one, and be served by the very handler that rule protects. When the
- * case-folded path matches another route than the path as sent, neither reading can be
- * trusted.
+ * The route for a normalized path, or `'case'` when its letter case (or a segment's trailing
+ * dots and spaces) decides which route that is. Routes compare paths exactly, but many
+ * upstreams route without regard to case (Express and ASP.NET by default, IIS), and some
+ * trim segments (IIS, Spring's trimming matcher): `/ADMIN/users` or `/admin./users` would
+ * miss a rule on `/admin/**`, match a looser one, and be served by the very handler that
+ * rule protects. When the folded path matches another route than the path as sent, neither
+ * reading can be trusted.
  */
 export function matchPath(routes: readonly CompiledRoute[], method: string, host: string | undefined, path: string): CompiledRoute | undefined | 'case' {
   const exact = matchRoute(routes, method, host, splitPath(path));

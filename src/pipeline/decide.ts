@@ -71,7 +71,7 @@ export function route(rt: Runtime, facts: RequestFacts): { route: CompiledRoute;
     throw new GatewayError('bad-request', 'X-Forwarded-Host names another host than Host, and routes here depend on the host.');
   }
   const r = matchPath(rt.routes, facts.method, hostName(facts.host ?? facts.headers.host), n.path);
-  if (r === 'case') throw new GatewayError('bad-request', 'The letter case of the path selects another route than the path in lower case.');
+  if (r === 'case') throw new GatewayError('bad-request', 'The letter case of the path, or dots or spaces at the end of a segment, select another route than the path in lower case without them.');
   if (r === undefined) throw new GatewayError('route-not-found', `No route for ${facts.method} ${n.path}.`);
   return { route: r, path: n.path, query: n.query };
 }

@@ -62,6 +62,12 @@ t.test('a path whose letter case picks the route is refused', async (t) => {
     ['/%E2%84%AAeys/x', 'basic-key'], // Kelvin sign
     ['/reports/q3', 'basic-key'], // the rule is spelled /Reports
     ['/PUBLIC/x', undefined],
+    // Dots and spaces at the end of a segment: IIS and Spring's trimming matcher drop them.
+    ['/admin./users', 'basic-key'],
+    ['/admin%2E/users', 'basic-key'],
+    ['/admin%20/users', 'basic-key'],
+    ['/settings.%20/x', 'basic-key'],
+    ['/Reports./q3', 'basic-key'],
   ];
   for (const [path, key] of cases) {
     const r = await send(path, key);
@@ -77,6 +83,8 @@ t.test('letter case that does not change the route is proxied as it is', async (
     ['/admin/Users', 'basic-key', 403],
     ['/Reports/q3', 'admin-key', 200],
     ['/public/%C3%A9t%C3%A9', 'basic-key', 200],
+    ['/files/report.', 'basic-key', 200],
+    ['/admin./users', 'admin-key', 400],
   ];
   for (const [path, key, status] of cases) {
     const r = await send(path, key);

@@ -82,6 +82,9 @@ t.test('a path whose letter case picks the route has no one reading', async (t) 
     ['/admin/x', 1], ['/admin/X', 1], ['/ADMIN/x', 'case'], ['/Admin', 'case'], ['/PUBLIC/x', 'case'], ['/public/X', 0],
     ['/files/ABC', 3], ['/Reports/q3', 2], ['/reports/q3', 'case'], ['/REPORTS/q3', 'case'], ['/Reports/q3/more', 3],
     ['/adm%C4%B1n/x', 'case'], ['/adm%C4%B0n/x', 'case'], ['/%C3%A9', 3],
+    // Trailing dots and spaces of a segment, which IIS and trimming matchers drop.
+    ['/admin./x', 'case'], ['/admin%20/x', 'case'], ['/admin.%20./x', 'case'], ['/admin...', 'case'], ['/public./x', 'case'],
+    ['/admin/x.', 1], ['/files/a.b', 3], ['/files/a.', 3], ['/v1.2/x', 3], ['/.well-known/x', 3],
   ];
   for (const [path, want] of cases) {
     const got = matchPath(routes, 'GET', undefined, path);
@@ -90,6 +93,6 @@ t.test('a path whose letter case picks the route has no one reading', async (t) 
   const lower = compileRoutes([r('/admin/**')], ranks);
   t.equal(matchPath(lower, 'GET', undefined, '/other'), undefined, 'no route either way: undefined');
   t.equal(matchPath(lower, 'GET', undefined, '/ADMIN'), 'case', 'no route as sent, a route in lower case: ambiguous');
-  const folds: Array<[string, string]> = [['/ADMIN', '/admin'], ['/adm%C4%B1n', '/admin'], ['/%C5%BFet', '/set'], ['/%E2%84%AAey', '/key'], ['/%C3%A9', '/%c3%a9']];
+  const folds: Array<[string, string]> = [['/ADMIN', '/admin'], ['/adm%C4%B1n', '/admin'], ['/%C5%BFet', '/set'], ['/%E2%84%AAey', '/key'], ['/%C3%A9', '/%c3%a9'], ['/Admin./x%20', '/admin/x'], ['/a.b./c', '/a.b/c'], ['/.well-known', '/.well-known']];
   for (const [p, want] of folds) t.equal(foldCase(p), want, `foldCase(${p})`);
 });
