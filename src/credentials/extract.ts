@@ -8,7 +8,7 @@ import type { Credential } from '../authn/types.js';
 import type { RawConfig } from '../config/schema.js';
 import { DEFAULT_MAX_CREDENTIAL_BYTES } from '../http/guard.js';
 import { GatewayError } from '../http/problem.js';
-import { foldName, formDecode } from '../http/query-names.js';
+import { foldName, formDecode, readings } from '../http/query-names.js';
 import { isCompactJws, stripPreamble } from './preamble.js';
 
 /** Where credentials may be; build once per config (see `extractOptionsFromConfig`). */
@@ -140,11 +140,14 @@ function fromQuery(query: string, opts: ExtractOptions, found: Found | null): { 
   let folded: string[] | undefined;
   let start = 1;
   const len = query.length;
+  // The next '=' at or after `start`, found once and reused until passed: every search
+  // moves forward, so a query of many pairs without '=' is read in linear time.
+  let nextEq = query.indexOf('=', 1);
   while (start <= len) {
     let end = query.indexOf('&', start);
     if (end === -1) end = len;
-    let eq = query.indexOf('=', start);
-    if (eq === -1 || eq > end) eq = end;
+    if (nextEq !== -1 && nextEq < start) nextEq = query.indexOf('=', start);
+    const eq = nextEq === -1 || nextEq > end ? end : nextEq;
     const name = formDecode(query.slice(start, eq));
     if (name !== null && opts.queryParams.includes(name)) {
       // Every pair before the first removal is kept, so they are one slice.
@@ -174,11 +177,13 @@ function otherSpelling(pair: string, folded: readonly string[]): number | undefi
   while (from <= pair.length) {
     let end = pair.indexOf(';', from);
     if (end === -1) end = pair.length;
-    let eq = pair.indexOf('=', from);
-    if (eq === -1 || eq > end) eq = end;
-    const raw = pair.slice(from, eq);
-    const i = folded.indexOf(foldName(formDecode(raw) ?? raw));
-    if (i !== -1) return i;
+    const part = pair.slice(from, end);
+    const eq = part.indexOf('=');
+    const raw = eq === -1 ? part : part.slice(0, eq);
+    for (const name of readings(formDecode(raw) ?? raw)) {
+      const i = folded.indexOf(name);
+      if (i !== -1) return i;
+    }
     from = end + 1;
   }
   return undefined;

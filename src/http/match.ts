@@ -127,29 +127,46 @@ export function matchRoute(
 const FOLDS_TO_ASCII: ReadonlyArray<[string, string]> = [['%C4%B0', 'i'], ['%C4%B1', 'i'], ['%C5%BF', 's'], ['%E2%84%AA', 'k']];
 
 /**
- * Dots and spaces at the end of a segment: IIS (Windows file names) and trimming matchers
- * (Spring's `AntPathMatcher` with `trimTokens`) read `/admin./x` and `/admin%20/x` as
- * `/admin/x`.
- */
-const TRAILING_DOTS = /(?:\.|%20)+(?=\/|$)/g;
-
-/**
  * A normalized path or pattern as a lenient server reads it: without regard to case, and
- * without a segment's trailing dots and spaces.
+ * each segment as servers that trim it do — without trailing dots and spaces (IIS, whose
+ * Windows file names drop them; Spring's `AntPathMatcher` with `trimTokens`), without
+ * leading spaces (the same trimming), and without `;` parameters (Tomcat, Jetty), so
+ * `/admin./x`, `/admin%20/x`, `/%20admin/x` and `/admin;p/x` all read as `/admin/x`.
+ * Linear in the path's length, whatever it holds.
  */
 export function foldCase(path: string): string {
   let p = path;
   if (p.includes('%')) for (const [from, to] of FOLDS_TO_ASCII) p = p.replaceAll(from, to);
-  return p.toLowerCase().replace(TRAILING_DOTS, '');
+  p = p.toLowerCase();
+  return TRIMMABLE.test(p) ? p.split('/').map(trimSegment).join('/') : p;
 }
 
-const FOLDABLE = /[A-Z]|%C4%B[01]|%C5%BF|%E2%84%AA|(?:\.|%20)(?:\/|$)/;
+/** Something a segment trim would remove (on a lower-cased path). */
+const TRIMMABLE = /\.(?:\/|$)|%20|;|%3b/;
+
+function trimSegment(seg: string): string {
+  let end = seg.length;
+  const semi = seg.indexOf(';');
+  if (semi !== -1) end = semi;
+  const encoded = seg.indexOf('%3b');
+  if (encoded !== -1 && encoded < end) end = encoded;
+  let start = 0;
+  while (start + 3 <= end && seg.startsWith('%20', start)) start += 3;
+  for (;;) {
+    if (end > start && seg.charCodeAt(end - 1) === 0x2e) end--;
+    else if (end - 3 >= start && seg.startsWith('%20', end - 3)) end -= 3;
+    else break;
+  }
+  return start === 0 && end === seg.length ? seg : seg.slice(start, end);
+}
+
+const FOLDABLE = /[A-Z]|%C4%B[01]|%C5%BF|%E2%84%AA|\.(?:\/|$)|%20|;|%3[Bb]/;
 
 /**
- * The route for a normalized path, or `'case'` when its letter case (or a segment's trailing
- * dots and spaces) decides which route that is. Routes compare paths exactly, but many
- * upstreams route without regard to case (Express and ASP.NET by default, IIS), and some
- * trim segments (IIS, Spring's trimming matcher): `/ADMIN/users` or `/admin./users` would
+ * The route for a normalized path, or `'case'` when its letter case (or what segment
+ * trimming removes, see {@link foldCase}) decides which route that is. Routes compare paths
+ * exactly, but many upstreams route without regard to case (Express and ASP.NET by default,
+ * IIS), and some trim segments: `/ADMIN/users` or `/admin./users` would
  * miss a rule on `/admin/**`, match a looser one, and be served by the very handler that
  * rule protects. When the folded path matches another route than the path as sent, neither
  * reading can be trusted.

@@ -1,24 +1,42 @@
 /**
  * Query parameter names as the most lenient servers read them. A gateway that removes or
  * refuses a parameter by its exact name leaves every other spelling to the upstream, and
- * upstreams differ: ASP.NET Core compares names without regard to case; PHP drops leading
- * spaces, reads `.`, ` ` and `[` as `_` and `a[]` / `a[x]` as the array `a`; Rack 2, Perl's
- * CGI and Python before 3.9.2 also split pairs on `;`. Folding a name the way all of them
- * together would read it lets the gateway see what any of them could.
+ * upstreams differ: ASP.NET Core compares names without regard to case; PHP stops a name at
+ * a NUL byte, drops leading spaces, reads `.`, ` ` and an unmatched `[` as `_`, and
+ * `a[…]…` as the array `a`; Express's qs reads `a[…` as `a`; Rack 2 drops leading brackets
+ * and reads up to the next one (`[a]`, `]a`, `a]` are `a`), and like Perl's CGI and Python
+ * before 3.9.2 also splits pairs on `;`. The readings of a name are what any of them could
+ * take it for.
  */
 
-/** `name` as a lenient server would read it (see the module comment). */
+/** The names (one to three, lower-cased) that lenient servers may read `name` as. */
+export function readings(name: string): string[] {
+  let s = name;
+  const nul = s.indexOf('\0');
+  if (nul !== -1) s = s.slice(0, nul);
+  s = s.trimStart().toLowerCase();
+  const open = s.indexOf('[');
+  // PHP: an array when a `]` follows the first `[`; otherwise that `[` reads as `_`.
+  const php = (open > 0 && s.indexOf(']', open) !== -1 ? s.slice(0, open) : s).replace(/[ .[]/g, '_');
+  // qs: the part before the first `[`.
+  const qs = open > 0 ? s.slice(0, open) : php;
+  // Rack 2: leading brackets dropped, then up to the next bracket.
+  const rack = /^[[\]]*([^[\]]*)/.exec(s)![1]!;
+  const out = [php];
+  if (qs !== php) out.push(qs);
+  if (rack !== php && rack !== qs) out.push(rack);
+  return out;
+}
+
+/** `name` as PHP reads it: the reading configured names are compared in. */
 export function foldName(name: string): string {
-  let s = name.trimStart().toLowerCase();
-  const bracket = s.indexOf('[');
-  if (bracket > 0 && s.endsWith(']')) s = s.slice(0, bracket);
-  return s.replace(/[ .[]/g, '_');
+  return readings(name)[0]!;
 }
 
 /**
- * The folded names of a query's pairs (with or without its leading `?`), split on `&` and
- * on `;`, names percent- and `+`-decoded (a name that is not valid percent-encoding is
- * folded as it stands).
+ * Every reading of every name of a query's pairs (with or without its leading `?`), split on
+ * `&` and on `;`, names percent- and `+`-decoded (a name that is not valid percent-encoding
+ * is read as it stands).
  */
 export function foldedNames(query: string): string[] {
   const out: string[] = [];
@@ -27,7 +45,7 @@ export function foldedNames(query: string): string[] {
     if (pair === '') continue;
     const eq = pair.indexOf('=');
     const name = eq === -1 ? pair : pair.slice(0, eq);
-    out.push(foldName(formDecode(name) ?? name));
+    out.push(...readings(formDecode(name) ?? name));
   }
   return out;
 }

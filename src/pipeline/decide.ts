@@ -4,7 +4,7 @@ import { GatewayError } from '../http/problem.js';
 import { checkAmbiguity } from '../http/guard.js';
 import { normalizeTarget } from '../http/normalize-path.js';
 import { hasMethodOverride } from '../http/query-names.js';
-import { hostName, matchPath, type CompiledRoute } from '../http/match.js';
+import { foldCase, hostName, matchPath, type CompiledRoute } from '../http/match.js';
 import { extractCredential } from '../credentials/extract.js';
 import { authorize } from '../authz/authorize.js';
 import { isLimited } from '../limits/apply.js';
@@ -71,18 +71,18 @@ export function route(rt: Runtime, facts: RequestFacts): { route: CompiledRoute;
     throw new GatewayError('bad-request', 'X-Forwarded-Host names another host than Host, and routes here depend on the host.');
   }
   const r = matchPath(rt.routes, facts.method, hostName(facts.host ?? facts.headers.host), n.path);
-  if (r === 'case') throw new GatewayError('bad-request', 'The letter case of the path, or dots or spaces at the end of a segment, select another route than the path in lower case without them.');
+  if (r === 'case') throw new GatewayError('bad-request', 'The letter case of the path, or what servers that trim segments drop (trailing dots and spaces, leading spaces, ";" parameters), selects another route than the path as sent.');
   if (r === undefined) throw new GatewayError('route-not-found', `No route for ${facts.method} ${n.path}.`);
   return { route: r, path: n.path, query: n.query };
 }
 
 const GATEWAY_PATH = '/.portcullis';
 
-/** `/.portcullis` or a path below it, in any letter case. */
+/** `/.portcullis` or a path below it, as a lenient server reads it (any case, trimmed segments: see foldCase). */
 export function isGatewayPath(path: string): boolean {
-  if (path.length < GATEWAY_PATH.length || path.charCodeAt(1) !== 0x2e) return false;
-  const head = path.slice(0, GATEWAY_PATH.length + 1).toLowerCase();
-  return head === GATEWAY_PATH || head === `${GATEWAY_PATH}/`;
+  if (!/portcullis/i.test(path)) return false;
+  const folded = foldCase(path);
+  return folded === GATEWAY_PATH || folded.startsWith(`${GATEWAY_PATH}/`);
 }
 
 /**

@@ -85,6 +85,13 @@ const cases: Case[] = [
   ['name as an array (PHP)', {}, `?api_key[]=${KEY}`, { code: 'bad-request' }],
   ['name as an array, encoded', {}, `?api_key%5B0%5D=${KEY}`, { code: 'bad-request' }],
   ['name with an open bracket for the underscore (PHP)', {}, `?api[key=${KEY}`, { code: 'bad-request' }],
+  ['name cut at a NUL byte (PHP)', {}, `?api_key%00=${KEY}`, { code: 'bad-request' }],
+  ['name cut at a NUL byte, more after it (PHP)', {}, `?api_key%00x=${KEY}`, { code: 'bad-request' }],
+  ['name in brackets (Rack 2)', {}, `?[api_key]=${KEY}`, { code: 'bad-request' }],
+  ['name after a closing bracket (Rack 2)', {}, `?]api_key=${KEY}`, { code: 'bad-request' }],
+  ['name before a closing bracket (Rack 2)', {}, `?api_key%5D=${KEY}`, { code: 'bad-request' }],
+  ['array name with more after it (PHP, qs)', {}, `?api_key[x]junk=${KEY}`, { code: 'bad-request' }],
+  ['array name, empty brackets, more after it (PHP, qs)', {}, `?api_key[]x=${KEY}`, { code: 'bad-request' }],
   ['pair after a semicolon (Rack 2, Perl CGI)', {}, `?x=1;api_key=${KEY}`, { code: 'bad-request' }],
   ['upper-case pair after a semicolon', {}, `?x=1;TOKEN=${KEY}`, { code: 'bad-request' }],
   ['other spelling beside a header credential', { 'x-api-key': KEY }, '?API_KEY=other', { code: 'bad-request' }],
@@ -172,4 +179,11 @@ t.test('options from the config', async (t) => {
     routes: [{ match: { path: '/**' }, upstream: 'api' }],
   });
   t.same(extractOptionsFromConfig(config), { schemes: ['Bearer', 'ApiKey'], headers: ['x-api-key'], queryParams: ['api_key'], maxBytes: 8192 });
+});
+
+t.test('a long query of pairs without "=" is read in linear time', async (t) => {
+  // Quadratic scans over 1 MB would run for minutes and fail the file on its timeout.
+  const q = `?${'a&'.repeat(1 << 19)}b;c`;
+  t.equal(extractCredential({}, q, opts).query, q);
+  t.equal(extractCredential({}, `?${'a;'.repeat(1 << 19)}`, opts).credential, null);
 });

@@ -85,6 +85,8 @@ t.test('a path whose letter case picks the route has no one reading', async (t) 
     // Trailing dots and spaces of a segment, which IIS and trimming matchers drop.
     ['/admin./x', 'case'], ['/admin%20/x', 'case'], ['/admin.%20./x', 'case'], ['/admin...', 'case'], ['/public./x', 'case'],
     ['/admin/x.', 1], ['/files/a.b', 3], ['/files/a.', 3], ['/v1.2/x', 3], ['/.well-known/x', 3],
+    // Leading spaces (Spring's trimming) and `;` parameters (Tomcat, Jetty) of a segment.
+    ['/%20admin/x', 'case'], ['/admin;p/x', 'case'], ['/admin%3Bp/x', 'case'], ['/files;v=1/x', 3], ['/a%20b/x', 3],
   ];
   for (const [path, want] of cases) {
     const got = matchPath(routes, 'GET', undefined, path);
@@ -93,6 +95,13 @@ t.test('a path whose letter case picks the route has no one reading', async (t) 
   const lower = compileRoutes([r('/admin/**')], ranks);
   t.equal(matchPath(lower, 'GET', undefined, '/other'), undefined, 'no route either way: undefined');
   t.equal(matchPath(lower, 'GET', undefined, '/ADMIN'), 'case', 'no route as sent, a route in lower case: ambiguous');
-  const folds: Array<[string, string]> = [['/ADMIN', '/admin'], ['/adm%C4%B1n', '/admin'], ['/%C5%BFet', '/set'], ['/%E2%84%AAey', '/key'], ['/%C3%A9', '/%c3%a9'], ['/Admin./x%20', '/admin/x'], ['/a.b./c', '/a.b/c'], ['/.well-known', '/.well-known']];
+  const folds: Array<[string, string]> = [['/ADMIN', '/admin'], ['/adm%C4%B1n', '/admin'], ['/%C5%BFet', '/set'], ['/%E2%84%AAey', '/key'], ['/%C3%A9', '/%c3%a9'], ['/Admin./x%20', '/admin/x'], ['/a.b./c', '/a.b/c'], ['/.well-known', '/.well-known'], ['/%20A%20/b.', '/a/b'], ['/a%20b/c', '/a%20b/c'], ['/x;P=1/y%3B2', '/x/y']];
   for (const [p, want] of folds) t.equal(foldCase(p), want, `foldCase(${p})`);
+});
+
+t.test('foldCase is linear in the path, whatever it holds', async (t) => {
+  // A quadratic fold over 1 MB would run for minutes and fail the file on its timeout.
+  const dots = '.'.repeat(1 << 20);
+  t.equal(foldCase(`/public/${dots}x./y`), `/public/${dots}x/y`);
+  t.equal(foldCase(`/A${'%20'.repeat(1 << 18)}/b`), '/a/b');
 });

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { foldName, foldedNames, formDecode, hasMethodOverride } from '../../src/http/query-names.js';
+import { foldName, foldedNames, formDecode, hasMethodOverride, readings } from '../../src/http/query-names.js';
 
 t.test('foldName reads a name as the most lenient servers do', async (t) => {
   const cases: Array<[string, string]> = [
@@ -22,6 +22,23 @@ t.test('foldName reads a name as the most lenient servers do', async (t) => {
   for (const [name, want] of cases) t.equal(foldName(name), want, JSON.stringify(name));
 });
 
+t.test('readings: what PHP, qs and Rack 2 may each take a name for', async (t) => {
+  const cases: Array<[string, string[]]> = [
+    ['api_key', ['api_key']],
+    ['api_key\0', ['api_key']],
+    ['api_key\0junk', ['api_key']],
+    ['[api_key]', ['_api_key]', 'api_key']],
+    [']api_key', [']api_key', 'api_key']],
+    ['api_key]', ['api_key]', 'api_key']],
+    ['api_key[x]junk', ['api_key']],
+    ['api_key[]x', ['api_key']],
+    ['api[key', ['api_key', 'api']],
+    ['a.b[c', ['a_b_c', 'a.b']],
+    ['', ['']],
+  ];
+  for (const [name, want] of cases) t.same(readings(name), want, JSON.stringify(name));
+});
+
 t.test('foldedNames splits on & and ;, and decodes names', async (t) => {
   const cases: Array<[string, string[]]> = [
     ['', []],
@@ -29,9 +46,10 @@ t.test('foldedNames splits on & and ;, and decodes names', async (t) => {
     ['?a=1&b=2', ['a', 'b']],
     ['a=1;B=2', ['a', 'b']],
     ['?x=1;api_key=s&&y', ['x', 'api_key', 'y']],
-    ['?api%5Fkey=1&%20API.KEY=2', ['api_key', 'api_key']],
-    ['?api+key=1', ['api_key']],
+    ['?api%5Fkey=1&%20API.KEY=2', ['api_key', 'api_key', 'api.key']],
+    ['?api+key=1', ['api_key', 'api key']],
     ['?bad%zzname=1', ['bad%zzname']],
+    ['?%5Bk%5D=1', ['_k]', 'k']],
     ['?q=a%26api_key%3D1', ['q']],
   ];
   for (const [query, want] of cases) t.same(foldedNames(query), want, query);
@@ -45,8 +63,15 @@ t.test('formDecode decodes like a form, null on bad percent-encoding', async (t)
 });
 
 t.test('hasMethodOverride finds _method in any spelling', async (t) => {
-  const yes = ['?_method=DELETE', '?a=1&_METHOD=put', '?%5Fmethod=DELETE', '?%5fMethod=x', '?.method=DELETE', '?[method=DELETE', '?a=1;_method=PUT', '?_method[]=x', '?%20_method=x', '?_method'];
+  const yes = ['?_method%00=DELETE', '?%5B_method%5D=x', '?_method]=x', '?_method[x]y=1', '?a=1&_METHOD=put', '?%5Fmethod=DELETE', '?%5fMethod=x', '?.method=DELETE', '?[method=DELETE', '?a=1;_method=PUT', '?_method[]=x', '?%20_method=x', '?_method'];
   const no = ['', '?', '?method=DELETE', '?x_method=1', '?q=_method', '?a=%41', '?methods=1', '?_methods=1'];
   for (const q of yes) t.ok(hasMethodOverride(q), q);
   for (const q of no) t.notOk(hasMethodOverride(q), q);
+});
+
+t.test('a long hostile query is read in linear time', async (t) => {
+  // Quadratic scans over 1 MB would run for minutes and fail the file on its timeout.
+  const big = `?${'a;'.repeat(1 << 19)}`;
+  t.notOk(hasMethodOverride(`${big}%`));
+  t.equal(foldedNames(big).length, 1 << 19);
 });
