@@ -8,7 +8,7 @@ import type { Credential } from '../authn/types.js';
 import type { RawConfig } from '../config/schema.js';
 import { DEFAULT_MAX_CREDENTIAL_BYTES } from '../http/guard.js';
 import { GatewayError } from '../http/problem.js';
-import { foldName, formDecode, readings } from '../http/query-names.js';
+import { decodeName, foldName, formDecode, readings } from '../http/query-names.js';
 import { isCompactJws, stripPreamble } from './preamble.js';
 
 /** Where credentials may be; build once per config (see `extractOptionsFromConfig`). */
@@ -180,7 +180,7 @@ function otherSpelling(pair: string, folded: readonly string[]): number | undefi
     const part = pair.slice(from, end);
     const eq = part.indexOf('=');
     const raw = eq === -1 ? part : part.slice(0, eq);
-    for (const name of readings(formDecode(raw) ?? raw)) {
+    for (const name of readings(decodeName(raw))) {
       const i = folded.indexOf(name);
       if (i !== -1) return i;
     }

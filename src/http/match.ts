@@ -49,7 +49,7 @@ export function compileRoutes(routes: readonly RouteSpec[], ranks: ReadonlyMap<s
       label: r.name ?? `${index}:${r.match.path}`,
       pattern: r.match.path,
       segments: parts,
-      folded: parts.some((p) => foldCase(p) !== p) ? parts.map(foldCase) : parts,
+      folded: foldedSegments(parts),
       tail,
       methods,
       host: r.match.host === undefined ? null : (hostName(r.match.host) ?? null),
@@ -63,6 +63,13 @@ export function compileRoutes(routes: readonly RouteSpec[], ranks: ReadonlyMap<s
       upstream: r.upstream,
     };
   });
+}
+
+/** A pattern's segments as foldCase reads them; `parts` itself when nothing folds. */
+function foldedSegments(parts: string[]): string[] {
+  const path = `/${parts.join('/')}`;
+  const folded = foldCase(path);
+  return folded === path ? parts : splitPath(folded);
 }
 
 /**
@@ -122,7 +129,8 @@ export function matchRoute(
 
 /**
  * Encoded letters outside ASCII whose simple case mapping is an ASCII letter: Java's
- * `equalsIgnoreCase` and .NET's `OrdinalIgnoreCase` take `admın` (dotless ı) for `ADMIN`.
+ * `equalsIgnoreCase` (and culture-aware compares elsewhere) take `admın` (dotless ı) for
+ * `ADMIN`.
  */
 const FOLDS_TO_ASCII: ReadonlyArray<[string, string]> = [['%C4%B0', 'i'], ['%C4%B1', 'i'], ['%C5%BF', 's'], ['%E2%84%AA', 'k']];
 
@@ -132,13 +140,21 @@ const FOLDS_TO_ASCII: ReadonlyArray<[string, string]> = [['%C4%B0', 'i'], ['%C4%
  * Windows file names drop them; Spring's `AntPathMatcher` with `trimTokens`), without
  * leading spaces (the same trimming), and without `;` parameters (Tomcat, Jetty), so
  * `/admin./x`, `/admin%20/x`, `/%20admin/x` and `/admin;p/x` all read as `/admin/x`.
- * Linear in the path's length, whatever it holds.
+ * A segment that trims to nothing is dropped. Linear in the path's length, whatever it
+ * holds.
  */
 export function foldCase(path: string): string {
   let p = path;
   if (p.includes('%')) for (const [from, to] of FOLDS_TO_ASCII) p = p.replaceAll(from, to);
   p = p.toLowerCase();
-  return TRIMMABLE.test(p) ? p.split('/').map(trimSegment).join('/') : p;
+  if (!TRIMMABLE.test(p)) return p;
+  // A segment trimmed to nothing is no segment (Spring splits ignoring empty tokens).
+  let out = '';
+  for (const seg of p.split('/')) {
+    const t = trimSegment(seg);
+    if (t !== '') out += `/${t}`;
+  }
+  return out === '' ? '/' : out;
 }
 
 /** Something a segment trim would remove (on a lower-cased path). */

@@ -35,8 +35,7 @@ export function foldName(name: string): string {
 
 /**
  * Every reading of every name of a query's pairs (with or without its leading `?`), split on
- * `&` and on `;`, names percent- and `+`-decoded (a name that is not valid percent-encoding
- * is read as it stands).
+ * `&` and on `;`, names decoded by {@link decodeName}.
  */
 export function foldedNames(query: string): string[] {
   const out: string[] = [];
@@ -45,9 +44,18 @@ export function foldedNames(query: string): string[] {
     if (pair === '') continue;
     const eq = pair.indexOf('=');
     const name = eq === -1 ? pair : pair.slice(0, eq);
-    out.push(...readings(formDecode(name) ?? name));
+    out.push(...readings(decodeName(name)));
   }
   return out;
+}
+
+/**
+ * A parameter name decoded as its most lenient reader would: strictly when it can be
+ * (see {@link formDecode}), otherwise as PHP does — `+` and every valid `%XX` decoded, one
+ * byte each, the rest kept — so `api_key%00%ZZ` still reads as `api_key`.
+ */
+export function decodeName(s: string): string {
+  return formDecode(s) ?? s.replaceAll('+', ' ').replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16)));
 }
 
 /** A query component decoded as application/x-www-form-urlencoded; null when its percent-encoding is invalid. */

@@ -80,7 +80,8 @@ const GATEWAY_PATH = '/.portcullis';
 
 /** `/.portcullis` or a path below it, as a lenient server reads it (any case, trimmed segments: see foldCase). */
 export function isGatewayPath(path: string): boolean {
-  if (!/portcullis/i.test(path)) return false;
+  // `/.portcull` stays ASCII once normalized (only i, s and k have the non-ASCII spellings foldCase reads).
+  if (!/portcull/i.test(path)) return false;
   const folded = foldCase(path);
   return folded === GATEWAY_PATH || folded.startsWith(`${GATEWAY_PATH}/`);
 }

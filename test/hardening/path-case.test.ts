@@ -69,6 +69,7 @@ t.test('a path whose letter case picks the route is refused', async (t) => {
     ['/settings.%20/x', 'basic-key'],
     ['/Reports./q3', 'basic-key'],
     ['/%20admin/users', 'basic-key'], // Spring's trimming drops leading spaces too
+    ['/%20/admin/users', 'basic-key'], // and a segment trimmed to nothing
   ];
   for (const [path, key] of cases) {
     const r = await send(path, key);

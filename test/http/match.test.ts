@@ -87,6 +87,8 @@ t.test('a path whose letter case picks the route has no one reading', async (t) 
     ['/admin/x.', 1], ['/files/a.b', 3], ['/files/a.', 3], ['/v1.2/x', 3], ['/.well-known/x', 3],
     // Leading spaces (Spring's trimming) and `;` parameters (Tomcat, Jetty) of a segment.
     ['/%20admin/x', 'case'], ['/admin;p/x', 'case'], ['/admin%3Bp/x', 'case'], ['/files;v=1/x', 3], ['/a%20b/x', 3],
+    // A segment trimmed to nothing is no segment (Spring ignores empty tokens).
+    ['/%20/admin/x', 'case'], ['/public/%20/x', 0], ['/admin/%20', 1],
   ];
   for (const [path, want] of cases) {
     const got = matchPath(routes, 'GET', undefined, path);
@@ -95,7 +97,7 @@ t.test('a path whose letter case picks the route has no one reading', async (t) 
   const lower = compileRoutes([r('/admin/**')], ranks);
   t.equal(matchPath(lower, 'GET', undefined, '/other'), undefined, 'no route either way: undefined');
   t.equal(matchPath(lower, 'GET', undefined, '/ADMIN'), 'case', 'no route as sent, a route in lower case: ambiguous');
-  const folds: Array<[string, string]> = [['/ADMIN', '/admin'], ['/adm%C4%B1n', '/admin'], ['/%C5%BFet', '/set'], ['/%E2%84%AAey', '/key'], ['/%C3%A9', '/%c3%a9'], ['/Admin./x%20', '/admin/x'], ['/a.b./c', '/a.b/c'], ['/.well-known', '/.well-known'], ['/%20A%20/b.', '/a/b'], ['/a%20b/c', '/a%20b/c'], ['/x;P=1/y%3B2', '/x/y']];
+  const folds: Array<[string, string]> = [['/ADMIN', '/admin'], ['/adm%C4%B1n', '/admin'], ['/%C5%BFet', '/set'], ['/%E2%84%AAey', '/key'], ['/%C3%A9', '/%c3%a9'], ['/Admin./x%20', '/admin/x'], ['/a.b./c', '/a.b/c'], ['/.well-known', '/.well-known'], ['/%20A%20/b.', '/a/b'], ['/a%20b/c', '/a%20b/c'], ['/x;P=1/y%3B2', '/x/y'], ['/%20/a', '/a'], ['/a/%20/', '/a'], ['/.', '/'], ['/', '/']];
   for (const [p, want] of folds) t.equal(foldCase(p), want, `foldCase(${p})`);
 });
 

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { foldName, foldedNames, formDecode, hasMethodOverride, readings } from '../../src/http/query-names.js';
+import { decodeName, foldName, foldedNames, formDecode, hasMethodOverride, readings } from '../../src/http/query-names.js';
 
 t.test('foldName reads a name as the most lenient servers do', async (t) => {
   const cases: Array<[string, string]> = [
@@ -62,8 +62,21 @@ t.test('formDecode decodes like a form, null on bad percent-encoding', async (t)
   t.equal(formDecode('%E0%A4%A'), null);
 });
 
+t.test('decodeName decodes what it can, as PHP does, when strict decoding fails', async (t) => {
+  const cases: Array<[string, string]> = [
+    ['api%5Fkey', 'api_key'],
+    ['api_key%00%ZZ', 'api_key\0%ZZ'],
+    ['+api%5Fkey%FF', ' api_key\xff'],
+    ['%ZZ', '%ZZ'],
+    ['a+b', 'a b'],
+  ];
+  for (const [raw, want] of cases) t.equal(decodeName(raw), want, raw);
+  t.same(readings(decodeName('+api_key%00%ZZ')), ['api_key']);
+  t.same(readings(decodeName('api%5Fkey[%ZZ]')), ['api_key']);
+});
+
 t.test('hasMethodOverride finds _method in any spelling', async (t) => {
-  const yes = ['?_method%00=DELETE', '?%5B_method%5D=x', '?_method]=x', '?_method[x]y=1', '?a=1&_METHOD=put', '?%5Fmethod=DELETE', '?%5fMethod=x', '?.method=DELETE', '?[method=DELETE', '?a=1;_method=PUT', '?_method[]=x', '?%20_method=x', '?_method'];
+  const yes = ['?_method%00%ZZ=PUT', '?%5Fmethod%00%FF=PUT', '?+_method%00%ZZ=PUT', '?_method%00=DELETE', '?%5B_method%5D=x', '?_method]=x', '?_method[x]y=1', '?a=1&_METHOD=put', '?%5Fmethod=DELETE', '?%5fMethod=x', '?.method=DELETE', '?[method=DELETE', '?a=1;_method=PUT', '?_method[]=x', '?%20_method=x', '?_method'];
   const no = ['', '?', '?method=DELETE', '?x_method=1', '?q=_method', '?a=%41', '?methods=1', '?_methods=1'];
   for (const q of yes) t.ok(hasMethodOverride(q), q);
   for (const q of no) t.notOk(hasMethodOverride(q), q);
