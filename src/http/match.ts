@@ -157,6 +157,22 @@ export function foldCase(path: string): string {
   return out === '' ? '/' : out;
 }
 
+/**
+ * True when a segment of a normalized path is nothing but dots and spaces with at least one
+ * dot (`...`, `..%20`, `.%20`): Windows drops a segment's trailing dots and spaces, so IIS
+ * may read it as `.` or `..` — a dot segment the gateway did not resolve. Linear.
+ */
+export function hasDotLikeSegment(path: string): boolean {
+  if (!path.includes('..') && !path.includes('.%20') && !path.includes('%20.')) return false;
+  for (const seg of path.split('/')) {
+    if (seg === '' || !seg.includes('.')) continue;
+    let i = 0;
+    while (i < seg.length && (seg.charCodeAt(i) === 0x2e || seg.startsWith('%20', i))) i += seg.charCodeAt(i) === 0x2e ? 1 : 3;
+    if (i === seg.length) return true;
+  }
+  return false;
+}
+
 /** Something a segment trim would remove (on a lower-cased path). */
 const TRIMMABLE = /\.(?:\/|$)|%20|;|%3b/;
 

@@ -4,7 +4,7 @@ import { GatewayError } from '../http/problem.js';
 import { checkAmbiguity } from '../http/guard.js';
 import { normalizeTarget } from '../http/normalize-path.js';
 import { hasMethodOverride } from '../http/query-names.js';
-import { foldCase, hostName, matchPath, type CompiledRoute } from '../http/match.js';
+import { foldCase, hasDotLikeSegment, hostName, matchPath, type CompiledRoute } from '../http/match.js';
 import { extractCredential } from '../credentials/extract.js';
 import { authorize } from '../authz/authorize.js';
 import { isLimited } from '../limits/apply.js';
@@ -63,6 +63,7 @@ export function route(rt: Runtime, facts: RequestFacts): { route: CompiledRoute;
   // spelling of one (`//.portcullis/logout`, `/%2Eportcullis/…`, `/x/../.portcullis/…`)
   // is never proxied either, or a client would think it logged out while the upstream got
   // the request.
+  if (hasDotLikeSegment(n.path)) throw new GatewayError('bad-request', 'A path segment made of dots and spaces (such as "..." or ".. ") reads as "." or ".." to servers that trim segments.');
   if (isGatewayPath(n.path)) throw new GatewayError('route-not-found', `No route for ${facts.method} ${n.path}: /.portcullis/ paths are the gateway's own, reached by their exact path only.`);
   if (n.query.length > 1 && hasMethodOverride(n.query)) {
     throw new GatewayError('bad-request', 'The query carries a method override (_method): servers that honour it would run another method than the one the route was chosen for.');

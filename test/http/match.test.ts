@@ -1,5 +1,5 @@
 import t from 'tap';
-import { compileRoutes, findShadowedRoutes, foldCase, hostName, matchPath, matchRoute, splitPath } from '../../src/http/match.js';
+import { compileRoutes, findShadowedRoutes, foldCase, hasDotLikeSegment, hostName, matchPath, matchRoute, splitPath } from '../../src/http/match.js';
 import type { RouteConfig } from '../../src/config/schema.js';
 
 function r(path: string, extra: Partial<RouteConfig['match']> = {}): RouteConfig {
@@ -106,4 +106,12 @@ t.test('foldCase is linear in the path, whatever it holds', async (t) => {
   const dots = '.'.repeat(1 << 20);
   t.equal(foldCase(`/public/${dots}x./y`), `/public/${dots}x/y`);
   t.equal(foldCase(`/A${'%20'.repeat(1 << 18)}/b`), '/a/b');
+});
+
+t.test('hasDotLikeSegment: segments of dots and spaces, which Windows may read as . or ..', async (t) => {
+  const yes = ['/...', '/x/../admin', '/x/..%20/admin', '/x/.%20/y', '/x/%20./y', '/a/....', '/a/%20..%20'];
+  const no = ['/', '/a.b', '/.well-known/x', '/a/..b', '/a/b..', '/v1.2/x', '/a/%20', '/a/%20%20/b', '/files/report.', '/x/a../y.txt'];
+  for (const p of yes) t.ok(hasDotLikeSegment(p), p);
+  for (const p of no) t.notOk(hasDotLikeSegment(p), p);
+  t.ok(hasDotLikeSegment(`/a/${'.%20'.repeat(1 << 18)}/b`), 'a 768 KB segment, in linear time');
 });
