@@ -25,14 +25,11 @@ const MAX_KEY = 8192;
 // Printable ASCII without whitespace: anything else cannot be a key the import accepted.
 const LEGACY_SHAPE = /^[\x21-\x7e]+$/;
 
-function keyInvalid(detail = INVALID_DETAIL): GatewayError {
-  return new GatewayError('key-invalid', detail);
-}
+const keyInvalid = (detail = INVALID_DETAIL): GatewayError => new GatewayError('key-invalid', detail);
 
 /**
- * Cache key of a presented key: its SHA-256 in lowercase hex. For an imported (legacy) key
- * that is exactly the `sha256` the store holds, so its revocation id `legacy:<hex>` names
- * its cache entry without an index, and the identity's revocation id can share the string.
+ * Cache key of a presented key: its SHA-256 hex, for an imported key exactly the store's
+ * `sha256`, so `legacy:<hex>` names its cache entry (and identity) without an index.
  */
 const digestOf = sha256Hex;
 
