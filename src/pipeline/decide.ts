@@ -59,11 +59,11 @@ export function route(rt: Runtime, facts: RequestFacts): { route: CompiledRoute;
   if (reason !== null) throw new GatewayError('bad-request', reason, { headers: CLOSE_CONNECTION });
   const n = normalizeTarget(facts.target, { allowPathParams: rt.config.allowPathParams });
   if (!n.ok) throw new GatewayError('bad-request', n.reason);
+  if (hasDotLikeSegment(n.path)) throw new GatewayError('bad-request', 'A path segment made of dots and spaces (such as "..." or ".. ") reads as "." or ".." to servers that trim segments.');
   // The gateway's own endpoints answer only their exact path (pipeline/handler); any other
   // spelling of one (`//.portcullis/logout`, `/%2Eportcullis/…`, `/x/../.portcullis/…`)
   // is never proxied either, or a client would think it logged out while the upstream got
   // the request.
-  if (hasDotLikeSegment(n.path)) throw new GatewayError('bad-request', 'A path segment made of dots and spaces (such as "..." or ".. ") reads as "." or ".." to servers that trim segments.');
   if (isGatewayPath(n.path)) throw new GatewayError('route-not-found', `No route for ${facts.method} ${n.path}: /.portcullis/ paths are the gateway's own, reached by their exact path only.`);
   if (n.query.length > 1 && hasMethodOverride(n.query)) {
     throw new GatewayError('bad-request', 'The query carries a method override (_method): servers that honour it would run another method than the one the route was chosen for.');
