@@ -4,6 +4,7 @@
  * unknown headers with ", "), which is exactly the information this check needs.
  */
 import { headerNamespace } from '../identity/namespace.js';
+import { isManagedName } from './header-names.js';
 
 /** The config sections the guard reads (config/schema's `identity`, `apiKeys`, `jwt`). */
 export interface GuardConfig {
@@ -77,11 +78,12 @@ export function checkAmbiguity(rawHeaders: readonly string[], opts: GuardOptions
     }
     if (name.includes('_')) {
       // Servers behind CGI-style header mapping (and some proxies) treat `_` and `-` alike,
-      // so this would reach them as one of our identity or credential headers without
-      // having been stripped or checked.
+      // so this would reach them as one of our identity, credential, forwarding or
+      // override headers without having been stripped or checked.
       const dashed = name.replaceAll('_', '-');
       if (isIdentityName(dashed, opts)) return 'header name in the identity namespace written with "_"';
       if (opts.credentialHeaders.has(dashed)) return 'credential header name written with "_"';
+      if (isManagedName(dashed)) return `header name written with "_" for ${dashed}, which the gateway reads, removes or sets`;
     }
   }
 

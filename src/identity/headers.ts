@@ -1,63 +1,21 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Identity } from '../authn/types.js';
 import type { IdentityConfig } from '../config/schema.js';
+import { HOP_BY_HOP, isForwarding, NEVER_FORWARDED, STATED } from '../http/header-names.js';
 import { headerNamespace } from './namespace.js';
-
-/**
- * Headers that describe one connection, never forwarded (RFC 9110 §7.6.1). `Expect` is
- * answered by the gateway itself (Node sends `100 Continue` before the request is handed
- * over), so the body comes anyway and the upstream sees an ordinary, framed request.
- * `Transfer-Encoding` is hop-by-hop too, but the framing it carries is re-stated upstream:
- * see {@link upstreamHeaders}.
- */
-const HOP_BY_HOP = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
-  'proxy-authorization', 'proxy-authenticate', 'http2-settings', 'expect',
-]);
-
-/**
- * Headers through which a client could claim an address, a scheme, a host, or a different
- * URL (besides every `X-Forwarded-*`). Replaced unless the peer is a trusted proxy.
- */
-const FORWARDING = new Set([
-  'forwarded', 'x-real-ip',
-  'x-original-uri', 'x-original-method', 'x-original-host',
-]);
-
-/**
- * Headers through which some servers take the client address, the host, the path or the
- * method, which the gateway decides and states itself (X-Forwarded-For/-Host, the normalized
- * path and the method on the request line). Removed whoever sent them: a second opinion on
- * these is a split view. No proxy adds a method override, so one that comes through a
- * trusted proxy is still the client's, and would have the upstream run a method the route
- * was not chosen for.
- */
-const NEVER_FORWARDED = new Set([
-  'x-forwarded-path', 'x-original-path', 'x-envoy-original-path', 'x-original-url', 'x-rewrite-url', 'x-host',
-  'client-ip', 'true-client-ip', 'cf-connecting-ip', 'x-client-ip', 'x-cluster-client-ip',
-  'x-http-method-override', 'x-http-method', 'x-method-override',
-]);
-
-/** Headers the forwarding step states itself, after the pass over the inbound ones. */
-const STATED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'traceparent', 'tracestate']);
 
 /** One header's value (Node joins repeated unknown headers already; the type allows a list). */
 function joined(v: string | string[] | undefined): string | undefined {
   return typeof v === 'string' || v === undefined ? v : v.join(', ');
 }
 
-/** True for a header a client may only send through a trusted proxy. */
-function isForwarding(name: string): boolean {
-  return name.startsWith('x-forwarded-') || FORWARDING.has(name);
-}
-
-/** What the forwarding step needs, computed once per config. */
 /** Trace Context headers for the upstream: always the gateway's own, never the client's. */
 export interface TraceHeaders {
   readonly traceparent: string;
   readonly tracestate: string | undefined;
 }
 
+/** What the forwarding step needs, computed once per config. */
 export interface ForwardPlan {
   readonly names: IdentityConfig['headers'];
   /** Every header name we own (identity headers + assertion header). */

@@ -1,0 +1,59 @@
+/**
+ * The request headers the gateway reads, removes or states itself on the way upstream, by
+ * kind (identity/headers.ts applies them; http/guard.ts refuses their `_` spellings). All
+ * lowercase. The identity and credential headers depend on the config and are in
+ * identity/namespace.ts.
+ */
+
+/**
+ * Headers that describe one connection, never forwarded (RFC 9110 §7.6.1). `Expect` is
+ * answered by the gateway itself (Node sends `100 Continue` before the request is handed
+ * over), so the body comes anyway and the upstream sees an ordinary, framed request.
+ * `Transfer-Encoding` is hop-by-hop too, but the framing it carries is re-stated upstream
+ * (identity/headers.ts, `upstreamHeaders`).
+ */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
+  'proxy-authorization', 'proxy-authenticate', 'http2-settings', 'expect',
+]);
+
+/**
+ * Headers through which a client could claim an address, a scheme, a host, or a different
+ * URL (besides every `X-Forwarded-*`). Replaced unless the peer is a trusted proxy.
+ */
+export const FORWARDING: ReadonlySet<string> = new Set([
+  'forwarded', 'x-real-ip',
+  'x-original-uri', 'x-original-method', 'x-original-host',
+]);
+
+/**
+ * Headers through which some servers take the client address, the host, the path or the
+ * method, which the gateway decides and states itself (X-Forwarded-For/-Host, the normalized
+ * path and the method on the request line). Removed whoever sent them: a second opinion on
+ * these is a split view. No proxy adds a method override, so one that comes through a
+ * trusted proxy is still the client's, and would have the upstream run a method the route
+ * was not chosen for.
+ */
+export const NEVER_FORWARDED: ReadonlySet<string> = new Set([
+  'x-forwarded-path', 'x-original-path', 'x-envoy-original-path', 'x-original-url', 'x-rewrite-url', 'x-host',
+  'client-ip', 'true-client-ip', 'cf-connecting-ip', 'x-client-ip', 'x-cluster-client-ip',
+  'x-http-method-override', 'x-http-method', 'x-method-override',
+]);
+
+/** Headers the forwarding step states itself, after the pass over the inbound ones. */
+export const STATED: ReadonlySet<string> = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'traceparent', 'tracestate']);
+
+/** True for a header a client may only send through a trusted proxy. */
+export function isForwarding(name: string): boolean {
+  return name.startsWith('x-forwarded-') || FORWARDING.has(name);
+}
+
+/**
+ * True for a lowercase name the gateway frames the request by, removes, or states itself
+ * (besides the identity and credential headers). Servers behind CGI-style header mapping
+ * (WSGI, Rack, PHP, CGI) read `X_Forwarded_For` as `X-Forwarded-For`, so a `_` spelling of
+ * one of these would reach them unremoved and be taken as the gateway's.
+ */
+export function isManagedName(name: string): boolean {
+  return HOP_BY_HOP.has(name) || isForwarding(name) || NEVER_FORWARDED.has(name) || STATED.has(name) || name === 'content-length' || name === 'host';
+}
