@@ -188,7 +188,7 @@ function revokeCommand(keys: Command, io: Io, deps: KeysCommandDeps): void {
         } else if (id !== undefined) {
           const r = await ops.revoke(id);
           if (o.json) io.out(JSON.stringify({ id, revoked: true, changed: r.changed, revokedAt: iso(r.key.revokedAt) }));
-          else io.out(r.changed ? `Revoked key ${id}.` : `Key ${id} was already revoked (at ${iso(r.key.revokedAt)}).`);
+          else io.out(r.changed ? `Revoked key ${id}.` : `Key ${id} was already revoked (at ${iso(r.key.revokedAt)}); the revocation was announced again.`);
         } else {
           const r = await ops.revokeSubject(o.subject!);
           if (o.json) io.out(JSON.stringify({ subject: o.subject, revoked: r.revoked }));

@@ -124,16 +124,19 @@ export class KeyService {
     return (await this.#store.listKeys(filter)).map((k) => keyInfo(k, now));
   }
 
-  /** Revokes one key. `changed` is false when it was already revoked. */
+  /**
+   * Revokes one key. `changed` is false when it was already revoked. The revocation is
+   * announced either way: the store is written first, so a run whose announcement failed
+   * (Redis unreachable) left the key revoked but still cached by every gateway, and its
+   * retry is what tells them.
+   */
   async revoke(id: string): Promise<{ key: KeyInfo; changed: boolean }> {
     const now = this.#clock.now();
     const res = await this.#store.revokeKey(id, now);
     if (res === undefined) throw new KeyServiceError('not-found', `no key with id ${id}`);
-    if (res.changed) {
-      const k = res.key;
-      await this.#emit({ kind: 'key', keyId: k.id, revocationId: keyRevocationId(k), subject: k.subject, at: now, expiresAt: effectiveEnd(k), reason: 'revoke' });
-    }
-    return { key: keyInfo(res.key, now), changed: res.changed };
+    const k = res.key;
+    await this.#emit({ kind: 'key', keyId: k.id, revocationId: keyRevocationId(k), subject: k.subject, at: k.revokedAt ?? now, expiresAt: effectiveEnd(k), reason: 'revoke' });
+    return { key: keyInfo(k, now), changed: res.changed };
   }
 
   /** Revokes every key of a subject (and stops its refresh tokens). */
@@ -244,6 +247,15 @@ export class KeyService {
     const revoked = await this.#store.revokeNamedKeys(name, now, subject);
     for (const r of revoked) {
       await this.#emit({ kind: 'key', keyId: r.id, revocationId: r.revocationId, subject: r.subject, at: now, expiresAt: r.expiresAt, reason: 'revoke' });
+    }
+    // Nothing left to revoke: maybe a retry of a run whose announcements failed after the
+    // store was written. Announce the keys of that name still within their life again.
+    if (revoked.length === 0) {
+      for (const k of await this.#store.listKeys(subject === undefined ? undefined : { subject })) {
+        const end = effectiveEnd(k);
+        if (k.name !== name || k.revokedAt === null || (end !== null && end <= now)) continue;
+        await this.#emit({ kind: 'key', keyId: k.id, revocationId: keyRevocationId(k), subject: k.subject, at: k.revokedAt, expiresAt: end, reason: 'revoke' });
+      }
     }
     return { revoked: revoked.map((r) => r.id) };
   }
