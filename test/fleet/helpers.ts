@@ -38,17 +38,16 @@ export function fleetConfig(o: { store: string; upstream: string; redis?: string
   ].join('\n');
 }
 
-/** An HS256 token of the fleet issuer with a fresh `jti`, valid for 15 minutes. */
-export async function fleetJwt(sub: string, role = 'basic'): Promise<{ token: string; jti: string }> {
+/**
+ * An HS256 token of the fleet issuer with a fresh `jti`, valid for 15 minutes. `scheduled`:
+ * no `iat`, and an `nbf` that many seconds ahead (within the clock tolerance).
+ */
+export async function fleetJwt(sub: string, role = 'basic', o: { scheduled?: number } = {}): Promise<{ token: string; jti: string }> {
   const jti = crypto.randomUUID();
-  const token = await new SignJWT({ role })
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setIssuer(JWT_ISSUER)
-    .setSubject(sub)
-    .setIssuedAt()
-    .setExpirationTime('15m')
-    .setJti(jti)
-    .sign(new TextEncoder().encode(JWT_SECRET));
+  const jwt = new SignJWT({ role }).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setIssuer(JWT_ISSUER).setSubject(sub);
+  if (o.scheduled === undefined) jwt.setIssuedAt();
+  else jwt.setNotBefore(Math.floor(Date.now() / 1000) + o.scheduled);
+  const token = await jwt.setExpirationTime('15m').setJti(jti).sign(new TextEncoder().encode(JWT_SECRET));
   return { token, jti };
 }
 

@@ -116,17 +116,19 @@ export async function propagationSuite(t: Test, ctx: PropagationContext): Promis
   const bobJwt = await fleetJwt('bob');
   const dave1 = await fleetJwt('dave');
   const dave2 = await fleetJwt('dave');
+  // Minted now, valid from 10 s on, without `iat`: issued before the revocation all the same.
+  const dave3 = await fleetJwt('dave', 'basic', { scheduled: 10 });
   const erinJwt = await fleetJwt('erin');
   await warm(t, ctx.fleet, {
     alice: alice.key, bob1: bob1.key, bob2: bob2.key, dave: dave.key, erin: erin.key,
-    carolJwt: carolJwt.token, bobJwt: bobJwt.token, dave1: dave1.token, dave2: dave2.token, erinJwt: erinJwt.token,
+    carolJwt: carolJwt.token, bobJwt: bobJwt.token, dave1: dave1.token, dave2: dave2.token, dave3: dave3.token, erinJwt: erinJwt.token,
   });
 
   const out: Measurement[] = [];
   out.push(await revokeAndMeasure(t, ctx, 'keys revoke ID', { alice: alice.key }, 'key-revoked', ['keys', 'revoke', alice.id]));
   out.push(await revokeAndMeasure(t, ctx, 'tokens revoke --jti', { carol: carolJwt.token }, 'token-revoked', ['tokens', 'revoke', '--jti', carolJwt.jti]));
   out.push(await revokeAndMeasure(t, ctx, 'keys revoke --subject', { bob1: bob1.key, bob2: bob2.key }, 'key-revoked', ['keys', 'revoke', '--subject', 'bob']));
-  out.push(await revokeAndMeasure(t, ctx, 'tokens revoke --subject', { dave1: dave1.token, dave2: dave2.token }, 'token-revoked', ['tokens', 'revoke', '--subject', 'dave']));
+  out.push(await revokeAndMeasure(t, ctx, 'tokens revoke --subject', { dave1: dave1.token, dave2: dave2.token, dave3: dave3.token }, 'token-revoked', ['tokens', 'revoke', '--subject', 'dave']));
 
   // Revocations are scoped: a subject's keys and JWTs are revoked apart, other subjects untouched.
   const working = { bobJwt: bobJwt.token, daveKey: dave.key, erinKey: erin.key, erinJwt: erinJwt.token };

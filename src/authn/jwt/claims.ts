@@ -88,7 +88,7 @@ export interface ClaimRules {
 /** Checks that come after jose's, then maps claims to the Identity. */
 export function identityFromClaims(payload: JWTPayload, issuer: Issuer, rules: ClaimRules, nowMs: number, trace: Trace, tokenHash: string, token: string): Identity {
   const nowSeconds = Math.floor(nowMs / 1000);
-  const { iat, nbf, exp } = payload;
+  const { iat, exp } = payload;
   if (iat !== undefined && iat > nowSeconds + rules.toleranceSeconds) throw rejectToken('iat', 'The token claims to be issued in the future.');
   pass(trace, 'iat', iat === undefined ? 'absent' : `iat ${new Date(iat * 1000).toISOString()}`);
 
@@ -132,7 +132,9 @@ export function identityFromClaims(payload: JWTPayload, issuer: Issuer, rules: C
     keyId: undefined,
     audiences: Object.freeze([...audiences]),
     allowIp: undefined,
-    issuedAt: (iat ?? nbf ?? 0) * 1000,
+    // Without `iat` the token's issue time is unknown: 0, so a subject-wide revocation covers
+    // it (`nbf` says when it becomes valid, not when it was minted, which may be long before).
+    issuedAt: (iat ?? 0) * 1000,
     expiresAt: exp === undefined ? undefined : exp * 1000,
     revocationId,
     externalRevocationKeys: rules.externalKeys?.({ token, sha256: tokenHash, jti: claimString(jti), sub: claimString(payload.sub) }),
