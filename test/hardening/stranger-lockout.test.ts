@@ -58,8 +58,8 @@ interface Flood {
   peakQueued: number;
 }
 
-/** Sends forgeries from every attacker until `stop()` resolves; four in flight per attacker. */
-function flood(p: Portcullis, attackers: readonly Client[], forge: (c: Client) => Promise<{ status: number; code?: string }>): { done: Promise<Flood>; stop(): void } {
+/** Sends forgeries from every attacker until `stop()` resolves; `lanes` in flight per attacker. */
+function flood(p: Portcullis, attackers: readonly Client[], forge: (c: Client) => Promise<{ status: number; code?: string }>, lanes = 4): { done: Promise<Flood>; stop(): void } {
   let running = true;
   const f: Flood = { sent: 0, codes: new Map(), peakActive: 0, peakQueued: 0 };
   const sample = setInterval(() => {
@@ -74,7 +74,7 @@ function flood(p: Portcullis, attackers: readonly Client[], forge: (c: Client) =
       f.codes.set(r.code ?? String(r.status), (f.codes.get(r.code ?? String(r.status)) ?? 0) + 1);
     }
   };
-  const done = Promise.all(attackers.flatMap((c) => [lane(c), lane(c), lane(c), lane(c)])).then(() => {
+  const done = Promise.all(attackers.flatMap((c) => Array.from({ length: lanes }, () => lane(c)))).then(() => {
     clearInterval(sample);
     return f;
   });
@@ -159,6 +159,30 @@ else {
     const from = up.requests.filter((r) => header(r, 'x-auth-key-id') === holderKey.id);
     t.equal(from.length, 1, 'only the holder\'s request reached the upstream');
     t.match(header(from[0]!, 'x-forwarded-for'), /10\.99\.0\.1/, 'from the holder\'s own address');
+  });
+
+  await t.test('forgeries for one key id from 300 addresses fill the queue for it only: a holder of another key is verified', async (t) => {
+    // The forger holds a key of its own: its id is real, so each forgery costs an argon2 run
+    // until the address has failed. The holder's key was never seen by this gateway (a
+    // restart, a new key): it needs a run too, from the same queue.
+    const forgersKey = await keys.create({ subject: 'mallory', role: 'basic' });
+    const holderKey = await keys.create({ subject: 'holder3', role: 'basic' });
+    const attackers = Array.from({ length: 300 }, (_, i) => client(t, '127.0.0.9', `10.77.${i >> 8}.${i & 255}`));
+    const before = { verifications: stats().verifications, overloaded: stats().overloaded };
+    const f = flood(p, attackers, (c) => get(base, c, formatKey('pcl', forgersKey.id, generateKey('pcl').secret)), 1);
+    while (stats().overloaded - before.overloaded < 20) await new Promise((r) => setTimeout(r, 5));
+    const holder = client(t, '127.0.0.9', '10.99.0.2');
+    const answers: Array<{ status: number; code?: string }> = [];
+    for (let i = 0; i < 5; i++) answers.push(await get(base, holder, holderKey.key));
+    f.stop();
+    const fl = await f.done;
+    const ran = stats().verifications - before.verifications;
+    t.comment(`one key id, ${attackers.length} addresses: ${fl.sent} forgeries (${codesText(fl.codes)}); argon2 runs ${ran}; peak ${fl.peakActive} running, ${fl.peakQueued} waiting`);
+    t.ok((fl.codes.get('store-unavailable') ?? 0) > 0, 'the forgers filled their share of the queue (503)');
+    t.same(answers, Array(5).fill({ status: 200 }), 'every request of the holder of another key was admitted');
+    t.ok(fl.peakActive <= 2 && fl.peakQueued <= 64, 'within maxConcurrentVerifications and the verification queue');
+    t.equal(up.requests.filter((r) => header(r, 'x-auth-key-id') === forgersKey.id).length, 0, 'no forgery reached the upstream');
+    t.equal(up.requests.filter((r) => header(r, 'x-auth-key-id') === holderKey.id).length, 5, "the upstream got the holder's requests");
   });
 
   await t.test('forged refresh tokens from other addresses never refuse the holder\'s refresh', async (t) => {

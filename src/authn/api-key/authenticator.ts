@@ -167,7 +167,7 @@ export class ApiKeyAuthenticator implements Authenticator {
       this.#fail(parsed.id, clientIp, 1);
       let ok: boolean;
       try {
-        ok = await this.#verify(record.secretHash, parsed.secret);
+        ok = await this.#verify(record.secretHash, parsed.secret, parsed.id);
       } catch (err) {
         // Overload or verifier failure: not the client's failed attempt.
         this.#fail(parsed.id, clientIp, -1);
@@ -198,10 +198,10 @@ export class ApiKeyAuthenticator implements Authenticator {
     return this.#accept(record, digest, epoch);
   }
 
-  async #verify(hash: string, secret: string): Promise<boolean> {
+  async #verify(hash: string, secret: string, keyId: string): Promise<boolean> {
     let wait: Promise<void> | undefined;
     try {
-      wait = this.#limiter.acquire();
+      wait = this.#limiter.acquire(keyId);
     } catch (err) {
       this.stats.overloaded++;
       throw err;
