@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import type { Identity } from '../authn/types.js';
+import type { Credential, Identity } from '../authn/types.js';
 import type { IdentityConfig } from '../config/schema.js';
 import { HOP_BY_HOP, isForwarding, NEVER_FORWARDED, STATED } from '../http/header-names.js';
 import { headerNamespace } from './namespace.js';
@@ -54,6 +54,8 @@ export interface ForwardContext {
   readonly upgrade: boolean;
   /** The gateway's Trace Context for the upstream; the client's never passes on unchanged. */
   readonly trace?: TraceHeaders | undefined;
+  /** The credential the gateway verified (null on a public route): with `forwardCredential`, the only one forwarded. */
+  readonly verified?: Credential | null | undefined;
 }
 
 /**
@@ -79,7 +81,10 @@ export function upstreamHeaderList(inbound: IncomingHttpHeaders, plan: ForwardPl
     }
     if (named?.includes(name)) continue;
     if (NEVER_FORWARDED.has(name) || (!trusted && isForwarding(name))) continue;
-    if (!plan.forwardCredential && plan.credentialHeaders.has(name)) continue;
+    if (plan.credentialHeaders.has(name)) {
+      forwardCredential(out, name, inbound, plan, ctx.verified);
+      continue;
+    }
     if (STATED.has(name)) continue;
     const v = inbound[name];
     if (v === undefined) continue;
@@ -100,6 +105,23 @@ export function upstreamHeaderList(inbound: IncomingHttpHeaders, plan: ForwardPl
     if (ctx.trace.tracestate !== undefined) out.push('tracestate', ctx.trace.tracestate);
   }
   return out;
+}
+
+/**
+ * With `forwardCredential`, the credential the gateway verified goes upstream in the header
+ * it came in, as verified: without a connection-string preamble (an upstream that split
+ * `a:b:KEY` otherwise than on its last `:` would act on a key the gateway never checked),
+ * and alone (an `Authorization: Basic` beside a verified key header is dropped). Nothing
+ * was verified on a public route, so nothing goes.
+ */
+function forwardCredential(out: string[], name: string, inbound: IncomingHttpHeaders, plan: ForwardPlan, verified: Credential | null | undefined): void {
+  if (!plan.forwardCredential || verified === null || verified === undefined || verified.source !== name) return;
+  if (name !== 'authorization') out.push(name, verified.value);
+  else {
+    // The guard admitted only `<scheme> SP <value>`.
+    const auth = inbound.authorization!;
+    out.push(name, `${auth.slice(0, auth.indexOf(' '))} ${verified.value}`);
+  }
 }
 
 /**

@@ -41,5 +41,6 @@ export function forwardCtx(d: Decision, x: Exchange, upgrade: boolean): ForwardC
     requestId: x.requestId,
     upgrade,
     trace: traceOf(req)?.upstream(req.method ?? '', d.route.upstream),
+    verified: d.identity === null ? null : d.credential,
   };
 }

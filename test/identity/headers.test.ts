@@ -40,6 +40,8 @@ const bob: Identity = { ...alice, method: 'jwt', subject: 'bob', role: 'basic', 
 const PEER = '203.0.113.9';
 const ctx: ForwardContext = { clientIp: PEER, peerIp: PEER, peerTrusted: false, proto: 'http', requestId: 'rid-1', upgrade: false };
 const trusted: ForwardContext = { ...ctx, peerIp: '10.0.0.2', peerTrusted: true };
+const viaKey = (value: string): ForwardContext => ({ ...ctx, verified: { kind: 'apiKey', value, source: 'x-api-key' } });
+const viaAuth = (value: string): ForwardContext => ({ ...ctx, verified: { kind: 'apiKey', value, source: 'authorization' } });
 /** What the gateway always sets for a request from the untrusted peer with `Host: api.example`. */
 const set = { 'x-forwarded-for': PEER, 'x-forwarded-proto': 'http', 'x-forwarded-host': 'api.example', 'x-request-id': 'rid-1' };
 const aliceHeaders = { 'x-auth-subject': 'alice', 'x-auth-role': 'premium', 'x-auth-scopes': 'films:read reviews:write', 'x-auth-method': 'apiKey', 'x-auth-key-id': 'k1' };
@@ -150,7 +152,14 @@ const cases: { name: string; inbound: IncomingHttpHeaders; identity?: Identity |
   { name: 'an Authorization the gateway did not verify is removed too', inbound: { host, authorization: 'Basic dXNlcjpwdw==', 'x-api-key': 'pcl_y' }, want: { host, ...set, ...aliceHeaders } },
   { name: 'on a public route too', inbound: { host, authorization: 'Bearer pcl_x', 'x-api-key': 'pcl_y' }, identity: null, want: { host, ...set } },
   { name: 'a configured key header is matched in lower case', plan: custom, inbound: { host, 'x-service-key': 'pcl_y', 'x-api-key': 'other' }, identity: null, want: { host, 'x-api-key': 'other', ...set } },
-  { name: 'forwardCredential keeps both', plan: forwarding, inbound: { host, authorization: 'Bearer pcl_x', 'x-api-key': 'pcl_y' }, want: { host, authorization: 'Bearer pcl_x', 'x-api-key': 'pcl_y', ...set, ...aliceHeaders } },
+  // forwardCredential: the verified credential only, as verified.
+  { name: 'forwardCredential keeps the verified key header', plan: forwarding, ctx: viaKey('pcl_y'), inbound: { host, 'x-api-key': 'pcl_y' }, want: { host, 'x-api-key': 'pcl_y', ...set, ...aliceHeaders } },
+  { name: 'forwardCredential keeps the verified Authorization, its scheme as sent', plan: forwarding, ctx: viaAuth('pcl_x'), inbound: { host, authorization: 'bearer pcl_x' }, want: { host, authorization: 'bearer pcl_x', ...set, ...aliceHeaders } },
+  { name: 'forwardCredential: the preamble is not forwarded (key header)', plan: forwarding, ctx: viaKey('pcl_y'), inbound: { host, 'x-api-key': 'api.example:443:pcl_revoked:pcl_y' }, want: { host, 'x-api-key': 'pcl_y', ...set, ...aliceHeaders } },
+  { name: 'forwardCredential: the preamble is not forwarded (Authorization)', plan: forwarding, ctx: viaAuth('pcl_x'), inbound: { host, authorization: 'Bearer pcl_revoked:pcl_x' }, want: { host, authorization: 'Bearer pcl_x', ...set, ...aliceHeaders } },
+  { name: 'forwardCredential: an Authorization of another scheme beside a verified key is dropped', plan: forwarding, ctx: viaKey('pcl_y'), inbound: { host, authorization: 'Basic b3BzOmh1bnRlcjI=', 'x-api-key': 'pcl_y' }, want: { host, 'x-api-key': 'pcl_y', ...set, ...aliceHeaders } },
+  { name: 'forwardCredential: a key verified from the query: no credential header goes', plan: forwarding, ctx: { ...ctx, verified: { kind: 'apiKey', value: 'pcl_q', source: 'query:api_key' } }, inbound: { host, authorization: 'Digest x', 'x-api-key': 'pcl_y' }, want: { host, ...set, ...aliceHeaders } },
+  { name: 'forwardCredential on a public route: nothing was verified, nothing goes', plan: forwarding, identity: null, ctx: { ...ctx, verified: null }, inbound: { host, authorization: 'Bearer pcl_x', 'x-api-key': 'pcl_y' }, want: { host, ...set } },
   { name: 'forwardCredential does not open the namespace', plan: forwarding, inbound: { host, 'x-auth-role': 'admin' }, want: { host, ...set, ...aliceHeaders } },
 ];
 
