@@ -174,7 +174,11 @@ export async function startPortcullis(loaded: LoadResult, opts: PortcullisOption
           revocation, limiter, logger,
           observers: [metrics, ...(opts.observers ?? [])],
           ...(opts.listen ? { listen: opts.listen } : {}),
-          endpoints: { refresh: refreshEndpoint(core), logout: logoutEndpoint(core, revocation) },
+          endpoints: {
+            // Refresh tokens' argon2 runs share the API-key verification queue (fair per key id).
+            refresh: refreshEndpoint(core, (keyId, run) => serving.authn.apiKey?.bounded(keyId, run) ?? run()),
+            logout: logoutEndpoint(core, revocation),
+          },
         })
       : undefined;
     const checks: ReadinessCheck[] = [

@@ -18,6 +18,13 @@ export interface RefreshedKey {
   readonly refreshExpiresAt: number;
 }
 
+/**
+ * Runs an argon2 verification for a key id in the gateway's bounded, fair verification
+ * queue (its API-key authenticator's), so that forged refresh tokens from many addresses
+ * take no more of argon2 and of libuv's threads than forged keys do.
+ */
+export type BoundedVerification = <T>(keyId: string, run: () => Promise<T>) => Promise<T>;
+
 /** What exchanging a refresh token needs. */
 export interface RefreshContext {
   readonly store: Pick<KeyStore, 'getKey' | 'getSubjectRevocations' | 'refreshKey' | 'revokeFamily'>;
@@ -29,6 +36,8 @@ export interface RefreshContext {
   /** Failed refreshes: refresh tokens are well-formed for anyone who knows a key id. */
   readonly attempts: AttemptLimiter;
   readonly emit: (event: KeyRevocationEvent) => Promise<void>;
+  /** The gateway's verification queue; without one (the CLI) verifications run as they come. */
+  readonly bounded?: BoundedVerification | undefined;
 }
 
 const refused = (detail = 'The refresh token is not valid.'): KeyServiceError => new KeyServiceError('refresh-invalid', detail);
@@ -62,7 +71,8 @@ async function verifyToken(ctx: RefreshContext, refreshHash: string, parsed: { i
   ctx.attempts.count(parsed.id, clientIp, 1);
   let ok: boolean;
   try {
-    ok = await verifySecret(refreshHash, parsed.secret);
+    const run = () => verifySecret(refreshHash, parsed.secret);
+    ok = await (ctx.bounded === undefined ? run() : ctx.bounded(parsed.id, run));
   } catch (err) {
     ctx.attempts.count(parsed.id, clientIp, -1);
     throw err;

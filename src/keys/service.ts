@@ -10,7 +10,7 @@ import { planImport } from './import.js';
 import { keyInfo, keyStatus, newKeyInfo, type KeyInfo } from './info.js';
 import { effectiveEnd } from './lifetime.js';
 import { checkRateLimit, checkUses } from './limits.js';
-import { exchangeRefreshToken, type RefreshedKey } from './refresh.js';
+import { exchangeRefreshToken, type BoundedVerification, type RefreshedKey } from './refresh.js';
 import { successorOf } from './successor.js';
 import { audienceProblem, checkList, checkText, cidrProblem, expiryFrom, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
 
@@ -281,8 +281,9 @@ export class KeyService {
    * Exchanges a refresh token for a new key and refresh token (same grants, same family);
    * the old key and token are revoked at once (see {@link exchangeRefreshToken}).
    */
-  async refresh(token: string, clientIp = ''): Promise<RefreshedKey> {
+  async refresh(token: string, clientIp = '', bounded?: BoundedVerification): Promise<RefreshedKey> {
     return exchangeRefreshToken(token, clientIp, {
+      bounded,
       store: this.#store,
       prefix: this.#prefix,
       hash: this.#hash,

@@ -3,6 +3,7 @@ import { GatewayError } from '../http/problem.js';
 import { checkAmbiguity } from '../http/guard.js';
 import { readJsonObject } from '../http/body.js';
 import { extractCredential } from '../credentials/extract.js';
+import type { BoundedVerification } from '../keys/refresh.js';
 import type { KeyService } from '../keys/service.js';
 import type { TokenService } from '../tokens/service.js';
 import type { RevocationCheck } from '../revocation/check.js';
@@ -42,7 +43,7 @@ function precheck(req: IncomingMessage, rt: Runtime): void {
  * `POST /.portcullis/refresh`: exchanges a refresh token (JSON body or cookie) for a new key
  * and refresh token; a cookie-borne token is answered with a cookie (docs/reference/api-keys.md).
  */
-export function refreshEndpoint(core: { readonly keys: Pick<KeyService, 'refresh'> }): EndpointHandler {
+export function refreshEndpoint(core: { readonly keys: Pick<KeyService, 'refresh'> }, bounded?: BoundedVerification): EndpointHandler {
   return async (req, res, requestId, rt) => {
     precheck(req, rt);
     const cookieName = rt.config.apiKeys.refresh.cookieName;
@@ -54,7 +55,7 @@ export function refreshEndpoint(core: { readonly keys: Pick<KeyService, 'refresh
     if (token === undefined || token === '') throw new GatewayError('refresh-invalid', 'A refresh token is required (JSON "refreshToken" or the refresh cookie).');
     // Failed refreshes are counted per client: others' forgeries never refuse this one.
     const { clientIp } = clientAddress(rt, { method: 'POST', target: '/', headers: req.headers, rawHeaders: req.rawHeaders, peerIp: req.socket.remoteAddress ?? '' });
-    const r = await core.keys.refresh(token, clientIp);
+    const r = await core.keys.refresh(token, clientIp, bounded);
     const answer: Record<string, unknown> = { key: r.key, id: r.id, expiresAt: new Date(r.expiresAt).toISOString(), refreshExpiresAt: new Date(r.refreshExpiresAt).toISOString() };
     const headers: Record<string, string | string[]> = { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': requestId };
     if (fromBody === undefined) {

@@ -161,21 +161,25 @@ else {
     t.match(header(from[0]!, 'x-forwarded-for'), /10\.99\.0\.1/, 'from the holder\'s own address');
   });
 
-  await t.test('forgeries for one key id from 300 addresses fill the queue for it only: a holder of another key is verified', async (t) => {
+  await t.test('forgeries for one key id from 100 addresses fill the queue for it only: a holder of another key is verified', async (t) => {
     // The forger holds a key of its own: its id is real, so each forgery costs an argon2 run
     // until the address has failed. The holder's key was never seen by this gateway (a
     // restart, a new key): it needs a run too, from the same queue.
     const forgersKey = await keys.create({ subject: 'mallory', role: 'basic' });
     const holderKey = await keys.create({ subject: 'holder3', role: 'basic' });
-    const attackers = Array.from({ length: 300 }, (_, i) => client(t, '127.0.0.9', `10.77.${i >> 8}.${i & 255}`));
+    const attackers = Array.from({ length: 100 }, (_, i) => client(t, '127.0.0.9', `10.77.${i >> 8}.${i & 255}`));
     const before = { verifications: stats().verifications, overloaded: stats().overloaded };
     const f = flood(p, attackers, (c) => get(base, c, formatKey('pcl', forgersKey.id, generateKey('pcl').secret)), 1);
+    const t0 = performance.now();
     while (stats().overloaded - before.overloaded < 20) await new Promise((r) => setTimeout(r, 5));
+    const t1 = performance.now();
     const holder = client(t, '127.0.0.9', '10.99.0.2');
     const answers: Array<{ status: number; code?: string }> = [];
     for (let i = 0; i < 5; i++) answers.push(await get(base, holder, holderKey.key));
+    const t2 = performance.now();
     f.stop();
     const fl = await f.done;
+    t.comment(`timing: ${(t1 - t0).toFixed(0)} ms to overload, holder ${(t2 - t1).toFixed(0)} ms, drain ${(performance.now() - t2).toFixed(0)} ms`);
     const ran = stats().verifications - before.verifications;
     t.comment(`one key id, ${attackers.length} addresses: ${fl.sent} forgeries (${codesText(fl.codes)}); argon2 runs ${ran}; peak ${fl.peakActive} running, ${fl.peakQueued} waiting`);
     t.ok((fl.codes.get('store-unavailable') ?? 0) > 0, 'the forgers filled their share of the queue (503)');
@@ -196,5 +200,24 @@ else {
     t.equal(seen.filter((s) => s.status === 200).length, 0, 'no forgery mints a key');
     const holder = client(t, '127.0.0.1');
     t.same(await refresh(base, holder, k.refreshToken!), { status: 200 }, 'the holder refreshes');
+  });
+
+  await t.test('forged refresh tokens from many addresses run argon2 in the bounded verification queue', async (t) => {
+    const k = await keys.create({ subject: 'spa2', role: 'basic', refreshable: true });
+    const other = await keys.create({ subject: 'holder4', role: 'basic' });
+    const attackers = Array.from({ length: 200 }, (_, i) => client(t, '127.0.0.9', `10.88.${i >> 8}.${i & 255}`));
+    const before = stats().verifications;
+    const f = flood(p, attackers, (c) => refresh(base, c, generateRefreshToken('pcl', k.id).key), 1);
+    await new Promise((r) => setTimeout(r, 300));
+    const holder = client(t, '127.0.0.9', '10.99.0.3');
+    const answer = await get(base, holder, other.key);
+    f.stop();
+    const fl = await f.done;
+    const ran = stats().verifications - before;
+    t.comment(`refresh forgeries from ${attackers.length} addresses: ${fl.sent} (${codesText(fl.codes)}); argon2 runs ${ran}; peak ${fl.peakActive} running, ${fl.peakQueued} waiting`);
+    t.ok(ran > 0 && (fl.codes.get('store-unavailable') ?? 0) > 0, `the forgeries' argon2 runs went through the verification queue (${ran} runs; the rest refused 503)`);
+    t.ok(fl.peakActive <= 2 && fl.peakQueued <= 64, 'never more than maxConcurrentVerifications at once, within the queue');
+    t.same(answer, { status: 200 }, 'a holder of another key, not yet verified, is admitted mid-flood');
+    t.equal((fl.codes.get('200') ?? 0), 0, 'no forgery mints a key');
   });
 }

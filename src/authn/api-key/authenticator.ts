@@ -167,7 +167,7 @@ export class ApiKeyAuthenticator implements Authenticator {
       this.#fail(parsed.id, clientIp, 1);
       let ok: boolean;
       try {
-        ok = await this.#verify(record.secretHash, parsed.secret, parsed.id);
+        ok = await this.bounded(parsed.id, () => this.#verifier.verify(record.secretHash!, parsed.secret));
       } catch (err) {
         // Overload or verifier failure: not the client's failed attempt.
         this.#fail(parsed.id, clientIp, -1);
@@ -198,21 +198,9 @@ export class ApiKeyAuthenticator implements Authenticator {
     return this.#accept(record, digest, epoch);
   }
 
-  async #verify(hash: string, secret: string, keyId: string): Promise<boolean> {
-    let wait: Promise<void> | undefined;
-    try {
-      wait = this.#limiter.acquire(keyId);
-    } catch (err) {
-      this.stats.overloaded++;
-      throw err;
-    }
-    if (wait !== undefined) await wait;
-    try {
-      this.stats.verifications++;
-      return await this.#verifier.verify(hash, secret);
-    } finally {
-      this.#limiter.release();
-    }
+  /** Runs one argon2 verification for `keyId` in the bounded, fair queue (refresh tokens' too). */
+  bounded<T>(keyId: string, run: () => Promise<T>): Promise<T> {
+    return this.#limiter.run(keyId, run, this.stats);
   }
 
   async #lookup(fn: () => Promise<KeyRecord | undefined>): Promise<KeyRecord | undefined> {

@@ -54,6 +54,27 @@ export class VerificationLimiter {
     });
   }
 
+  /**
+   * Runs `fn` holding a slot for `keyId`; rejects at once (503) when its queue is full.
+   * Counts into `stats`: runs started, and refusals.
+   */
+  async run<T>(keyId: string, fn: () => Promise<T>, stats: { verifications: number; overloaded: number }): Promise<T> {
+    let wait: Promise<void> | undefined;
+    try {
+      wait = this.acquire(keyId);
+    } catch (err) {
+      stats.overloaded++;
+      throw err;
+    }
+    if (wait !== undefined) await wait;
+    try {
+      stats.verifications++;
+      return await fn();
+    } finally {
+      this.release();
+    }
+  }
+
   /** Hands the slot to the first waiter of the key id whose turn it is (which then goes last), or frees it. */
   release(): void {
     const turn = this.#waiting.entries().next();
