@@ -1,7 +1,7 @@
 import t from 'tap';
 import { startTestGateway } from '../helpers/gateway.js';
 import { exchangeRaw } from '../helpers/raw.js';
-import { startRawUpstream } from './raw-upstream.js';
+import { publicAdminBasic, startRawUpstream } from './raw-upstream.js';
 
 // Forward-auth judges a request that another proxy then forwards with the client's own
 // bytes (nginx passes `$request_uri` to the gateway and the raw URI to the application):
@@ -14,22 +14,7 @@ import { startRawUpstream } from './raw-upstream.js';
 
 const raw = await startRawUpstream();
 t.teardown(() => raw.close());
-const g = await startTestGateway(`
-upstreams:
-  api: { url: "${raw.url}", timeout: 2s }
-roles: [basic, admin]
-log: { level: silent }
-routes:
-  - match: { path: "/public/**" }
-    public: true
-    upstream: api
-  - match: { path: "/admin/**" }
-    minRole: admin
-    upstream: api
-  - match: { path: "/**" }
-    minRole: basic
-    upstream: api
-`, { table: { 'basic-key': { subject: 'alice', role: 'basic', scopes: [] } } });
+const g = await startTestGateway(publicAdminBasic(raw.url, { adminPaths: ['admin'] }), { table: { 'basic-key': { subject: 'alice', role: 'basic', scopes: [] } } });
 t.teardown(() => g.close());
 const port = Number(new URL(g.url).port);
 

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { startTestGateway } from '../helpers/gateway.js';
 import { exchangeRaw } from '../helpers/raw.js';
-import { startRawUpstream } from './raw-upstream.js';
+import { publicAdminBasic, startRawUpstream } from './raw-upstream.js';
 
 // With `identity.forwardCredential: true` the upstream acts on the credential itself, so it
 // must get exactly the credential the gateway verified: not the connection-string preamble
@@ -11,24 +11,9 @@ import { startRawUpstream } from './raw-upstream.js';
 
 const raw = await startRawUpstream();
 t.teardown(() => raw.close());
-const gw = await startTestGateway(
-  `
-upstreams:
-  api: { url: "${raw.url}", timeout: 2s }
-roles: [basic, admin]
-log: { level: silent }
-identity: { forwardCredential: true }
-apiKeys: { queryParams: [api_key] }
-routes:
-  - match: { path: "/public/**" }
-    public: true
-    upstream: api
-  - match: { path: "/**" }
-    minRole: basic
-    upstream: api
-`,
-  { table: { 'basic-key': { subject: 'alice', role: 'basic', scopes: [] } } },
-);
+const gw = await startTestGateway(publicAdminBasic(raw.url, { head: 'identity: { forwardCredential: true }\napiKeys: { queryParams: [api_key] }' }), {
+  table: { 'basic-key': { subject: 'alice', role: 'basic', scopes: [] } },
+});
 t.teardown(() => gw.close());
 const port = Number(new URL(gw.url).port);
 

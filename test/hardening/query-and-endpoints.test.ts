@@ -1,7 +1,7 @@
 import t from 'tap';
 import { startTestGateway } from '../helpers/gateway.js';
 import { exchangeRaw } from '../helpers/raw.js';
-import { startRawUpstream } from './raw-upstream.js';
+import { publicAdminBasic, startRawUpstream } from './raw-upstream.js';
 
 // Three ways to make the upstream act on what the gateway did not judge, each checked from
 // the upstream's side (a raw server that records every request it reads):
@@ -15,23 +15,7 @@ import { startRawUpstream } from './raw-upstream.js';
 const raw = await startRawUpstream();
 t.teardown(() => raw.close());
 const gw = await startTestGateway(
-  `
-upstreams:
-  api: { url: "${raw.url}", timeout: 2s }
-roles: [basic, admin]
-log: { level: silent }
-apiKeys: { queryParams: [api_key] }
-routes:
-  - match: { path: "/public/**" }
-    public: true
-    upstream: api
-  - match: { path: "/admin/**" }
-    minRole: admin
-    upstream: api
-  - match: { path: "/**" }
-    minRole: basic
-    upstream: api
-`,
+  publicAdminBasic(raw.url, { head: 'apiKeys: { queryParams: [api_key] }', adminPaths: ['admin'] }),
   { table: { 'basic-key': { subject: 'alice', role: 'basic', scopes: [] }, 'admin-key': { subject: 'root', role: 'admin', scopes: [] } } },
 );
 t.teardown(() => gw.close());

@@ -154,3 +154,25 @@ function frame(buf: Buffer): Framed {
   if (buf.length < at + n) return 'incomplete';
   return { consumed: at + n, requestLine, headerLines, body: buf.subarray(at, at + n) };
 }
+
+/**
+ * The hardening suites' gateway config over an upstream: `/public/**` public, then
+ * `adminPaths` (each `/<path>/**`) for `admin`, then everything else for `basic`. `head` is
+ * YAML placed before the routes (extra sections), `log` is silent.
+ */
+export function publicAdminBasic(upstream: string, o: { head?: string; adminPaths?: readonly string[] } = {}): string {
+  const admin = (o.adminPaths ?? []).map((p) => `  - match: { path: "/${p}/**" }\n    minRole: admin\n    upstream: api\n`).join('');
+  return `${o.head ?? ''}
+upstreams:
+  api: { url: "${upstream}", timeout: 2s }
+roles: [basic, admin]
+log: { level: silent }
+routes:
+  - match: { path: "/public/**" }
+    public: true
+    upstream: api
+${admin}  - match: { path: "/**" }
+    minRole: basic
+    upstream: api
+`;
+}

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { startTestGateway } from '../helpers/gateway.js';
-import { startRawUpstream, type RawSeen } from './raw-upstream.js';
+import { publicAdminBasic, startRawUpstream, type RawSeen } from './raw-upstream.js';
 import { exchangeRaw, type ExchangeOptions } from '../helpers/raw.js';
 
 // Request smuggling and framing attacks against a running gateway, sent as raw bytes. The
@@ -12,20 +12,7 @@ const raw = await startRawUpstream();
 t.teardown(() => raw.close());
 
 const table = { 'good-key': { subject: 'alice', role: 'basic', scopes: [] } };
-const yaml = `
-listen: { headersTimeout: 1s, requestTimeout: 3s, maxHeaderSize: 4096 }
-upstreams:
-  api: { url: "${raw.url}", timeout: 2s }
-roles: [basic, admin]
-log: { level: silent }
-routes:
-  - match: { path: "/public/**" }
-    public: true
-    upstream: api
-  - match: { path: "/**" }
-    minRole: basic
-    upstream: api
-`;
+const yaml = publicAdminBasic(raw.url, { head: 'listen: { headersTimeout: 1s, requestTimeout: 3s, maxHeaderSize: 4096 }' });
 const g = await startTestGateway(yaml, { table });
 t.teardown(() => g.close());
 const port = Number(new URL(g.url).port);

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { startTestGateway } from '../helpers/gateway.js';
 import { exchangeRaw } from '../helpers/raw.js';
-import { startRawUpstream } from './raw-upstream.js';
+import { publicAdminBasic, startRawUpstream } from './raw-upstream.js';
 
 // Servers behind CGI-style header mapping (WSGI, Rack, PHP, CGI) read `X_Forwarded_For` as
 // `X-Forwarded-For`. The gateway removes or states the forwarding, URL-override, method-
@@ -12,23 +12,10 @@ import { startRawUpstream } from './raw-upstream.js';
 
 const raw = await startRawUpstream();
 t.teardown(() => raw.close());
-const routes = `
-upstreams:
-  api: { url: "${raw.url}", timeout: 2s }
-roles: [basic, admin]
-log: { level: silent }
-routes:
-  - match: { path: "/public/**" }
-    public: true
-    upstream: api
-  - match: { path: "/**" }
-    minRole: basic
-    upstream: api
-`;
 const table = { 'basic-key': { subject: 'alice', role: 'basic', scopes: [] } };
-const gw = await startTestGateway(routes, { table });
+const gw = await startTestGateway(publicAdminBasic(raw.url), { table });
 t.teardown(() => gw.close());
-const proxied = await startTestGateway(`trustedProxies: ["127.0.0.1/32"]\n${routes}`, { table });
+const proxied = await startTestGateway(publicAdminBasic(raw.url, { head: 'trustedProxies: ["127.0.0.1/32"]' }), { table });
 t.teardown(() => proxied.close());
 
 const SPELLINGS = [
