@@ -43,15 +43,39 @@ t.test('freed slots go round robin between key ids, not in arrival order', async
   t.same(order.slice(3), ['attacked2', 'attacked3', 'attacked4', 'attacked5'], 'then the rest, in arrival order');
 });
 
-t.test('one key id holds at most a sixteenth of the queue; others still find room', async (t) => {
+t.test('no key id has a cap of its own: its holder queues as long as the queue has room', async (t) => {
   const l = new VerificationLimiter(1, 64);
   t.equal(l.acquire('x'), undefined);
   const order: string[] = [];
-  for (let i = 0; i < 4; i++) void wait(l, 'attacked', `a${i}`, order);
-  t.throws(() => l.acquire('attacked'), { code: 'store-unavailable' }, 'a fifth waiter of one key id is refused 503');
-  t.equal(l.queued, 4);
-  void wait(l, 'holder', 'holder', order);
-  t.equal(l.queued, 5, 'another key id is queued');
+  for (let i = 0; i < 40; i++) void wait(l, 'attacked', `a${i}`, order);
+  void wait(l, 'attacked', 'holder', order);
+  t.equal(l.queued, 41, 'forty forgeries and the holder all wait');
+});
+
+t.test('a full queue: a newcomer of another key id takes the place of the newest waiter of the largest key id', async (t) => {
+  const l = new VerificationLimiter(1, 4);
+  t.equal(l.acquire('x'), undefined);
+  const order: string[] = [];
+  const refused: string[] = [];
+  const queue = (k: string, name: string) => {
+    const w = l.acquire(k);
+    if (w === undefined) throw new Error('no wait');
+    return w.then(() => void order.push(name), (err: { code?: string }) => void refused.push(`${name}: ${err.code}`));
+  };
+  for (let i = 1; i <= 3; i++) void queue('attacked', `a${i}`);
+  void queue('other', 'o1');
+  t.equal(l.queued, 4, 'full');
+  t.throws(() => l.acquire('attacked'), { code: 'store-unavailable' }, 'a newcomer of the largest key id is refused');
+  void queue('holder', 'holder');
+  await tick();
+  t.same(refused, ['a3: store-unavailable'], 'the newest waiter of the largest key id lost its place');
+  t.equal(l.queued, 4, 'still full');
+  t.throws(() => l.acquire('other'), { code: 'store-unavailable' }, 'a key id with as many waiters as the largest but one is refused: no churn between equals');
+  for (let i = 0; i < 4; i++) {
+    l.release();
+    await tick();
+  }
+  t.same(order, ['a1', 'o1', 'holder', 'a2'], 'then round robin: attacked, other, holder, attacked');
 });
 
 t.test('the whole queue is bounded too; an empty queue refuses every waiter', async (t) => {

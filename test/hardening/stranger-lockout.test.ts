@@ -189,6 +189,18 @@ else {
     t.equal(up.requests.filter((r) => header(r, 'x-auth-key-id') === holderKey.id).length, 5, "the upstream got the holder's requests");
   });
 
+  await t.test('a burst of forgeries for the holder\'s own key id, from fresh addresses, does not refuse the holder', async (t) => {
+    const holderKey = await keys.create({ subject: 'holder5', role: 'basic' });
+    const forgers = Array.from({ length: 40 }, (_, i) => client(t, '127.0.0.9', `10.55.0.${i}`));
+    const burst = forgers.map((c) => get(base, c, formatKey('pcl', holderKey.id, generateKey('pcl').secret)));
+    // The holder's key has never been verified here: it queues behind the burst, for its own key id.
+    const answer = await get(base, client(t, '127.0.0.9', '10.99.0.5'), holderKey.key);
+    const codes = (await Promise.all(burst)).map((r) => r.code ?? String(r.status));
+    t.comment(`burst of ${forgers.length}: ${[...new Set(codes)].map((c) => `${codes.filter((x) => x === c).length} ${c}`).join(', ')}`);
+    t.same(answer, { status: 200 }, 'the holder is verified');
+    t.equal(up.requests.filter((r) => header(r, 'x-auth-key-id') === holderKey.id).length, 1, 'only the holder reached the upstream');
+  });
+
   await t.test('forged refresh tokens from other addresses never refuse the holder\'s refresh', async (t) => {
     const k = await keys.create({ subject: 'spa', role: 'basic', refreshable: true });
     const attackers = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'].map((a) => client(t, a));
