@@ -95,7 +95,12 @@ async function checkUsable(ctx: RefreshContext, old: KeyRecord, now: number): Pr
   if (subjectRevs.some((r) => r.scope !== 'tokens' && old.createdAt < r.revokedBefore)) throw refused('The key of this refresh token is revoked.');
 }
 
-/** Stores the successor, spending the token and revoking the old key, and announces it. */
+/**
+ * Announces the old key's end, then stores the successor, spending the token and revoking
+ * the old key. In that order: when the announcement fails (Redis unreachable) nothing is
+ * spent and the client's retry refreshes; the other way round, the retry of a client that
+ * never got its new key would be taken for a replay and revoke the whole family.
+ */
 async function replace(ctx: RefreshContext, old: KeyRecord, now: number): Promise<RefreshedKey> {
   const gen = generateKey(ctx.prefix);
   const rt = generateRefreshToken(ctx.prefix, gen.id);
@@ -103,6 +108,7 @@ async function replace(ctx: RefreshContext, old: KeyRecord, now: number): Promis
   const expiresAt = now + ctx.lifetimes.keyTtl;
   const refreshExpiresAt = now + ctx.lifetimes.tokenTtl;
   const successor = successorOf(old, gen.id, secretHash, now, { expiresAt, familyId: old.familyId ?? old.id, refreshHash, refreshExpiresAt });
+  await ctx.emit({ kind: 'key', keyId: old.id, revocationId: keyRevocationId(old), subject: old.subject, at: now, expiresAt: effectiveEnd(old), reason: 'refresh' });
   if (!(await ctx.store.refreshKey(old.id, successor, now))) {
     // Lost a race with a rotation: the token is spent, not replayed.
     if ((await ctx.store.getKey(old.id))?.successorId != null) throw refused(ROTATED);
@@ -110,7 +116,6 @@ async function replace(ctx: RefreshContext, old: KeyRecord, now: number): Promis
     await revokeFamily(ctx, old, now);
     throw refused(REPLAYED);
   }
-  await ctx.emit({ kind: 'key', keyId: old.id, revocationId: keyRevocationId(old), subject: old.subject, at: now, expiresAt: effectiveEnd(old), reason: 'refresh' });
   return { id: gen.id, key: gen.key, expiresAt, refreshToken: rt.key, refreshExpiresAt };
 }
 

@@ -339,6 +339,27 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
       t.equal(await code(svc.importKeys('\n\n', 'empty.jsonl')), 'import-invalid', 'an empty file is refused');
     });
 
+    await t.test('refresh whose announcement fails spends nothing: its retry refreshes, the family lives', async (t) => {
+      let down = true;
+      const announced: KeyRevocationEvent[] = [];
+      const flaky = new KeyService({
+        store, config, clock, roles: ['basic'],
+        onRevoke: (e) => {
+          if (down) throw new Error('Redis unreachable');
+          announced.push(e);
+        },
+      });
+      const c = await svc.create({ subject: 'nina', role: 'basic', refreshable: true });
+      await t.rejects(flaky.refresh(c.refreshToken!), /Redis unreachable/, 'the refresh fails with the announcement');
+      const after = await store.getKey(c.id);
+      t.same([after?.revokedAt, after?.refreshSpentAt, after?.successorId], [null, null, null], 'nothing was spent or revoked');
+      down = false;
+      const r = await flaky.refresh(c.refreshToken!);
+      t.ok(r.key, 'the retry refreshes');
+      t.same(announced.map((e) => e.kind === 'key' && [e.keyId, e.reason]), [[c.id, 'refresh']], 'and announces the old key\'s end');
+      t.equal((await store.getKey(r.id))?.revokedAt, null, 'the new key works: no family revocation');
+    });
+
     await t.test('refresh: exchange, replay revokes the family, refusals', async (t) => {
       events.length = 0;
       const c = await svc.create({ subject: 'jack', role: 'basic', scopes: ['s'], refreshable: true });
