@@ -24,7 +24,7 @@ export function verify(s: Stages, x: Exchange, res: ServerResponse): void {
     else applyIdentity(headers, rt, d.identity, d.route.upstream, () => answer(d, headers), onErr);
   };
   const onOk = (d: Decision) => limited(s, x, res, d, (limits) => onAdmitted(d, limits), ROUTE);
-  const original = originalRequest(req.headers);
+  const original = originalRequest(req.headers, req.method ?? 'GET');
   if (typeof original === 'string') {
     onErr(new GatewayError('bad-request', original));
     return;
@@ -38,6 +38,9 @@ export function verify(s: Stages, x: Exchange, res: ServerResponse): void {
     onErr(err);
   }
 }
+
+/** An HTTP method: a token (RFC 9110 §9.1), so never a list. */
+const METHOD_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Z-]+$/;
 
 function single(v: string | string[] | undefined): string | undefined | null {
   return Array.isArray(v) ? null : v;
@@ -57,9 +60,11 @@ const RESHAPED_PATH = /\/\/|\/(?:\.|%2e){1,2}(?:\/|$)/i;
  * The request a forward-auth call asks about. Proxies name it with X-Forwarded-Method/-Uri
  * (Traefik, Envoy) or X-Original-Method/-URI (nginx). When both families are present they
  * must agree: otherwise a client-sent header the proxy passed along could change what is
- * judged. Returns a reason string when the headers are missing or ambiguous.
+ * judged. Without a method header the call's own method is the original one: Envoy's
+ * ext_authz sends the check with it (nginx's subrequests are GETs, and its config names
+ * the method). Returns a reason string when the headers are missing or ambiguous.
  */
-export function originalRequest(h: IncomingMessage['headers']): { method: string; target: string; host: string | undefined } | string {
+export function originalRequest(h: IncomingMessage['headers'], ownMethod: string): { method: string; target: string; host: string | undefined } | string {
   const fm = single(h['x-forwarded-method']);
   const om = single(h['x-original-method']);
   const fu = single(h['x-forwarded-uri']);
@@ -73,5 +78,8 @@ export function originalRequest(h: IncomingMessage['headers']): { method: string
   const target = fu ?? ou;
   if (target === undefined) return 'Forward-auth needs X-Forwarded-Uri or X-Original-URI.';
   if (RESHAPED_PATH.test(target.split('?', 1)[0]!)) return 'The original URI has "." or ".." segments or "//": the upstream would not read it as the gateway does.';
-  return { method: (fm ?? om ?? 'GET').toUpperCase(), target, host: fh ?? h.host };
+  const method = (fm ?? om ?? ownMethod).toUpperCase();
+  // Node joins a repeated X-Forwarded-Method (or X-Original-Method) with ", ".
+  if (!METHOD_TOKEN.test(method)) return 'The original method must be one method.';
+  return { method, target, host: fh ?? h.host };
 }

@@ -47,3 +47,31 @@ t.test('canonical original URIs are judged as before', async (t) => {
     t.equal(r?.status, status, `${uri} → ${status}`);
   }
 });
+
+t.test('without a method header the check is judged by its own method (Envoy ext_authz); a repeated one is refused', async (t) => {
+  const films = await startTestGateway(
+    `
+upstreams:
+  api: { url: "${raw.url}", timeout: 2s }
+roles: [basic, admin]
+log: { level: silent }
+routes:
+  - match: { path: "/films/**", methods: [GET] }
+    public: true
+    upstream: api
+  - match: { path: "/films/**", methods: [DELETE] }
+    minRole: admin
+    upstream: api
+`,
+    { table: { 'basic-key': { subject: 'alice', role: 'basic', scopes: [] } } },
+  );
+  t.teardown(() => films.close());
+  const fport = Number(new URL(films.url).port);
+  const check = async (head: string) => (await exchangeRaw(fport, `${head}Host: app.test\r\nX-Forwarded-Uri: /films/1\r\nX-Api-Key: basic-key\r\nConnection: close\r\n\r\n`, { idleMs: 1000 })).responses[0]?.status;
+  t.equal(await check('GET /.portcullis/verify HTTP/1.1\r\n'), 200, 'GET: public');
+  t.equal(await check('DELETE /.portcullis/verify HTTP/1.1\r\n'), 403, 'DELETE with no method header: judged as DELETE, admin only');
+  t.equal(await check('DELETE /.portcullis/verify HTTP/1.1\r\nX-Forwarded-Method: DELETE\r\n'), 403, 'the header, when sent, decides');
+  t.equal(await check('GET /.portcullis/verify HTTP/1.1\r\nX-Forwarded-Method: DELETE\r\n'), 403, 'nginx-style: a GET check naming DELETE');
+  t.equal(await check('GET /.portcullis/verify HTTP/1.1\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Method: DELETE\r\n'), 400, 'a repeated method header has no one reading');
+  t.equal(raw.requests.length, 0, 'forward-auth never proxies');
+});
