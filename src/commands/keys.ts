@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { parseDuration } from '../config/duration.js';
 import type { GatewayConfig } from '../config/load.js';
-import { KeyServiceError, type CreateKeyOptions, type CreatedKey, type ImportResult, type KeyInfo, type UpdateKeyOptions } from '../keys/service.js';
+import { AnnouncementError, KeyServiceError, type CreateKeyOptions, type CreatedKey, type ImportResult, type KeyInfo, type UpdateKeyOptions } from '../keys/service.js';
 import { createLogger } from '../ops/log.js';
 import { openCore } from '../gateway.js';
 import { isStoreError } from '../store/errors.js';
@@ -58,6 +58,19 @@ function durationOption(name: string, value: string | undefined): number | undef
   const ms = parseDuration(value);
   if (ms === undefined) throw new CommandError(`${name}: expected a duration like 30s, 15m, 720h or 7d, got "${value}"`);
   return ms;
+}
+
+/**
+ * Runs an operation that makes a key; when it is stored but its announcement failed, its
+ * result still comes back (the new key's secret is shown once, now or never) with the error.
+ */
+async function keepingResult<T>(op: () => Promise<T>): Promise<[T, AnnouncementError<T> | undefined]> {
+  try {
+    return [await op(), undefined];
+  } catch (err) {
+    if (err instanceof AnnouncementError) return [err.result as T, err];
+    throw err;
+  }
 }
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -147,8 +160,9 @@ function createCommand(keys: Command, io: Io, deps: KeysCommandDeps): void {
         ...limitOptions(o),
       };
       await withKeys(cmd, io, deps, async (ops) => {
-        const c = await ops.create(opts);
+        const [c, failed] = await keepingResult(() => ops.create(opts));
         io.out(o.json ? JSON.stringify(createdJson(c)) : createdText(c, `Created key ${c.id}`));
+        if (failed !== undefined) throw new CommandError(`keys create: the new key above is stored, but the keys it replaces were not announced: ${failed.message}`);
       });
     });
 }
@@ -237,9 +251,10 @@ function rotateCommand(keys: Command, io: Io, deps: KeysCommandDeps): void {
     .action(async (id: string, o: { grace: string; json?: boolean }, cmd: Command) => {
       const grace = durationOption('--grace', o.grace)!;
       await withKeys(cmd, io, deps, async (ops) => {
-        const c = await ops.rotate(id, grace);
+        const [c, failed] = await keepingResult(() => ops.rotate(id, grace));
         if (o.json) io.out(JSON.stringify(createdJson(c)));
         else io.out(`${createdText(c, `Rotated key ${id} → ${c.id}`)}\n\nThe old key ${id} keeps working until ${iso(c.graceUntil)}.`);
+        if (failed !== undefined) throw new CommandError(`keys rotate: the new key above is stored, but the rotation was not announced: ${failed.message}`);
       });
     });
 }

@@ -15,6 +15,23 @@ export class KeyServiceError extends DomainError {
   }
 }
 
+/**
+ * A change that is stored but could not be announced to the gateways (Redis unreachable):
+ * `result` is what the operation made (a new key's secret must still reach the operator),
+ * `retry` the command that announces it.
+ */
+export class AnnouncementError<T> extends Error {
+  override readonly name = 'AnnouncementError';
+  readonly result: T;
+  readonly retry: string;
+
+  constructor(result: T, retry: string, cause: unknown) {
+    super(`stored, but the gateways could not be told (${(cause as Error)?.message ?? cause}); run "${retry}" once the revocation backend is reachable`, { cause });
+    this.result = result;
+    this.retry = retry;
+  }
+}
+
 /** An `invalid-argument` refusal. */
 export function invalid(message: string): KeyServiceError {
   return new KeyServiceError('invalid-argument', message);

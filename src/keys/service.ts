@@ -2,7 +2,7 @@ import { systemClock, type Clock } from '../clock.js';
 import { keyRevocationId } from '../revocation/ids.js';
 import { lineageOf, type KeyRecord, type KeyStore, type KeyUpdate, type NewKey } from '../store/types.js';
 import { AttemptLimiter } from '../util/attempt-limiter.js';
-import { invalid, KeyServiceError, storeFailure } from './errors.js';
+import { AnnouncementError, invalid, KeyServiceError, storeFailure } from './errors.js';
 import type { KeyRevocationEvent } from './events.js';
 import { generateKey, generateRefreshToken } from './format.js';
 import { hashSecret, type HashParams } from './hash.js';
@@ -14,7 +14,7 @@ import { exchangeRefreshToken, type BoundedVerification, type RefreshedKey } fro
 import { successorOf } from './successor.js';
 import { audienceProblem, checkList, checkText, cidrProblem, expiryFrom, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
 
-export { KeyServiceError, type KeyServiceErrorCode } from './errors.js';
+export { AnnouncementError, KeyServiceError, type KeyServiceErrorCode } from './errors.js';
 export type { KeyRevocationEvent } from './events.js';
 export { keyInfo, keyStatus, type KeyInfo, type KeyStatus } from './info.js';
 export type { RefreshedKey } from './refresh.js';
@@ -107,15 +107,20 @@ export class KeyService {
     };
     await this.#store.insertKey(record).catch(storeFailure);
     const replaced = opts.replace === true ? await this.#store.revokeSubjectKeys(subject, now, { name, exceptId: gen.id }) : [];
-    for (const r of replaced) {
-      await this.#emit({ kind: 'key', keyId: r.id, revocationId: r.revocationId, subject, at: now, expiresAt: r.expiresAt, reason: 'replace' });
-    }
-    return {
+    const created = {
       ...newKeyInfo(record, now),
       key: gen.key,
       ...(refresh === undefined ? {} : { refreshToken: refresh.key, refreshExpiresAt: record.refreshExpiresAt! }),
       replaced: replaced.map((r) => r.id),
     };
+    try {
+      for (const r of replaced) {
+        await this.#emit({ kind: 'key', keyId: r.id, revocationId: r.revocationId, subject, at: now, expiresAt: r.expiresAt, reason: 'replace' });
+      }
+    } catch (err) {
+      throw new AnnouncementError(created, replaced.map((r) => `keys revoke ${r.id}`).join('; '), err);
+    }
+    return created;
   }
 
   /** Keys (optionally of one subject), oldest first, without secrets. */
@@ -166,7 +171,12 @@ export class KeyService {
     const old = await this.#store.getKey(id);
     if (old === undefined) throw new KeyServiceError('not-found', `no key with id ${id}`);
     const status = keyStatus(old, now);
-    if (status === 'revoked' || status === 'expired' || status === 'rotated' || status === 'rotating') {
+    if (status === 'rotated' || status === 'rotating') {
+      // Maybe the retry of a rotation whose announcement failed: announce it again.
+      await this.#announceRotation(old, old.graceUntil ?? now, now);
+      throw new KeyServiceError('conflict', `key ${id} is ${status} (its rotation was announced again): only a working key can be rotated`);
+    }
+    if (status === 'revoked' || status === 'expired') {
       throw new KeyServiceError('conflict', `key ${id} is ${status}: only a working key can be rotated`);
     }
     const gen = generateKey(this.#prefix);
@@ -187,12 +197,7 @@ export class KeyService {
     });
     const graceUntil = now + graceMs;
     await this.#store.rotateKey(id, successor, now, graceUntil).catch(storeFailure);
-    const ref = { keyId: old.id, revocationId: keyRevocationId(old), subject: old.subject, at: now };
-    // With a grace the old key still works, but until its grace only: cached copies that
-    // know nothing of the grace must go.
-    if (graceMs === 0) await this.#emit({ kind: 'key', ...ref, expiresAt: graceUntil, reason: 'rotate' });
-    else await this.#emit({ kind: 'change', ...ref, reason: 'rotate' });
-    return {
+    const created = {
       ...newKeyInfo(successor, now),
       remaining: old.remaining,
       key: gen.key,
@@ -201,6 +206,23 @@ export class KeyService {
       rotatedFrom: id,
       graceUntil,
     };
+    try {
+      await this.#announceRotation(old, graceUntil, now);
+    } catch (err) {
+      throw new AnnouncementError(created, `keys rotate ${id}`, err);
+    }
+    return created;
+  }
+
+  /**
+   * A rotated key's end to every gateway: with a grace the old key still works, but until
+   * its grace only, so cached copies that know nothing of the grace must go; without one
+   * (or once it is over) it is revoked.
+   */
+  async #announceRotation(old: KeyRecord, graceUntil: number, now: number): Promise<void> {
+    const ref = { keyId: old.id, revocationId: keyRevocationId(old), subject: old.subject, at: now };
+    if (graceUntil <= now) await this.#emit({ kind: 'key', ...ref, expiresAt: graceUntil, reason: 'rotate' });
+    else await this.#emit({ kind: 'change', ...ref, reason: 'rotate' });
   }
 
   /**

@@ -26,7 +26,7 @@ async function closedPort(): Promise<number> {
 const skip = (await serviceSkip('postgres')) || (await serviceSkip('redis'));
 if (skip) t.plan(0, `skipping: ${skip}`);
 else {
-  for (const how of ['by id', 'by name'] as const) t.test(`a revocation ${how} whose announcement failed is announced by its retry`, async (t) => {
+  for (const how of ['by id', 'by name', 'rotate'] as const) t.test(`a revocation (${how}) whose announcement failed is announced by its retry`, async (t) => {
     const db = await tempDatabase();
     t.teardown(() => db.drop());
     const up = await startRawUpstream();
@@ -46,18 +46,21 @@ else {
     const fleet = await startFleet(2, yaml);
     t.teardown(() => stopFleet(fleet));
     const key = cliJson<{ id: string; key: string }>(await cli(cfg, 'keys', 'create', '--subject', 'leaver', '--role', 'basic', '--name', 'job-7', '--json'));
-    const revoke = how === 'by id' ? ['keys', 'revoke', key.id] : ['keys', 'revoke', '--name', 'job-7'];
+    const revoke = how === 'by id' ? ['keys', 'revoke', key.id] : how === 'by name' ? ['keys', 'revoke', '--name', 'job-7'] : ['keys', 'rotate', key.id, '--grace', '0s', '--json'];
     const auth = { 'x-api-key': key.key };
     for (const inst of fleet) t.equal((await call(inst, '/x', auth)).status, 200, `${inst.name}: the key works and is cached`);
 
     const failed = await cli(cut, ...revoke);
     t.not(failed.code, 0, 'the revocation fails while Redis is unreachable');
-    t.match(failed.err, /retry/i, 'and says to retry');
+    t.match(failed.err, how === 'rotate' ? /not announced.*keys rotate/ : /retry/i, 'and says to retry');
+    // A rotation's new key is stored: its secret is printed all the same, or it would be lost.
+    const successor = how === 'rotate' ? (JSON.parse(failed.out) as { id: string; key: string }) : undefined;
     const listed = cliJson<{ id: string; status: string }[]>(await cli(cfg, 'keys', 'list', '--json'));
-    t.equal(listed.find((k) => k.id === key.id)?.status, 'revoked', 'the store has the revocation');
+    t.equal(listed.find((k) => k.id === key.id)?.status, how === 'rotate' ? 'rotated' : 'revoked', 'the store has it');
 
     const retry = await cli(cfg, ...revoke);
-    t.equal(retry.code, 0, `the retry succeeds (${retry.err.trim()})`);
+    if (how === 'rotate') t.match(retry.err, /rotated \(its rotation was announced again\)/, 'the retry finds the key rotated, and announces it');
+    else t.equal(retry.code, 0, `the retry succeeds (${retry.err.trim()})`);
     if (how === 'by id') t.match(retry.out, /already revoked.*announced again/, 'and says what it did');
     const denials = await pollUntilDenied(fleet, '/x', auth, { deadlineMs: 5_000 });
     for (const d of denials) {
@@ -68,6 +71,7 @@ else {
     // The upstream saw the key only before the first revocation attempt.
     const upstreamAt = up.requests.filter((r) => r.headerLines.some((l) => l.toLowerCase() === `x-auth-key-id: ${key.id.toLowerCase()}`)).map((r) => r.at);
     t.ok(upstreamAt.length >= 2, `the key reached the upstream before (${upstreamAt.length} requests)`);
+    if (successor !== undefined) for (const inst of fleet) t.equal((await call(inst, '/x', { 'x-api-key': successor.key })).status, 200, `${inst.name}: the printed successor works`);
     t.ok(upstreamAt.every((at) => at <= performance.timeOrigin + retry.exitedAt + BOUND_MS), 'nothing for the key reached the upstream more than 1 s after the retry');
   });
 }
