@@ -27,7 +27,10 @@ export interface PgNotifyRevocationOptions {
    * differences between instances and transactions that committed late.
    */
   catchUpMarginMs?: number;
-  /** How often the listener connection is probed (default 10 s). */
+  /**
+   * How often the listener connection is probed (default 1 s). Without an answer for two
+   * intervals plus `staleAfterMs` the revocation set counts as stale (checks fail closed).
+   */
   pingIntervalMs?: number;
   /** Reconnect backoff bounds (defaults 100 ms and 5 s). */
   minBackoffMs?: number;

@@ -41,6 +41,9 @@ export class PgNotifyRevocationStore implements RevocationStore {
   readonly #logger: RevocationLogger;
   readonly #allow: boolean;
   readonly #staleAfter: number;
+  readonly #pingEvery: number;
+  /** How long the listener may go without a ping answer before its set counts as stale. */
+  readonly #aliveWithin: number;
   readonly #failLog: ThrottledLog;
   readonly #connLog: ThrottledLog;
   readonly #instance = randomUUID();
@@ -55,6 +58,8 @@ export class PgNotifyRevocationStore implements RevocationStore {
   #lostAt: number | undefined;
   /** Start of the last moment the listener was known to have received everything (ms). */
   #lastAlive = 0;
+  /** When the listener connection last answered (its connect, or a ping). */
+  #heardAt = 0;
   #connecting = false;
   #closed = false;
 
@@ -65,6 +70,8 @@ export class PgNotifyRevocationStore implements RevocationStore {
     this.#logger = options.logger;
     this.#allow = options.onError === 'allow';
     this.#staleAfter = options.staleAfterMs ?? 1_000;
+    this.#pingEvery = options.pingIntervalMs ?? 1_000;
+    this.#aliveWithin = 2 * this.#pingEvery + this.#staleAfter;
     this.#failLog = new ThrottledLog(options.logger);
     this.#connLog = new ThrottledLog(options.logger, 30_000);
     this.#mem = new MemoryRevocationStore({
@@ -85,8 +92,8 @@ export class PgNotifyRevocationStore implements RevocationStore {
   }
 
   isRevoked(identity: RevocationSubjectRef): boolean {
-    if (!this.#synced && (this.#lostAt === undefined || this.#clock.now() - this.#lostAt >= this.#staleAfter)) {
-      const why = new Error(this.#lostAt === undefined ? 'revocations not loaded yet' : 'revocation listener disconnected');
+    if (this.#synced ? this.#silent() : this.#lostAt === undefined || this.#clock.now() - this.#lostAt >= this.#staleAfter) {
+      const why = new Error(this.#synced ? 'revocation listener not answering' : this.#lostAt === undefined ? 'revocations not loaded yet' : 'revocation listener disconnected');
       this.#opts.onCheckFailure?.(why);
       if (!this.#allow) throw revocationUnavailable(why);
       this.#failLog.error({ reason: why.message, onError: 'allow' }, 'revocation set may be stale; SERVING FROM LOCAL SET (onError: allow)');
@@ -182,6 +189,7 @@ export class PgNotifyRevocationStore implements RevocationStore {
       this.#loaded = true;
       this.#client = client;
       this.#lastAlive = startedAt;
+      this.#heardAt = this.#clock.now();
       this.#synced = true;
       this.#lostAt = undefined;
       this.#connecting = false;
@@ -216,11 +224,14 @@ export class PgNotifyRevocationStore implements RevocationStore {
       client.query('SELECT 1').then(
         () => {
           // The server sends pending notifications before answering, so everything committed before t has arrived.
-          if (client === this.#client) this.#lastAlive = t;
+          if (client === this.#client) {
+            this.#lastAlive = t;
+            this.#heardAt = this.#clock.now();
+          }
         },
         (err: unknown) => this.#onLost(client, err),
       );
-    }, this.#opts.pingIntervalMs ?? 10_000);
+    }, this.#pingEvery);
     this.#ping.unref();
   }
 
@@ -244,7 +255,16 @@ export class PgNotifyRevocationStore implements RevocationStore {
   }
 
   ready(): boolean {
-    return this.#synced && !this.#closed;
+    return this.#synced && !this.#closed && !this.#silent();
+  }
+
+  /**
+   * A connection that stalls without closing (a firewall's idle drop, a primary gone without
+   * a reset) delivers no notifications and no error: its pings stop being answered. Past
+   * {@link #aliveWithin} the set is stale, and checks fail as while disconnected.
+   */
+  #silent(): boolean {
+    return this.#clock.now() - this.#heardAt > this.#aliveWithin;
   }
 
   waitReady(timeoutMs: number): Promise<boolean> {
