@@ -122,14 +122,15 @@ function reject(reason: string): NormalizeResult {
   return { ok: false, reason };
 }
 
-/** Reason for a character class that is never accepted, or null. */
-function refusal(k: number): string | null {
+/** Reason for a character class that is not accepted raw in the path, or null. */
+function refusal(k: number, allowParams: boolean): string | null {
   switch (k) {
     case K_CTL: return R_CONTROL;
     case K_SPACE: return R_SPACE;
     case K_BACKSLASH: return R_BACKSLASH;
     case K_HASH: return R_FRAGMENT;
     case K_NON_ASCII: return R_NON_ASCII;
+    case K_SEMI: return allowParams ? null : R_PARAMS;
     default: return null;
   }
 }
@@ -192,13 +193,8 @@ function slowPath(target: string, pathEnd: number, query: string, allowParams: b
   let seg = '';
   let semiAt = -1; // index in seg of the first ';' (raw or %3B), for the dot-segment-with-parameters check
   let trailing = false; // the last segment seen was empty or a dot segment
-  // UTF-8 decoder state across consecutive %XX: continuation bytes still owed, and the
-  // allowed range of the next one (Unicode Table 3-7), which is how overlongs and
-  // surrogates are ruled out.
-  let need = 0;
-  let lo = 0x80;
-  let hi = 0xbf;
-  let c1Lead = false;
+  let need = 0; // UTF-8 continuation bytes still owed, across consecutive %XX
+  let prev = 0; // the last encoded byte, which sets the allowed range of a continuation byte after it (see continuationRefusal)
   let runStart = 1;
 
   for (let i = 1; i <= pathEnd; i++) {
@@ -212,78 +208,86 @@ function slowPath(target: string, pathEnd: number, query: string, allowParams: b
     runStart = i + 1;
 
     if (k === K_PCT) {
-      if (i + 2 >= pathEnd) return reject(R_BAD_PCT);
-      const h1 = hexValue(target.charCodeAt(i + 1));
-      const h2 = hexValue(target.charCodeAt(i + 2));
-      if (h1 < 0 || h2 < 0) return reject(R_BAD_PCT);
-      const b = (h1 << 4) | h2;
+      const b = escapedByte(target, i, pathEnd);
+      if (b < 0) return reject(R_BAD_PCT);
+      const refused = need !== 0 ? continuationRefusal(prev, b) : leadingEscapeRefusal(b, allowParams);
+      if (refused !== null) return reject(refused);
+      need = need !== 0 ? need - 1 : continuationsOwed(b);
+      if (b === 0x3b && semiAt < 0) semiAt = seg.length;
+      seg += BYTE_TEXT[b]!;
+      prev = b;
       i += 2;
       runStart = i + 1;
-      if (need !== 0) {
-        if (b < lo || b > hi) return reject(c1Lead && b >= 0x80 && b < 0xa0 ? R_ENCODED_CONTROL : R_BAD_UTF8);
-        seg += BYTE_TEXT[b]!;
-        need--;
-        lo = 0x80;
-        hi = 0xbf;
-      } else if (b < 0x80) {
-        if (b < 0x20 || b === 0x7f) return reject(R_ENCODED_CONTROL);
-        if (b === 0x2f || b === 0x5c) return reject(R_ENCODED_SLASH);
-        // An encoded ';' is data to us but a parameter delimiter to an upstream that decodes first.
-        if (b === 0x3b) {
-          if (!allowParams) return reject(R_PARAMS);
-          if (semiAt < 0) semiAt = seg.length;
-        }
-        seg += BYTE_TEXT[b]!;
-      } else {
-        if (b < 0xc2 || b > 0xf4) return reject(R_BAD_UTF8);
-        c1Lead = b === 0xc2;
-        if (b < 0xe0) {
-          need = 1;
-          lo = c1Lead ? 0xa0 : 0x80; // C2 80..9F are the C1 controls
-        } else if (b < 0xf0) {
-          need = 2;
-          lo = b === 0xe0 ? 0xa0 : 0x80;
-          hi = b === 0xed ? 0x9f : 0xbf;
-        } else {
-          need = 3;
-          lo = b === 0xf0 ? 0x90 : 0x80;
-          hi = b === 0xf4 ? 0x8f : 0xbf;
-        }
-        seg += BYTE_TEXT[b]!;
-      }
       continue;
     }
 
     if (need !== 0) return reject(R_BAD_UTF8);
-    const refused = refusal(k);
+    const refused = refusal(k, allowParams);
     if (refused !== null) return reject(refused);
-
-    if (k === K_SLASH) {
-      if (seg === '' || seg === '.') {
-        trailing = true;
-      } else if (seg === '..') {
-        if (out === '') return reject(R_ABOVE_ROOT);
-        out = out.slice(0, out.lastIndexOf('/'));
-        trailing = true;
-      } else {
-        if (semiAt === 1 ? seg.charCodeAt(0) === 0x2e : semiAt === 2 && seg.charCodeAt(0) === 0x2e && seg.charCodeAt(1) === 0x2e) {
-          return reject(R_DOT_PARAMS);
-        }
-        out += '/' + seg;
-        trailing = false;
-      }
-      seg = '';
-      semiAt = -1;
-    } else if (k === K_SEMI) {
-      if (!allowParams) return reject(R_PARAMS);
-      if (semiAt < 0) semiAt = seg.length;
-      seg += ';';
-    } else {
-      // K_ENCODE
-      seg += BYTE_TEXT[c]!;
+    if (k !== K_SLASH) {
+      if (k === K_SEMI && semiAt < 0) semiAt = seg.length;
+      seg += k === K_SEMI ? ';' : BYTE_TEXT[c]!; // K_ENCODE characters are emitted percent-encoded
+      continue;
     }
+
+    trailing = seg === '' || seg === '.' || seg === '..';
+    if (!trailing) {
+      if (isDotSegmentWithParams(seg, semiAt)) return reject(R_DOT_PARAMS);
+      out += '/' + seg;
+    } else if (seg === '..') {
+      if (out === '') return reject(R_ABOVE_ROOT);
+      out = out.slice(0, out.lastIndexOf('/'));
+    }
+    seg = '';
+    semiAt = -1;
   }
 
   const path = out === '' ? '/' : trailing ? out + '/' : out;
   return { ok: true, path, query };
+}
+
+/** The byte the `%XX` at `i` encodes, or -1 when it is not `%` and two hex digits before `end`. */
+function escapedByte(target: string, i: number, end: number): number {
+  if (i + 2 >= end) return -1;
+  const h1 = hexValue(target.charCodeAt(i + 1));
+  const h2 = hexValue(target.charCodeAt(i + 2));
+  return h1 < 0 || h2 < 0 ? -1 : (h1 << 4) | h2;
+}
+
+/** Reason an encoded byte that starts a character (no continuation byte is owed) is refused, or null. */
+function leadingEscapeRefusal(b: number, allowParams: boolean): string | null {
+  if (b >= 0x80) return b < 0xc2 || b > 0xf4 ? R_BAD_UTF8 : null;
+  if (b < 0x20 || b === 0x7f) return R_ENCODED_CONTROL;
+  if (b === 0x2f || b === 0x5c) return R_ENCODED_SLASH;
+  // An encoded ';' is data to us but a parameter delimiter to an upstream that decodes first.
+  return b === 0x3b && !allowParams ? R_PARAMS : null;
+}
+
+/** Continuation bytes owed after an accepted byte that starts a character: 0 for ASCII, 1 to 3 after a lead byte. */
+function continuationsOwed(b: number): number {
+  return b < 0x80 ? 0 : b < 0xe0 ? 1 : b < 0xf0 ? 2 : 3;
+}
+
+/**
+ * Reason the encoded byte `b` is refused as a UTF-8 continuation byte after `prev`, or null.
+ * It must be in 80..BF, a range five lead bytes narrow (Unicode Table 3-7), which is how
+ * overlongs and surrogates are ruled out.
+ */
+function continuationRefusal(prev: number, b: number): string | null {
+  let lo = 0x80;
+  let hi = 0xbf;
+  switch (prev) {
+    case 0xc2: lo = 0xa0; break; // C2 80..9F are the C1 controls
+    case 0xe0: lo = 0xa0; break; // E0 80..9F: overlong
+    case 0xed: hi = 0x9f; break; // ED A0..BF: surrogates
+    case 0xf0: lo = 0x90; break; // F0 80..8F: overlong
+    case 0xf4: hi = 0x8f; break; // F4 90..BF: above U+10FFFF
+  }
+  if (b >= lo && b <= hi) return null;
+  return prev === 0xc2 && b >= 0x80 && b < 0xa0 ? R_ENCODED_CONTROL : R_BAD_UTF8;
+}
+
+/** True for `.;…` and `..;…`, a dot segment once its parameters (from `semiAt`) are stripped. */
+function isDotSegmentWithParams(seg: string, semiAt: number): boolean {
+  return semiAt === 1 ? seg.charCodeAt(0) === 0x2e : semiAt === 2 && seg.charCodeAt(0) === 0x2e && seg.charCodeAt(1) === 0x2e;
 }
