@@ -176,7 +176,10 @@ export async function startPortcullis(loaded: LoadResult, opts: PortcullisOption
           ...(opts.listen ? { listen: opts.listen } : {}),
           endpoints: {
             // Refresh tokens' argon2 runs share the API-key verification queue (fair per key id).
-            refresh: refreshEndpoint(core, (keyId, run) => serving.authn.apiKey?.bounded(keyId, run) ?? run()),
+            refresh: refreshEndpoint(core, (keyId, run) => {
+              const authn = serving.authn.apiKey;
+              return authn === undefined ? run() : authn.bounded(`refresh:${keyId}`, run, () => core.keys.refreshUnderAttack(keyId));
+            }),
             logout: logoutEndpoint(core, revocation),
           },
         })

@@ -303,6 +303,11 @@ export class KeyService {
    * Exchanges a refresh token for a new key and refresh token (same grants, same family);
    * the old key and token are revoked at once (see {@link exchangeRefreshToken}).
    */
+  /** True while refresh tokens of `keyId` have failed `failedAttempts.max` times within the window. */
+  refreshUnderAttack(keyId: string): boolean {
+    return this.#refreshAttempts.underAttack(keyId);
+  }
+
   async refresh(token: string, clientIp = '', bounded?: BoundedVerification): Promise<RefreshedKey> {
     return exchangeRefreshToken(token, clientIp, {
       bounded,

@@ -85,6 +85,11 @@ export class AttemptLimiter {
     this.#bump(`ip:${clientBucket(client)}`, now, delta);
   }
 
+  /** True while `keyId` has `max` failures (counted ones in flight included) within the window. */
+  underAttack(keyId: string): boolean {
+    return (this.#live(`k:${keyId}`, this.#now())?.count ?? 0) >= this.#max;
+  }
+
   #live(name: string, now: number): Attempts | undefined {
     const a = this.#counts.get(name);
     if (a === undefined) return undefined;

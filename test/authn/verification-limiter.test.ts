@@ -52,8 +52,8 @@ t.test('no key id has a cap of its own: its holder queues as long as the queue h
   t.equal(l.queued, 41, 'forty forgeries and the holder all wait');
 });
 
-t.test('a full queue: a newcomer of another key id takes the place of the newest waiter of the largest key id', async (t) => {
-  const l = new VerificationLimiter(1, 4);
+t.test('a full queue: a newcomer not under attack takes the place of a waiter of the largest attacked key id', async (t) => {
+  const l = new VerificationLimiter(1, 4, (k) => k === 'attacked');
   t.equal(l.acquire('x'), undefined);
   const order: string[] = [];
   const refused: string[] = [];
@@ -65,17 +65,28 @@ t.test('a full queue: a newcomer of another key id takes the place of the newest
   for (let i = 1; i <= 3; i++) void queue('attacked', `a${i}`);
   void queue('other', 'o1');
   t.equal(l.queued, 4, 'full');
-  t.throws(() => l.acquire('attacked'), { code: 'store-unavailable' }, 'a newcomer of the largest key id is refused');
+  t.throws(() => l.acquire('attacked'), { code: 'store-unavailable' }, 'a newcomer of the attacked key id is refused');
   void queue('holder', 'holder');
   await tick();
-  t.same(refused, ['a3: store-unavailable'], 'the newest waiter of the largest key id lost its place');
+  t.equal(refused.length, 1, 'one waiter lost its place');
+  t.match(refused[0], /^a[123]: store-unavailable$/, 'a waiter of the attacked key id');
   t.equal(l.queued, 4, 'still full');
-  t.throws(() => l.acquire('other'), { code: 'store-unavailable' }, 'a key id with as many waiters as the largest but one is refused: no churn between equals');
   for (let i = 0; i < 4; i++) {
     l.release();
     await tick();
   }
-  t.same(order, ['a1', 'o1', 'holder', 'a2'], 'then round robin: attacked, other, holder, attacked');
+  t.equal(order.indexOf('holder'), 2, 'round robin: attacked, other, holder');
+  t.same(order.filter((n) => n.startsWith('a')).length, 2, 'the two attacked waiters left run too');
+});
+
+t.test('a full queue with no key id under attack refuses the newcomer: no one loses a place', async (t) => {
+  const l = new VerificationLimiter(1, 3, () => false);
+  t.equal(l.acquire('x'), undefined);
+  const refused: string[] = [];
+  for (const k of ['a', 'a', 'b']) void l.acquire(k)!.catch(() => void refused.push(k));
+  t.throws(() => l.acquire('c'), { code: 'store-unavailable' });
+  await tick();
+  t.same(refused, [], 'the queued waiters keep their places');
 });
 
 t.test('the whole queue is bounded too; an empty queue refuses every waiter', async (t) => {

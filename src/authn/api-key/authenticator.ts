@@ -94,7 +94,7 @@ export class ApiKeyAuthenticator implements Authenticator {
     this.#keys = new KeyCache(config.cache.max, limiterMax, now);
     this.#proven = new LruMap<string>(config.cache.max, this.#provenTtl, now);
     this.#attempts = new AttemptLimiter(config.failedAttempts, now, limiterMax);
-    this.#limiter = new VerificationLimiter(config.maxConcurrentVerifications, config.verificationQueue);
+    this.#limiter = new VerificationLimiter(config.maxConcurrentVerifications, config.verificationQueue, (id) => this.#attempts.underAttack(id));
     this.#lastUsed = new LastUsedBatch(store, config.lastUsedInterval, options.onLastUsedError);
   }
 
@@ -198,9 +198,12 @@ export class ApiKeyAuthenticator implements Authenticator {
     return this.#accept(record, digest, epoch);
   }
 
-  /** Runs one argon2 verification for `keyId` in the bounded, fair queue (refresh tokens' too). */
-  bounded<T>(keyId: string, run: () => Promise<T>): Promise<T> {
-    return this.#limiter.run(keyId, run, this.stats);
+  /**
+   * Runs one argon2 verification for `keyId` in the bounded, fair queue (refresh tokens'
+   * too, with their own judge of a key id under attack).
+   */
+  bounded<T>(keyId: string, run: () => Promise<T>, attacked?: (keyId: string) => boolean): Promise<T> {
+    return this.#limiter.run(keyId, run, this.stats, attacked);
   }
 
   async #lookup(fn: () => Promise<KeyRecord | undefined>): Promise<KeyRecord | undefined> {
