@@ -60,6 +60,8 @@ export class PgNotifyRevocationStore implements RevocationStore {
   #lastAlive = 0;
   /** When the listener connection last answered (its connect, or a ping). */
   #heardAt = 0;
+  /** When the oldest ping still unanswered was sent; undefined when every ping is answered. */
+  #askedAt: number | undefined;
   #connecting = false;
   #closed = false;
 
@@ -190,6 +192,7 @@ export class PgNotifyRevocationStore implements RevocationStore {
       this.#client = client;
       this.#lastAlive = startedAt;
       this.#heardAt = this.#clock.now();
+      this.#askedAt = undefined;
       this.#synced = true;
       this.#lostAt = undefined;
       this.#connecting = false;
@@ -221,12 +224,15 @@ export class PgNotifyRevocationStore implements RevocationStore {
   #startPing(client: pg.Client): void {
     this.#ping = setInterval(() => {
       const t = this.#clock.now();
+      this.#askedAt ??= t;
       client.query('SELECT 1').then(
         () => {
           // The server sends pending notifications before answering, so everything committed before t has arrived.
           if (client === this.#client) {
             this.#lastAlive = t;
             this.#heardAt = this.#clock.now();
+            // Answers come in order: every earlier ping is answered too.
+            if (this.#askedAt !== undefined && this.#askedAt <= t) this.#askedAt = undefined;
           }
         },
         (err: unknown) => this.#onLost(client, err),
@@ -239,7 +245,9 @@ export class PgNotifyRevocationStore implements RevocationStore {
     if (client !== this.#client) return;
     this.#client = undefined;
     this.#synced = false;
-    this.#lostAt = this.#clock.now();
+    // The set was last known current when the connection last answered: a connection that
+    // went silent before it failed gets no further grace.
+    this.#lostAt = Math.min(this.#clock.now(), this.#heardAt + this.#aliveWithin);
     if (this.#ping !== undefined) clearInterval(this.#ping);
     this.#ping = undefined;
     client.removeAllListeners('end');
@@ -260,11 +268,13 @@ export class PgNotifyRevocationStore implements RevocationStore {
 
   /**
    * A connection that stalls without closing (a firewall's idle drop, a primary gone without
-   * a reset) delivers no notifications and no error: its pings stop being answered. Past
-   * {@link #aliveWithin} the set is stale, and checks fail as while disconnected.
+   * a reset) delivers no notifications and no error: its pings stop being answered. A ping
+   * unanswered for one interval plus `staleAfter` makes the set stale, and checks fail as
+   * while disconnected. Only an unanswered ping counts: an event loop that was busy and
+   * sent none is no sign of a stalled connection.
    */
   #silent(): boolean {
-    return this.#clock.now() - this.#heardAt > this.#aliveWithin;
+    return this.#askedAt !== undefined && this.#clock.now() - this.#askedAt > this.#aliveWithin - this.#pingEvery;
   }
 
   waitReady(timeoutMs: number): Promise<boolean> {

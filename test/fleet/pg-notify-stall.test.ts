@@ -96,6 +96,11 @@ routes:
     const lastAdmitted = Math.max(0, ...up.requests.filter((r) => r.headerLines.some((l) => l.toLowerCase() === `x-auth-key-id: ${key.id.toLowerCase()}`)).map((r) => r.at));
     t.ok(lastAdmitted <= performance.timeOrigin + rv.exitedAt + DETECT_BOUND_MS, 'nothing for the key reached the upstream past the bound');
 
+    // Past the stalled ping's own timeout (5 s) the connection is dropped and replaced; the
+    // set it last confirmed is not trusted again meanwhile.
+    const whileStalled: number[] = [];
+    for (const until = performance.now() + 4_000; performance.now() < until; await sleep(100)) whileStalled.push((await call(inst!, '/x', auth)).status);
+    t.same(whileStalled.filter((s) => s === 200), [], `no admission while the connection stays stalled (${whileStalled.length} requests)`);
     fwd.stall(false);
     let answer = await call(inst!, '/x', auth);
     for (let i = 0; i < 200 && answer.code !== 'key-revoked'; i++) {
