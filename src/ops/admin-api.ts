@@ -3,7 +3,7 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { parseDuration } from '../config/duration.js';
 import { checkUses, parseRateLimit } from '../keys/limits.js';
-import { KeyServiceError, type CreateKeyOptions, type KeyService, type UpdateKeyOptions } from '../keys/service.js';
+import { AnnouncementError, KeyServiceError, type CreateKeyOptions, type KeyService, type UpdateKeyOptions } from '../keys/service.js';
 import type { TokenService } from '../tokens/service.js';
 import { parseStoreUrl } from '../store/open.js';
 import type { AdminRoute } from './admin.js';
@@ -108,6 +108,20 @@ export function updateOptions(body: Record<string, unknown>): UpdateKeyOptions {
 }
 
 /**
+ * A new key is stored even when announcing what it replaces failed (revocation backend
+ * unreachable): its secret is answered all the same, once, with `announced: false` and the
+ * command that announces it, never lost behind a 500.
+ */
+async function stored<T extends object>(op: Promise<T>): Promise<T | (T & { announced: false; announceError: string; retry: string })> {
+  try {
+    return await op;
+  } catch (err) {
+    if (!(err instanceof AnnouncementError)) throw err;
+    return { ...(err.result as T), announced: false, announceError: err.message, retry: err.retry };
+  }
+}
+
+/**
  * The admin API (on the admin listener): the same key and token services the CLI uses,
  * so a CLI talking to a running gateway and one opening the store act identically. Errors
  * are answered from the one problem table (a key-service refusal by its own code).
@@ -119,7 +133,7 @@ export function adminRoutes(core: { readonly keys: KeyService; readonly tokens: 
     return b as Record<string, unknown>;
   };
   return [
-    { method: 'POST', pattern: '/admin/v1/keys', handler: async (req) => ({ status: 201, body: await core.keys.create(createOptions(await body(req))) }) },
+    { method: 'POST', pattern: '/admin/v1/keys', handler: async (req) => ({ status: 201, body: await stored(core.keys.create(createOptions(await body(req)))) }) },
     { method: 'GET', pattern: '/admin/v1/keys', handler: async (req) => ({ status: 200, body: await core.keys.list({ subject: req.query.get('subject') ?? undefined }) }) },
     { method: 'POST', pattern: '/admin/v1/keys/:id/revoke', handler: async (req) => ({ status: 200, body: await core.keys.revoke(req.params.id!) }) },
     { method: 'PATCH', pattern: '/admin/v1/keys/:id', handler: async (req) => ({ status: 200, body: await core.keys.update(req.params.id!, updateOptions(await body(req))) }) },
@@ -136,7 +150,7 @@ export function adminRoutes(core: { readonly keys: KeyService; readonly tokens: 
       method: 'POST', pattern: '/admin/v1/keys/:id/rotate',
       handler: async (req) => {
         const b = await body(req);
-        return { status: 201, body: await core.keys.rotate(req.params.id!, duration(b.grace, 'grace')) };
+        return { status: 201, body: await stored(core.keys.rotate(req.params.id!, duration(b.grace, 'grace'))) };
       },
     },
     {
