@@ -8,6 +8,7 @@ import { logoutEndpoint, refreshEndpoint } from './pipeline/endpoints.js';
 import { openStore } from './store/open.js';
 import type { KeyStore } from './store/types.js';
 import { KeyService, type KeyRevocationEvent } from './keys/service.js';
+import type { BoundedVerification } from './keys/refresh.js';
 import { TokenService } from './tokens/service.js';
 import { formatScopedSubject } from './revocation/ids.js';
 import { openRevocation, revocationBackend } from './revocation/open.js';
@@ -174,14 +175,7 @@ export async function startPortcullis(loaded: LoadResult, opts: PortcullisOption
           revocation, limiter, logger,
           observers: [metrics, ...(opts.observers ?? [])],
           ...(opts.listen ? { listen: opts.listen } : {}),
-          endpoints: {
-            // Refresh tokens' argon2 runs share the API-key verification queue (fair per key id).
-            refresh: refreshEndpoint(core, (keyId, run) => {
-              const authn = serving.authn.apiKey;
-              return authn === undefined ? run() : authn.bounded(`refresh:${keyId}`, run, () => core.keys.refreshUnderAttack(keyId));
-            }),
-            logout: logoutEndpoint(core, revocation),
-          },
+          endpoints: { refresh: refreshEndpoint(core, refreshVerification(serving, core)), logout: logoutEndpoint(core, revocation) },
         })
       : undefined;
     const checks: ReadinessCheck[] = [
@@ -215,6 +209,17 @@ export async function startPortcullis(loaded: LoadResult, opts: PortcullisOption
     await release().catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * Refresh tokens' argon2 runs, in the serving API-key authenticator's verification queue
+ * (fair per key id; a key id is under attack by its failed refreshes).
+ */
+function refreshVerification(serving: Serving, core: Core): BoundedVerification {
+  return (keyId, run) => {
+    const authn = serving.authn.apiKey;
+    return authn === undefined ? run() : authn.bounded(`refresh:${keyId}`, run, () => core.keys.refreshUnderAttack(keyId));
+  };
 }
 
 /** Evicts the serving authenticators' caches on invalidations, counts their stats, prunes; closes them at the end. */

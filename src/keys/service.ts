@@ -11,7 +11,7 @@ import { keyInfo, keyStatus, newKeyInfo, type KeyInfo } from './info.js';
 import { effectiveEnd } from './lifetime.js';
 import { checkRateLimit, checkUses } from './limits.js';
 import { exchangeRefreshToken, type BoundedVerification, type RefreshedKey } from './refresh.js';
-import { successorOf } from './successor.js';
+import { rotateKey, type RotatedKey } from './rotate.js';
 import { audienceProblem, checkList, checkText, cidrProblem, expiryFrom, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
 
 export { AnnouncementError, KeyServiceError, type KeyServiceErrorCode } from './errors.js';
@@ -163,66 +163,17 @@ export class KeyService {
   /**
    * Issues a successor with the same grants (subject, role, scopes, audiences, allowed
    * IPs, name, and the same lifetime from now). The old key keeps working for `graceMs`
-   * (default 1h); with 0 it is revoked at once.
+   * (default 1h); with 0 it is revoked at once. See {@link rotateKey}.
    */
-  async rotate(id: string, graceMs: number = DEFAULT_GRACE): Promise<CreatedKey & { graceUntil: number }> {
-    if (!(Number.isFinite(graceMs) && graceMs >= 0)) throw invalid('grace must be a duration of zero or more');
-    const now = this.#clock.now();
-    const old = await this.#store.getKey(id);
-    if (old === undefined) throw new KeyServiceError('not-found', `no key with id ${id}`);
-    const status = keyStatus(old, now);
-    if (status === 'rotated' || status === 'rotating') {
-      // Maybe the retry of a rotation whose announcement failed: announce it again.
-      await this.#announceRotation(old, old.graceUntil ?? now, now);
-      throw new KeyServiceError('conflict', `key ${id} is ${status} (its rotation was announced again): only a working key can be rotated`);
-    }
-    if (status === 'revoked' || status === 'expired') {
-      throw new KeyServiceError('conflict', `key ${id} is ${status}: only a working key can be rotated`);
-    }
-    const gen = generateKey(this.#prefix);
-    // A refreshable key's successor gets its own refresh token; the old one is spent by the
-    // rotation, and presenting it is refused without touching the successor (see refresh).
-    const refresh = old.refreshHash === null ? undefined : generateRefreshToken(this.#prefix, gen.id);
-    const [secretHash, refreshHash] = await Promise.all([
-      hashSecret(gen.secret, this.#hash),
-      refresh === undefined ? Promise.resolve(null) : hashSecret(refresh.secret, this.#hash),
-    ]);
-    const lifetime = old.expiresAt === null ? null : old.expiresAt - old.createdAt;
-    const successor = successorOf(old, gen.id, secretHash, now, {
-      expiresAt: lifetime === null ? null : now + lifetime,
-      // The successor continues the key's lineage: rate-limit buckets and quotas carry over.
-      familyId: old.familyId ?? old.id,
-      refreshHash,
-      refreshExpiresAt: refresh === undefined ? null : now + this.#refresh.tokenTtl,
+  rotate(id: string, graceMs: number = DEFAULT_GRACE): Promise<RotatedKey> {
+    return rotateKey(id, graceMs, {
+      store: this.#store,
+      prefix: this.#prefix,
+      hash: this.#hash,
+      tokenTtl: this.#refresh.tokenTtl,
+      clock: this.#clock,
+      emit: (event) => this.#emit(event),
     });
-    const graceUntil = now + graceMs;
-    await this.#store.rotateKey(id, successor, now, graceUntil).catch(storeFailure);
-    const created = {
-      ...newKeyInfo(successor, now),
-      remaining: old.remaining,
-      key: gen.key,
-      ...(refresh === undefined ? {} : { refreshToken: refresh.key, refreshExpiresAt: successor.refreshExpiresAt! }),
-      replaced: [],
-      rotatedFrom: id,
-      graceUntil,
-    };
-    try {
-      await this.#announceRotation(old, graceUntil, now);
-    } catch (err) {
-      throw new AnnouncementError(created, `keys rotate ${id}`, err);
-    }
-    return created;
-  }
-
-  /**
-   * A rotated key's end to every gateway: with a grace the old key still works, but until
-   * its grace only, so cached copies that know nothing of the grace must go; without one
-   * (or once it is over) it is revoked.
-   */
-  async #announceRotation(old: KeyRecord, graceUntil: number, now: number): Promise<void> {
-    const ref = { keyId: old.id, revocationId: keyRevocationId(old), subject: old.subject, at: now };
-    if (graceUntil <= now) await this.#emit({ kind: 'key', ...ref, expiresAt: graceUntil, reason: 'rotate' });
-    else await this.#emit({ kind: 'change', ...ref, reason: 'rotate' });
   }
 
   /**

@@ -42,7 +42,7 @@ export class PgNotifyRevocationStore implements RevocationStore {
   readonly #allow: boolean;
   readonly #staleAfter: number;
   readonly #pingEvery: number;
-  /** How long the listener may go without a ping answer before its set counts as stale. */
+  /** How long the listener may go unheard before its set counts as stale. */
   readonly #aliveWithin: number;
   readonly #failLog: ThrottledLog;
   readonly #connLog: ThrottledLog;
@@ -267,11 +267,9 @@ export class PgNotifyRevocationStore implements RevocationStore {
   }
 
   /**
-   * A connection that stalls without closing (a firewall's idle drop, a primary gone without
-   * a reset) delivers no notifications and no error: its pings stop being answered. A ping
-   * unanswered for one interval plus `staleAfter` makes the set stale, and checks fail as
-   * while disconnected. Only an unanswered ping counts: an event loop that was busy and
-   * sent none is no sign of a stalled connection.
+   * A connection that stalls without closing (a firewall's idle drop) delivers no
+   * notifications and no error. A ping unanswered for one interval plus `staleAfter` makes
+   * the set stale, as while disconnected; a busy event loop that sent none does not.
    */
   #silent(): boolean {
     return this.#askedAt !== undefined && this.#clock.now() - this.#askedAt > this.#aliveWithin - this.#pingEvery;
