@@ -51,6 +51,17 @@ async function outcome(a: ApiKeyAuthenticator, value: string, ip = '10.0.0.1'): 
   }
 }
 
+/** The real store with its `getKey` replaced (every other method the store's own). */
+function withGetKey(store: KeyStore, getKey: KeyStore['getKey']): KeyStore {
+  return new Proxy(store, {
+    get(target, prop) {
+      if (prop === 'getKey') return getKey;
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+}
+
 interface Env {
   store: KeyStore;
   svc: KeyService;
@@ -262,6 +273,68 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
       t.equal(a.stats.coalesced, 24);
       t.equal(a.stats.storeLookups, 1);
       t.ok(results.every((r) => r.identity === results[0]!.identity), 'all got the same identity');
+    });
+
+    await t.test('different secrets for one key id share one store read; never across an eviction', async (t) => {
+      const k = await svc.create({ subject: 'lou', role: 'basic' });
+      const id = parseKey(k.key, 'pcl')!.id;
+      // The real store behind a gate that holds every read of this key id until opened.
+      const reads: string[] = [];
+      let release!: () => void;
+      let gate: Promise<void> | undefined;
+      const gated = withGetKey(e.store, async (keyId) => {
+        reads.push(keyId);
+        if (gate !== undefined) await gate;
+        return e.store.getKey(keyId);
+      });
+      const a = new ApiKeyAuthenticator(gated, apiKeysConfig({ failedAttempts: { max: 1000, window: 60_000, delay: 0 } }), rank, clock, { verifier });
+      t.teardown(() => a.close());
+      gate = new Promise((r) => (release = r));
+      // 40 forgeries for the holder's key id from 40 addresses, and the holder, at once.
+      const forgeries = Array.from({ length: 40 }, (_, i) => outcome(a, generateKey('pcl', id).key, `198.51.100.${i + 1}`));
+      const holder = outcome(a, k.key, '192.0.2.10');
+      await new Promise((r) => setTimeout(r, 20));
+      t.same(reads, [id], 'one read of the key id for 41 requests while it runs');
+      t.equal(a.stats.sharedLookups, 40);
+      release();
+      gate = undefined;
+      t.same((await Promise.all(forgeries)).map((r) => r.code), Array(40).fill('key-invalid'), 'every forgery refused');
+      t.equal((await holder).code, undefined, 'the holder admitted');
+      t.equal(reads.length, 1, 'no other read');
+
+      // A read that began before an eviction is not joined by a request after it.
+      a.evict(`key:${id}`);
+      const before = reads.length;
+      gate = new Promise((r) => (release = r));
+      const early = outcome(a, generateKey('pcl', id).key, '198.51.100.200');
+      await new Promise((r) => setTimeout(r, 5));
+      a.evict(`key:${id}`);
+      const late = outcome(a, k.key, '192.0.2.10');
+      await new Promise((r) => setTimeout(r, 5));
+      t.equal(reads.length - before, 2, 'the request after the eviction read the key again');
+      release();
+      gate = undefined;
+      t.equal((await early).code, 'key-invalid');
+      t.equal((await late).code, undefined);
+
+      // A failed read fails every request that joined it, and the next one reads again.
+      let fail = true;
+      let failed = 0;
+      const failing = withGetKey(e.store, async (keyId) => {
+        await new Promise((r) => setTimeout(r, 10));
+        if (fail) {
+          failed++;
+          throw new Error('connection reset');
+        }
+        return e.store.getKey(keyId);
+      });
+      const b = new ApiKeyAuthenticator(failing, apiKeysConfig(), rank, clock, { verifier });
+      t.teardown(() => b.close());
+      const both = await Promise.all([outcome(b, generateKey('pcl', id).key, '198.51.100.201'), outcome(b, k.key, '192.0.2.11')]);
+      t.same(both.map((r) => r.code), ['store-unavailable', 'store-unavailable']);
+      t.equal(failed, 1, 'one failed read for both');
+      fail = false;
+      t.equal((await outcome(b, k.key, '192.0.2.11')).code, undefined, 'read again once the store answers');
     });
 
     await t.test('failed-attempt limiting per key id and per client', async (t) => {

@@ -14,6 +14,7 @@ import type { AuthContext, Authenticator, Credential, Identity } from '../types.
 import { KeyCache } from './key-cache.js';
 import { IdentityBuilder } from './identity.js';
 import { LastUsedBatch } from './last-used.js';
+import { SharedReads } from './shared-reads.js';
 import { VerificationLimiter } from './verification-limiter.js';
 import type { ApiKeyAuthenticatorOptions, ApiKeyStats } from './options.js';
 
@@ -38,7 +39,8 @@ const digestOf = sha256Hex;
  * an LRU of verified identities — a hit returns synchronously with no store access and no
  * argon2. Misses parse the key (malformed or checksum failure: 401 without the store),
  * share one verification per distinct key among concurrent requests, look the key up
- * (by id, or by digest for imported legacy keys), and run argon2 under a concurrency
+ * (by id, one read shared by every secret presented for that id meanwhile; or by digest
+ * for imported legacy keys), and run argon2 under a concurrency
  * limit. Wrong secrets are remembered briefly (negative cache) and counted per key id and
  * per client address (see AttemptLimiter): a client past `failedAttempts.max` gets 429
  * without argon2, and a key id past it admits only clients that have not failed, so
@@ -57,6 +59,7 @@ export class ApiKeyAuthenticator implements Authenticator {
     coalesced: 0,
     negativeHits: 0,
     storeLookups: 0,
+    sharedLookups: 0,
     verifications: 0,
     provenReuses: 0,
     rateLimited: 0,
@@ -78,6 +81,7 @@ export class ApiKeyAuthenticator implements Authenticator {
   readonly #limiter: VerificationLimiter;
   readonly #identities: IdentityBuilder;
   readonly #lastUsed: LastUsedBatch;
+  readonly #reads = new SharedReads<KeyRecord | undefined>();
   #closed = false;
 
   constructor(store: KeyRepository, config: ApiKeysConfig, rank: (role: string) => number, clock: Clock = systemClock, options: ApiKeyAuthenticatorOptions = {}) {
@@ -154,7 +158,7 @@ export class ApiKeyAuthenticator implements Authenticator {
   async #verifyNative(parsed: ParsedKey, digest: string, clientIp: string): Promise<Identity> {
     const epoch = this.#keys.epoch;
     const proven = this.#proven.get(digest);
-    const record = await this.#lookup(() => this.#store.getKey(parsed.id));
+    const record = await this.#reads.read(parsed.id, epoch, () => this.#lookup(() => this.#store.getKey(parsed.id)), this.#joinedRead);
     if (record === undefined || record.secretHash === null) {
       this.#fail(undefined, clientIp, 1);
       throw this.#refuse(digest, keyInvalid());
@@ -205,6 +209,10 @@ export class ApiKeyAuthenticator implements Authenticator {
   bounded<T>(keyId: string, run: () => Promise<T>, attacked?: (keyId: string) => boolean): Promise<T> {
     return this.#limiter.run(keyId, run, this.stats, attacked);
   }
+
+  readonly #joinedRead = (): void => {
+    this.stats.sharedLookups++;
+  };
 
   async #lookup(fn: () => Promise<KeyRecord | undefined>): Promise<KeyRecord | undefined> {
     this.stats.storeLookups++;

@@ -24,6 +24,8 @@ export interface ApiKeyStats {
   negativeHits: number;
   /** Store lookups (by id or digest). */
   storeLookups: number;
+  /** Requests that joined a store read of their key id already running (another secret for the same id). */
+  sharedLookups: number;
   /** argon2 verifications run. */
   verifications: number;
   /** Re-verifications answered without argon2 because this exact key was proven before. */
