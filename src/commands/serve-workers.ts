@@ -1,11 +1,11 @@
 import { Counter } from 'prom-client';
-import { ConfigError, loadConfigFile, type LoadResult } from '../config/load.js';
+import { ConfigError, loadConfigFile, parseConfig, type LoadResult } from '../config/load.js';
 import { startPortcullis } from '../gateway.js';
 import { LocalRateLimiter } from '../limits/local.js';
 import { answerLimits, WorkerRateLimiter } from '../limits/shared.js';
-import type { Logger } from '../ops/log.js';
+import { createLogger, type Logger } from '../ops/log.js';
 import { Supervisor } from '../ops/workers/supervisor.js';
-import { primaryChannel, runWorker } from '../ops/workers/worker.js';
+import { primaryChannel, runWorker, type AppliedConfig, type ReloadAnswer, type WorkerState } from '../ops/workers/worker.js';
 
 /**
  * The primary of `serve --workers N` (docs/reference/workers.md): keeps N workers on the
@@ -16,13 +16,17 @@ export async function servePrimary(file: string, loaded: LoadResult, logger: Log
   // Without Redis the buckets live here, so that the workers together admit at most `limit`.
   const local = config.revocation.redis.trim() === '' ? new LocalRateLimiter(Date.now, config.rateLimits.maxBuckets) : undefined;
   const restarts = new Counter({ name: 'portcullis_worker_restarts_total', help: 'Worker processes that died and were replaced.', registers: [] });
-  const supervisor = new Supervisor({ count, logger, handlers: local ? { limit: answerLimits(local) } : {}, onDeath: () => restarts.inc() });
+  // What every worker serves: the text this process applied, never the file as it is now.
+  let applied: AppliedConfig = { generation: 1, text: loaded.text };
+  const handlers = { config: () => applied, ...(local ? { limit: answerLimits(local) } : {}) };
+  const supervisor = new Supervisor({ count, logger, handlers, onDeath: () => restarts.inc() });
   await supervisor.start();
   let own: { metrics: { registry: { getMetricsAsJSON(): Promise<object> } } } | undefined;
   const pc = await startPortcullis(loaded, {
     logger,
     listeners: { gateway: false },
-    checks: [{ name: 'workers', ready: () => supervisor.ready() }],
+    // Ready when every worker is, on the config applied here.
+    checks: [{ name: 'workers', ready: () => supervisor.ready((v) => (v as WorkerState | undefined)?.ready === true && (v as WorkerState).generation === applied.generation) }],
     metricsText: async () => supervisor.metrics(own ? [await own.metrics.registry.getMetricsAsJSON()] : []),
   }).catch(async (err: unknown) => {
     await supervisor.stop(0);
@@ -38,10 +42,12 @@ export async function servePrimary(file: string, loaded: LoadResult, logger: Log
       try {
         const next = await loadConfigFile(file);
         await pc.reload(next);
-        const answers = await supervisor.ask<{ ok: boolean; problems?: string[] }>('reload', undefined, 30_000);
-        const failed = answers.filter((a) => a.error !== undefined || a.value?.ok !== true);
-        if (failed.length > 0) logger.error({ file, why, failed }, 'config reload refused by some workers');
-        else logger.info({ file, why, workers: answers.length }, 'config reloaded');
+        applied = { generation: applied.generation + 1, text: next.text };
+        // A worker still starting answers once it has started and applied this config.
+        const answers = await supervisor.ask<ReloadAnswer>('reload', applied, 30_000);
+        const failed = answers.filter((a) => a.error !== undefined || a.value?.ok !== true || a.value.generation !== applied.generation);
+        if (failed.length > 0) logger.error({ file, why, generation: applied.generation, failed }, 'config reload refused by some workers: not ready until they take it');
+        else logger.info({ file, why, generation: applied.generation, workers: answers.length }, 'config reloaded');
       } catch (err) {
         const problems = err instanceof ConfigError ? err.problems : [String(err)];
         logger.error({ file, why, problems }, 'config reload refused; still serving the previous config');
@@ -67,24 +73,33 @@ export async function servePrimary(file: string, loaded: LoadResult, logger: Log
   await local?.close();
 }
 
-/** One worker of `serve --workers N`: the gateway listener alone, answering its primary. */
-export async function serveWorker(file: string, loaded: LoadResult, logger: Logger): Promise<void> {
+/**
+ * One worker of `serve --workers N`: the gateway listener alone, answering its primary, on
+ * the config the primary applied (never the file as it is now: it may have been edited
+ * without a reload).
+ */
+export async function serveWorker(file: string): Promise<void> {
   const slot = Number(process.env.PORTCULLIS_WORKER_SLOT ?? 0);
-  const shared = loaded.config.revocation.redis.trim() === '';
-  await runWorker(async () => {
+  let logger: Logger | undefined;
+  await runWorker(async (initial) => {
+    const loaded = parseConfig(initial.text, file);
+    const log = (logger = createLogger(loaded.config.log));
+    const shared = loaded.config.revocation.redis.trim() === '';
     const pc = await startPortcullis(loaded, {
-      logger,
+      logger: log,
       listeners: { admin: false },
       ...(shared ? { limiter: new WorkerRateLimiter(primaryChannel(), loaded.config.revocation.timeout) } : {}),
     });
-    logger.info({ worker: slot, address: pc.gateway?.address() }, 'worker listening');
+    log.info({ worker: slot, generation: initial.generation, address: pc.gateway?.address() }, 'worker listening');
     return {
+      logger: log,
       address: () => pc.gateway?.address(),
       ready: async () => (await Promise.all(pc.checks.map((c) => Promise.resolve(c.ready()).catch(() => false)))).every(Boolean),
       metrics: () => pc.metrics.registry.getMetricsAsJSON(),
-      reload: async () => {
+      reload: async (next) => {
         try {
-          await pc.reload(await loadConfigFile(file));
+          await pc.reload(parseConfig(next.text, file));
+          log.info({ worker: slot, generation: next.generation }, 'worker reloaded');
           return { ok: true };
         } catch (err) {
           return { ok: false, problems: err instanceof ConfigError ? err.problems : [String(err)] };
@@ -92,5 +107,6 @@ export async function serveWorker(file: string, loaded: LoadResult, logger: Logg
       },
       close: (drainMs) => pc.close(drainMs),
     };
-  }, logger);
+  });
+  logger?.flush?.();
 }

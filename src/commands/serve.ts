@@ -47,6 +47,13 @@ export function registerServeCommand(program: Command, io: Io): void {
     .option('--workers <n>', 'worker processes sharing the listen port: a number or auto (default: the config\'s workers, 1)')
     .action(async (opts: { watch?: boolean; workers?: string }, cmd: Command) => {
       const file = cmd.optsWithGlobals().config as string;
+      if (cluster.isWorker) {
+        // A worker serves the config its primary applied, handed over IPC.
+        await serveWorker(file);
+        // Closed and disconnected: nothing should hold the process, but never outlive the drain.
+        setTimeout(() => process.exit(0), 2_000).unref();
+        return;
+      }
       let loaded: LoadResult;
       try {
         loaded = await loadConfigFile(file);
@@ -58,13 +65,6 @@ export function registerServeCommand(program: Command, io: Io): void {
         throw err;
       }
       const logger = createLogger(loaded.config.log);
-      if (cluster.isWorker) {
-        await serveWorker(file, loaded, logger);
-        logger.flush?.();
-        // Closed and disconnected: nothing should hold the process, but never outlive the drain.
-        setTimeout(() => process.exit(0), 2_000).unref();
-        return;
-      }
       const count = workerCount(opts.workers ?? loaded.config.workers);
       if (count > 1) {
         const loc = parseStoreUrl(loaded.config.store.url);

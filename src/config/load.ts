@@ -32,6 +32,8 @@ export interface LoadResult {
   config: GatewayConfig;
   /** Non-fatal findings (`FILE:LINE:COL warning: …`), e.g. shadowed routes. */
   warnings: string[];
+  /** The text it was parsed from (what `serve --workers` hands its workers). */
+  text: string;
 }
 
 /** Rank of a role in the ordered `roles` list; -1 (below everything) when it is not listed. */
@@ -195,7 +197,7 @@ export function parseConfig(text: string, file: string, env: Readonly<Record<str
     warnings.push(`${where.at(['routes', s.index, 'match'])} warning: route ${s.index} (${cfg.routes[s.index]!.match.path}) can never match: route ${s.by} (${cfg.routes[s.by]!.match.path}) before it matches everything it would`);
   }
   const config: GatewayConfig = deepFreeze({ ...cfg, file, compiledRoutes, roleRanks, tlsFiles });
-  return { config, warnings };
+  return { config, warnings, text };
 }
 
 /** Reads, interpolates and validates a config file. Throws ConfigError (`FILE:LINE:COL message`). */

@@ -94,11 +94,11 @@ export class Supervisor {
     );
   }
 
-  /** Ready when every slot has a listening worker that answers ready. */
-  async ready(): Promise<boolean> {
+  /** Ready when every slot has a listening worker whose answer to `ready` is accepted. */
+  async ready(accept: (answer: unknown) => boolean = (a) => a === true): Promise<boolean> {
     if (this.#stopping || this.listening() < this.#opts.count) return false;
-    const answers = await this.ask<boolean>('ready');
-    return answers.length === this.#opts.count && answers.every((a) => a.value === true);
+    const answers = await this.ask<unknown>('ready');
+    return answers.length === this.#opts.count && answers.every((a) => a.error === undefined && accept(a.value));
   }
 
   /** Every worker's metrics, summed (prom-client's cluster aggregation), with the primary's own. */

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
@@ -181,6 +182,95 @@ t.test('SIGHUP reloads every worker', async (t) => {
     await sleep(100);
   }
   t.same(new Set(statuses), new Set([200]), 'the new route is public on every worker');
+});
+
+/** Kills one worker and waits for its replacement to listen; resolves with the replacement's pid. */
+async function replaceOne(whileStarting?: () => Promise<void>): Promise<number> {
+  const before = workerPids();
+  const [victim] = [...before];
+  process.kill(victim!, 'SIGKILL');
+  const until = Date.now() + 20_000;
+  while (Date.now() < until && workerPids().has(victim!)) await sleep(20);
+  await whileStarting?.();
+  while (Date.now() < until && workerPids().size < 2) await sleep(50);
+  const added = [...workerPids()].filter((p) => !before.has(p));
+  if (added.length !== 1) throw new Error(`expected one replacement worker, got ${added.join(', ') || 'none'}`);
+  return added[0]!;
+}
+
+/** The primary's child processes now. */
+function children(): number[] {
+  try {
+    return execFileSync('pgrep', ['-P', String(gw.child.pid)]).toString().trim().split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+async function readyz(): Promise<number> {
+  const r = await request(`${gw.adminUrl}/readyz`);
+  await r.body.text();
+  return r.statusCode;
+}
+
+const publicRoute = (path: string) => `  - match: { path: "${path}" }\n    public: true\n    upstream: api\n`;
+
+t.test('a replacement worker serves the config the primary applied, not the file as edited since', async (t) => {
+  // The file now drops /fresh-route and adds /unapplied, and nobody sent SIGHUP.
+  await writeFile(gw.configFile, yaml(publicRoute('/unapplied')));
+  const pid = await replaceOne();
+  const statuses = await Promise.all([...Array(16)].map(() => fresh('/unapplied')));
+  t.same(new Set(statuses), new Set([401]), 'the unapplied public route is public on no worker');
+  const applied = await Promise.all([...Array(16)].map(() => fresh('/fresh-route')));
+  t.same(new Set(applied), new Set([200]), 'the applied one still is, on every worker');
+  await sleep(200);
+  t.ok(servedBy().has(pid), 'the replacement served some of them');
+  t.equal(await readyz(), 200);
+});
+
+t.test('a reload sent while a replacement worker starts reaches it before it reports listening', async (t) => {
+  // Holding the store's write lock keeps the replacement starting while the reload is sent.
+  const { DatabaseSync } = await import('node:sqlite');
+  const db = new DatabaseSync(join(dir, 'portcullis.db'));
+  let held = false;
+  t.teardown(() => {
+    if (held) db.exec('ROLLBACK');
+    db.close();
+  });
+  const sentAt: number[] = [];
+  const pid = await replaceOne(async () => {
+    db.exec('BEGIN IMMEDIATE');
+    held = true;
+    // Once the replacement process exists and has had time to ask for the config.
+    const known = new Set(workerPids());
+    for (let i = 0; i < 200 && children().every((c) => known.has(c)); i++) await sleep(20);
+    await sleep(300);
+    await writeFile(gw.configFile, yaml(publicRoute('/during-start')));
+    gw.child.kill('SIGHUP');
+    sentAt.push(gw.lines.length);
+    await sleep(500);
+    t.equal(await readyz(), 503, 'not ready while the replacement starts');
+    db.exec('COMMIT');
+    held = false;
+  });
+  const mine = gw.lines.slice(sentAt[0]).map((l) => {
+    try {
+      return JSON.parse(l) as { pid?: number; msg?: string; generation?: number };
+    } catch {
+      return {};
+    }
+  }).filter((j) => j.pid === pid);
+  t.comment(JSON.stringify(mine.filter((j) => /worker (listening|reloaded)/.test(j.msg ?? '')).map((j) => [j.msg, j.generation])));
+  const statuses = await Promise.all([...Array(16)].map(() => fresh('/during-start')));
+  t.same(new Set(statuses), new Set([200]), 'the reloaded route is public on every worker');
+  await sleep(200);
+  t.ok(servedBy().has(pid), 'the replacement served some of them');
+  let ready = 0;
+  for (let i = 0; i < 50 && ready !== 200; i++) {
+    ready = await readyz();
+    if (ready !== 200) await sleep(100);
+  }
+  t.equal(ready, 200, 'ready once every worker serves the reloaded config');
 });
 
 t.test('SIGTERM drains every worker and exits 0', async (t) => {
