@@ -24,7 +24,10 @@ export class LocalRateLimiter implements RateLimiter {
     const retry: number[] = [];
     let admitted = true;
     for (const h of hits) {
-      const key = `${h.policy.name}\u0000${h.bucket}`;
+      // The window is part of the bucket: slots are counted in a window's slot length, and a
+      // policy (or a key's own limit) given another window starts afresh rather than reading
+      // slot numbers of another length.
+      const key = `${h.policy.name}\u0000${h.policy.windowMs}\u0000${h.bucket}`;
       let s = this.#buckets.get(key);
       if (s === undefined) this.#buckets.set(key, (s = new Map()));
       const v = peek(s, t, h.policy.limit, h.policy.windowMs);

@@ -145,7 +145,8 @@ export function packBatch(batch: readonly BatchRequest[], prefix: string, now: n
   const index = new Map<string, number>();
   const perKey: (string | number)[] = [];
   const bucketOf = (h: Hit): number => {
-    const key = `${prefix}${h.policy.name}:${h.bucket}`;
+    // The window is part of the bucket (see LocalRateLimiter): a changed window starts afresh.
+    const key = `${prefix}${h.policy.name}:${h.policy.windowMs}:${h.bucket}`;
     let i = index.get(key);
     if (i === undefined) {
       keys.push(key);

@@ -109,7 +109,7 @@ else {
     t.teardown(async () => { await redis.close(); await probe.quit(); });
     t.ok(await redis.ready(), 'connected');
     const p = compilePolicy({ name: 'ttl', limit: 100, window: 60_000, by: 'credential' });
-    const key = `${prefix}ttl:a`;
+    const key = `${prefix}ttl:60000:a`;
     const life = 60_000 + 6_000;
     await redis.check([{ policy: p, bucket: 'a' }]);
     const first = await probe.pttl(key);
