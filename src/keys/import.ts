@@ -3,7 +3,7 @@ import { KeyServiceError } from './errors.js';
 import { generateKeyId, looksNative } from './format.js';
 import { sha256Hex } from '../util/sha256.js';
 import { uuidBytesSha256 } from './hash.js';
-import { checkList, checkText, CONTROL, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
+import { checkIdentityText, checkList, CONTROL, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
 
 const MAX_KEY_BYTES = 8192;
 const IMPORT_FIELDS = new Set(['key', 'sha256', 'digestOf', 'subject', 'role', 'scopes', 'name', 'expiresAt']);
@@ -93,7 +93,7 @@ function importLine(value: unknown, ctx: ImportContext, report: Report): NewKey 
     const v = o[what];
     if (v === undefined && !required) return null;
     try {
-      return checkText(`"${what}"`, v, max);
+      return checkIdentityText(`"${what}"`, v, max);
     } catch (err) {
       fail((err as Error).message);
       return null;

@@ -12,7 +12,7 @@ import { effectiveEnd } from './lifetime.js';
 import { checkRateLimit, checkUses } from './limits.js';
 import { exchangeRefreshToken, type BoundedVerification, type RefreshedKey } from './refresh.js';
 import { rotateKey, type RotatedKey } from './rotate.js';
-import { audienceProblem, checkList, checkText, cidrProblem, expiryFrom, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
+import { audienceProblem, checkIdentityText, checkList, checkText, cidrProblem, expiryFrom, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
 
 export { AnnouncementError, KeyServiceError, type KeyServiceErrorCode } from './errors.js';
 export type { KeyRevocationEvent } from './events.js';
@@ -67,9 +67,9 @@ export class KeyService {
   /** Issues a key (and a refresh token for refreshable keys). */
   async create(opts: CreateKeyOptions): Promise<CreatedKey> {
     const now = this.#clock.now();
-    const subject = checkText('subject', opts.subject, SUBJECT_MAX);
+    const subject = checkIdentityText('subject', opts.subject, SUBJECT_MAX);
     const role = this.#checkRole(opts.role);
-    const name = opts.name === undefined || opts.name === null ? null : checkText('name', opts.name, NAME_MAX);
+    const name = opts.name === undefined || opts.name === null ? null : checkIdentityText('name', opts.name, NAME_MAX);
     const scopes = checkList('scopes', opts.scopes, scopeProblem);
     const audiences = checkList('audiences', opts.audiences, audienceProblem);
     const allowedIps = checkList('allowed IPs', opts.allowIps, cidrProblem);

@@ -13,6 +13,20 @@ export function checkText(what: string, v: unknown, max: number): string {
   return v;
 }
 
+/**
+ * What reaches the upstream as a header value: printable ASCII, without a space at either
+ * end (an HTTP parser trims those, so `" admin"` would reach the upstream as `admin`, while
+ * revocations, limits and logs know it as another subject).
+ */
+export const HEADER_VALUE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
+
+/** {@link checkText} for a value a new key carries to the upstream (its subject) or is found by (its name). */
+export function checkIdentityText(what: string, v: unknown, max: number): string {
+  const s = checkText(what, v, max);
+  if (!HEADER_VALUE.test(s)) throw invalid(`${what} must be printable ASCII without spaces at either end (it reaches the upstream as a header value)`);
+  return s;
+}
+
 /** A list of distinct non-empty strings, each passing `item` (which names its problem). */
 export function checkList(what: string, v: readonly unknown[] | undefined, item: (s: string) => string | undefined): string[] {
   if (v === undefined) return [];

@@ -13,6 +13,7 @@ import type { LimitVerdict } from '../limits/types.js';
 import { unmapIPv4 as plainIp } from '../util/cidr.js';
 import type { Runtime } from '../runtime.js';
 import { revokedError, type RevocationCheck } from '../revocation/check.js';
+import { HEADER_VALUE } from '../keys/validate.js';
 
 /** What the pipeline looks at: a live request, or one described to `explain` / forward-auth. */
 export interface RequestFacts {
@@ -116,7 +117,8 @@ export function clientAddress(rt: Runtime, facts: RequestFacts): { clientIp: str
   return { clientIp: plainIp(hops[0]!.trim()) || peer, peerTrusted: true };
 }
 
-const HEADER_SAFE = /^[\x20-\x7e]*$/;
+/** A scope list as forwarded: printable ASCII, no space at either end (empty: none). */
+const SCOPES_SAFE = /^(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?$/;
 
 /**
  * What a request's early limits say of its credential: revoked or not, tested in the same
@@ -126,7 +128,8 @@ const HEADER_SAFE = /^[\x20-\x7e]*$/;
 type EarlyAnswer = Promise<boolean | undefined> | undefined;
 
 function checked(rev: RevocationCheck, identity: Identity, early?: (identity: Identity) => EarlyAnswer): Identity | Promise<Identity> {
-  if (!HEADER_SAFE.test(identity.subject) || !HEADER_SAFE.test(identity.role) || !HEADER_SAFE.test(identity.scopesHeader)) {
+  // An upstream's parser trims a value's edges: " admin" would reach it as "admin".
+  if (!HEADER_VALUE.test(identity.subject) || !HEADER_VALUE.test(identity.role) || !SCOPES_SAFE.test(identity.scopesHeader)) {
     throw new GatewayError(identity.method === 'jwt' ? 'token-invalid' : 'key-invalid', 'The credential carries an identity that cannot be forwarded as HTTP header values.');
   }
   const answered = early?.(identity);

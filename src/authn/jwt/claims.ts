@@ -104,6 +104,7 @@ export function identityFromClaims(payload: JWTPayload, issuer: Issuer, rules: C
   if (scopes === undefined) throw rejectToken('claims', `The token's scope claim "${issuer.scopes.name}" is not a space-separated string or a list of strings.`);
 
   if (CONTROL.test(subject) || CONTROL.test(role)) throw rejectToken('claims', 'The token carries control characters in its subject or role.');
+  if (subject !== subject.trim() || role !== role.trim()) throw rejectToken('claims', 'The token\'s subject or role starts or ends with whitespace.');
 
   const aud = payload.aud;
   let audiences: readonly string[];
