@@ -2,6 +2,7 @@ import type { Clock } from '../clock.js';
 import { keyRevocationId } from '../revocation/ids.js';
 import type { KeyRecord, KeyStore } from '../store/types.js';
 import { AnnouncementError, invalid, KeyServiceError, storeFailure } from './errors.js';
+import { checkLongest } from './validate.js';
 import type { KeyRevocationEvent } from './events.js';
 import { generateKey, generateRefreshToken } from './format.js';
 import { hashSecret, type HashParams } from './hash.js';
@@ -31,6 +32,7 @@ export interface RotateContext {
  */
 export async function rotateKey(id: string, graceMs: number, ctx: RotateContext): Promise<RotatedKey> {
   if (!(Number.isFinite(graceMs) && graceMs >= 0)) throw invalid('grace must be a duration of zero or more');
+  checkLongest('the grace', graceMs);
   const now = ctx.clock.now();
   const old = await ctx.store.getKey(id);
   if (old === undefined) throw new KeyServiceError('not-found', `no key with id ${id}`);

@@ -12,7 +12,7 @@ import { effectiveEnd } from './lifetime.js';
 import { checkRateLimit, checkUses } from './limits.js';
 import { exchangeRefreshToken, type BoundedVerification, type RefreshedKey } from './refresh.js';
 import { rotateKey, type RotatedKey } from './rotate.js';
-import { audienceProblem, checkIdentityText, checkList, checkText, cidrProblem, expiryFrom, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
+import { audienceProblem, checkIdentityText, checkLongest, checkList, checkText, cidrProblem, expiryFrom, NAME_MAX, scopeProblem, SUBJECT_MAX } from './validate.js';
 
 export { AnnouncementError, KeyServiceError, type KeyServiceErrorCode } from './errors.js';
 export type { KeyRevocationEvent } from './events.js';
@@ -79,6 +79,8 @@ export class KeyService {
     const nbf = opts.notBeforeIn ?? 0;
     if (!(Number.isFinite(nbf) && nbf >= 0)) throw invalid('not-before must be a duration of zero or more');
     if (ttl !== null && nbf >= ttl) throw invalid('not-before must be earlier than the expiry');
+    if (ttl !== null) checkLongest('the expiry', ttl);
+    checkLongest('not-before', nbf);
 
     const gen = generateKey(this.#prefix);
     const refresh = refreshable ? generateRefreshToken(this.#prefix, gen.id) : undefined;

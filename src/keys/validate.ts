@@ -44,10 +44,23 @@ export const scopeProblem = (s: string): string | undefined => (/\s/.test(s) || 
 export const cidrProblem = (s: string): string | undefined => (parseCidr(s) === undefined ? `"${s}" is not an IP address or CIDR` : undefined);
 export const audienceProblem = (s: string): string | undefined => (CONTROL.test(s) ? `"${s}" contains control characters` : undefined);
 
+/**
+ * The longest duration a key's times take (100 years): far past any real key's life, and
+ * well inside what a date can hold (a larger one was stored as no time at all: a
+ * not-before dropped, an expiry turned into never).
+ */
+export const LONGEST_MS = 100 * 365 * 86_400_000;
+
+/** Refuses a duration beyond {@link LONGEST_MS}. */
+export function checkLongest(what: string, ms: number): void {
+  if (ms > LONGEST_MS) throw invalid(`${what} must be at most 100 years away (36500d)`);
+}
+
 /** The expiry `ttl` from `now` (null: never), checked to be a positive duration after `notBefore`. */
 export function expiryFrom(ttl: number | null, now: number, notBefore: number | null): number | null {
   if (ttl === null) return null;
   if (!(Number.isFinite(ttl) && ttl > 0)) throw invalid('expiry must be a positive duration');
+  checkLongest('the expiry', ttl);
   if (notBefore !== null && now + ttl <= notBefore) throw invalid('the expiry must be later than the not-before time');
   return now + ttl;
 }

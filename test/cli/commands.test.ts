@@ -146,3 +146,17 @@ t.test("explain --key lists the key's own limit and its credits left, read from 
     });
   }
 });
+
+t.test('keys create with a duration past 100 years: a clear error, and nothing written', async (t) => {
+  const f = join(dir, 'long-durations.yaml');
+  writeFileSync(f, `upstreams: { api: { url: "http://x" } }\nroles: [basic]\nstore: { url: "sqlite://${join(dir, 'long-durations.db')}" }\nroutes:\n  - match: { path: "/**" }\n    minRole: basic\n    upstream: api\n`);
+  for (const args of [['--expires', '99999999999d'], ['--not-before', '99999999999d', '--expires', 'never'], ['--expires', '36501d']]) {
+    const r = await run('-c', f, 'keys', 'create', '--subject', 'long', '--role', 'basic', ...args);
+    t.equal(r.code, 1, `${args.join(' ')}: exit 1`);
+    t.match(r.err, /at most 100 years/, `${args.join(' ')}: says why`);
+  }
+  t.same(JSON.parse((await run('-c', f, 'keys', 'list', '--json')).out), [], 'no key was written');
+  const ok = await run('-c', f, 'keys', 'create', '--subject', 'long', '--role', 'basic', '--expires', '36500d', '--json');
+  t.equal(ok.code, 0, ok.err);
+  t.ok(Date.parse((JSON.parse(ok.out) as { expiresAt: string }).expiresAt) > Date.now() + 36_499 * 86_400_000, `100 years is accepted: ${ok.out}`);
+});

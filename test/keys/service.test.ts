@@ -74,6 +74,12 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
         ['negative not-before', { subject: 's', role: 'basic', notBeforeIn: -1 }],
         ['not-before after expiry', { subject: 's', role: 'basic', expiresIn: HOUR, notBeforeIn: 2 * HOUR }],
         ['control character in name', { subject: 's', role: 'basic', name: 'a\nb' }],
+        // Beyond what a date holds, these were stored as no time: a not-before dropped (the
+        // key usable at once), an expiry turned into never.
+        ['an expiry past 100 years', { subject: 's', role: 'basic', expiresIn: 99_999_999_999 * 86_400_000 }],
+        ['an expiry of 1e300 ms', { subject: 's', role: 'basic', expiresIn: 1e300 }],
+        ['a not-before past 100 years', { subject: 's', role: 'basic', expiresIn: null, notBeforeIn: 99_999_999_999 * 86_400_000 }],
+        ['a not-before just past 100 years', { subject: 's', role: 'basic', expiresIn: null, notBeforeIn: 36_501 * 86_400_000 }],
       ];
       for (const [what, opts] of cases) t.equal(await code(svc.create(opts)), 'invalid-argument', what);
       t.same(await store.listKeys({ subject: 's' }), [], 'nothing stored');
@@ -169,6 +175,7 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
       await svc.revoke(revoked.id);
       t.equal(await code(svc.rotate(revoked.id)), 'conflict', 'revoked keys cannot be rotated');
       t.equal(await code(svc.rotate(quick.id, -5)), 'invalid-argument');
+      t.equal(await code(svc.rotate(quick.id, 1e300)), 'invalid-argument', 'a grace past 100 years');
     });
 
     await t.test('rotating a refreshable key spends its refresh token', async (t) => {
@@ -203,6 +210,8 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
       t.equal(await code(svc.update(k.id, { scopes: ['has space'] })), 'invalid-argument', 'bad scope');
       t.equal(await code(svc.update(k.id, { expiresIn: 0 })), 'invalid-argument', 'zero lifetime');
       t.equal(await code(svc.update(k.id, { expiresIn: 60_000 })), 'invalid-argument', 'an expiry before not-before');
+      t.equal(await code(svc.update(k.id, { expiresIn: 99_999_999_999 * 86_400_000 })), 'invalid-argument', 'an expiry past 100 years');
+      t.equal((await store.getKey(k.id))?.expiresAt, clock.now() + HOUR, 'unchanged');
       t.equal(await code(svc.update('nope', { role: 'basic' })), 'not-found');
       await svc.revoke(k.id);
       t.equal(await code(svc.update(k.id, { role: 'basic' })), 'conflict', 'a revoked key stays as it was');
