@@ -43,9 +43,30 @@ export const NEVER_FORWARDED: ReadonlySet<string> = new Set([
 /** Headers the forwarding step states itself, after the pass over the inbound ones. */
 export const STATED: ReadonlySet<string> = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'traceparent', 'tracestate']);
 
-/** True for a header a client may only send through a trusted proxy. */
+/**
+ * Headers in which TLS terminators state a client certificate and its verification
+ * (nginx's `X-SSL-Client-*`, Apache's `SSL_CLIENT_*` as `SSL-Client-*`, IIS/ARR's
+ * `X-ARR-ClientCert`, AWS's `X-Amzn-Mtls-Clientcert*`, RFC 9440's `Client-Cert` and
+ * `Client-Cert-Chain`, Envoy's `X-Forwarded-Client-Cert`). An upstream
+ * may admit on them; a client must not be able to state them.
+ */
+const CLIENT_CERT: ReadonlySet<string> = new Set(['x-forwarded-client-cert', 'client-cert', 'client-cert-chain', 'x-arr-clientcert', 'x-client-verify', 'x-client-dn', 'x-client-s-dn', 'x-client-i-dn']);
+const CLIENT_CERT_PREFIXES = ['x-ssl-', 'ssl-client-', 'x-client-cert', 'x-amzn-mtls-'] as const;
+
+/** True for a header stating a client certificate (see {@link CLIENT_CERT}). */
+export function isClientCertificate(name: string): boolean {
+  if (CLIENT_CERT.has(name)) return true;
+  for (const p of CLIENT_CERT_PREFIXES) if (name.startsWith(p)) return true;
+  return false;
+}
+
+/**
+ * True for a header a client may only send through a trusted proxy: forwarding headers,
+ * and the client-certificate ones (which a trusted proxy that terminated TLS states; on a
+ * connection the gateway terminated itself they are removed whoever sent them).
+ */
 export function isForwarding(name: string): boolean {
-  return name.startsWith('x-forwarded-') || FORWARDING.has(name);
+  return name.startsWith('x-forwarded-') || FORWARDING.has(name) || isClientCertificate(name);
 }
 
 /**

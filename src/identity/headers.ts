@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Credential, Identity } from '../authn/types.js';
 import type { IdentityConfig } from '../config/schema.js';
-import { HOP_BY_HOP, isForwarding, NEVER_FORWARDED, STATED } from '../http/header-names.js';
+import { HOP_BY_HOP, isClientCertificate, isForwarding, NEVER_FORWARDED, STATED } from '../http/header-names.js';
 import { headerNamespace } from './namespace.js';
 
 /** One header's value (Node joins repeated unknown headers already; the type allows a list). */
@@ -81,6 +81,8 @@ export function upstreamHeaderList(inbound: IncomingHttpHeaders, plan: ForwardPl
     }
     if (named?.includes(name)) continue;
     if (NEVER_FORWARDED.has(name) || (!trusted && isForwarding(name))) continue;
+    // The gateway terminated this TLS connection: nobody before it saw a certificate.
+    if (ctx.proto === 'https' && isClientCertificate(name)) continue;
     if (plan.credentialHeaders.has(name)) {
       forwardCredential(out, name, inbound, plan, ctx.verified);
       continue;
