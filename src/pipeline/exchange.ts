@@ -14,6 +14,8 @@ export interface Stages {
   readonly proxy: Proxy;
   readonly observer: PipelineObserver | undefined;
   readonly limiter: RateLimiter | undefined;
+  /** Told of a forward-auth check from a peer that is not a trusted proxy (a warning, throttled by its owner). */
+  readonly untrustedCheck?: ((peer: string) => void) | undefined;
 }
 
 /** One request on its way through the stages. */
@@ -24,6 +26,8 @@ export interface Exchange {
   readonly requestId: string;
   /** `performance.now()` at arrival. */
   readonly started: number;
+  /** The method judged, when not the request's own (a forward-auth check judges the original request's). */
+  readonly method?: string | undefined;
 }
 
 export function facts(req: IncomingMessage, target: string, method: string): RequestFacts {

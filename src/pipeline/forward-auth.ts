@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { GatewayError } from '../http/problem.js';
+import { unmapIPv4 } from '../util/cidr.js';
 import { applyIdentity } from '../identity/apply.js';
 import { decide, type Decision } from './decide.js';
 import type { Exchange, Stages } from './exchange.js';
@@ -10,8 +11,13 @@ export const VERIFY = '/.portcullis/verify';
 const ROUTE = VERIFY.slice(1);
 
 /** Forward-auth: decide for the original request named in X-Forwarded-* / X-Original-*. */
-export function verify(s: Stages, x: Exchange, res: ServerResponse): void {
-  const { rt, req, requestId } = x;
+export function verify(s: Stages, check: Exchange, res: ServerResponse): void {
+  const { rt, req, requestId } = check;
+  const original = originalRequest(req.headers, req.method ?? 'GET');
+  // Logged, counted and traced as the request it judged.
+  const x: Exchange = typeof original === 'string' ? check : { ...check, method: original.method };
+  const peer = req.socket.remoteAddress ?? '';
+  if (!rt.isTrustedProxy(unmapIPv4(peer))) s.untrustedCheck?.(peer);
   const onErr = (err: unknown) => refuse(s, x, res, err, { route: ROUTE });
   const answer = (d: Decision, headers: Record<string, string>) => {
     res.writeHead(200, headers);
@@ -24,7 +30,6 @@ export function verify(s: Stages, x: Exchange, res: ServerResponse): void {
     else applyIdentity(headers, rt, d.identity, d.route.upstream, () => answer(d, headers), onErr);
   };
   const onOk = (d: Decision) => limited(s, x, res, d, (limits) => onAdmitted(d, limits), ROUTE);
-  const original = originalRequest(req.headers, req.method ?? 'GET');
   if (typeof original === 'string') {
     onErr(new GatewayError('bad-request', original));
     return;

@@ -25,6 +25,31 @@ export type EndpointHandler = (req: IncomingMessage, res: ServerResponse, reques
 const ENDPOINT_PREFIX = '/.portcullis/';
 
 /** The request path: decide, then proxy, verify or refuse. Holds no config of its own. */
+/** Where the pipeline's operator warnings go (the gateway's logger). */
+export type Warn = (obj: Record<string, unknown>, msg: string) => void;
+
+/** How often the same operator warning is logged at most. */
+const WARN_EVERY_MS = 600_000;
+
+/**
+ * Forward-auth checks come from a proxy: from one that is not a trusted proxy, every client
+ * behind it has the proxy's address, so one stranger's failed attempts refuse everyone not yet
+ * verified (429), and allowed IPs and `by: ip` limits see one client. Said at most every 10
+ * minutes, with how many checks came meanwhile.
+ */
+function untrustedCheckWarning(warn: Warn): (peer: string) => void {
+  let last = -Infinity;
+  let since = 0;
+  return (peer) => {
+    since++;
+    const now = performance.now();
+    if (now - last < WARN_EVERY_MS) return;
+    last = now;
+    warn({ peer, checks: since }, 'forward-auth check from a peer that is not in trustedProxies: every client behind it counts as that address (failed-attempt limits, allowed IPs, by: ip limits); list the proxy in trustedProxies');
+    since = 0;
+  };
+}
+
 export class Pipeline {
   private runtime: Runtime;
   private readonly endpoints = new Map<string, EndpointHandler>();
@@ -32,9 +57,9 @@ export class Pipeline {
   /** Set when limits and revocation are both on Redis: limits go in the revocation check's round trip. */
   private readonly early: EarlyLimits | undefined;
 
-  constructor(runtime: Runtime, revocation: RevocationCheck, proxy: Proxy, observer: PipelineObserver | undefined, limiter?: RateLimiter | undefined) {
+  constructor(runtime: Runtime, revocation: RevocationCheck, proxy: Proxy, observer: PipelineObserver | undefined, limiter?: RateLimiter | undefined, warn?: Warn) {
     this.runtime = runtime;
-    this.s = { revocation, proxy, observer, limiter };
+    this.s = { revocation, proxy, observer, limiter, untrustedCheck: warn === undefined ? undefined : untrustedCheckWarning(warn) };
     const gateOf = limiter?.gated === true ? revocation.gate?.bind(revocation) : undefined;
     this.early = gateOf === undefined ? undefined : (policies, d) => earlyLimits(limiter, policies, d, gateOf);
   }

@@ -45,7 +45,7 @@ export class GatewayListener {
     const logLine = requestLogger(logger, subjectHasher(rt.config.log.pii, rt.config.log.salt));
     const all = [{ onRequest: logLine }, { onRequest: (r: RequestRecord) => r.trace?.end(r) }, ...(opts.observers ?? [])];
     const observer: PipelineObserver = all.length === 1 ? all[0]! : { onRequest: (r: RequestRecord) => { for (const o of all) o.onRequest(r); } };
-    this.pipeline = new Pipeline(rt, opts.revocation, this.proxy, observer, opts.limiter);
+    this.pipeline = new Pipeline(rt, opts.revocation, this.proxy, observer, opts.limiter, (obj, msg) => logger.warn(obj, msg));
     for (const [name, handler] of Object.entries(opts.endpoints ?? {})) this.pipeline.addEndpoint(name, handler);
     const l = rt.config.listen;
     const tls = rt.config.tlsFiles.listen;

@@ -26,7 +26,7 @@ export function record(observer: PipelineObserver | undefined, o: Outcome): void
   const id = d?.identity ?? null;
   observer.onRequest({
     requestId: x.requestId,
-    method: req.method ?? '',
+    method: x.method ?? req.method ?? '',
     path: d?.path ?? err?.path,
     route: o.route ?? d?.route.label ?? err?.route,
     decision: err === undefined ? 'allow' : err.status >= 500 ? 'error' : 'deny',

@@ -75,3 +75,31 @@ routes:
   t.equal(await check('GET /.portcullis/verify HTTP/1.1\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Method: DELETE\r\n'), 400, 'a repeated method header has no one reading');
   t.equal(raw.requests.length, 0, 'forward-auth never proxies');
 });
+
+t.test('a check is logged and counted with the method it judged, not its own', async (t) => {
+  const n = g.records.length;
+  const r = await exchangeRaw(port, 'GET /.portcullis/verify HTTP/1.1\r\nHost: app.test\r\nX-Original-URI: /app/x\r\nX-Original-Method: DELETE\r\nX-Api-Key: basic-key\r\nConnection: close\r\n\r\n', { idleMs: 1000 });
+  t.equal(r.responses[0]?.status, 200);
+  await new Promise((res) => setTimeout(res, 20));
+  t.same(g.records.slice(n).map((x) => [x.method, x.route]), [['DELETE', '.portcullis/verify']], 'DELETE, as judged');
+  const bad = await exchangeRaw(port, 'GET /.portcullis/verify HTTP/1.1\r\nHost: app.test\r\nX-Original-URI: /admin/x\r\nX-Original-Method: PUT\r\nX-Api-Key: basic-key\r\nConnection: close\r\n\r\n', { idleMs: 1000 });
+  t.equal(bad.responses[0]?.status, 403);
+  await new Promise((res) => setTimeout(res, 20));
+  t.same(g.records.slice(n + 1).map((x) => [x.method, x.status]), [['PUT', 403]], 'a refusal too');
+});
+
+t.test('checks from a peer that is not a trusted proxy are warned about, once in a while', async (t) => {
+  // Every client behind such a proxy has its address: one stranger's failed attempts would
+  // refuse everyone not yet verified.
+  const warning = (lines: string[]) => lines.filter((l) => l.includes('forward-auth check from a peer that is not in trustedProxies'));
+  const before = warning(g.lines).length;
+  for (let i = 0; i < 3; i++) await verify('X-Original-URI', '/app/x');
+  const said = warning(g.lines);
+  t.ok(said.length >= 1 && said.length <= before + 1, `warned at most once for these checks (${said.length})`);
+  t.match(JSON.parse(said[said.length - 1]!), { level: 40, peer: '127.0.0.1' });
+  const trusted = await startTestGateway(publicAdminBasic(raw.url, { head: 'trustedProxies: ["127.0.0.1/32"]' }), { table: { 'basic-key': { subject: 'alice', role: 'basic', scopes: [] } } });
+  t.teardown(() => trusted.close());
+  const r = await exchangeRaw(Number(new URL(trusted.url).port), 'GET /.portcullis/verify HTTP/1.1\r\nHost: app.test\r\nX-Original-URI: /app/x\r\nX-Api-Key: basic-key\r\nConnection: close\r\n\r\n', { idleMs: 1000 });
+  t.equal(r.responses[0]?.status, 200);
+  t.same(warning(trusted.lines), [], 'none from a trusted proxy');
+});
