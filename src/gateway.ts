@@ -105,6 +105,8 @@ export interface PortcullisOptions extends CoreOptions {
   listeners?: { gateway?: boolean; admin?: boolean };
   /** Counts requests in place of the limiter `rateLimits` would open; its owner closes it. */
   limiter?: RateLimiter;
+  /** Counts requests while Redis is away (onError: allow) in place of this process's own buckets. */
+  limiterFallback?: RateLimiter;
   observers?: PipelineObserver[];
   /** Override listen addresses (tests use port 0). */
   listen?: { host?: string; port?: number };
@@ -166,7 +168,7 @@ export async function startPortcullis(loaded: LoadResult, opts: PortcullisOption
     serveAuthenticators(serving, core, metrics, opts, undo);
     const revocation = scopedCheck(core.revocation, (ms) => metrics.observeRevocation(ms));
     const runGateway = opts.listeners?.gateway ?? true;
-    const counter = runGateway ? (opts.limiter ?? (await openLimiter(config, logger, core.revocation.turn))) : undefined;
+    const counter = runGateway ? (opts.limiter ?? (await openLimiter(config, logger, core.revocation.turn, opts.limiterFallback))) : undefined;
     if (counter !== undefined && opts.limiter === undefined) undo.push(() => counter.close());
     // Keys' usage credits are counted in the store, whichever limiter counts the rates.
     const limiter = counter === undefined ? undefined : withCredits(counter, new UsageCredits(core.store));

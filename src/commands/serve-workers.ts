@@ -13,12 +13,13 @@ import { primaryChannel, runWorker, type AppliedConfig, type ReloadAnswer, type 
  */
 export async function servePrimary(file: string, loaded: LoadResult, logger: Logger, count: number, onReload: (reload: (why: string) => void) => () => void): Promise<void> {
   const config = loaded.config;
-  // Without Redis the buckets live here, so that the workers together admit at most `limit`.
-  const local = config.revocation.redis.trim() === '' ? new LocalRateLimiter(Date.now, config.rateLimits.maxBuckets) : undefined;
+  // Without Redis the buckets live here, so that the workers together admit at most `limit`;
+  // with Redis, here too while it is away (onError: allow): the instance still counts once.
+  const local = new LocalRateLimiter(Date.now, config.rateLimits.maxBuckets);
   const restarts = new Counter({ name: 'portcullis_worker_restarts_total', help: 'Worker processes that died and were replaced.', registers: [] });
   // What every worker serves: the text this process applied, never the file as it is now.
   let applied: AppliedConfig = { generation: 1, text: loaded.text };
-  const handlers = { config: () => applied, ...(local ? { limit: answerLimits(local) } : {}) };
+  const handlers = { config: () => applied, limit: answerLimits(local) };
   const supervisor = new Supervisor({ count, logger, handlers, onDeath: () => restarts.inc() });
   await supervisor.start();
   let own: { metrics: { registry: { getMetricsAsJSON(): Promise<object> } } } | undefined;
@@ -70,7 +71,7 @@ export async function servePrimary(file: string, loaded: LoadResult, logger: Log
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
-  await local?.close();
+  await local.close();
 }
 
 /**
@@ -84,11 +85,12 @@ export async function serveWorker(file: string): Promise<void> {
   await runWorker(async (initial) => {
     const loaded = parseConfig(initial.text, file);
     const log = (logger = createLogger(loaded.config.log));
-    const shared = loaded.config.revocation.redis.trim() === '';
+    // The primary's buckets: the limiter without Redis, the fallback while Redis is away.
+    const viaPrimary = new WorkerRateLimiter(primaryChannel(), loaded.config.revocation.timeout);
     const pc = await startPortcullis(loaded, {
       logger: log,
       listeners: { admin: false },
-      ...(shared ? { limiter: new WorkerRateLimiter(primaryChannel(), loaded.config.revocation.timeout) } : {}),
+      ...(loaded.config.revocation.redis.trim() === '' ? { limiter: viaPrimary } : { limiterFallback: viaPrimary }),
     });
     log.info({ worker: slot, generation: initial.generation, address: pc.gateway?.address() }, 'worker listening');
     return {

@@ -13,8 +13,10 @@ export interface LimiterLog {
  * `revocation.redis` is set, else kept in this process (the Redis client is not even
  * loaded then). Its backend is restart-only; the policies themselves reload with the config.
  */
-export async function openLimiter(config: GatewayConfig, logger: LimiterLog, shared?: RedisTurn): Promise<RateLimiter> {
-  const local = new LocalRateLimiter(Date.now, config.rateLimits.maxBuckets);
+export async function openLimiter(config: GatewayConfig, logger: LimiterLog, shared?: RedisTurn, fallback?: RateLimiter): Promise<RateLimiter> {
+  // `fallback`: what counts while Redis is away with onError: allow (a worker's: the
+  // primary's buckets, so the instance's workers still count together).
+  const local = fallback ?? new LocalRateLimiter(Date.now, config.rateLimits.maxBuckets);
   const url = config.revocation.redis;
   if (url === undefined || url === '') return local;
   let lastLog = 0;

@@ -8,7 +8,6 @@ import { TurnBatch } from '../util/turn-batch.js';
 import { DeadlineSweep } from '../util/deadline-sweep.js';
 import type { Hit } from './policy.js';
 import type { LimitVerdict, RateLimiter } from './types.js';
-import type { LocalRateLimiter } from './local.js';
 
 
 /** A script call in flight: its requests, and when it is given up. */
@@ -34,7 +33,7 @@ export interface RedisLimiterOptions {
   /** `allow`: while Redis is away each instance enforces the limits alone; `deny`: 503. */
   onError: 'allow' | 'deny';
   /** The in-process limiter used meanwhile with `onError: allow`. */
-  fallback: LocalRateLimiter;
+  fallback: RateLimiter;
   timeoutMs?: number;
   /** Fixed clock for tests; by default Redis's own. */
   now?: () => number;
