@@ -33,11 +33,16 @@ export function revocationBackend(config: RevocationConfig, databaseUrl: string 
   return 'memory';
 }
 
+/** How long opening waits for the first load of the revocation set from PostgreSQL. */
+const STARTUP_LOAD_MS = 5_000;
+
 /**
- * Opens the revocation store the configuration calls for. Network-backed stores return
- * at once and connect in the background (`ready()` tells when they can answer); the
- * in-process store is loaded from `source` before it is returned. The Redis and
- * PostgreSQL backends' modules (and their clients) are loaded only when chosen.
+ * Opens the revocation store the configuration calls for. Redis returns at once and
+ * connects in the background (`ready()` tells when it can answer: it holds no set to load,
+ * every check asks it); PostgreSQL's set is loaded first (up to 5 s, then in the background,
+ * onError deciding meanwhile); the in-process store is loaded from `source` before it is
+ * returned. The Redis and PostgreSQL backends' modules (and their clients) are loaded only
+ * when chosen.
  */
 export async function openRevocation(options: OpenRevocationOptions): Promise<RevocationStore> {
   const { config, logger, source } = options;
@@ -64,7 +69,7 @@ export async function openRevocation(options: OpenRevocationOptions): Promise<Re
         throw new TypeError('openRevocation: a RevocationSource is required for PostgreSQL without Redis');
       }
       const { PgNotifyRevocationStore } = await import('./pg-notify.js');
-      return new PgNotifyRevocationStore({
+      const store = new PgNotifyRevocationStore({
         ...common,
         connectionString: options.databaseUrl!,
         source,
@@ -73,6 +78,11 @@ export async function openRevocation(options: OpenRevocationOptions): Promise<Re
         onCheckFailure: options.onCheckFailure,
         ...(options.channel === undefined ? {} : { channel: options.channel }),
       });
+      // Load the active set before anything is served on it: a gateway (or a worker
+      // replaced) that listened first would judge its first requests on an empty set, which
+      // onError: allow serves. When PostgreSQL does not answer, onError decides meanwhile.
+      await store.waitReady(STARTUP_LOAD_MS);
+      return store;
     }
     case 'memory': {
       const store = new MemoryRevocationStore(common);
