@@ -31,7 +31,10 @@ export const admin = z.strictObject({
   host: nonEmpty.default('127.0.0.1'),
   port: port.default(9090),
   /** Bearer token for the admin API (keys, revocations). Typically `${PORTCULLIS_ADMIN_TOKEN}`. */
-  token: z.string().default(''),
+  token: z
+    .string()
+    .refine((t) => t === '' || t.length >= 16, 'an admin token must be at least 16 characters (it is the whole credential for keys and revocations; e.g. openssl rand -base64 32), or empty to turn the admin API off')
+    .default(''),
   /** Admin-role JWTs are also accepted by the admin API when this is true. */
   acceptJwt: z.boolean().default(false),
   /**
