@@ -296,7 +296,7 @@ t.test('deploy/ manifests parse, and the sidecar gateway config is a valid confi
   for (const k of ['Deployment', 'Service', 'ConfigMap', 'Secret', 'Middleware']) t.ok(kinds.has(k), `a ${k} is shipped`);
 
   const cm = kinds.get('ConfigMap')![0] as { data: Record<string, string> };
-  const env = { JWT_SECRET: 'x'.repeat(32), DATABASE_URL: 'postgres://u@db/portcullis', REDIS_URL: 'redis://redis:6379', PORTCULLIS_ADMIN_TOKEN: 't' };
+  const env = { JWT_SECRET: 'x'.repeat(32), DATABASE_URL: 'postgres://u@db/portcullis', REDIS_URL: 'redis://redis:6379', PORTCULLIS_ADMIN_TOKEN: 't'.repeat(32) };
   const loaded = parseConfig(cm.data['gateway.config.yaml']!, 'configmap.yaml', env);
   const appUrl = new URL(loaded.config.upstreams.app!.url);
   t.equal(appUrl.hostname, '127.0.0.1', 'the app is reached over the pod loopback');
