@@ -79,6 +79,44 @@ export function restartOnlyChanges(prev: GatewayConfig, next: GatewayConfig): st
   return out;
 }
 
+/** The sections (and keys) of a config that only a restart applies, as plain data. */
+export type RunningSections = Partial<Record<ConfigSection, unknown>>;
+
+/** What of `config` only a restart changes: the restart-only sections, as plain data (JSON-safe). */
+export function runningSections(config: GatewayConfig): RunningSections {
+  const out: RunningSections = {};
+  for (const [name, policy] of Object.entries(CONFIG_SECTIONS) as Array<[ConfigSection, SectionPolicy]>) {
+    if (policy.applies === 'restart') out[name] = config[name];
+  }
+  return out;
+}
+
+/**
+ * `next` as a process that started on `running` serves it after a reload: the restart-only
+ * sections (but their reloadable keys) are `running`'s, everything else `next`'s. A worker
+ * of `serve --workers` that starts after its primary reloaded starts on this, so it opens
+ * the store, revocation backend, limiter and listener the instance runs on.
+ */
+export function asRunning(next: GatewayConfig, running: RunningSections): GatewayConfig {
+  const out: Record<string, unknown> = { ...next };
+  for (const [name, policy] of Object.entries(CONFIG_SECTIONS) as Array<[ConfigSection, SectionPolicy]>) {
+    if (policy.applies === 'reload' || !(name in running)) continue;
+    const kept = running[name];
+    const fresh: unknown = next[name];
+    if (!isRecord(kept) || !isRecord(fresh) || policy.except === undefined) {
+      out[name] = kept;
+      continue;
+    }
+    const merged: Record<string, unknown> = { ...kept };
+    for (const key of policy.except) {
+      if (key in fresh) merged[key] = fresh[key];
+      else delete merged[key];
+    }
+    out[name] = Object.freeze(merged);
+  }
+  return Object.freeze(out) as unknown as GatewayConfig;
+}
+
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

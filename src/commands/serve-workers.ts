@@ -3,8 +3,10 @@ import { ConfigError, loadConfigFile, parseConfig, type LoadResult } from '../co
 import { startPortcullis } from '../gateway.js';
 import { LocalRateLimiter } from '../limits/local.js';
 import { answerLimits, WorkerRateLimiter } from '../limits/shared.js';
+import { pemsFrom } from '../net/tls.js';
 import { createLogger, type Logger } from '../ops/log.js';
 import { Supervisor } from '../ops/workers/supervisor.js';
+import { asRunning, runningSections } from '../runtime.js';
 import { primaryChannel, runWorker, type AppliedConfig, type ReloadAnswer, type WorkerState } from '../ops/workers/worker.js';
 
 /**
@@ -18,7 +20,8 @@ export async function servePrimary(file: string, loaded: LoadResult, logger: Log
   const local = new LocalRateLimiter(Date.now, config.rateLimits.maxBuckets);
   const restarts = new Counter({ name: 'portcullis_worker_restarts_total', help: 'Worker processes that died and were replaced.', registers: [] });
   // What every worker serves: the text this process applied, never the file as it is now.
-  let applied: AppliedConfig = { generation: 1, text: loaded.text };
+  const running = runningSections(config);
+  let applied: AppliedConfig = { generation: 1, text: loaded.text, tlsFiles: config.tlsFiles, running };
   const handlers = { config: () => applied, limit: answerLimits(local) };
   const supervisor = new Supervisor({ count, logger, handlers, onDeath: () => restarts.inc() });
   await supervisor.start();
@@ -43,7 +46,7 @@ export async function servePrimary(file: string, loaded: LoadResult, logger: Log
       try {
         const next = await loadConfigFile(file);
         await pc.reload(next);
-        applied = { generation: applied.generation + 1, text: next.text };
+        applied = { generation: applied.generation + 1, text: next.text, tlsFiles: next.config.tlsFiles, running };
         // A worker still starting answers once it has started and applied this config.
         const answers = await supervisor.ask<ReloadAnswer>('reload', applied, 30_000);
         const failed = answers.filter((a) => a.error !== undefined || a.value?.ok !== true || a.value.generation !== applied.generation);
@@ -83,7 +86,9 @@ export async function serveWorker(file: string): Promise<void> {
   const slot = Number(process.env.PORTCULLIS_WORKER_SLOT ?? 0);
   let logger: Logger | undefined;
   await runWorker(async (initial) => {
-    const loaded = parseConfig(initial.text, file);
+    // The text and PEM files the primary applied, on the restart-only sections it started on.
+    const newest = parseConfig(initial.text, file, process.env, pemsFrom(initial.tlsFiles));
+    const loaded = { ...newest, config: asRunning(newest.config, initial.running) };
     const log = (logger = createLogger(loaded.config.log));
     // The primary's buckets: the limiter without Redis, the fallback while Redis is away.
     const viaPrimary = new WorkerRateLimiter(primaryChannel(), loaded.config.revocation.timeout);
@@ -100,7 +105,7 @@ export async function serveWorker(file: string): Promise<void> {
       metrics: () => pc.metrics.registry.getMetricsAsJSON(),
       reload: async (next) => {
         try {
-          await pc.reload(parseConfig(next.text, file));
+          await pc.reload(parseConfig(next.text, file, process.env, pemsFrom(next.tlsFiles)));
           log.info({ worker: slot, generation: next.generation }, 'worker reloaded');
           return { ok: true };
         } catch (err) {

@@ -5,7 +5,7 @@ import { configSchema, type RawConfig } from './schema.js';
 import { interpolate } from './interpolate.js';
 import { crossFieldRules } from './rules.js';
 import { compileRoutes, type CompiledRoute, findShadowedRoutes } from '../http/match.js';
-import { readTlsFiles, type TlsFiles } from '../net/tls.js';
+import { readTlsFiles, type ReadPem, type TlsFiles } from '../net/tls.js';
 
 /** The validated, deep-frozen configuration with compiled routes. Never mutated; a reload builds a new one. */
 export interface GatewayConfig extends RawConfig {
@@ -150,8 +150,8 @@ function validate(raw: unknown, where: Locator): RawConfig {
   throw new ConfigError(problems);
 }
 
-/** Parses and validates config text; throws ConfigError with every problem found. */
-export function parseConfig(text: string, file: string, env: Readonly<Record<string, string | undefined>> = process.env): LoadResult {
+/** Parses and validates config text; throws ConfigError with every problem found. `readPem` reads the TLS files it names (the disk by default). */
+export function parseConfig(text: string, file: string, env: Readonly<Record<string, string | undefined>> = process.env, readPem?: ReadPem): LoadResult {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const where = new Locator(doc, lines, file);
@@ -188,7 +188,7 @@ export function parseConfig(text: string, file: string, env: Readonly<Record<str
 
   // Cross-field rules the schema cannot state.
   const roleRanks = crossFieldRules(cfg, (path) => where.at(path), problems);
-  const tlsFiles = readTlsFiles(cfg, dirname(file), (path, message) => problems.push(`${where.at(path)} ${path.join('.')}: ${message}`));
+  const tlsFiles = readTlsFiles(cfg, dirname(file), (path, message) => problems.push(`${where.at(path)} ${path.join('.')}: ${message}`), readPem);
   if (problems.length) throw new ConfigError(problems);
 
   const compiledRoutes = compileRoutes(cfg.routes, roleRanks);

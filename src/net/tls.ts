@@ -53,15 +53,21 @@ export function plainUpstreamTls(url: URL): UpstreamTls {
 
 type Path = ReadonlyArray<string | number>;
 type Report = (path: Path, message: string) => void;
+/**
+ * Reads a PEM file: `full` its path, `path` the config key that names it. The disk by
+ * default; a worker of `serve --workers` is handed what its primary read instead.
+ */
+export type ReadPem = (full: string, path: Path) => string;
+const fromDisk: ReadPem = (full) => readFileSync(full, 'utf8');
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
 /** Reads one PEM file and checks that it holds what `kind` needs; undefined after a report. */
-function readPem(file: string, baseDir: string, kind: 'certificate' | 'key', path: Path, report: Report): string | undefined {
-  const full = isAbsolute(file) ? file : resolve(baseDir, file);
+function readPem(file: string, at: Where, kind: 'certificate' | 'key', path: Path, report: Report): string | undefined {
+  const full = isAbsolute(file) ? file : resolve(at.baseDir, file);
   let text: string;
   try {
-    text = readFileSync(full, 'utf8');
+    text = at.read(full, path);
   } catch (err) {
     report(path, `cannot read ${full}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     return undefined;
@@ -90,7 +96,13 @@ function checkPair(cert: string, key: string, path: Path, report: Report): void 
   }
 }
 
-function listenTls(cfg: TlsSettings, baseDir: string, report: Report): ServerTls | undefined {
+/** Where PEM files are read from: the config file's folder, and how. */
+interface Where {
+  readonly baseDir: string;
+  readonly read: ReadPem;
+}
+
+function listenTls(cfg: TlsSettings, baseDir: Where, report: Report): ServerTls | undefined {
   const t = cfg.listen.tls;
   if (t === undefined) return undefined;
   const at = ['listen', 'tls'];
@@ -103,7 +115,7 @@ function listenTls(cfg: TlsSettings, baseDir: string, report: Report): ServerTls
   return { cert, key, ca, clientCertificates: t.clientCertificates, minVersion: t.minVersion };
 }
 
-function upstreamTls(name: string, u: TlsSettings['upstreams'][string], baseDir: string, report: Report): UpstreamTls | undefined {
+function upstreamTls(name: string, u: TlsSettings['upstreams'][string], baseDir: Where, report: Report): UpstreamTls | undefined {
   const url = new URL(u.url);
   const t = u.tls;
   const at = ['upstreams', name, 'tls'];
@@ -126,13 +138,29 @@ function upstreamTls(name: string, u: TlsSettings['upstreams'][string], baseDir:
  * the config file's folder) and checks each holds what it should, reporting a problem at
  * the key that names the file.
  */
-export function readTlsFiles(cfg: TlsSettings, baseDir: string, report: Report): TlsFiles {
+export function readTlsFiles(cfg: TlsSettings, baseDir: string, report: Report, read: ReadPem = fromDisk): TlsFiles {
+  const where: Where = { baseDir, read };
   const upstreams: Record<string, UpstreamTls> = {};
   for (const [name, u] of Object.entries(cfg.upstreams)) {
-    const t = upstreamTls(name, u, baseDir, report);
+    const t = upstreamTls(name, u, where, report);
     if (t !== undefined) upstreams[name] = t;
   }
-  return { listen: listenTls(cfg, baseDir, report), upstreams };
+  return { listen: listenTls(cfg, where, report), upstreams };
+}
+
+/**
+ * A {@link ReadPem} that answers from PEM contents already read (`files`, as a parsed
+ * config holds them), by the config key naming each file: what a primary read, for its
+ * workers, so that every process of one instance serves the same certificates.
+ */
+export function pemsFrom(files: TlsFiles): ReadPem {
+  return (full, path) => {
+    // ['listen', 'tls', field] or ['upstreams', name, 'tls', field]
+    const field = path[path.length - 1] as 'cert' | 'key' | 'ca';
+    const held = path[0] === 'listen' ? files.listen?.[field] : files.upstreams[String(path[1])]?.[field];
+    if (typeof held !== 'string') throw new Error(`${full} was not read by the primary`);
+    return held;
+  };
 }
 
 /** Options of the main listener's secure context, also what a reload hands `setSecureContext`. */

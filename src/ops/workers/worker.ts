@@ -1,15 +1,22 @@
+import type { TlsFiles } from '../../net/tls.js';
 import type { Logger } from '../log.js';
 import { Rpc, type RpcPort } from './rpc.js';
 
 /**
- * The config the primary applied, as it hands it to its workers: the file's text as the
- * primary read it, and its generation (1 at start, one more for every reload the primary
- * applied). Workers never read the config file themselves: a replacement started after the
- * file was edited without a reload serves what the others serve.
+ * The config the primary applied, as it hands it to its workers: the file's text and the
+ * PEM files it names as the primary read them, its generation (1 at start, one more for
+ * every reload the primary applied), and the restart-only sections the instance started on.
+ * Workers never read the config or PEM files themselves: a replacement started after they
+ * were edited without a reload, or after a reload that changed a restart-only section (the
+ * store, say), serves what the others serve.
  */
 export interface AppliedConfig {
   readonly generation: number;
   readonly text: string;
+  /** The PEM files `text` names, as the primary read them (workers never read them from disk). */
+  readonly tlsFiles: TlsFiles;
+  /** The restart-only sections the instance started on: a worker started later opens what the others run on. */
+  readonly running: Readonly<Record<string, unknown>>;
 }
 
 /** A worker's answer to `ready`: whether it is, and the generation it serves. */

@@ -273,6 +273,24 @@ t.test('a reload sent while a replacement worker starts reaches it before it rep
   t.equal(ready, 200, 'ready once every worker serves the reloaded config');
 });
 
+t.test('a replacement after a reload that changed a restart-only section opens what the instance runs on', async (t) => {
+  const created = await request(`${gw.adminUrl}/admin/v1/keys`, { method: 'POST', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify({ subject: 'restart-only', role: 'basic' }) });
+  const k = (await created.body.json()) as { key: string };
+  t.equal(created.statusCode, 201);
+  // Another store file: a reload logs that it takes a restart, and every process keeps the
+  // store it runs on. A replacement must too (the key lives in that store only).
+  await writeFile(gw.configFile, yaml().replace(store, `sqlite://${join(dir, 'other.db')}`));
+  gw.child.kill('SIGHUP');
+  await sleep(500);
+  t.ok(gw.lines.some((l) => l.includes('config changes that take a restart: store.url')), 'the reload says store.url takes a restart');
+  await replaceOne();
+  const statuses = await Promise.all([...Array(16)].map(() => fresh('/private', { 'x-api-key': k.key })));
+  t.same(new Set(statuses), new Set([200]), 'the key is admitted on every connection: the replacement opened the running store');
+  await writeFile(gw.configFile, yaml());
+  gw.child.kill('SIGHUP');
+  await sleep(300);
+});
+
 t.test('SIGTERM drains every worker and exits 0', async (t) => {
   const pids = [...workerPids()];
   const code = await gw.stop('SIGTERM');

@@ -1,0 +1,85 @@
+import t from 'tap';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect } from 'node:tls';
+import { makePki } from '../../helpers/certs.js';
+import { startUpstream } from '../../helpers/upstream.js';
+import { spawnGateway } from '../../helpers/spawn.js';
+import { sleep } from '../../fleet/helpers.js';
+
+// `serve --workers 2` over TLS: the PEM files are read once, by the primary, for every
+// worker. A worker replaced after the files were replaced on disk without a reload serves
+// the certificate the others serve (one instance, one certificate), and a reload moves all.
+
+const pki = makePki();
+const up = await startUpstream();
+t.teardown(() => up.close());
+const dir = mkdtempSync(join(tmpdir(), 'pcl-workers-tls-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+const cert = join(dir, 'tls.pem');
+const key = join(dir, 'tls.key');
+copyFileSync(pki.path('server', 'pem'), cert);
+copyFileSync(pki.path('server', 'key'), key);
+
+const gw = await spawnGateway(
+  `
+listen: { host: 127.0.0.1, port: 0, tls: { cert: "${cert}", key: "${key}" } }
+admin: { host: 127.0.0.1, port: 0, token: "admin-token-for-the-workers-tls-test-0123" }
+store: { url: "sqlite://${join(dir, 'portcullis.db')}" }
+upstreams: { api: { url: "${up.url}" } }
+workers: 2
+routes:
+  - match: { path: "/**" }
+    public: true
+    upstream: api
+`,
+  { timeoutMs: 60_000 },
+);
+t.teardown(() => gw.stop('SIGKILL'));
+
+/** The certificate's CN on a new connection (the primary hands each to either worker). */
+function cnOfNewConnection(): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ port: gw.port, host: '127.0.0.1', ca: pki.read('ca', 'pem'), servername: 'localhost' }, () => {
+      const cn = s.getPeerCertificate().subject?.CN;
+      s.end();
+      resolve(typeof cn === 'string' ? cn : undefined);
+    });
+    s.on('error', reject);
+  });
+}
+
+function workerPids(): Set<number> {
+  const pids = new Set<number>();
+  for (const l of gw.lines) {
+    try {
+      const j = JSON.parse(l);
+      if (j.msg === 'worker listening') pids.add(j.pid);
+      if (j.msg === 'worker died; starting a replacement') pids.delete(j.workerPid);
+    } catch { /* not JSON */ }
+  }
+  return pids;
+}
+
+t.test('a replaced worker serves the certificate the primary read, not the files replaced since', async (t) => {
+  const before = await Promise.all([...Array(8)].map(cnOfNewConnection));
+  t.same(new Set(before), new Set(['server']));
+  copyFileSync(pki.path('server2', 'pem'), cert);
+  copyFileSync(pki.path('server2', 'key'), key);
+  const [victim] = [...workerPids()];
+  process.kill(victim!, 'SIGKILL');
+  const until = Date.now() + 20_000;
+  while (Date.now() < until && (workerPids().has(victim!) || workerPids().size < 2)) await sleep(50);
+  t.equal(workerPids().size, 2, 'replaced');
+  const after = await Promise.all([...Array(12)].map(cnOfNewConnection));
+  t.same(new Set(after), new Set(['server']), 'one certificate on every connection');
+  gw.child.kill('SIGHUP');
+  let cns: (string | undefined)[] = [];
+  while (Date.now() < until) {
+    cns = await Promise.all([...Array(12)].map(cnOfNewConnection));
+    if (cns.every((c) => c === 'server2')) break;
+    await sleep(100);
+  }
+  t.same(new Set(cns), new Set(['server2']), 'a reload moves every worker to the new files');
+});
