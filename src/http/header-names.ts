@@ -47,11 +47,12 @@ export const STATED: ReadonlySet<string> = new Set(['x-forwarded-for', 'x-forwar
  * Headers in which TLS terminators state a client certificate and its verification
  * (nginx's `X-SSL-Client-*`, Apache's `SSL_CLIENT_*` as `SSL-Client-*`, IIS/ARR's
  * `X-ARR-ClientCert`, AWS's `X-Amzn-Mtls-Clientcert*`, RFC 9440's `Client-Cert` and
- * `Client-Cert-Chain`, Envoy's `X-Forwarded-Client-Cert`). An upstream
+ * `Client-Cert-Chain`, Envoy's `X-Forwarded-Client-Cert`, Traefik's
+ * `X-Forwarded-Tls-Client-Cert(-Info)`, Cloudflare's `Cf-Client-Cert-*`). An upstream
  * may admit on them; a client must not be able to state them.
  */
 const CLIENT_CERT: ReadonlySet<string> = new Set(['x-forwarded-client-cert', 'client-cert', 'client-cert-chain', 'x-arr-clientcert', 'x-client-verify', 'x-client-dn', 'x-client-s-dn', 'x-client-i-dn']);
-const CLIENT_CERT_PREFIXES = ['x-ssl-', 'ssl-client-', 'x-client-cert', 'x-amzn-mtls-'] as const;
+const CLIENT_CERT_PREFIXES = ['x-ssl-', 'ssl-client-', 'x-client-cert', 'x-amzn-mtls-', 'x-forwarded-tls-client-cert', 'cf-client-cert'] as const;
 
 /** True for a header stating a client certificate (see {@link CLIENT_CERT}). */
 export function isClientCertificate(name: string): boolean {

@@ -30,6 +30,7 @@ const FORGED = [
   'SSL-Client-Verify: SUCCESS', 'SSL-Client-Cert: -----BEGIN', 'X-Client-Cert: -----BEGIN', 'X-Client-Verify: SUCCESS',
   'X-Client-DN: CN=admin', 'X-ARR-ClientCert: MIIB', 'X-Amzn-Mtls-Clientcert: -----BEGIN', 'X-Amzn-Mtls-Clientcert-Subject: CN=admin',
   'Client-Cert: :MIIB:', 'Client-Cert-Chain: :MIIB:', 'X-Forwarded-Client-Cert: Hash=1;Subject="CN=admin"',
+  'X-Forwarded-Tls-Client-Cert: MIIB', 'X-Forwarded-Tls-Client-Cert-Info: Subject%3D%22CN%3Dadmin%22', 'Cf-Client-Cert-Sha256: 00ff',
 ];
 const NAMES = FORGED.map((h) => h.split(':')[0]!.toLowerCase());
 
