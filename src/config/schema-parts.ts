@@ -9,6 +9,15 @@ export const duration = z
   .refine((ms) => Number.isSafeInteger(ms), 'duration too long')
   .meta({ description: 'Duration: a number followed by ms, s, m, h or d.' });
 
+/**
+ * The longest lifetime a key's times take (100 years): far past any real key's life, and
+ * well inside what a date can hold (a larger one was stored as no time at all).
+ */
+export const LONGEST_LIFETIME_MS = 100 * 365 * 86_400_000;
+
+/** A lifetime of keys or tokens: a duration of at most 100 years. */
+export const lifetime = duration.refine((ms) => ms <= LONGEST_LIFETIME_MS, 'at most 36500d (100 years)');
+
 /** Longest delay a Node.js timer takes; a longer one is silently armed for 1 ms instead. */
 export const MAX_TIMER_MS = 2_147_483_647;
 

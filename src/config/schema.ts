@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { cidr, duration, nonEmpty, timer } from './schema-parts.js';
+import { cidr, duration, lifetime, nonEmpty, timer } from './schema-parts.js';
 import { admin, listen, type listenTls, tracing, upstream } from './schema-edge.js';
 
 export { duration, MAX_TIMER_MS } from './schema-parts.js';
@@ -90,7 +90,7 @@ const argon2Params = z.strictObject({
 
 const apiKeys = z.strictObject({
   prefix: z.string().regex(/^[a-z][a-z0-9]{1,15}$/, 'prefix: 2–16 lowercase letters or digits, starting with a letter').default('pcl'),
-  defaultTtl: duration.default(720 * 3_600_000),
+  defaultTtl: lifetime.default(720 * 3_600_000),
   schemes: z.array(nonEmpty).default(['Bearer', 'ApiKey']),
   headers: z.array(nonEmpty).default(['x-api-key']),
   /** Query parameters that may carry a key (off by default; removed before proxying, never logged). */
@@ -114,7 +114,7 @@ const apiKeys = z.strictObject({
     .default({ max: 10, window: 60_000, delay: 1_000 }),
   lastUsedInterval: timer.default(30_000),
   refresh: z
-    .strictObject({ keyTtl: duration.default(900_000), tokenTtl: duration.default(30 * 86_400_000), cookieName: nonEmpty.default('portcullis_refresh') })
+    .strictObject({ keyTtl: lifetime.default(900_000), tokenTtl: lifetime.default(30 * 86_400_000), cookieName: nonEmpty.default('portcullis_refresh') })
     .default({ keyTtl: 900_000, tokenTtl: 30 * 86_400_000, cookieName: 'portcullis_refresh' }),
 });
 

@@ -1,3 +1,4 @@
+import { LONGEST_LIFETIME_MS } from '../config/schema-parts.js';
 import { parseCidr } from '../util/cidr.js';
 import { invalid } from './errors.js';
 
@@ -44,12 +45,8 @@ export const scopeProblem = (s: string): string | undefined => (/\s/.test(s) || 
 export const cidrProblem = (s: string): string | undefined => (parseCidr(s) === undefined ? `"${s}" is not an IP address or CIDR` : undefined);
 export const audienceProblem = (s: string): string | undefined => (CONTROL.test(s) ? `"${s}" contains control characters` : undefined);
 
-/**
- * The longest duration a key's times take (100 years): far past any real key's life, and
- * well inside what a date can hold (a larger one was stored as no time at all: a
- * not-before dropped, an expiry turned into never).
- */
-export const LONGEST_MS = 100 * 365 * 86_400_000;
+/** The longest duration a key's times take (the config's bound for lifetimes: 100 years). */
+export const LONGEST_MS = LONGEST_LIFETIME_MS;
 
 /** Refuses a duration beyond {@link LONGEST_MS}. */
 export function checkLongest(what: string, ms: number): void {

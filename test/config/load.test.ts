@@ -56,6 +56,8 @@ const bad: Array<[string, string, Record<string, string>, RegExp]> = [
   ['no routes', 'upstreams: { api: { url: "http://x" } }\nroutes: []\n', {}, /routes: Too small|routes:/],
   ['bad upstream url', base.replace('http://127.0.0.1:3000', 'ftp://x'), {}, /upstreams\.api\.url: expected an http/],
   ['bad CIDR', base + 'trustedProxies: [not-an-ip]\n', {}, /trustedProxies\.0: expected an IP address or CIDR/],
+  ['a key lifetime past 100 years', base + 'apiKeys: { defaultTtl: 100000000d }\n', {}, /^gw\.yaml:6:\d+ apiKeys\.defaultTtl: at most 36500d \(100 years\)/],
+  ['a refresh token lifetime past 100 years', base + 'apiKeys: { refresh: { tokenTtl: 36501d } }\n', {}, /apiKeys\.refresh\.tokenTtl: at most 36500d/],
   ['short admin token', base + 'admin: { token: "a" }\n', {}, /^gw\.yaml:6:\d+ admin\.token: an admin token must be at least 16 characters/],
   ['short admin token from the environment', base + 'admin: { token: "${ADMIN_TOKEN}" }\n', { ADMIN_TOKEN: 'hunter2' }, /admin\.token: an admin token must be at least 16 characters/],
   ['pattern not normalized', base.replace('"/**"', '"/a/%61/../b"'), {}, /routes\.0\.match\.path: write the pattern as requests are matched: "\/a\/b"/],
