@@ -67,6 +67,7 @@ t.test('claim mapping', async (t) => {
     ['role that is not listed ranks -1', undefined, { sub: 's', role: 'superuser' }, { role: 'superuser', roleRank: -1 }],
     ['scope list with numbers', undefined, { sub: 's', scope: ['a', 3] }, { scopes: ['a', '3'], scopesHeader: 'a 3' }],
     ['no scopes', undefined, { sub: 's' }, { scopes: [], scopesHeader: '' }],
+    ['scope string with tabs and line breaks between tokens', undefined, { sub: 's', scope: 'a\tb\r\nc  d' }, { scopes: ['a', 'b', 'c', 'd'], scopesHeader: 'a b c d' }],
     ['missing subject', undefined, { role: 'basic' }, 'token-invalid/claims'],
     ['empty subject', undefined, { sub: '' }, 'token-invalid/claims'],
     ['boolean subject', undefined, { sub: true }, 'token-invalid/claims'],
@@ -76,6 +77,13 @@ t.test('claim mapping', async (t) => {
     ['scope list with an object', undefined, { sub: 's', scope: ['a', {}] }, 'token-invalid/claims'],
     ['scope list with an empty entry', undefined, { sub: 's', scope: ['a', ''] }, 'token-invalid/claims'],
     ['scope string with a control character', undefined, { sub: 's', scope: 'a\u0000b' }, 'token-invalid/claims'],
+    // One scope token to its issuer must not read as two here: only ASCII spaces separate.
+    ['scope string with a no-break space', undefined, { sub: 's', scope: 'read\u00a0admin' }, 'token-invalid/claims'],
+    ['scope string with a line separator', undefined, { sub: 's', scope: 'read\u2028admin' }, 'token-invalid/claims'],
+    ['scope string with a zero-width no-break space', undefined, { sub: 's', scope: 'read\ufeffadmin' }, 'token-invalid/claims'],
+    ['scope string with a non-ASCII letter', undefined, { sub: 's', scope: 'r\u00e9ad' }, 'token-invalid/claims'],
+    ['scope list with a non-ASCII entry', undefined, { sub: 's', scope: ['read', 'adm\u00efn'] }, 'token-invalid/claims'],
+    ['scope list entry with a no-break space', undefined, { sub: 's', scope: ['read\u00a0admin'] }, 'token-invalid/claims'],
     ['aud that is a number', undefined, { sub: 's', aud: 5 }, 'token-invalid/claims'],
     ['jti that is an object', undefined, { sub: 's', jti: {} }, 'token-invalid/claims'],
   ];

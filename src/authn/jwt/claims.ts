@@ -14,7 +14,6 @@ export interface ClaimPath {
 }
 
 const CONTROL = /[\x00-\x1f\x7f]/;
-const WHITESPACE = /\s/;
 
 /** Resolves a configured claim name (`realm.role` reads a nested claim). */
 export function claimPath(name: string): ClaimPath {
@@ -61,18 +60,24 @@ function roleClaim(value: unknown, rankOf: (role: string) => number): string | u
   return claimString(value);
 }
 
+const SCOPE_STRING = /^[\t\n\r\x20-\x7e]*$/;
+const SCOPE_TOKEN = /^[\x21-\x7e]+$/;
+
 /** Scope claim → list; undefined when malformed (a list entry with spaces would read as two scopes). */
 function scopesClaim(value: unknown): string[] | undefined {
   if (value === undefined || value === null) return [];
   if (typeof value === 'string') {
-    if (CONTROL.test(value.replace(/[\t\n\r]/g, ' '))) return undefined;
-    return value.split(/\s+/).filter((s) => s !== '');
+    // Scope tokens are printable ASCII separated by spaces (RFC 6749 §3.3; tabs and line
+    // breaks tolerated): a split on any Unicode space would read "read\u00a0admin", one
+    // token to its issuer, as two scopes here.
+    if (!SCOPE_STRING.test(value)) return undefined;
+    return value.split(/[ \t\n\r]+/).filter((s) => s !== '');
   }
   if (!Array.isArray(value)) return undefined;
   const scopes: string[] = [];
   for (const entry of value) {
     const scope = claimString(entry);
-    if (scope === undefined || scope === '' || WHITESPACE.test(scope) || CONTROL.test(scope)) return undefined;
+    if (scope === undefined || !SCOPE_TOKEN.test(scope)) return undefined;
     scopes.push(scope);
   }
   return scopes;
