@@ -1,5 +1,5 @@
 import { Counter } from 'prom-client';
-import { ConfigError, loadConfigFile, parseConfig, type LoadResult } from '../config/load.js';
+import { ConfigError, loadConfigFile, parseConfig, type GatewayConfig, type LoadResult } from '../config/load.js';
 import { startPortcullis } from '../gateway.js';
 import { LocalRateLimiter } from '../limits/local.js';
 import { answerLimits, WorkerRateLimiter } from '../limits/shared.js';
@@ -21,7 +21,7 @@ export async function servePrimary(file: string, loaded: LoadResult, logger: Log
   const restarts = new Counter({ name: 'portcullis_worker_restarts_total', help: 'Worker processes that died and were replaced.', registers: [] });
   // What every worker serves: the text this process applied, never the file as it is now.
   const running = runningSections(config);
-  let applied: AppliedConfig = { generation: 1, text: loaded.text, tlsFiles: config.tlsFiles, running };
+  let applied: AppliedConfig = { generation: 1, text: loaded.text, tlsFiles: config.tlsFiles, running, listenTls: config.tlsFiles.listen ?? null };
   const handlers = { config: () => applied, limit: answerLimits(local) };
   const supervisor = new Supervisor({ count, logger, handlers, onDeath: () => restarts.inc() });
   await supervisor.start();
@@ -46,7 +46,9 @@ export async function servePrimary(file: string, loaded: LoadResult, logger: Log
       try {
         const next = await loadConfigFile(file);
         await pc.reload(next);
-        applied = { generation: applied.generation + 1, text: next.text, tlsFiles: next.config.tlsFiles, running };
+        // New certificates apply; turning TLS on or off waits for a restart (as in each worker).
+        const listenTls = applied.listenTls !== null && next.config.tlsFiles.listen !== undefined ? next.config.tlsFiles.listen : applied.listenTls;
+        applied = { generation: applied.generation + 1, text: next.text, tlsFiles: next.config.tlsFiles, running, listenTls };
         // A worker still starting answers once it has started and applied this config.
         const answers = await supervisor.ask<ReloadAnswer>('reload', applied, 30_000);
         const failed = answers.filter((a) => a.error !== undefined || a.value?.ok !== true || a.value.generation !== applied.generation);
@@ -88,7 +90,7 @@ export async function serveWorker(file: string): Promise<void> {
   await runWorker(async (initial) => {
     // The text and PEM files the primary applied, on the restart-only sections it started on.
     const newest = parseConfig(initial.text, file, process.env, pemsFrom(initial.tlsFiles));
-    const loaded = { ...newest, config: asRunning(newest.config, initial.running) };
+    const loaded = { ...newest, config: servingTls(asRunning(newest.config, initial.running), initial) };
     const log = (logger = createLogger(loaded.config.log));
     // The primary's buckets: the limiter without Redis, the fallback while Redis is away.
     const viaPrimary = new WorkerRateLimiter(primaryChannel(), loaded.config.revocation.timeout);
@@ -116,4 +118,12 @@ export async function serveWorker(file: string): Promise<void> {
     };
   });
   logger?.flush?.();
+}
+
+/** `config` with the listener's protocol and certificates the instance serves (see {@link AppliedConfig}). */
+function servingTls(config: GatewayConfig, applied: AppliedConfig): GatewayConfig {
+  const served = applied.listenTls ?? undefined;
+  const started = (applied.running.listen as GatewayConfig['listen'] | undefined)?.tls;
+  const tls = served === undefined ? undefined : (config.listen.tls ?? started);
+  return Object.freeze({ ...config, listen: Object.freeze({ ...config.listen, tls }), tlsFiles: Object.freeze({ ...config.tlsFiles, listen: served }) });
 }

@@ -1,4 +1,4 @@
-import type { TlsFiles } from '../../net/tls.js';
+import type { ServerTls, TlsFiles } from '../../net/tls.js';
 import type { Logger } from '../log.js';
 import { Rpc, type RpcPort } from './rpc.js';
 
@@ -17,6 +17,12 @@ export interface AppliedConfig {
   readonly tlsFiles: TlsFiles;
   /** The restart-only sections the instance started on: a worker started later opens what the others run on. */
   readonly running: Readonly<Record<string, unknown>>;
+  /**
+   * What every worker's listener serves: HTTPS with these files, or plain HTTP (null).
+   * Turning TLS on or off takes a restart, so a reload that does keeps the protocol (and,
+   * turning it off, the last certificates), for a worker started later as for the others.
+   */
+  readonly listenTls: ServerTls | null;
 }
 
 /** A worker's answer to `ready`: whether it is, and the generation it serves. */

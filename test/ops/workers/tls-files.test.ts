@@ -3,6 +3,8 @@ import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
+import { writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { makePki } from '../../helpers/certs.js';
 import { startUpstream } from '../../helpers/upstream.js';
 import { spawnGateway } from '../../helpers/spawn.js';
@@ -22,9 +24,8 @@ const key = join(dir, 'tls.key');
 copyFileSync(pki.path('server', 'pem'), cert);
 copyFileSync(pki.path('server', 'key'), key);
 
-const gw = await spawnGateway(
-  `
-listen: { host: 127.0.0.1, port: 0, tls: { cert: "${cert}", key: "${key}" } }
+const yaml = (tls: string) => `
+listen: { host: 127.0.0.1, port: 0${tls} }
 admin: { host: 127.0.0.1, port: 0, token: "admin-token-for-the-workers-tls-test-0123" }
 store: { url: "sqlite://${join(dir, 'portcullis.db')}" }
 upstreams: { api: { url: "${up.url}" } }
@@ -33,9 +34,8 @@ routes:
   - match: { path: "/**" }
     public: true
     upstream: api
-`,
-  { timeoutMs: 60_000 },
-);
+`;
+const gw = await spawnGateway(yaml(`, tls: { cert: "${cert}", key: "${key}" }`), { timeoutMs: 60_000 });
 t.teardown(() => gw.stop('SIGKILL'));
 
 /** The certificate's CN on a new connection (the primary hands each to either worker). */
@@ -82,4 +82,33 @@ t.test('a replaced worker serves the certificate the primary read, not the files
     await sleep(100);
   }
   t.same(new Set(cns), new Set(['server2']), 'a reload moves every worker to the new files');
+});
+
+/** Whether a plain HTTP request on a new connection gets an answer. */
+function plainAnswers(): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request({ host: '127.0.0.1', port: gw.port, path: '/x', agent: false, timeout: 2_000 }, (res) => {
+      res.resume();
+      resolve(true);
+    });
+    req.on('error', () => resolve(false));
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
+}
+
+t.test('a reload that turns TLS off waits for a restart, on workers started later too', async (t) => {
+  writeFileSync(gw.configFile, yaml(''));
+  gw.child.kill('SIGHUP');
+  await sleep(500);
+  t.ok(gw.lines.some((l) => l.includes('listen.tls changed between on and off')), 'the workers say it takes a restart');
+  const [victim] = [...workerPids()];
+  process.kill(victim!, 'SIGKILL');
+  const until = Date.now() + 20_000;
+  while (Date.now() < until && (workerPids().has(victim!) || workerPids().size < 2)) await sleep(50);
+  t.equal(workerPids().size, 2, 'replaced');
+  const cns = await Promise.all([...Array(12)].map(cnOfNewConnection));
+  t.same(new Set(cns), new Set(['server2']), 'every connection is still TLS, with the last certificate');
+  const plain = await Promise.all([...Array(12)].map(plainAnswers));
+  t.same(new Set(plain), new Set([false]), 'no connection answers plain HTTP');
 });
