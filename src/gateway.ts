@@ -20,7 +20,7 @@ import { UsageCredits, withCredits } from './limits/credits.js';
 import { openLimiter } from './limits/open.js';
 import type { RateLimiter } from './limits/types.js';
 import { AdminServer, bearerMatches, type ReadinessCheck } from './ops/admin.js';
-import { adminRoutes, adminTokenFile, writeAdminToken } from './ops/admin-api.js';
+import { adminRoutes, adminTokenFor } from './ops/admin-api.js';
 import { Metrics } from './ops/metrics.js';
 
 // The composition root: opens the store, the revocation view, the limiter and the
@@ -261,7 +261,7 @@ async function reload(serving: Serving, next: LoadResult, on: { deps: Authentica
 /** Starts the admin listener: health, readiness, metrics, the assertion JWKS and the admin API. */
 async function startAdmin(serving: Serving, on: { core: Core; revocation: RevocationCheck; metrics: Metrics; checks: readonly ReadinessCheck[] }, opts: PortcullisOptions): Promise<AdminPart> {
   const config = serving.config;
-  const adminToken = await adminTokenFor(config, opts.baseDir);
+  const adminToken = await adminTokenFor(config.admin.token, config.store.url, opts.baseDir);
   const admin = new AdminServer({
     host: opts.admin?.host ?? config.admin.host,
     port: opts.admin?.port ?? config.admin.port,
@@ -275,16 +275,6 @@ async function startAdmin(serving: Serving, on: { core: Core; revocation: Revoca
   const adminAddress = await admin.listen();
   opts.logger.info({ address: adminAddress }, 'admin listening');
   return { admin, adminAddress, adminToken };
-}
-
-/**
- * The admin token: from config; else, for the embedded store's file, a fresh one written
- * beside it (0600) for local tools; else none, and the admin API stays closed.
- */
-async function adminTokenFor(config: GatewayConfig, baseDir: string | undefined): Promise<string> {
-  const tokenFile = adminTokenFile(config.store.url, baseDir);
-  if (config.admin.token === '' && tokenFile !== undefined) return writeAdminToken(tokenFile);
-  return config.admin.token;
 }
 
 /** The admin API's check: the admin token, or (with `admin.acceptJwt`) a JWT of the highest role. */

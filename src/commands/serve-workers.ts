@@ -20,8 +20,7 @@ export async function servePrimary(file: string, loaded: LoadResult, logger: Log
   const local = new LocalRateLimiter(Date.now, config.rateLimits.maxBuckets);
   const restarts = new Counter({ name: 'portcullis_worker_restarts_total', help: 'Worker processes that died and were replaced.', registers: [] });
   // What every worker serves: the text this process applied, never the file as it is now.
-  const running = runningSections(config);
-  let applied: AppliedConfig = { generation: 1, text: loaded.text, tlsFiles: config.tlsFiles, running, listenTls: config.tlsFiles.listen ?? null };
+  let applied: AppliedConfig = { generation: 1, text: loaded.text, tlsFiles: config.tlsFiles, running: runningSections(config), listenTls: config.tlsFiles.listen ?? null };
   const handlers = { config: () => applied, limit: answerLimits(local) };
   const supervisor = new Supervisor({ count, logger, handlers, onDeath: () => restarts.inc() });
   await supervisor.start();
@@ -46,14 +45,8 @@ export async function servePrimary(file: string, loaded: LoadResult, logger: Log
       try {
         const next = await loadConfigFile(file);
         await pc.reload(next);
-        // New certificates apply; turning TLS on or off waits for a restart (as in each worker).
-        const listenTls = applied.listenTls !== null && next.config.tlsFiles.listen !== undefined ? next.config.tlsFiles.listen : applied.listenTls;
-        applied = { generation: applied.generation + 1, text: next.text, tlsFiles: next.config.tlsFiles, running, listenTls };
-        // A worker still starting answers once it has started and applied this config.
-        const answers = await supervisor.ask<ReloadAnswer>('reload', applied, 30_000);
-        const failed = answers.filter((a) => a.error !== undefined || a.value?.ok !== true || a.value.generation !== applied.generation);
-        if (failed.length > 0) logger.error({ file, why, generation: applied.generation, failed }, 'config reload refused by some workers: not ready until they take it');
-        else logger.info({ file, why, generation: applied.generation, workers: answers.length }, 'config reloaded');
+        applied = nextApplied(applied, next);
+        await reloadWorkers(supervisor, applied, logger, { file, why });
       } catch (err) {
         const problems = err instanceof ConfigError ? err.problems : [String(err)];
         logger.error({ file, why, problems }, 'config reload refused; still serving the previous config');
@@ -77,6 +70,20 @@ export async function servePrimary(file: string, loaded: LoadResult, logger: Log
     process.once('SIGINT', () => stop('SIGINT'));
   });
   await local.close();
+}
+
+/** What the workers get once the primary applied `next`: new certificates apply; turning TLS on or off waits for a restart (as in each worker). */
+function nextApplied(applied: AppliedConfig, next: LoadResult): AppliedConfig {
+  const listenTls = applied.listenTls !== null && next.config.tlsFiles.listen !== undefined ? next.config.tlsFiles.listen : applied.listenTls;
+  return { ...applied, generation: applied.generation + 1, text: next.text, tlsFiles: next.config.tlsFiles, listenTls };
+}
+
+/** Hands `applied` to every worker (one still starting answers once it has started and applied it) and logs who refused. */
+async function reloadWorkers(supervisor: Supervisor, applied: AppliedConfig, logger: Logger, at: { file: string; why: string }): Promise<void> {
+  const answers = await supervisor.ask<ReloadAnswer>('reload', applied, 30_000);
+  const failed = answers.filter((a) => a.error !== undefined || a.value?.ok !== true || a.value.generation !== applied.generation);
+  if (failed.length > 0) logger.error({ ...at, generation: applied.generation, failed }, 'config reload refused by some workers: not ready until they take it');
+  else logger.info({ ...at, generation: applied.generation, workers: answers.length }, 'config reloaded');
 }
 
 /**

@@ -30,6 +30,16 @@ export async function writeAdminToken(file: string): Promise<string> {
   return token;
 }
 
+/**
+ * The admin token: the configured one; else, for the embedded store's file, a fresh one
+ * written beside it (0600) for local tools; else none, and the admin API stays closed.
+ */
+export async function adminTokenFor(configured: string, storeUrl: string, baseDir: string | undefined): Promise<string> {
+  const tokenFile = adminTokenFile(storeUrl, baseDir);
+  if (configured === '' && tokenFile !== undefined) return writeAdminToken(tokenFile);
+  return configured;
+}
+
 export async function readAdminToken(file: string): Promise<string | undefined> {
   try {
     return (await readFile(file, 'utf8')).trim() || undefined;

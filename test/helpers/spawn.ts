@@ -73,3 +73,16 @@ export async function spawnGateway(configYaml: string, opts: { env?: Record<stri
       }),
   };
 }
+
+/** The pids of a `serve --workers` gateway's live workers, from its log lines. */
+export function workerPidsOf(lines: readonly string[]): Set<number> {
+  const pids = new Set<number>();
+  for (const l of lines) {
+    try {
+      const j = JSON.parse(l);
+      if (j.msg === 'worker listening') pids.add(j.pid);
+      if (j.msg === 'worker died; starting a replacement') pids.delete(j.workerPid);
+    } catch { /* not JSON */ }
+  }
+  return pids;
+}

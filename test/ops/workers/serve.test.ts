@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { startUpstream } from '../../helpers/upstream.js';
-import { spawnGateway, type GatewayProcess } from '../../helpers/spawn.js';
+import { spawnGateway, workerPidsOf, type GatewayProcess } from '../../helpers/spawn.js';
 import { cli, cliJson, sleep } from '../../fleet/helpers.js';
 
 // `serve --workers 2` on the embedded store's file, no Redis: two worker processes share the
@@ -60,17 +60,7 @@ async function fresh(path: string, headers: Record<string, string> = {}): Promis
   }
 }
 
-function workerPids(): Set<number> {
-  const pids = new Set<number>();
-  for (const l of gw.lines) {
-    try {
-      const j = JSON.parse(l);
-      if (j.msg === 'worker listening') pids.add(j.pid);
-      if (j.msg === 'worker died; starting a replacement') pids.delete(j.workerPid);
-    } catch { /* not JSON */ }
-  }
-  return pids;
-}
+const workerPids = (): Set<number> => workerPidsOf(gw.lines);
 
 function servedBy(): Set<number> {
   const pids = new Set<number>();

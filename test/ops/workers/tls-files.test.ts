@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { makePki } from '../../helpers/certs.js';
 import { startUpstream } from '../../helpers/upstream.js';
-import { spawnGateway } from '../../helpers/spawn.js';
+import { spawnGateway, workerPidsOf } from '../../helpers/spawn.js';
 import { sleep } from '../../fleet/helpers.js';
 
 // `serve --workers 2` over TLS: the PEM files are read once, by the primary, for every
@@ -50,17 +50,7 @@ function cnOfNewConnection(): Promise<string | undefined> {
   });
 }
 
-function workerPids(): Set<number> {
-  const pids = new Set<number>();
-  for (const l of gw.lines) {
-    try {
-      const j = JSON.parse(l);
-      if (j.msg === 'worker listening') pids.add(j.pid);
-      if (j.msg === 'worker died; starting a replacement') pids.delete(j.workerPid);
-    } catch { /* not JSON */ }
-  }
-  return pids;
-}
+const workerPids = (): Set<number> => workerPidsOf(gw.lines);
 
 t.test('a replaced worker serves the certificate the primary read, not the files replaced since', async (t) => {
   const before = await Promise.all([...Array(8)].map(cnOfNewConnection));
