@@ -164,6 +164,10 @@ export class JwtAuthenticator implements Authenticator {
       this.#cache.deleteRefusal(id);
     }
     this.stats.misses++;
+    // One signature has up to four spellings (the last character's spare bits, which
+    // decoding ignores): revocation by the token's text (logout, the fronted API's own
+    // `{token}` keys) would miss the other three. Only the canonical one is a token.
+    if (!canonicalSignature(token)) throw rejectToken('signature', 'The token signature is not canonical base64url (its last character has bits set that encode nothing).');
     const running = this.#cache.running(id);
     if (running !== undefined) {
       this.stats.coalesced++;
@@ -246,3 +250,15 @@ export class JwtAuthenticator implements Authenticator {
   }
 }
 
+const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/** Whether a compact JWS's signature segment is in canonical base64url: no spare bit set in its last character (a character outside base64url is left to the format check). */
+export function canonicalSignature(token: string): boolean {
+  const rest = (token.length - token.lastIndexOf('.') - 1) % 4;
+  if (rest === 0) return true;
+  const v = BASE64URL.indexOf(token.charAt(token.length - 1));
+  // Not base64url at all: the format check refuses it (as malformed, which it is).
+  if (v < 0) return true;
+  // 2 characters left over carry 12 bits for one byte (4 spare), 3 carry 18 for two (2 spare).
+  return (v & (rest === 2 ? 0x0f : 0x03)) === 0;
+}
