@@ -174,9 +174,9 @@ function lineExpiry(v: unknown, ctx: ImportContext, fail: Report): number | null
   // Absent: the configured lifetime from now, like a key created today; null: never.
   if (v === null) return null;
   if (v === undefined) return ctx.now + ctx.defaultTtl;
-  const t = typeof v === 'string' ? Date.parse(v) : Number.NaN;
+  const t = typeof v === 'string' ? instant(v) : Number.NaN;
   if (Number.isNaN(t)) {
-    fail('"expiresAt" must be an ISO 8601 date-time, or null for never');
+    fail('"expiresAt" must be an RFC 3339 date-time with its offset (2026-12-07T20:26:37Z, or +00:00; PostgreSQL\'s 2026-12-07 20:26:37+00 too), or null for never');
     return ctx.now + ctx.defaultTtl;
   }
   // A past expiry is imported as it is: services revoke keys by setting their expiry to
@@ -185,3 +185,18 @@ function lineExpiry(v: unknown, ctx: ImportContext, fail: Report): number | null
   // and a year below 100 does not survive the round trip through the database drivers.
   return Math.max(t, 0);
 }
+
+/**
+ * An RFC 3339 date-time with its offset (`T` or a space between date and time, as
+ * PostgreSQL writes `timestamptz`; an offset of `Z`, `±hh`, `±hhmm` or `±hh:mm`), in ms; NaN
+ * for anything else. `Date.parse` alone reads a time without an offset in the host's local
+ * time, so an expiry exported without one would have moved by the host's UTC offset.
+ */
+function instant(v: string): number {
+  const m = RFC3339.exec(v);
+  if (m === null) return Number.NaN;
+  const offset = m[3] === 'Z' || m[3] === 'z' ? 'Z' : `${m[3]!.slice(0, 3)}:${m[3]!.slice(3).replace(':', '') || '00'}`;
+  return Date.parse(`${m[1]}T${m[2]}${offset}`);
+}
+
+const RFC3339 = /^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2}(?:\.\d+)?)([Zz]|[+-]\d{2}(?::?\d{2})?)$/;

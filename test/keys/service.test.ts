@@ -271,6 +271,21 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
       t.equal(await code(svc.importKeys(JSON.stringify({ key: 'expiry-bad-key-1', subject: 'jo', role: 'basic', expiresAt: 0 }), 'x.jsonl')), 'import-invalid', 'a number is not a date-time');
     });
 
+    await t.test('import: an expiry is an instant with its offset, never the host\'s local time', async (t) => {
+      // PostgreSQL's timestamptz text (storj), other offsets, lower-case t and z: all the same instant.
+      const at = Date.UTC(2026, 11, 7, 20, 26, 37);
+      const forms = ['2026-12-07T20:26:37Z', '2026-12-07 20:26:37+00', '2026-12-07 21:26:37+01:00', '2026-12-07T12:26:37-0800', '2026-12-07t20:26:37.000z'];
+      const lines = forms.map((expiresAt, i) => ({ key: `expiry-offset-key-${i}`, subject: 'jo', role: 'basic', expiresAt }));
+      await svc.importKeys(lines.map((l) => JSON.stringify(l)).join('\n'), 'offsets.jsonl');
+      const stored = await Promise.all(lines.map((l) => store.getKeyBySha256(createHash('sha256').update(l.key).digest('hex'))));
+      t.same(stored.map((k) => k?.expiresAt), forms.map(() => at), 'every form is the same instant');
+      // Without an offset the instant depends on the host's time zone: refused, not guessed.
+      for (const expiresAt of ['2026-12-07 20:26:37', '2026-12-07T20:26:37', 'Jan 31 2027', '2026-12-07']) {
+        t.equal(await code(svc.importKeys(JSON.stringify({ key: 'expiry-local-key-1', subject: 'jo', role: 'basic', expiresAt }), 'x.jsonl')), 'import-invalid', `${expiresAt}: refused`);
+      }
+      t.equal(await store.getKeyBySha256(createHash('sha256').update('expiry-local-key-1').digest('hex')), undefined, 'nothing written');
+    });
+
     await t.test('import: digestOf uuid-bytes takes the digest of the UUID\'s 16 bytes', async (t) => {
       const uuid = '9b2f6c1e-4d7a-4f3b-a1c2-0e5d8f7a6b90';
       const bytesDigest = createHash('sha256').update(Buffer.from(uuid.replaceAll('-', ''), 'hex')).digest('hex');
@@ -334,7 +349,7 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
           /^in\.jsonl:8 "key" starts with "pcl_"/,
           /^in\.jsonl:9 "key" looks like a JWT/,
           /^in\.jsonl:10 "key" contains ":"/,
-          /^in\.jsonl:11 "expiresAt" must be an ISO 8601 date-time, or null for never$/,
+          /^in\.jsonl:11 "expiresAt" must be an RFC 3339 date-time with its offset/,
           /^in\.jsonl:12 "key" must be a UUID .* with "digestOf": "uuid-bytes"$/,
           /^in\.jsonl:13 duplicate key \(same as line 1\)$/,
           /^in\.jsonl:14 expected a JSON object$/,
