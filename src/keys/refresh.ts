@@ -3,6 +3,7 @@ import { keyRevocationId } from '../revocation/ids.js';
 import type { KeyRecord, KeyStore } from '../store/types.js';
 import { KeyServiceError } from './errors.js';
 import type { AttemptLimiter } from '../util/attempt-limiter.js';
+import { compileAllowIp } from '../util/cidr.js';
 import type { KeyRevocationEvent } from './events.js';
 import { generateKey, generateRefreshToken, parseRefreshToken } from './format.js';
 import { hashSecret, verifySecret, type HashParams } from './hash.js';
@@ -58,6 +59,10 @@ export async function exchangeRefreshToken(token: string, clientIp: string, ctx:
   if (old === undefined || old.refreshHash === null) throw refused();
   await verifyToken(ctx, old.refreshHash, parsed, clientIp);
   await checkUsable(ctx, old, now);
+  // The successor keeps the key's allowed addresses: refreshed from elsewhere, it could not
+  // be used where it was asked for, and the token would be spent for nothing. Refused
+  // before anything is spent; the key and its token keep working where they may.
+  if (compileAllowIp(old.allowedIps)?.(clientIp) === false) throw refused('The refresh comes from an address the key is not allowed at; refresh from one it is, or ask for a new key.');
   return replace(ctx, old, now);
 }
 

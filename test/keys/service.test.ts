@@ -425,6 +425,19 @@ function suite(t: Test, name: string, open: () => Promise<KeyStore>): Promise<vo
       t.equal(await code(svc.refresh(f.refreshToken!)), 'refresh-invalid', 'keys revoke --subject stops them too');
     });
 
+    await t.test('refresh from an address the key is not allowed at: refused before anything is spent', async (t) => {
+      // The successor keeps the allowed addresses: refreshed from elsewhere it could not be
+      // used there, and the token would have been spent for a useless key.
+      const c = await svc.create({ subject: 'kate', role: 'basic', refreshable: true, allowIps: ['198.51.100.7/32'] });
+      t.equal(await code(svc.refresh(c.refreshToken!, '203.0.113.20')), 'refresh-invalid', 'from elsewhere: refused');
+      const kept = await store.getKey(c.id);
+      t.same([kept?.revokedAt, kept?.refreshSpentAt, kept?.successorId], [null, null, null], 'nothing spent, nothing revoked');
+      const r = await svc.refresh(c.refreshToken!, '::ffff:198.51.100.7');
+      t.same((await store.getKey(r.id))?.allowedIps, ['198.51.100.7/32'], 'from an allowed address (IPv4-mapped too): refreshed, same binding');
+      const open = await svc.create({ subject: 'kate', role: 'basic', refreshable: true });
+      t.ok((await svc.refresh(open.refreshToken!, '203.0.113.20')).key, 'a key without allowed addresses refreshes from anywhere');
+    });
+
     await t.test('refresh: a store failure is store-unavailable', async (t) => {
       const other = await open();
       await other.migrate();
