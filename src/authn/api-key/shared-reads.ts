@@ -29,9 +29,4 @@ export class SharedReads<T> {
     read.then(done, done);
     return read;
   }
-
-  /** Reads in flight (for tests). */
-  get size(): number {
-    return this.#reads.size;
-  }
 }
